@@ -1,0 +1,1015 @@
+//! # shmq — a cross-process message queue in named shared memory
+//!
+//! Many producers and many consumers, in any processes on one machine (Rust, C, C++,
+//! Python), share one bounded queue of fixed-size slots. Each message reaches exactly one
+//! consumer. The ring is lock-free (no process can die holding a lock), blocking calls sleep
+//! on shared futexes, every message carries a CRC32C, and a process killed at any point
+//! cannot lose a message whose send returned success or wedge the queue for the others.
+//!
+//! ```no_run
+//! use shmq::{CrossProcessQueue, Message};
+//! # fn main() -> shmq::Result<()> {
+//! let queue = CrossProcessQueue::create("doc_queue", 100, 1024)?;
+//! queue.send(&Message::new(1, "Hello World"))?;
+//!
+//! let worker = CrossProcessQueue::connect("doc_queue")?;
+//! while let Some(message) = worker.receive()? {
+//!     println!("got: {}", String::from_utf8_lossy(&message.data));
+//! }
+//! CrossProcessQueue::unlink("doc_queue")?;
+//! # Ok(()) }
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod crashpoint;
+mod error;
+pub mod ffi;
+pub mod layout;
+pub mod ring;
+mod segment;
+mod wait;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::time::{Duration, Instant};
+
+pub use error::{Error, Result};
+pub use ring::MessageMeta as Received;
+pub use segment::{validate_name, MAX_NAME_LEN, SHM_DIR, SHM_PREFIX};
+
+use layout::{Header, FLAG_CHECKSUM, HEADER_SIZE, KNOWN_FLAGS, LAYOUT_VERSION, MAGIC};
+use ring::{HeadRepair, MessageMeta, Peers, PopBlocked, PopToken, PushBlocked, ReadError, Ring};
+use segment::Segment;
+
+/// Version of this library (the crate version).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Default permission bits of a new queue: owner read and write only.
+pub const DEFAULT_MODE: u32 = 0o600;
+
+/// How long `connect` waits for a segment that another process is still building.
+const CONNECT_WAIT: Duration = Duration::from_secs(1);
+/// Longest single sleep of a blocked call; it then re-checks for dead peers to repair.
+const SLEEP_SLICE: Duration = Duration::from_millis(50);
+/// Minimum interval between liveness checks (each is a system call) by one handle.
+const LIVENESS_INTERVAL_NS: u64 = 1_000_000;
+/// Pending byte counts are flushed to the shared statistics after this many messages.
+const STATS_BATCH: u64 = 64;
+
+/// A message as the original design note defines it. `id` and `timestamp` travel in the
+/// slot header, so every language sees them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub id: u64,
+    pub data: Vec<u8>,
+    /// Sender-supplied time; [`Message::new`] and `send_bytes` use nanoseconds since the
+    /// Unix epoch.
+    pub timestamp: u64,
+}
+
+impl Message {
+    /// A message stamped with the current time in nanoseconds since the Unix epoch.
+    pub fn new(id: u64, data: impl Into<Vec<u8>>) -> Message {
+        Message {
+            id,
+            data: data.into(),
+            timestamp: segment::now_ns(),
+        }
+    }
+}
+
+/// A snapshot of a queue's statistics, shared by every process using it.
+///
+/// Message counts are derived from the ring's positions and are exact once no operation is
+/// in flight; byte counts are flushed by each handle every 64 messages and whenever it goes
+/// idle; `peak_depth` is sampled at those flushes and when a send finds the queue full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub messages_sent: u64,
+    pub messages_received: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Sends refused (or timed out) because the queue was full.
+    pub send_full: u64,
+    /// Blocking calls that reached their deadline.
+    pub timeouts: u64,
+    pub checksum_failures: u64,
+    /// Positions claimed by producers that died before publishing (skipped).
+    pub abandoned: u64,
+    /// Messages handed to another receiver because theirs died mid-receive.
+    pub redelivered: u64,
+    /// Messages or slots dropped because their header was invalid.
+    pub corrupted: u64,
+    pub peak_depth: u64,
+    /// Messages in the queue at the time of the snapshot.
+    pub depth: u64,
+    pub capacity: u64,
+}
+
+/// How [`QueueOptions::create`] treats an existing queue of the same name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Fail with [`Error::AlreadyExists`] (the default).
+    CreateNew,
+    /// Connect to it instead, if its geometry matches.
+    OpenOrCreate,
+    /// Unlink it and create a fresh one (processes still attached keep the old one).
+    Replace,
+}
+
+/// Options for creating a queue: `CrossProcessQueue::options().mode(0o660).create(...)`.
+#[derive(Clone, Debug)]
+pub struct QueueOptions {
+    mode: u32,
+    checksum: bool,
+    open_mode: OpenMode,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        QueueOptions {
+            mode: DEFAULT_MODE,
+            checksum: true,
+            open_mode: OpenMode::CreateNew,
+        }
+    }
+}
+
+impl QueueOptions {
+    /// Permission bits of the segment (default `0o600`); the umask does not apply.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Whether every message carries a CRC32C that receivers verify (default on).
+    pub fn checksum(mut self, on: bool) -> Self {
+        self.checksum = on;
+        self
+    }
+
+    /// What to do when the name is taken (default [`OpenMode::CreateNew`]).
+    pub fn open_mode(mut self, mode: OpenMode) -> Self {
+        self.open_mode = mode;
+        self
+    }
+
+    /// Creates (or, per the open mode, opens or replaces) the queue.
+    pub fn create(
+        &self,
+        name: &str,
+        max_messages: usize,
+        message_size: usize,
+    ) -> Result<CrossProcessQueue> {
+        validate_name(name)?;
+        let capacity = u32::try_from(max_messages)
+            .ok()
+            .filter(|&c| (1..=layout::MAX_CAPACITY).contains(&c))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "capacity {max_messages} is out of range 1..={}",
+                    layout::MAX_CAPACITY
+                ))
+            })?;
+        let msg_size = u32::try_from(message_size)
+            .ok()
+            .filter(|&s| (1..=layout::MAX_MESSAGE_SIZE).contains(&s))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "message size {message_size} is out of range 1..={}",
+                    layout::MAX_MESSAGE_SIZE
+                ))
+            })?;
+        if self.mode & !0o777 != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "mode {:o} has bits outside 0o777",
+                self.mode
+            )));
+        }
+        let size = layout::segment_size(capacity, msg_size).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{capacity} messages of {msg_size} bytes do not fit in the address space"
+            ))
+        })?;
+        if self.open_mode == OpenMode::Replace {
+            match segment::unlink(name) {
+                Ok(()) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let segment = match Segment::create(name, size, self.mode) {
+            Ok(s) => s,
+            Err(Error::AlreadyExists { .. }) if self.open_mode == OpenMode::OpenOrCreate => {
+                let q = CrossProcessQueue::connect(name)?;
+                if q.capacity() != max_messages || q.message_size() != message_size {
+                    return Err(Error::InvalidArgument(format!(
+                        "queue '{name}' exists with capacity {} and message size {}, \
+                         not {max_messages} and {message_size}",
+                        q.capacity(),
+                        q.message_size()
+                    )));
+                }
+                return Ok(q);
+            }
+            Err(e) => return Err(e),
+        };
+        let flags = if self.checksum { FLAG_CHECKSUM } else { 0 };
+        // SAFETY: the segment is a fresh, exclusive, page-aligned mapping of `size` bytes,
+        // which is segment_size(capacity, msg_size); nobody can read it as a ring before the
+        // magic is published below.
+        let ring =
+            unsafe { Ring::initialize(segment.base(), capacity, msg_size, flags, self.mode) };
+        let queue = CrossProcessQueue::attach(name, segment, ring)?;
+        let identity = &queue.ring.header().identity;
+        identity.creator_pid.store(segment::pid(), Relaxed);
+        identity.creator_id.store(queue.me, Relaxed);
+        identity.created_at_ns.store(segment::now_ns(), Relaxed);
+        queue.ring.publish_magic();
+        Ok(queue)
+    }
+}
+
+/// A handle to a queue in named shared memory.
+///
+/// A handle may be shared by any number of threads (`&self` methods, `Send + Sync`).
+/// Dropping it never removes the queue: use [`CrossProcessQueue::unlink`]. Handles are not
+/// meant to cross `fork()`; open a new one in the child.
+pub struct CrossProcessQueue {
+    ring: Ring,
+    segment: Segment,
+    name: String,
+    me: u32,
+    pending_bytes_sent: AtomicU64,
+    pending_bytes_received: AtomicU64,
+    pending_ops: AtomicU64,
+    next_liveness_check: AtomicU64,
+    next_orphan_scan: AtomicU64,
+    clock_origin: Instant,
+}
+
+/// Liveness answers for one handle.
+struct HandlePeers<'a> {
+    segment: &'a Segment,
+    me: u32,
+}
+
+impl Peers for HandlePeers<'_> {
+    fn me(&self) -> u32 {
+        self.me
+    }
+
+    fn is_alive(&self, id: u32) -> bool {
+        id == self.me || self.segment.is_alive(id)
+    }
+}
+
+impl std::fmt::Debug for CrossProcessQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrossProcessQueue")
+            .field("name", &self.name)
+            .field("capacity", &self.capacity())
+            .field("message_size", &self.message_size())
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// What a single non-blocking attempt found.
+enum Attempt<T> {
+    Done(T),
+    WouldBlock,
+}
+
+impl CrossProcessQueue {
+    /// Creates a new queue of `max_messages` slots of `message_size` bytes each, with the
+    /// default options (mode 0600, checksums on). Fails with [`Error::AlreadyExists`] if the
+    /// name is taken.
+    pub fn create(name: &str, max_messages: usize, message_size: usize) -> Result<Self> {
+        QueueOptions::default().create(name, max_messages, message_size)
+    }
+
+    /// Options for creating a queue (mode, checksums, open-or-create, replace).
+    pub fn options() -> QueueOptions {
+        QueueOptions::default()
+    }
+
+    /// Connects to an existing queue, validating everything in its header first.
+    pub fn connect(name: &str) -> Result<Self> {
+        validate_name(name)?;
+        let segment = Segment::open(name, HEADER_SIZE, CONNECT_WAIT)?;
+        // SAFETY: the mapping is at least HEADER_SIZE bytes and page aligned; a Header is all
+        // atomics, valid for any bit pattern.
+        let header = unsafe { &*(segment.base() as *const Header) };
+        let deadline = Instant::now() + CONNECT_WAIT;
+        // Acquire: pairs with the creator's Release store of the magic, making every header
+        // field and slot it initialised visible.
+        let mut magic = header.identity.magic.load(Acquire);
+        while magic == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+            magic = header.identity.magic.load(Acquire);
+        }
+        let corrupt = |what: String| Error::CorruptedData(format!("queue '{name}': {what}"));
+        if magic == 0 {
+            return Err(corrupt(
+                "segment was never finished (its creator died while building it?); \
+                 remove it or create with replace"
+                    .into(),
+            ));
+        }
+        if magic != MAGIC {
+            return Err(corrupt(format!("not an shmq queue (magic {magic:#018x})")));
+        }
+        let id = &header.identity;
+        let version = id.layout_version.load(Relaxed);
+        if version != LAYOUT_VERSION {
+            return Err(Error::IncompatibleVersion {
+                found: version,
+                expected: LAYOUT_VERSION,
+            });
+        }
+        let header_size = id.header_size.load(Relaxed);
+        let capacity = id.capacity.load(Relaxed);
+        let message_size = id.message_size.load(Relaxed);
+        let stride = id.slot_stride.load(Relaxed);
+        let flags = id.flags.load(Relaxed);
+        let recorded_size = id.segment_size.load(Relaxed);
+        if header_size as usize != HEADER_SIZE {
+            return Err(corrupt(format!(
+                "header size {header_size}, expected {HEADER_SIZE}"
+            )));
+        }
+        if !(1..=layout::MAX_CAPACITY).contains(&capacity) {
+            return Err(corrupt(format!("capacity {capacity} out of range")));
+        }
+        if !(1..=layout::MAX_MESSAGE_SIZE).contains(&message_size) {
+            return Err(corrupt(format!("message size {message_size} out of range")));
+        }
+        if flags & !KNOWN_FLAGS != 0 {
+            return Err(corrupt(format!("unknown flags {flags:#x}")));
+        }
+        if Some(stride as usize) != layout::slot_stride(message_size) {
+            return Err(corrupt(format!(
+                "slot stride {stride} does not match message size"
+            )));
+        }
+        let size = layout::segment_size(capacity, message_size)
+            .ok_or_else(|| corrupt("geometry overflows".into()))?;
+        if recorded_size != size as u64 {
+            return Err(corrupt(format!(
+                "recorded size {recorded_size} does not match geometry ({size})"
+            )));
+        }
+        if segment.size() < size {
+            return Err(corrupt(format!(
+                "segment is {} bytes, its header needs {size} (truncated?)",
+                segment.size()
+            )));
+        }
+        // SAFETY: geometry validated above; the mapping covers `size` bytes, page aligned,
+        // and lives in `segment`, which the queue owns alongside the ring.
+        let ring = unsafe { Ring::from_raw(segment.base(), capacity, message_size, flags) };
+        CrossProcessQueue::attach(name, segment, ring)
+    }
+
+    fn attach(name: &str, segment: Segment, ring: Ring) -> Result<Self> {
+        let me = segment
+            .register_participant(&ring.header().wake.next_participant_id)
+            .map_err(|source| Error::AccessFailed {
+                name: name.to_string(),
+                source,
+            })?;
+        let entry = &ring.header().participants[me as usize % layout::PARTICIPANT_SLOTS];
+        entry.id.store(0, Relaxed);
+        entry.pid.store(segment::pid(), Relaxed);
+        entry
+            .start_time
+            .store(segment::process_start_time(), Relaxed);
+        entry.connected_at_ns.store(segment::now_ns(), Relaxed);
+        entry.id.store(me, Relaxed);
+        Ok(CrossProcessQueue {
+            ring,
+            segment,
+            name: name.to_string(),
+            me,
+            pending_bytes_sent: AtomicU64::new(0),
+            pending_bytes_received: AtomicU64::new(0),
+            pending_ops: AtomicU64::new(0),
+            next_liveness_check: AtomicU64::new(0),
+            next_orphan_scan: AtomicU64::new(0),
+            clock_origin: Instant::now(),
+        })
+    }
+
+    /// Removes the queue's name. Processes that have it open keep working on it; new
+    /// `connect`s fail with `NotFound`.
+    pub fn unlink(name: &str) -> Result<()> {
+        segment::unlink(name)
+    }
+
+    /// Names of every shmq queue on this machine (objects `/dev/shm/shmq.*` whose header
+    /// carries the shmq magic).
+    pub fn list() -> Result<Vec<String>> {
+        let names = segment::candidate_names().map_err(|source| Error::AccessFailed {
+            name: SHM_DIR.to_string(),
+            source,
+        })?;
+        Ok(names
+            .into_iter()
+            .filter(|n| {
+                Segment::open(n, HEADER_SIZE, Duration::ZERO)
+                    .map(|s| {
+                        // SAFETY: mapping of at least HEADER_SIZE bytes; all-atomic header.
+                        let h = unsafe { &*(s.base() as *const Header) };
+                        h.identity.magic.load(Acquire) == MAGIC
+                    })
+                    .unwrap_or(false)
+            })
+            .collect())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Number of slots (the `max_messages` given at creation).
+    pub fn capacity(&self) -> usize {
+        self.ring.capacity() as usize
+    }
+
+    /// Largest message, in bytes.
+    pub fn message_size(&self) -> usize {
+        self.ring.message_size()
+    }
+
+    /// Messages in the queue now (including ones being written or read).
+    pub fn len(&self) -> usize {
+        self.ring.depth() as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.len() >= self.capacity()
+    }
+
+    pub fn checksum_enabled(&self) -> bool {
+        self.ring.checksum_enabled()
+    }
+
+    /// This handle's participant id (what `shmq info` lists).
+    pub fn participant_id(&self) -> u32 {
+        self.me
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called by anyone.
+    pub fn is_shutdown(&self) -> bool {
+        self.ring.is_closed()
+    }
+
+    /// Closes the queue for sending, for every process: sends fail with `Closed`; receivers
+    /// get what is left, then `Closed` (or `None` from the blocking forms). Idempotent.
+    pub fn shutdown(&self) -> Result<()> {
+        self.ring.close();
+        wait::wake_everyone(self.ring.not_empty_word());
+        wait::wake_everyone(self.ring.not_full_word());
+        Ok(())
+    }
+
+    fn peers(&self) -> HandlePeers<'_> {
+        HandlePeers {
+            segment: &self.segment,
+            me: self.me,
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.clock_origin.elapsed().as_nanos() as u64
+    }
+
+    /// Rate limiter for liveness checks (system calls) on the would-block paths.
+    fn liveness_due(&self) -> bool {
+        let now = self.now_ns();
+        let next = self.next_liveness_check.load(Relaxed);
+        if now < next {
+            return false;
+        }
+        self.next_liveness_check
+            .compare_exchange(next, now + LIVENESS_INTERVAL_NS, Relaxed, Relaxed)
+            .is_ok()
+    }
+
+    /// Rate limiter for the full-ring scan for orphaned messages (O(capacity)).
+    fn orphan_scan_due(&self) -> bool {
+        let now = self.now_ns();
+        let next = self.next_orphan_scan.load(Relaxed);
+        if now < next {
+            return false;
+        }
+        let interval = 100_000_000 + self.ring.capacity() * 1_000;
+        self.next_orphan_scan
+            .compare_exchange(next, now + interval, Relaxed, Relaxed)
+            .is_ok()
+    }
+
+    // ----- statistics ----------------------------------------------------------------------
+
+    fn count(&self, pending: &AtomicU64, bytes: usize) {
+        pending.fetch_add(bytes as u64, Relaxed);
+        if self.pending_ops.fetch_add(1, Relaxed) + 1 >= STATS_BATCH {
+            self.flush_stats();
+        }
+    }
+
+    /// Moves this handle's pending byte counts into the shared statistics.
+    fn flush_stats(&self) {
+        if self.pending_ops.swap(0, Relaxed) == 0 {
+            return;
+        }
+        // Relaxed throughout: statistics are monotonic counters read as a snapshot; they
+        // order nothing else.
+        let stats = &self.ring.header().stats;
+        let sent = self.pending_bytes_sent.swap(0, Relaxed);
+        if sent != 0 {
+            stats.bytes_sent.fetch_add(sent, Relaxed);
+        }
+        let received = self.pending_bytes_received.swap(0, Relaxed);
+        if received != 0 {
+            stats.bytes_received.fetch_add(received, Relaxed);
+        }
+        stats.peak_depth.fetch_max(self.ring.depth(), Relaxed);
+    }
+
+    /// A snapshot of the queue's statistics (flushing this handle's pending counts first).
+    pub fn stats(&self) -> Stats {
+        self.flush_stats();
+        let s = &self.ring.header().stats;
+        let abandoned = s.abandoned.load(Relaxed);
+        let republished = s.republished.load(Relaxed);
+        let tail = self.ring.tail_position();
+        let head = self.ring.head_position();
+        Stats {
+            messages_sent: tail.saturating_sub(abandoned + republished),
+            messages_received: head.saturating_sub(abandoned + republished),
+            bytes_sent: s.bytes_sent.load(Relaxed),
+            bytes_received: s.bytes_received.load(Relaxed),
+            send_full: s.send_full.load(Relaxed),
+            timeouts: s.timeouts.load(Relaxed),
+            checksum_failures: s.checksum_failures.load(Relaxed),
+            abandoned,
+            redelivered: s.redelivered.load(Relaxed),
+            corrupted: s.corrupted.load(Relaxed),
+            peak_depth: s.peak_depth.load(Relaxed),
+            depth: self.ring.depth(),
+            capacity: self.ring.capacity(),
+        }
+    }
+
+    // ----- the engine: one attempt, and waiting between attempts --------------------------
+
+    /// Runs `attempt` until it succeeds or fails, spinning briefly, then sleeping on `word`
+    /// in slices. `timeout`: `None` waits without limit, `Some(ZERO)` makes one attempt.
+    fn run<T>(
+        &self,
+        timeout: Option<Duration>,
+        producer: bool,
+        mut attempt: impl FnMut(bool) -> Result<Attempt<T>>,
+    ) -> Result<Attempt<T>> {
+        if let Attempt::Done(v) = attempt(false)? {
+            return Ok(Attempt::Done(v));
+        }
+        if timeout == Some(Duration::ZERO) {
+            self.flush_stats();
+            return attempt(true);
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        // Bounded spin: a peer on another core usually answers within microseconds; yields
+        // let a peer on the same core run.
+        for step in 0..10u32 {
+            if step < 6 {
+                for _ in 0..(1u32 << step) {
+                    std::hint::spin_loop();
+                }
+            } else {
+                std::thread::yield_now();
+            }
+            if let Attempt::Done(v) = attempt(false)? {
+                return Ok(Attempt::Done(v));
+            }
+        }
+        self.flush_stats();
+        let word = if producer {
+            self.ring.not_full_word()
+        } else {
+            self.ring.not_empty_word()
+        };
+        loop {
+            let expected = wait::prepare(word);
+            if let Attempt::Done(v) = attempt(true)? {
+                return Ok(Attempt::Done(v));
+            }
+            let slice = match deadline {
+                None => SLEEP_SLICE,
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        self.ring.header().stats.timeouts.fetch_add(1, Relaxed);
+                        return Err(Error::Timeout);
+                    }
+                    (d - now).min(SLEEP_SLICE)
+                }
+            };
+            wait::sleep(word, expected, Some(slice));
+        }
+    }
+
+    // ----- sending ---------------------------------------------------------------------------
+
+    /// One attempt to send. `id: None` uses the message's position (unique in the queue).
+    fn try_send_once(
+        &self,
+        id: Option<u64>,
+        timestamp: u64,
+        data: &[u8],
+        repair: bool,
+    ) -> Result<Attempt<u64>> {
+        let peers = self.peers();
+        let token = match self.ring.claim_push(&peers) {
+            Ok(token) => token,
+            Err(PushBlocked::Closed) => return Err(Error::Closed),
+            Err(PushBlocked::Full) => {
+                if repair && self.liveness_due() && self.ring.repair_tail(&peers) {
+                    wait::wake_all(self.ring.not_empty_word());
+                    return self.try_send_once(id, timestamp, data, false);
+                }
+                return Ok(Attempt::WouldBlock);
+            }
+        };
+        crashpoint::hit("push_tail_moved");
+        let id = id.unwrap_or(token.position());
+        self.ring.write(&token, id, timestamp, data);
+        crashpoint::hit("push_written");
+        self.ring.publish(token);
+        wait::wake_all(self.ring.not_empty_word());
+        self.count(&self.pending_bytes_sent, data.len());
+        Ok(Attempt::Done(id))
+    }
+
+    /// The general send: `timeout` `Some(ZERO)` = do not wait (fails with `QueueFull`),
+    /// `None` = wait without limit, otherwise wait at most that long (fails with `Timeout`).
+    /// Returns the message id (`id`, or the message's position in the queue if `None`).
+    pub fn send_with(
+        &self,
+        id: Option<u64>,
+        timestamp: u64,
+        data: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<u64> {
+        if data.len() > self.message_size() {
+            return Err(Error::MessageTooLarge {
+                len: data.len(),
+                max: self.message_size(),
+            });
+        }
+        match self.run(timeout, true, |repair| {
+            self.try_send_once(id, timestamp, data, repair)
+        }) {
+            Ok(Attempt::Done(id)) => Ok(id),
+            Ok(Attempt::WouldBlock) => {
+                let stats = &self.ring.header().stats;
+                stats.send_full.fetch_add(1, Relaxed);
+                stats.peak_depth.fetch_max(self.ring.capacity(), Relaxed);
+                Err(Error::QueueFull)
+            }
+            Err(Error::Timeout) => {
+                self.ring.header().stats.send_full.fetch_add(1, Relaxed);
+                Err(Error::Timeout)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends a message; fails at once with [`Error::QueueFull`] if there is no room.
+    pub fn send(&self, message: &Message) -> Result<()> {
+        self.send_with(
+            Some(message.id),
+            message.timestamp,
+            &message.data,
+            Some(Duration::ZERO),
+        )
+        .map(drop)
+    }
+
+    /// Sends a message, waiting for room as long as it takes.
+    pub fn send_blocking(&self, message: &Message) -> Result<()> {
+        self.send_with(Some(message.id), message.timestamp, &message.data, None)
+            .map(drop)
+    }
+
+    /// Sends a message, waiting at most `timeout` for room ([`Error::Timeout`] after).
+    pub fn send_timeout(&self, message: &Message, timeout: Duration) -> Result<()> {
+        self.send_with(
+            Some(message.id),
+            message.timestamp,
+            &message.data,
+            Some(timeout),
+        )
+        .map(drop)
+    }
+
+    /// Sends bytes without building a [`Message`] (no allocation); fails at once with
+    /// `QueueFull`. The id is the message's position in the queue; it is returned.
+    pub fn send_bytes(&self, data: &[u8]) -> Result<u64> {
+        self.send_with(None, segment::now_ns(), data, Some(Duration::ZERO))
+    }
+
+    /// [`send_bytes`](Self::send_bytes) that waits for room: `None` without limit.
+    pub fn send_bytes_timeout(&self, data: &[u8], timeout: Option<Duration>) -> Result<u64> {
+        self.send_with(None, segment::now_ns(), data, timeout)
+    }
+
+    // ----- receiving -------------------------------------------------------------------------
+
+    fn finish_read(&self, token: PopToken, buf: &mut [u8]) -> Result<MessageMeta> {
+        crashpoint::hit("pop_head_moved");
+        let result = self.ring.read(&token, buf);
+        crashpoint::hit("pop_read");
+        self.ring.release(token);
+        wait::wake_all(self.ring.not_full_word());
+        let stats = &self.ring.header().stats;
+        match result {
+            Ok(meta) => {
+                self.count(&self.pending_bytes_received, meta.len);
+                Ok(meta)
+            }
+            Err(ReadError::Checksum { expected, actual }) => {
+                stats.checksum_failures.fetch_add(1, Relaxed);
+                Err(Error::CorruptedData(format!(
+                    "queue '{}': message checksum {actual:#010x} does not match {expected:#010x}; \
+                     the message was dropped",
+                    self.name
+                )))
+            }
+            Err(ReadError::BadLength(len)) => {
+                stats.corrupted.fetch_add(1, Relaxed);
+                Err(Error::CorruptedData(format!(
+                    "queue '{}': message length {len} exceeds the message size {}; \
+                     the message was dropped",
+                    self.name,
+                    self.message_size()
+                )))
+            }
+        }
+    }
+
+    fn try_recv_once(&self, buf: &mut [u8], repair: bool) -> Result<Attempt<MessageMeta>> {
+        let peers = self.peers();
+        loop {
+            match self.ring.claim_pop(&peers, buf.len()) {
+                Ok(token) => return self.finish_read(token, buf).map(Attempt::Done),
+                Err(PopBlocked::BufferTooSmall(needed)) => {
+                    return Err(Error::BufferTooSmall {
+                        needed,
+                        got: buf.len(),
+                    })
+                }
+                Err(PopBlocked::InProgress) => {
+                    if repair && self.liveness_due() {
+                        match self.ring.repair_head(&peers) {
+                            HeadRepair::Message(token) => {
+                                return self.finish_read(token, buf).map(Attempt::Done)
+                            }
+                            HeadRepair::Skipped => {
+                                wait::wake_all(self.ring.not_full_word());
+                                continue;
+                            }
+                            HeadRepair::Nothing => {}
+                        }
+                    }
+                    return Ok(Attempt::WouldBlock);
+                }
+                Err(PopBlocked::Empty) => {
+                    if repair && self.orphan_scan_due() {
+                        if let Some(token) = self.adopt(&peers, buf)? {
+                            return self.finish_read(token, buf).map(Attempt::Done);
+                        }
+                    }
+                    return Ok(Attempt::WouldBlock);
+                }
+                Err(PopBlocked::Closed) => {
+                    // Before saying "closed", deliver any message a dead receiver left.
+                    if let Some(token) = self.adopt(&peers, buf)? {
+                        return self.finish_read(token, buf).map(Attempt::Done);
+                    }
+                    return Err(Error::Closed);
+                }
+            }
+        }
+    }
+
+    fn adopt(&self, peers: &HandlePeers<'_>, buf: &[u8]) -> Result<Option<PopToken>> {
+        self.ring
+            .adopt_orphan(peers, buf.len())
+            .map_err(|needed| Error::BufferTooSmall {
+                needed,
+                got: buf.len(),
+            })
+    }
+
+    /// The general receive into a caller's buffer. `timeout` as in [`send_with`]
+    /// (`Some(ZERO)`: fails with `QueueEmpty`; elapsed: `Timeout`). After shutdown, once
+    /// drained: `Closed`. A buffer too small fails with `BufferTooSmall` and dequeues nothing.
+    ///
+    /// [`send_with`]: Self::send_with
+    pub fn recv_with(&self, buf: &mut [u8], timeout: Option<Duration>) -> Result<Received> {
+        match self.run(timeout, false, |repair| self.try_recv_once(buf, repair))? {
+            Attempt::Done(meta) => Ok(meta),
+            Attempt::WouldBlock => Err(Error::QueueEmpty),
+        }
+    }
+
+    /// Receives into `buf` without waiting and without allocating: `Ok(None)` when empty,
+    /// `Err(Closed)` when shut down and drained.
+    pub fn receive_into(&self, buf: &mut [u8]) -> Result<Option<Received>> {
+        match self.recv_with(buf, Some(Duration::ZERO)) {
+            Ok(meta) => Ok(Some(meta)),
+            Err(Error::QueueEmpty) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Receives into `buf`, waiting (`None`: without limit): `Ok(None)` once shut down and
+    /// drained, `Err(Timeout)` at the deadline.
+    pub fn recv_into(&self, buf: &mut [u8], timeout: Option<Duration>) -> Result<Option<Received>> {
+        match self.recv_with(buf, timeout) {
+            Ok(meta) => Ok(Some(meta)),
+            Err(Error::Closed) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn recv_message(&self, timeout: Option<Duration>) -> Result<Message> {
+        let mut buf = vec![0u8; self.message_size()];
+        let meta = self.recv_with(&mut buf, timeout)?;
+        buf.truncate(meta.len);
+        Ok(Message {
+            id: meta.id,
+            data: buf,
+            timestamp: meta.timestamp_ns,
+        })
+    }
+
+    /// Receives a message without waiting: `Ok(None)` when the queue is empty (the note's
+    /// semantics), `Err(Closed)` when it was shut down and is drained.
+    pub fn receive(&self) -> Result<Option<Message>> {
+        match self.recv_message(Some(Duration::ZERO)) {
+            Ok(m) => Ok(Some(m)),
+            Err(Error::QueueEmpty) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Receives a message, waiting as long as it takes; `Ok(None)` once the queue is shut
+    /// down and drained, so `while let Some(m) = q.recv()? { ... }` ends cleanly.
+    pub fn recv(&self) -> Result<Option<Message>> {
+        match self.recv_message(None) {
+            Ok(m) => Ok(Some(m)),
+            Err(Error::Closed) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Receives a message, waiting at most `timeout`: `Err(Timeout)` then; `Ok(None)` once
+    /// shut down and drained.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Message>> {
+        match self.recv_message(Some(timeout)) {
+            Ok(m) => Ok(Some(m)),
+            Err(Error::Closed) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A blocking iterator over messages that ends when the queue is shut down and drained.
+    pub fn iter(&self) -> impl Iterator<Item = Result<Message>> + '_ {
+        std::iter::from_fn(move || self.recv().transpose())
+    }
+
+    // ----- typed messages ---------------------------------------------------------------------
+
+    /// Encodes `value` with postcard and sends it without waiting (`QueueFull` when full).
+    #[cfg(feature = "serde")]
+    pub fn send_value<T: serde::Serialize>(&self, value: &T) -> Result<()> {
+        self.send_value_timeout(value, Some(Duration::ZERO))
+    }
+
+    /// Encodes `value` with postcard and sends it, waiting for room (`None`: without limit).
+    #[cfg(feature = "serde")]
+    pub fn send_value_timeout<T: serde::Serialize>(
+        &self,
+        value: &T,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let bytes =
+            postcard::to_stdvec(value).map_err(|e| Error::SerializationFailed(e.to_string()))?;
+        self.send_with(None, segment::now_ns(), &bytes, timeout)
+            .map(drop)
+    }
+
+    /// Receives and decodes a postcard-encoded value, waiting as long as it takes;
+    /// `Ok(None)` once shut down and drained.
+    #[cfg(feature = "serde")]
+    pub fn recv_value<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>> {
+        self.recv_value_timeout(None)
+    }
+
+    /// [`recv_value`](Self::recv_value) with a deadline (`Err(Timeout)` after it).
+    #[cfg(feature = "serde")]
+    pub fn recv_value_timeout<T: serde::de::DeserializeOwned>(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<T>> {
+        match self.recv_message(timeout) {
+            Ok(m) => postcard::from_bytes(&m.data)
+                .map(Some)
+                .map_err(|e| Error::DeserializationFailed(e.to_string())),
+            Err(Error::Closed) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Details for `shmq info`: the segment's identity and recently connected processes.
+    pub fn info(&self) -> QueueInfo {
+        let h = self.ring.header();
+        let id = &h.identity;
+        let (owner_uid, mode) = self.segment.owner_and_mode().unwrap_or((u32::MAX, 0));
+        let mut participants = Vec::new();
+        for p in h.participants.iter() {
+            let pid_id = p.id.load(Relaxed);
+            if pid_id == 0 {
+                continue;
+            }
+            participants.push(ParticipantInfo {
+                id: pid_id,
+                pid: p.pid.load(Relaxed),
+                start_time: p.start_time.load(Relaxed),
+                connected_at_ns: p.connected_at_ns.load(Relaxed),
+                alive: self.peers().is_alive(pid_id),
+            });
+        }
+        participants.sort_by_key(|p| p.id);
+        QueueInfo {
+            name: self.name.clone(),
+            layout_version: id.layout_version.load(Relaxed),
+            capacity: self.capacity(),
+            message_size: self.message_size(),
+            slot_stride: id.slot_stride.load(Relaxed) as usize,
+            segment_size: self.segment.size(),
+            checksum: self.checksum_enabled(),
+            mode,
+            owner_uid,
+            creator_pid: id.creator_pid.load(Relaxed),
+            created_at_ns: id.created_at_ns.load(Relaxed),
+            shutdown: self.is_shutdown(),
+            participants,
+        }
+    }
+}
+
+/// Identity and participants of a queue, for operators.
+#[derive(Clone, Debug)]
+pub struct QueueInfo {
+    pub name: String,
+    pub layout_version: u32,
+    pub capacity: usize,
+    pub message_size: usize,
+    pub slot_stride: usize,
+    pub segment_size: usize,
+    pub checksum: bool,
+    pub mode: u32,
+    pub owner_uid: u32,
+    pub creator_pid: u32,
+    pub created_at_ns: u64,
+    pub shutdown: bool,
+    /// The most recent connections (up to 64), live or not, excluding the caller's own
+    /// liveness which is always reported alive.
+    pub participants: Vec<ParticipantInfo>,
+}
+
+/// One entry of the participant table.
+#[derive(Clone, Debug)]
+pub struct ParticipantInfo {
+    pub id: u32,
+    pub pid: u32,
+    pub start_time: u64,
+    pub connected_at_ns: u64,
+    /// Whether its liveness lock is held (the process has the queue open).
+    pub alive: bool,
+}
+
+impl Drop for CrossProcessQueue {
+    fn drop(&mut self) {
+        self.flush_stats();
+    }
+}

@@ -1,0 +1,791 @@
+//! The lock-free ring: a bounded multi-producer multi-consumer queue over memory it is handed.
+//!
+//! # Algorithm
+//! Dmitry Vyukov's bounded MPMC queue (the design of crossbeam's `ArrayQueue`), extended so
+//! that a process killed at any instruction cannot wedge the queue:
+//!
+//! * Each slot has a sequence word `seq`. For position `p` (slot `p % capacity`, lap
+//!   `p / capacity`): `seq == 2p` means free for the producer of `p`, `2p + 1` means the
+//!   message of `p` is published; the consumer of `p` stores `2(p + capacity)` when done. (The
+//!   factor two keeps a capacity of one unambiguous.)
+//! * A producer or consumer *claims* a slot by a compare-and-swap on the slot's `claim` word,
+//!   which records lap, role and the claimer's participant id in one atomic step. Only then is
+//!   `tail` / `head` advanced, and anyone who sees a claim for the current position helps
+//!   advance it. So a claimed slot always names its owner: if that owner dies (its liveness
+//!   lock is released by the kernel) another process can repair the slot:
+//!   - a producer that died before publishing: a consumer skips the position ("abandoned");
+//!   - a consumer that died while reading: its message is still intact in the slot, so a
+//!     producer arriving a lap later republishes it in place, or a consumer adopts it and
+//!     delivers it ("redelivered").
+//! * `shutdown` sets [`TAIL_CLOSED`] in `tail`; a producer whose claim cannot advance a closed
+//!   tail withdraws it, so no message is published after the final position and receivers
+//!   can report `Closed` once `head` reaches it.
+//!
+//! This module makes no system calls: liveness is asked through [`Peers`], waiting is the
+//! caller's business. So the same code runs on a heap buffer in unit tests and on the mapped
+//! segment in production.
+//!
+//! # Orderings
+//! Every publication of data follows the same pattern: the writer fills the slot, then stores
+//! `seq` with `Release`; the reader loads `seq` with `Acquire` before touching the slot. The
+//! `claim` CAS is `AcqRel` so that a claimer sees everything the previous owner did before
+//! the `seq` store it observed. `head`/`tail` CASes are `AcqRel` and their loads `Acquire`:
+//! observing a position implies observing the claims (and through them, the `seq` values)
+//! that allowed it to advance, which is what the corruption checks rely on.
+
+use std::ptr;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use crate::layout::{
+    self, Claim, Header, Role, SlotHeader, FLAG_CHECKSUM, HEADER_SIZE, LAYOUT_VERSION, MAGIC,
+    POS_MASK, SLOT_FLAG_REDELIVERED, SLOT_HEADER_SIZE, TAIL_CLOSED,
+};
+
+/// Who the caller is and which other participants are alive.
+pub trait Peers {
+    /// Participant id of the caller (never 0).
+    fn me(&self) -> u32;
+    /// Whether participant `id` may still act on the queue. Must err on the side of `true`:
+    /// a `false` lets another process take over that participant's slots.
+    fn is_alive(&self, id: u32) -> bool;
+}
+
+/// Metadata of a message, as it travels in the slot header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageMeta {
+    pub id: u64,
+    pub timestamp_ns: u64,
+    pub len: usize,
+    /// The message was delivered to a receiver that died before returning it.
+    pub redelivered: bool,
+}
+
+/// Why a slot could not be claimed for sending.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PushBlocked {
+    /// The slot at the tail still holds the previous lap's message.
+    Full,
+    /// The queue was shut down.
+    Closed,
+}
+
+/// Why nothing could be received right now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PopBlocked {
+    /// No message at the head.
+    Empty,
+    /// A producer is writing the message at the head (it may be dead: see `repair_head`).
+    InProgress,
+    /// Shut down and drained.
+    Closed,
+    /// The next message needs a larger buffer; nothing was dequeued.
+    BufferTooSmall(usize),
+}
+
+/// What [`Ring::repair_head`] did.
+#[derive(Debug)]
+pub enum HeadRepair {
+    /// Nothing to repair (the producer is alive, or the head moved).
+    Nothing,
+    /// The head moved past a dead producer's position (or someone else's repair): look again.
+    Skipped,
+    /// The dead producer had published after all: the message is claimed for the caller.
+    Message(PopToken),
+}
+
+/// A message could not be read from the slot it was claimed from.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// The length in the slot header exceeds the message size.
+    BadLength(u32),
+    /// The checksum does not match the bytes.
+    Checksum { expected: u32, actual: u32 },
+}
+
+/// A claimed slot for sending: write the message, then [`Ring::publish`].
+#[derive(Debug)]
+#[must_use]
+pub struct PushToken {
+    pos: u64,
+}
+
+impl PushToken {
+    /// The position claimed (unique per queue, used as the default message id).
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+}
+
+/// A claimed slot for receiving: read it, then [`Ring::release`].
+#[derive(Debug)]
+#[must_use]
+pub struct PopToken {
+    pos: u64,
+}
+
+/// How many times a load that looks inconsistent is re-read before the slot is treated
+/// as corrupted.
+const CONSISTENCY_RETRIES: u32 = 64;
+
+/// A view of a ring laid out per [`layout`] at some base address.
+pub struct Ring {
+    header: *const Header,
+    slots: *mut u8,
+    capacity: u64,
+    stride: usize,
+    message_size: usize,
+    checksum: bool,
+}
+
+// SAFETY: the ring only touches its memory through atomics and through raw copies into or
+// out of slots the caller has claimed; the protocol, not Rust's aliasing rules, arbitrates
+// between threads and processes, exactly as between processes sharing the segment.
+unsafe impl Send for Ring {}
+// SAFETY: as above; every method takes `&self` and is safe to call concurrently.
+unsafe impl Sync for Ring {}
+
+impl Ring {
+    /// Builds a fresh ring at `base`: header fields, every slot free for its first position.
+    /// The magic is *not* published; call [`Ring::publish_magic`] when everything else is set.
+    ///
+    /// # Safety
+    /// `base` must be valid for writes of `layout::segment_size(capacity, message_size)`
+    /// bytes, aligned to 128, and not yet shared with anyone who reads it as a ring.
+    pub unsafe fn initialize(
+        base: *mut u8,
+        capacity: u32,
+        message_size: u32,
+        flags: u32,
+        mode: u32,
+    ) -> Ring {
+        let stride = layout::slot_stride(message_size).expect("validated geometry");
+        let size = layout::segment_size(capacity, message_size).expect("validated geometry");
+        // SAFETY: the caller guarantees `base` is valid for `size` writable bytes.
+        unsafe { ptr::write_bytes(base, 0, HEADER_SIZE) };
+        // SAFETY: base is 128-aligned and HEADER_SIZE bytes are valid; all-zero bytes are a
+        // valid `Header` (it consists of atomics and byte arrays only).
+        let header = unsafe { &*(base as *const Header) };
+        let id = &header.identity;
+        id.layout_version.store(LAYOUT_VERSION, Relaxed);
+        id.header_size.store(HEADER_SIZE as u32, Relaxed);
+        id.capacity.store(capacity, Relaxed);
+        id.message_size.store(message_size, Relaxed);
+        id.slot_stride.store(stride as u32, Relaxed);
+        id.flags.store(flags, Relaxed);
+        id.segment_size.store(size as u64, Relaxed);
+        id.mode.store(mode, Relaxed);
+        // SAFETY: as above.
+        let ring = unsafe { Ring::from_raw(base, capacity, message_size, flags) };
+        for i in 0..capacity as u64 {
+            let slot = ring.slot(i);
+            // SAFETY: the slot header lies inside the segment (i < capacity) and is 64-aligned.
+            unsafe { ptr::write_bytes(slot as *const SlotHeader as *mut u8, 0, SLOT_HEADER_SIZE) };
+            slot.seq.store(2 * i, Relaxed);
+            slot.claim.store(Claim::INITIAL, Relaxed);
+        }
+        ring
+    }
+
+    /// Makes the ring visible to `connect`: everything written before happens-before any
+    /// `Acquire` load of the magic that sees it.
+    pub fn publish_magic(&self) {
+        self.header().identity.magic.store(MAGIC, Release);
+    }
+
+    /// A view of an existing ring whose geometry the caller has validated.
+    ///
+    /// # Safety
+    /// `base` must be 128-aligned and valid for reads and writes of
+    /// `layout::segment_size(capacity, message_size)` bytes for as long as the ring is used,
+    /// `capacity >= 1` and `message_size >= 1`.
+    pub unsafe fn from_raw(base: *mut u8, capacity: u32, message_size: u32, flags: u32) -> Ring {
+        Ring {
+            header: base as *const Header,
+            // SAFETY: HEADER_SIZE < segment size, so the offset stays inside the allocation.
+            slots: unsafe { base.add(HEADER_SIZE) },
+            capacity: capacity as u64,
+            stride: layout::slot_stride(message_size).expect("validated geometry"),
+            message_size: message_size as usize,
+            checksum: flags & FLAG_CHECKSUM != 0,
+        }
+    }
+
+    pub fn header(&self) -> &Header {
+        // SAFETY: `from_raw`'s contract: the header is valid for the ring's lifetime.
+        unsafe { &*self.header }
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    pub fn message_size(&self) -> usize {
+        self.message_size
+    }
+
+    pub fn checksum_enabled(&self) -> bool {
+        self.checksum
+    }
+
+    /// The slot for position `pos`. The index is reduced modulo our own validated capacity,
+    /// never one read from shared memory, so it is always in bounds.
+    fn slot(&self, pos: u64) -> &SlotHeader {
+        let index = (pos % self.capacity) as usize;
+        // SAFETY: index < capacity, so the slot lies inside the segment; slots are 64-aligned
+        // (HEADER_SIZE and stride are multiples of 64) and a SlotHeader is all atomics.
+        unsafe { &*(self.slots.add(index * self.stride) as *const SlotHeader) }
+    }
+
+    fn payload(&self, pos: u64) -> *mut u8 {
+        let index = (pos % self.capacity) as usize;
+        // SAFETY: inside the slot, which lies inside the segment (see `slot`).
+        unsafe { self.slots.add(index * self.stride + SLOT_HEADER_SIZE) }
+    }
+
+    fn lap(&self, pos: u64) -> u32 {
+        (pos / self.capacity) as u32
+    }
+
+    fn tail(&self) -> &AtomicU64 {
+        &self.header().tail.value
+    }
+
+    fn head(&self) -> &AtomicU64 {
+        &self.header().head.value
+    }
+
+    /// Messages in the queue right now (published or being written), clamped to capacity.
+    pub fn depth(&self) -> u64 {
+        let head = self.head().load(Acquire);
+        let tail = self.tail().load(Acquire) & POS_MASK;
+        tail.saturating_sub(head).min(self.capacity)
+    }
+
+    /// Positions claimed by producers so far.
+    pub fn tail_position(&self) -> u64 {
+        self.tail().load(Acquire) & POS_MASK
+    }
+
+    /// Positions claimed by consumers so far.
+    pub fn head_position(&self) -> u64 {
+        self.head().load(Acquire)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tail().load(Acquire) & TAIL_CLOSED != 0
+    }
+
+    /// Marks the queue closed for sending. Returns false if it already was.
+    pub fn close(&self) -> bool {
+        // AcqRel: orders the close after our own earlier publications for any observer.
+        self.tail().fetch_or(TAIL_CLOSED, AcqRel) & TAIL_CLOSED == 0
+    }
+
+    // ----- sending -------------------------------------------------------------------------
+
+    /// Claims the slot at the tail for `peers.me()`.
+    ///
+    /// On `Full`, the caller may wait, or call [`Ring::repair_tail`] if it suspects a
+    /// receiver died in the slot.
+    pub fn claim_push(&self, peers: &dyn Peers) -> Result<PushToken, PushBlocked> {
+        let mut suspicious = 0;
+        loop {
+            let tail = self.tail().load(Acquire);
+            if tail & TAIL_CLOSED != 0 {
+                return Err(PushBlocked::Closed);
+            }
+            let t = tail;
+            let slot = self.slot(t);
+            // Acquire: pairs with the consumer's Release store that freed the slot, so its
+            // reads of the old payload happen-before our writes of the new one.
+            let seq = slot.seq.load(Acquire);
+            if seq == 2 * t {
+                let current = slot.claim.load(Acquire);
+                let c = Claim::decode(current);
+                if c.lap == self.lap(t) && c.role == Role::Producer {
+                    // Someone claimed `t` and has not advanced the tail yet: help.
+                    let _ = self.tail().compare_exchange(t, t + 1, AcqRel, Relaxed);
+                    continue;
+                }
+                let mine = self.producer_claim(t, peers.me());
+                if slot
+                    .claim
+                    .compare_exchange(current, mine, AcqRel, Relaxed)
+                    .is_ok()
+                {
+                    crate::crashpoint::hit("push_claimed");
+                    return match self.advance_tail(t) {
+                        Ok(()) => Ok(PushToken { pos: t }),
+                        Err(e) => {
+                            // Closed under us: withdraw the claim so nobody waits for it.
+                            let _ = slot.claim.compare_exchange(mine, current, AcqRel, Relaxed);
+                            Err(e)
+                        }
+                    };
+                }
+            } else if (seq as i64).wrapping_sub((2 * t) as i64) < 0 {
+                return Err(PushBlocked::Full);
+            } else {
+                // The slot is ahead of `t`: our tail was stale. If the tail really has not
+                // moved, the slot's sequence is corrupt; repair it so producers go on.
+                if self.tail().load(Acquire) == tail {
+                    suspicious += 1;
+                    if suspicious > CONSISTENCY_RETRIES {
+                        self.reclaim_corrupt_for_push(t, seq);
+                        suspicious = 0;
+                    }
+                }
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    fn producer_claim(&self, pos: u64, me: u32) -> u64 {
+        Claim {
+            lap: self.lap(pos),
+            role: Role::Producer,
+            owner: me,
+        }
+        .encode()
+    }
+
+    fn consumer_claim(&self, pos: u64, me: u32) -> u64 {
+        Claim {
+            lap: self.lap(pos),
+            role: Role::Consumer,
+            owner: me,
+        }
+        .encode()
+    }
+
+    /// Moves the tail past `t` after a claim of `t` (or observes that someone else did).
+    fn advance_tail(&self, t: u64) -> Result<(), PushBlocked> {
+        loop {
+            let cur = self.tail().load(Acquire);
+            if cur == t {
+                if self
+                    .tail()
+                    .compare_exchange(t, t + 1, AcqRel, Acquire)
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+            } else if cur == t | TAIL_CLOSED {
+                return Err(PushBlocked::Closed);
+            } else {
+                // Helped by someone else (cur > t); any other value is corruption, and the
+                // claim is ours either way.
+                return Ok(());
+            }
+        }
+    }
+
+    /// A slot whose `seq` is impossible for the current tail: take it for position `t`.
+    fn reclaim_corrupt_for_push(&self, t: u64, seen_seq: u64) {
+        let slot = self.slot(t);
+        if slot
+            .seq
+            .compare_exchange(seen_seq, 2 * t, AcqRel, Relaxed)
+            .is_ok()
+        {
+            self.header().stats.corrupted.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Writes a message into a claimed slot. `data.len()` must not exceed the message size.
+    pub fn write(&self, token: &PushToken, id: u64, timestamp_ns: u64, data: &[u8]) {
+        assert!(data.len() <= self.message_size, "caller checks the length");
+        let slot = self.slot(token.pos);
+        let len = data.len() as u32;
+        slot.id.store(id, Relaxed);
+        slot.timestamp_ns.store(timestamp_ns, Relaxed);
+        slot.len.store(len, Relaxed);
+        slot.flags.store(0, Relaxed);
+        let crc = if self.checksum {
+            message_crc(id, timestamp_ns, len, data)
+        } else {
+            0
+        };
+        slot.crc.store(crc, Relaxed);
+        // SAFETY: the slot is claimed by us, its payload area holds message_size >= len bytes,
+        // and `data` is private memory that cannot overlap the mapping.
+        unsafe { ptr::copy_nonoverlapping(data.as_ptr(), self.payload(token.pos), data.len()) };
+    }
+
+    /// Pointer to the payload area of a claimed slot (`message_size` bytes), for zero-copy
+    /// writers. Use [`Ring::finish_in_place`] before publishing.
+    pub fn payload_ptr(&self, token: &PushToken) -> *mut u8 {
+        self.payload(token.pos)
+    }
+
+    /// Completes a message written in place: header fields and checksum.
+    pub fn finish_in_place(&self, token: &PushToken, id: u64, timestamp_ns: u64, len: usize) {
+        assert!(len <= self.message_size, "caller checks the length");
+        let slot = self.slot(token.pos);
+        let crc = if self.checksum {
+            // SAFETY: the slot is ours and the payload holds `len` initialized bytes written
+            // by the caller; nobody else writes a claimed slot in a correct peer.
+            let bytes = unsafe { std::slice::from_raw_parts(self.payload(token.pos), len) };
+            message_crc(id, timestamp_ns, len as u32, bytes)
+        } else {
+            0
+        };
+        slot.id.store(id, Relaxed);
+        slot.timestamp_ns.store(timestamp_ns, Relaxed);
+        slot.len.store(len as u32, Relaxed);
+        slot.flags.store(0, Relaxed);
+        slot.crc.store(crc, Relaxed);
+    }
+
+    /// Makes a written message visible to consumers.
+    pub fn publish(&self, token: PushToken) {
+        // Release: the payload and header writes above happen-before a consumer's Acquire
+        // load that sees this value.
+        self.slot(token.pos).seq.store(2 * token.pos + 1, Release);
+    }
+
+    /// Called by a producer that found the queue full: if the slot at the tail is held by a
+    /// receiver that died mid-receive, republishes its (intact) message at the tail position
+    /// so another receiver gets it. Returns true if it repaired something (retry the push).
+    pub fn repair_tail(&self, peers: &dyn Peers) -> bool {
+        let tail = self.tail().load(Acquire);
+        if tail & TAIL_CLOSED != 0 {
+            return false;
+        }
+        let t = tail;
+        if t < self.capacity {
+            return false;
+        }
+        let p = t - self.capacity;
+        let slot = self.slot(t);
+        let seq = slot.seq.load(Acquire);
+        let current = slot.claim.load(Acquire);
+        let c = Claim::decode(current);
+        // Either a receiver of `p` holds the slot, or a producer that was republishing it
+        // at `t` did; anything else is not ours to repair.
+        let dead_receiver = c.lap == self.lap(p) && c.role == Role::Consumer;
+        let dead_republisher = c.lap == self.lap(t) && c.role == Role::Producer && seq == 2 * p + 1;
+        if !(dead_receiver || dead_republisher) || c.owner == peers.me() {
+            return false;
+        }
+        if seq != 2 * p + 1 && seq != 2 * p {
+            return false;
+        }
+        if peers.is_alive(c.owner) {
+            return false;
+        }
+        if seq == 2 * p {
+            // A receiver died while skipping an abandoned position: the slot holds nothing.
+            // Finish its work: the head move (if missing), then free the slot for `t`. Both
+            // are compare-and-swaps, so racing repairers cannot undo a later state.
+            let _ = self.head().compare_exchange(p, p + 1, AcqRel, Relaxed);
+            return slot
+                .seq
+                .compare_exchange(2 * p, 2 * t, Release, Relaxed)
+                .is_ok();
+        }
+        let mine = self.producer_claim(t, peers.me());
+        if slot
+            .claim
+            .compare_exchange(current, mine, AcqRel, Relaxed)
+            .is_err()
+        {
+            return true; // somebody else repaired it
+        }
+        // The dead receiver may have died before advancing the head past `p`: do it, so no
+        // consumer ever sees the republished slot at a stale head.
+        let _ = self.head().compare_exchange(p, p + 1, AcqRel, Relaxed);
+        match self.advance_tail(t) {
+            Ok(()) => {
+                slot.flags.fetch_or(SLOT_FLAG_REDELIVERED, Relaxed);
+                let stats = &self.header().stats;
+                stats.redelivered.fetch_add(1, Relaxed);
+                stats.republished.fetch_add(1, Relaxed);
+                // Release: as in `publish`; the payload is the dead receiver's intact message.
+                slot.seq.store(2 * t + 1, Release);
+                true
+            }
+            Err(_) => {
+                // Closed meanwhile: give the slot back as an orphan; receivers adopt it.
+                let _ = slot.claim.compare_exchange(mine, current, AcqRel, Relaxed);
+                false
+            }
+        }
+    }
+
+    // ----- receiving -----------------------------------------------------------------------
+
+    /// Claims the message at the head for `peers.me()`, if it fits in `buf_len` bytes.
+    pub fn claim_pop(&self, peers: &dyn Peers, buf_len: usize) -> Result<PopToken, PopBlocked> {
+        let mut suspicious = 0;
+        loop {
+            let h = self.head().load(Acquire);
+            let slot = self.slot(h);
+            // Acquire: pairs with the producer's Release publication of the slot.
+            let seq = slot.seq.load(Acquire);
+            if seq == 2 * h + 1 {
+                let current = slot.claim.load(Acquire);
+                let c = Claim::decode(current);
+                if c.lap == self.lap(h) && c.role == Role::Consumer {
+                    // Claimed by someone who has not advanced the head yet: help.
+                    let _ = self.head().compare_exchange(h, h + 1, AcqRel, Relaxed);
+                    continue;
+                }
+                let len = slot.len.load(Relaxed) as usize;
+                if len <= self.message_size && len > buf_len {
+                    // Only report it if the slot did not change while we read the length.
+                    if slot.seq.load(Acquire) == seq && slot.claim.load(Acquire) == current {
+                        return Err(PopBlocked::BufferTooSmall(len));
+                    }
+                    continue;
+                }
+                let mine = self.consumer_claim(h, peers.me());
+                if slot
+                    .claim
+                    .compare_exchange(current, mine, AcqRel, Relaxed)
+                    .is_ok()
+                {
+                    crate::crashpoint::hit("pop_claimed");
+                    let _ = self.head().compare_exchange(h, h + 1, AcqRel, Relaxed);
+                    return Ok(PopToken { pos: h });
+                }
+            } else if seq == 2 * h {
+                let tail = self.tail().load(Acquire);
+                if tail & POS_MASK <= h {
+                    return Err(if tail & TAIL_CLOSED != 0 {
+                        PopBlocked::Closed
+                    } else {
+                        PopBlocked::Empty
+                    });
+                }
+                let c = Claim::decode(slot.claim.load(Acquire));
+                if c.lap == self.lap(h) && c.role == Role::Consumer {
+                    // Someone is skipping an abandoned position: help advance the head.
+                    let _ = self.head().compare_exchange(h, h + 1, AcqRel, Relaxed);
+                    continue;
+                }
+                return Err(PopBlocked::InProgress);
+            } else {
+                // The slot is behind (previous lap still in flight) or ahead (stale head).
+                let tail = self.tail().load(Acquire);
+                let head_now = self.head().load(Acquire);
+                if head_now != h {
+                    continue;
+                }
+                // Re-read after loading tail and head: any legitimate transition that led
+                // to these positions is now visible (see the module's notes on orderings).
+                let seq = slot.seq.load(Acquire);
+                let behind = (seq as i64).wrapping_sub((2 * h) as i64) < 0;
+                if behind && tail & POS_MASK <= h {
+                    return Err(if tail & TAIL_CLOSED != 0 {
+                        PopBlocked::Closed
+                    } else {
+                        PopBlocked::Empty
+                    });
+                }
+                if seq == 2 * h || seq == 2 * h + 1 {
+                    continue;
+                }
+                if behind {
+                    let c = Claim::decode(slot.claim.load(Acquire));
+                    if c.lap == self.lap(h) && c.role == Role::Producer {
+                        // A producer is republishing a dead receiver's message here.
+                        return Err(PopBlocked::InProgress);
+                    }
+                    if c.lap == self.lap(h) && c.role == Role::Consumer {
+                        let _ = self.head().compare_exchange(h, h + 1, AcqRel, Relaxed);
+                        continue;
+                    }
+                }
+                suspicious += 1;
+                if suspicious > CONSISTENCY_RETRIES {
+                    // Impossible state for a live position: skip it so the queue goes on.
+                    self.skip_corrupt_head(h, seq, peers);
+                    suspicious = 0;
+                }
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    fn skip_corrupt_head(&self, h: u64, seen_seq: u64, peers: &dyn Peers) {
+        let slot = self.slot(h);
+        let mine = self.consumer_claim(h, peers.me());
+        let current = slot.claim.load(Acquire);
+        if slot.seq.load(Acquire) != seen_seq {
+            return;
+        }
+        if slot
+            .claim
+            .compare_exchange(current, mine, AcqRel, Relaxed)
+            .is_ok()
+            && self
+                .head()
+                .compare_exchange(h, h + 1, AcqRel, Relaxed)
+                .is_ok()
+        {
+            self.header().stats.corrupted.fetch_add(1, Relaxed);
+            slot.seq.store(2 * (h + self.capacity), Release);
+        }
+    }
+
+    /// Called by a consumer that saw `InProgress` for a while: if the producer writing the
+    /// head position died, skips that position (the send never returned success, so nothing
+    /// promised is lost).
+    pub fn repair_head(&self, peers: &dyn Peers) -> HeadRepair {
+        let h = self.head().load(Acquire);
+        let slot = self.slot(h);
+        let seq = slot.seq.load(Acquire);
+        // A producer republishing a dead receiver's message leaves the old lap's `seq`.
+        let republishing = h >= self.capacity && seq == 2 * (h - self.capacity) + 1;
+        if seq != 2 * h && !republishing {
+            return HeadRepair::Nothing;
+        }
+        if self.tail().load(Acquire) & POS_MASK <= h {
+            return HeadRepair::Nothing;
+        }
+        let current = slot.claim.load(Acquire);
+        let c = Claim::decode(current);
+        if c.lap != self.lap(h)
+            || c.role != Role::Producer
+            || c.owner == peers.me()
+            || peers.is_alive(c.owner)
+        {
+            return HeadRepair::Nothing;
+        }
+        let mine = self.consumer_claim(h, peers.me());
+        if slot
+            .claim
+            .compare_exchange(current, mine, AcqRel, Relaxed)
+            .is_err()
+        {
+            return HeadRepair::Skipped; // someone else got there first; look again
+        }
+        let _ = self.head().compare_exchange(h, h + 1, AcqRel, Relaxed);
+        if republishing {
+            // The republisher died before publishing; the dead receiver's message is intact.
+            slot.flags.fetch_or(SLOT_FLAG_REDELIVERED, Relaxed);
+            return HeadRepair::Message(PopToken { pos: h });
+        }
+        // The owner is dead, so `seq` cannot change any more. If it published just before
+        // dying, the message is real and now ours: deliver it.
+        if slot.seq.load(Acquire) == 2 * h + 1 {
+            return HeadRepair::Message(PopToken { pos: h });
+        }
+        self.header().stats.abandoned.fetch_add(1, Relaxed);
+        // Release: our claim and head move happen-before the producer that reuses the slot.
+        let _ = slot
+            .seq
+            .compare_exchange(2 * h, 2 * (h + self.capacity), Release, Relaxed);
+        HeadRepair::Skipped
+    }
+
+    /// Looks for a message whose receiver died mid-receive and claims it for `peers.me()`.
+    /// Scans every slot: call it when the queue looks empty, not on every receive.
+    pub fn adopt_orphan(
+        &self,
+        peers: &dyn Peers,
+        buf_len: usize,
+    ) -> Result<Option<PopToken>, usize> {
+        let head = self.head().load(Acquire);
+        for i in 0..self.capacity {
+            let slot = self.slot(i);
+            let seq = slot.seq.load(Acquire);
+            if seq & 1 == 0 {
+                continue;
+            }
+            let p = seq / 2;
+            if p >= head || p % self.capacity != i {
+                continue;
+            }
+            let current = slot.claim.load(Acquire);
+            let c = Claim::decode(current);
+            if c.role != Role::Consumer || c.lap != self.lap(p) || c.owner == peers.me() {
+                continue;
+            }
+            if peers.is_alive(c.owner) {
+                continue;
+            }
+            let len = slot.len.load(Relaxed) as usize;
+            if len <= self.message_size && len > buf_len {
+                return Err(len);
+            }
+            let mine = self.consumer_claim(p, peers.me());
+            if slot
+                .claim
+                .compare_exchange(current, mine, AcqRel, Relaxed)
+                .is_ok()
+            {
+                slot.flags.fetch_or(SLOT_FLAG_REDELIVERED, Relaxed);
+                self.header().stats.redelivered.fetch_add(1, Relaxed);
+                return Ok(Some(PopToken { pos: p }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Copies a claimed message into `buf` and verifies it. The slot stays claimed: call
+    /// [`Ring::release`] afterwards whatever the result.
+    pub fn read(&self, token: &PopToken, buf: &mut [u8]) -> Result<MessageMeta, ReadError> {
+        let slot = self.slot(token.pos);
+        let raw_len = slot.len.load(Relaxed);
+        let len = raw_len as usize;
+        if len > self.message_size || len > buf.len() {
+            return Err(ReadError::BadLength(raw_len));
+        }
+        let id = slot.id.load(Relaxed);
+        let timestamp_ns = slot.timestamp_ns.load(Relaxed);
+        let flags = slot.flags.load(Relaxed);
+        let expected = slot.crc.load(Relaxed);
+        // SAFETY: len <= message_size, so the source lies inside the slot; `buf` is private
+        // memory of at least `len` bytes and cannot overlap the mapping.
+        unsafe { ptr::copy_nonoverlapping(self.payload(token.pos), buf.as_mut_ptr(), len) };
+        // The checksum is computed over our private copy, so a peer writing the slot
+        // concurrently cannot make us accept bytes other than those we return.
+        if self.checksum {
+            let actual = message_crc(id, timestamp_ns, raw_len, &buf[..len]);
+            if actual != expected {
+                return Err(ReadError::Checksum { expected, actual });
+            }
+        }
+        Ok(MessageMeta {
+            id,
+            timestamp_ns,
+            len,
+            redelivered: flags & SLOT_FLAG_REDELIVERED != 0,
+        })
+    }
+
+    /// Length recorded in a claimed slot (untrusted: compare with the message size).
+    pub fn claimed_len(&self, token: &PopToken) -> u32 {
+        self.slot(token.pos).len.load(Relaxed)
+    }
+
+    /// Frees a claimed slot for the producer one lap later.
+    pub fn release(&self, token: PopToken) {
+        // Release: our reads of the payload happen-before the next producer's writes.
+        self.slot(token.pos)
+            .seq
+            .store(2 * (token.pos + self.capacity), Release);
+    }
+
+    /// The futex word consumers sleep on.
+    pub fn not_empty_word(&self) -> &AtomicU32 {
+        &self.header().wake.not_empty
+    }
+
+    /// The futex word producers sleep on.
+    pub fn not_full_word(&self) -> &AtomicU32 {
+        &self.header().wake.not_full
+    }
+}
+
+/// CRC32C over the header fields that travel with a message, then the payload.
+pub fn message_crc(id: u64, timestamp_ns: u64, len: u32, data: &[u8]) -> u32 {
+    let mut head = [0u8; 20];
+    head[..8].copy_from_slice(&id.to_le_bytes());
+    head[8..16].copy_from_slice(&timestamp_ns.to_le_bytes());
+    head[16..].copy_from_slice(&len.to_le_bytes());
+    crc32c::crc32c_append(crc32c::crc32c(&head), data)
+}

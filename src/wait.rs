@@ -1,0 +1,88 @@
+//! Sleeping and waking across processes: Linux futexes on 32-bit words in the segment.
+//!
+//! The futexes are *shared* (no `FUTEX_PRIVATE_FLAG`), so the kernel keys them by the
+//! physical page and a waiter in one process is woken by a waker in another.
+//!
+//! Protocol (an event count with a "waiters" bit): a sleeper sets [`WAITERS_BIT`], re-checks
+//! its condition, then sleeps while the word is unchanged. A waker that changed the
+//! condition bumps the word and clears the bit if it was set, then wakes everyone. A process
+//! killed while asleep leaves at most a stale bit, which the next waker clears: one spurious
+//! system call, never a lost wake-up or a permanent cost.
+
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::time::Duration;
+
+use crate::layout::WAITERS_BIT;
+
+/// Announces a sleeper on `word`; returns the value to pass to [`sleep`].
+///
+/// Call it, re-check the condition, and only then sleep. `SeqCst` (an RMW followed by a
+/// fence) makes the announcement and the re-check's loads a Dekker pair with [`wake_all`]'s
+/// fence, so either the waker sees the bit or the sleeper sees the new state.
+pub fn prepare(word: &AtomicU32) -> u32 {
+    let value = word.fetch_or(WAITERS_BIT, SeqCst) | WAITERS_BIT;
+    std::sync::atomic::fence(SeqCst);
+    value
+}
+
+/// Sleeps while `word == expected`, at most `timeout` (None: no limit). Returns on wake-up,
+/// timeout, signal or a changed word; the caller re-checks its condition in every case.
+pub fn sleep(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a live, aligned 32-bit atomic; FUTEX_WAIT only reads it. The timeout
+    // pointer is null or points to a timespec that outlives the call. A relative FUTEX_WAIT
+    // timeout is measured on CLOCK_MONOTONIC.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            ts_ptr,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Called after making the condition true: wakes every sleeper if any announced itself.
+/// Costs one fence and one load when nobody sleeps.
+pub fn wake_all(word: &AtomicU32) {
+    // SeqCst fence: pairs with `prepare` (see there); orders our earlier publication before
+    // the load of the bit.
+    std::sync::atomic::fence(SeqCst);
+    let mut value = word.load(Relaxed);
+    loop {
+        if value & WAITERS_BIT == 0 {
+            return;
+        }
+        let next = value.wrapping_add(1) & !WAITERS_BIT;
+        // Relaxed: the word carries no data; the fence above ordered the publication.
+        match word.compare_exchange_weak(value, next, Relaxed, Relaxed) {
+            Ok(_) => break,
+            Err(v) => value = v,
+        }
+    }
+    // SAFETY: `word` is a live, aligned 32-bit atomic; FUTEX_WAKE does not dereference
+    // anything else.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
+    }
+}
+
+/// Wakes every sleeper unconditionally (used by shutdown, which must reach them all).
+pub fn wake_everyone(word: &AtomicU32) {
+    let value = word.load(Relaxed);
+    word.store(value.wrapping_add(1) & !WAITERS_BIT, Relaxed);
+    // SAFETY: as in `wake_all`.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
+    }
+}
