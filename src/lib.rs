@@ -29,6 +29,7 @@ pub mod layout;
 pub mod ring;
 mod segment;
 mod wait;
+mod zerocopy;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
@@ -627,6 +628,23 @@ impl CrossProcessQueue {
 
     // ----- sending ---------------------------------------------------------------------------
 
+    /// One attempt to claim the slot at the tail, repairing a dead receiver's slot if
+    /// `repair` and the queue is full.
+    fn try_claim_push(&self, repair: bool) -> Result<Attempt<ring::PushToken>> {
+        let peers = self.peers();
+        match self.ring.claim_push(&peers) {
+            Ok(token) => Ok(Attempt::Done(token)),
+            Err(PushBlocked::Closed) => Err(Error::Closed),
+            Err(PushBlocked::Full) => {
+                if repair && self.liveness_due() && self.ring.repair_tail(&peers) {
+                    wait::wake_all(self.ring.not_empty_word());
+                    return self.try_claim_push(false);
+                }
+                Ok(Attempt::WouldBlock)
+            }
+        }
+    }
+
     /// One attempt to send. `id: None` uses the message's position (unique in the queue).
     fn try_send_once(
         &self,
@@ -635,17 +653,9 @@ impl CrossProcessQueue {
         data: &[u8],
         repair: bool,
     ) -> Result<Attempt<u64>> {
-        let peers = self.peers();
-        let token = match self.ring.claim_push(&peers) {
-            Ok(token) => token,
-            Err(PushBlocked::Closed) => return Err(Error::Closed),
-            Err(PushBlocked::Full) => {
-                if repair && self.liveness_due() && self.ring.repair_tail(&peers) {
-                    wait::wake_all(self.ring.not_empty_word());
-                    return self.try_send_once(id, timestamp, data, false);
-                }
-                return Ok(Attempt::WouldBlock);
-            }
+        let token = match self.try_claim_push(repair)? {
+            Attempt::Done(token) => token,
+            Attempt::WouldBlock => return Ok(Attempt::WouldBlock),
         };
         crashpoint::hit("push_tail_moved");
         let id = id.unwrap_or(token.position());
@@ -765,22 +775,29 @@ impl CrossProcessQueue {
     }
 
     fn try_recv_once(&self, buf: &mut [u8], repair: bool) -> Result<Attempt<MessageMeta>> {
+        match self.try_claim_pop(buf.len(), repair)? {
+            Attempt::Done(token) => self.finish_read(token, buf).map(Attempt::Done),
+            Attempt::WouldBlock => Ok(Attempt::WouldBlock),
+        }
+    }
+
+    /// One attempt to claim the message at the head for a buffer of `buf_len` bytes,
+    /// repairing a dead producer's position or adopting a dead receiver's message if `repair`.
+    fn try_claim_pop(&self, buf_len: usize, repair: bool) -> Result<Attempt<PopToken>> {
         let peers = self.peers();
         loop {
-            match self.ring.claim_pop(&peers, buf.len()) {
-                Ok(token) => return self.finish_read(token, buf).map(Attempt::Done),
+            match self.ring.claim_pop(&peers, buf_len) {
+                Ok(token) => return Ok(Attempt::Done(token)),
                 Err(PopBlocked::BufferTooSmall(needed)) => {
                     return Err(Error::BufferTooSmall {
                         needed,
-                        got: buf.len(),
+                        got: buf_len,
                     })
                 }
                 Err(PopBlocked::InProgress) => {
                     if repair && self.liveness_due() {
                         match self.ring.repair_head(&peers) {
-                            HeadRepair::Message(token) => {
-                                return self.finish_read(token, buf).map(Attempt::Done)
-                            }
+                            HeadRepair::Message(token) => return Ok(Attempt::Done(token)),
                             HeadRepair::Skipped => {
                                 wait::wake_all(self.ring.not_full_word());
                                 continue;
@@ -792,16 +809,16 @@ impl CrossProcessQueue {
                 }
                 Err(PopBlocked::Empty) => {
                     if repair && self.orphan_scan_due() {
-                        if let Some(token) = self.adopt(&peers, buf)? {
-                            return self.finish_read(token, buf).map(Attempt::Done);
+                        if let Some(token) = self.adopt(&peers, buf_len)? {
+                            return Ok(Attempt::Done(token));
                         }
                     }
                     return Ok(Attempt::WouldBlock);
                 }
                 Err(PopBlocked::Closed) => {
                     // Before saying "closed", deliver any message a dead receiver left.
-                    if let Some(token) = self.adopt(&peers, buf)? {
-                        return self.finish_read(token, buf).map(Attempt::Done);
+                    if let Some(token) = self.adopt(&peers, buf_len)? {
+                        return Ok(Attempt::Done(token));
                     }
                     return Err(Error::Closed);
                 }
@@ -809,12 +826,12 @@ impl CrossProcessQueue {
         }
     }
 
-    fn adopt(&self, peers: &HandlePeers<'_>, buf: &[u8]) -> Result<Option<PopToken>> {
+    fn adopt(&self, peers: &HandlePeers<'_>, buf_len: usize) -> Result<Option<PopToken>> {
         self.ring
-            .adopt_orphan(peers, buf.len())
+            .adopt_orphan(peers, buf_len)
             .map_err(|needed| Error::BufferTooSmall {
                 needed,
-                got: buf.len(),
+                got: buf_len,
             })
     }
 

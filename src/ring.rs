@@ -438,6 +438,18 @@ impl Ring {
         slot.crc.store(crc, Relaxed);
     }
 
+    /// Publishes a claimed slot as a message that no receiver accepts (its length exceeds
+    /// the message size): used when a zero-copy writer panics or hands back an impossible
+    /// length. The receiver that claims it drops it and reports `CorruptedData`, which frees
+    /// the position without waiting for this (live) process to die.
+    pub fn publish_poisoned(&self, token: PushToken) {
+        let slot = self.slot(token.pos);
+        slot.len.store(u32::MAX, Relaxed);
+        slot.flags.store(0, Relaxed);
+        slot.crc.store(0, Relaxed);
+        self.publish(token);
+    }
+
     /// Makes a written message visible to consumers.
     pub fn publish(&self, token: PushToken) {
         // Release: the payload and header writes above happen-before a consumer's Acquire
@@ -755,6 +767,45 @@ impl Ring {
             len,
             redelivered: flags & SLOT_FLAG_REDELIVERED != 0,
         })
+    }
+
+    /// Verifies a claimed message where it lies, for zero-copy readers: returns its metadata
+    /// and a pointer to its `len` payload bytes inside the slot. The slot stays claimed: call
+    /// [`Ring::release`] afterwards whatever the result, and do not use the pointer after.
+    ///
+    /// Unlike [`Ring::read`], the checksum is computed over the shared bytes, so it only
+    /// protects against peers that break the protocol *before* the claim (a correct peer
+    /// never writes a slot claimed by someone else).
+    pub fn read_in_place(&self, token: &PopToken) -> Result<(MessageMeta, *const u8), ReadError> {
+        let slot = self.slot(token.pos);
+        let raw_len = slot.len.load(Relaxed);
+        let len = raw_len as usize;
+        if len > self.message_size {
+            return Err(ReadError::BadLength(raw_len));
+        }
+        let id = slot.id.load(Relaxed);
+        let timestamp_ns = slot.timestamp_ns.load(Relaxed);
+        let flags = slot.flags.load(Relaxed);
+        let expected = slot.crc.load(Relaxed);
+        let payload = self.payload(token.pos) as *const u8;
+        if self.checksum {
+            // SAFETY: len <= message_size, so the bytes lie inside the claimed slot's payload
+            // area; the slot is ours until `release`, so correct peers do not write it.
+            let bytes = unsafe { std::slice::from_raw_parts(payload, len) };
+            let actual = message_crc(id, timestamp_ns, raw_len, bytes);
+            if actual != expected {
+                return Err(ReadError::Checksum { expected, actual });
+            }
+        }
+        Ok((
+            MessageMeta {
+                id,
+                timestamp_ns,
+                len,
+                redelivered: flags & SLOT_FLAG_REDELIVERED != 0,
+            },
+            payload,
+        ))
     }
 
     /// Length recorded in a claimed slot (untrusted: compare with the message size).

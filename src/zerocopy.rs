@@ -1,0 +1,418 @@
+//! Zero-copy and batch forms of send and receive.
+//!
+//! # Zero-copy
+//! [`CrossProcessQueue::send_in_place`] claims a slot and lends its payload area
+//! (`message_size` bytes of shared memory) to a closure that writes the message and returns
+//! its length; the message is then checksummed and published. [`CrossProcessQueue::recv_in_place`]
+//! claims the next message, verifies it where it lies and lends it to a closure as `&[u8]`;
+//! the slot is released when the closure returns. Neither copies the payload.
+//!
+//! Crash safety is the ring's: while the closure runs, the slot is claimed in this process's
+//! name exactly as during a copying send or receive. If the process dies inside a `send`
+//! closure, a receiver skips the position once the death is visible (the send never
+//! returned, so nothing promised is lost); if it dies inside a `recv` closure, the message is
+//! still intact in the slot and is delivered again to another receiver ("redelivered").
+//!
+//! A *panic* is not a death: this process stays alive and so keeps its claim, which nobody
+//! else may repair. So the slot is settled on unwind: a panicking receive closure releases
+//! the slot (the message counts as delivered), and a panicking send closure publishes the slot
+//! as a *poisoned* message that the receiver which claims it drops, counting it under
+//! `corrupted` and returning `CorruptedData`. A send closure returning a length larger than
+//! `message_size` is treated the same way and the send fails with `InvalidArgument`.
+//!
+//! The bytes lent to a receive closure are shared memory: a correct peer never writes a slot
+//! another process has claimed, but a buggy or hostile process mapping the segment could, so
+//! the checksum (verified before the closure runs) proves nothing about what the closure reads
+//! afterwards. Use the copying forms when peers are untrusted.
+//!
+//! # Batches
+//! The ring claims each slot with its own compare-and-swap on the slot's `claim` word,
+//! because that word must name the claimer for as long as the slot is in flight: it is what
+//! lets another process repair the slot if the claimer dies. A single `fetch_add` on the tail
+//! claiming `n` positions at once would leave positions taken but not owned by anyone a
+//! repairer can identify, so a process dying right after it would wedge the queue. So
+//! [`CrossProcessQueue::send_batch`] and [`CrossProcessQueue::recv_batch`] still make one claim
+//! per message, but amortise everything else over the batch: one wait (for the first
+//! message only), one wake-up check (a `SeqCst` fence and a load of the futex word, plus a
+//! `futex` call only if someone sleeps), one timestamp and one statistics update per batch.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use crate::ring::{PopToken, PushToken, ReadError, Ring};
+use crate::{crashpoint, segment, wait, Attempt, CrossProcessQueue, Error, Received, Result};
+
+/// Settles a claimed push slot if the writer's closure unwinds: publishes it poisoned.
+struct PushGuard<'a> {
+    ring: &'a Ring,
+    token: Option<PushToken>,
+}
+
+impl Drop for PushGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            self.ring.publish_poisoned(token);
+            wait::wake_all(self.ring.not_empty_word());
+        }
+    }
+}
+
+/// Releases a claimed pop slot when the reader is done, including on unwind.
+struct PopGuard<'a> {
+    ring: &'a Ring,
+    token: Option<PopToken>,
+}
+
+impl Drop for PopGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            self.ring.release(token);
+            wait::wake_all(self.ring.not_full_word());
+        }
+    }
+}
+
+impl CrossProcessQueue {
+    /// Maps an attempt result of a send-side wait to the errors and statistics of
+    /// [`send_with`](Self::send_with).
+    fn claim_for_send(&self, timeout: Option<Duration>) -> Result<PushToken> {
+        match self.run(timeout, true, |repair| self.try_claim_push(repair)) {
+            Ok(Attempt::Done(token)) => Ok(token),
+            Ok(Attempt::WouldBlock) => {
+                let stats = &self.ring.header().stats;
+                stats.send_full.fetch_add(1, Relaxed);
+                stats.peak_depth.fetch_max(self.ring.capacity(), Relaxed);
+                Err(Error::QueueFull)
+            }
+            Err(Error::Timeout) => {
+                self.ring.header().stats.send_full.fetch_add(1, Relaxed);
+                Err(Error::Timeout)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits (per `timeout`, as in [`recv_with`](Self::recv_with)) for a message that fits
+    /// in a slot and claims it.
+    fn claim_for_recv(&self, timeout: Option<Duration>) -> Result<PopToken> {
+        let size = self.message_size();
+        match self.run(timeout, false, |repair| self.try_claim_pop(size, repair))? {
+            Attempt::Done(token) => Ok(token),
+            Attempt::WouldBlock => Err(Error::QueueEmpty),
+        }
+    }
+
+    /// The error (and statistic) for a claimed message that failed verification; the same
+    /// as the copying receive reports.
+    fn read_error(&self, e: ReadError) -> Error {
+        let stats = &self.ring.header().stats;
+        match e {
+            ReadError::Checksum { expected, actual } => {
+                stats.checksum_failures.fetch_add(1, Relaxed);
+                Error::CorruptedData(format!(
+                    "queue '{}': message checksum {actual:#010x} does not match {expected:#010x}; \
+                     the message was dropped",
+                    self.name
+                ))
+            }
+            ReadError::BadLength(len) => {
+                stats.corrupted.fetch_add(1, Relaxed);
+                Error::CorruptedData(format!(
+                    "queue '{}': message length {len} exceeds the message size {}; \
+                     the message was dropped",
+                    self.name,
+                    self.message_size()
+                ))
+            }
+        }
+    }
+
+    /// Adds a batch to this handle's pending statistics, flushing them like `count` does.
+    fn count_batch(&self, sent: bool, messages: u64, bytes: u64) {
+        let pending = if sent {
+            &self.pending_bytes_sent
+        } else {
+            &self.pending_bytes_received
+        };
+        // Relaxed: statistics order nothing (see `flush_stats`).
+        pending.fetch_add(bytes, Relaxed);
+        if self.pending_ops.fetch_add(messages, Relaxed) + messages >= crate::STATS_BATCH {
+            self.flush_stats();
+        }
+    }
+
+    /// Zero-copy send: claims a slot (waiting per `timeout` as in
+    /// [`send_with`](Self::send_with): `Some(ZERO)` fails at once with `QueueFull`, `None`
+    /// waits without limit), lends its `message_size` bytes of shared memory to `fill`, which
+    /// writes the message and returns its length, then publishes it. Returns the message id
+    /// (its position in the queue). The slot may hold an older message's bytes: write every
+    /// byte you count in the length.
+    ///
+    /// If `fill` returns more than `message_size`, or panics, the slot is published poisoned
+    /// (see the [module notes](self)) and the send fails with `InvalidArgument` (or the panic
+    /// resumes). No allocation and no system call on the fast path.
+    #[doc(alias = "reserve")]
+    pub fn send_in_place<F>(&self, timeout: Option<Duration>, fill: F) -> Result<u64>
+    where
+        F: FnOnce(&mut [u8]) -> usize,
+    {
+        let token = self.claim_for_send(timeout)?;
+        crashpoint::hit("push_tail_moved");
+        let size = self.message_size();
+        let payload = self.ring.payload_ptr(&token);
+        let mut guard = PushGuard {
+            ring: &self.ring,
+            token: Some(token),
+        };
+        // SAFETY: the slot is claimed by this process until it is published (by the guard on
+        // unwind at the latest), so no correct peer reads or writes its payload area, which
+        // is `size` bytes inside the mapping; the borrow ends before the publication below.
+        let len = fill(unsafe { std::slice::from_raw_parts_mut(payload, size) });
+        let token = guard.token.take().expect("the guard still holds the claim");
+        if len > size {
+            self.ring.publish_poisoned(token);
+            wait::wake_all(self.ring.not_empty_word());
+            return Err(Error::InvalidArgument(format!(
+                "send_in_place: the closure returned length {len}, beyond the message size {size}; \
+                 the slot was published as a poisoned message"
+            )));
+        }
+        let id = token.position();
+        self.ring
+            .finish_in_place(&token, id, segment::now_ns(), len);
+        crashpoint::hit("push_written");
+        self.ring.publish(token);
+        wait::wake_all(self.ring.not_empty_word());
+        self.count(&self.pending_bytes_sent, len);
+        Ok(id)
+    }
+
+    /// Zero-copy receive: claims the next message (waiting per `timeout` as in
+    /// [`recv_with`](Self::recv_with): `QueueEmpty`, `Timeout`, or `Closed` once shut down
+    /// and drained), verifies its checksum where it lies, and lends its bytes to `read`; the
+    /// slot is released when `read` returns (or unwinds: the message then counts as
+    /// delivered). Returns what `read` returns. No allocation and no system call on the fast
+    /// path.
+    #[doc(alias = "peek")]
+    pub fn recv_in_place<R, F>(&self, timeout: Option<Duration>, read: F) -> Result<R>
+    where
+        F: FnOnce(Received, &[u8]) -> R,
+    {
+        let token = self.claim_for_recv(timeout)?;
+        let result = self.read_claimed_in_place(token, read);
+        result.map(|(r, len)| {
+            self.count(&self.pending_bytes_received, len);
+            r
+        })
+    }
+
+    /// Verifies a claimed message in place, lends it to `read`, releases the slot (with a
+    /// wake-up check). Returns `read`'s value and the message length.
+    fn read_claimed_in_place<R, F>(&self, token: PopToken, read: F) -> Result<(R, usize)>
+    where
+        F: FnOnce(Received, &[u8]) -> R,
+    {
+        crashpoint::hit("pop_head_moved");
+        let guard = PopGuard {
+            ring: &self.ring,
+            token: Some(token),
+        };
+        let claimed = guard.token.as_ref().expect("just set");
+        let (meta, payload) = self.ring.read_in_place(claimed).map_err(|e| {
+            // The guard releases the slot; the message is dropped, as by `receive_into`.
+            self.read_error(e)
+        })?;
+        // SAFETY: `read_in_place` checked meta.len <= message_size, so the bytes lie inside
+        // the payload area of the slot, which stays claimed by this process (no correct peer
+        // writes it) until the guard releases it after the borrow below has ended.
+        let bytes = unsafe { std::slice::from_raw_parts(payload, meta.len) };
+        let r = read(meta, bytes);
+        crashpoint::hit("pop_read");
+        drop(guard);
+        Ok((r, meta.len))
+    }
+
+    /// Sends several messages in order with one wait and one wake-up check (see the
+    /// [module notes](self) for why each still takes its own claim). Waits per `timeout` (as
+    /// in [`send_with`](Self::send_with)) only for room for the first message, then sends as
+    /// many as fit without waiting, and returns how many were sent (at least one, unless
+    /// `messages` is empty). Ids are the messages' positions. Fails with `MessageTooLarge`
+    /// before sending anything if any message exceeds the message size.
+    pub fn send_batch<T: AsRef<[u8]>>(
+        &self,
+        messages: &[T],
+        timeout: Option<Duration>,
+    ) -> Result<usize> {
+        let size = self.message_size();
+        if let Some(m) = messages.iter().find(|m| m.as_ref().len() > size) {
+            return Err(Error::MessageTooLarge {
+                len: m.as_ref().len(),
+                max: size,
+            });
+        }
+        let Some(first) = messages.first() else {
+            return Ok(0);
+        };
+        let mut token = self.claim_for_send(timeout)?;
+        let timestamp = segment::now_ns();
+        let mut sent = 0usize;
+        let mut bytes = 0u64;
+        let mut data = first.as_ref();
+        loop {
+            crashpoint::hit("push_tail_moved");
+            self.ring.write(&token, token.position(), timestamp, data);
+            crashpoint::hit("push_written");
+            self.ring.publish(token);
+            sent += 1;
+            bytes += data.len() as u64;
+            let Some(next) = messages.get(sent) else {
+                break;
+            };
+            match self.try_claim_push(false) {
+                Ok(Attempt::Done(t)) => token = t,
+                // Full, or shut down meanwhile: what was sent stays sent.
+                Ok(Attempt::WouldBlock) | Err(_) => break,
+            }
+            data = next.as_ref();
+        }
+        wait::wake_all(self.ring.not_empty_word());
+        self.count_batch(true, sent as u64, bytes);
+        Ok(sent)
+    }
+
+    /// Receives up to `buf.len() / message_size` messages with one wait and one wake-up
+    /// check. Message `i` is copied to `buf[i * message_size..]` and its metadata pushed as
+    /// `metas[i]` (`metas` is cleared first; reserve its capacity to avoid allocating). Waits
+    /// per `timeout` (as in [`recv_with`](Self::recv_with)) only for the first message and
+    /// returns how many were received (at least one). A message that fails verification is
+    /// dropped and ends the batch with `CorruptedData`; the messages received before it are
+    /// still in `buf` and `metas`.
+    pub fn recv_batch(
+        &self,
+        buf: &mut [u8],
+        metas: &mut Vec<Received>,
+        timeout: Option<Duration>,
+    ) -> Result<usize> {
+        metas.clear();
+        let size = self.message_size();
+        let max = buf.len() / size;
+        if max == 0 {
+            return Err(Error::BufferTooSmall {
+                needed: size,
+                got: buf.len(),
+            });
+        }
+        let mut token = self.claim_for_recv(timeout)?;
+        let mut bytes = 0u64;
+        let mut failure = None;
+        loop {
+            crashpoint::hit("pop_head_moved");
+            let chunk = &mut buf[metas.len() * size..][..size];
+            let result = self.ring.read(&token, chunk);
+            crashpoint::hit("pop_read");
+            self.ring.release(token);
+            match result {
+                Ok(meta) => {
+                    bytes += meta.len as u64;
+                    metas.push(meta);
+                }
+                Err(e) => {
+                    failure = Some(self.read_error(e));
+                    break;
+                }
+            }
+            if metas.len() == max {
+                break;
+            }
+            match self.try_claim_pop(size, false) {
+                Ok(Attempt::Done(t)) => token = t,
+                Ok(Attempt::WouldBlock) | Err(_) => break,
+            }
+        }
+        wait::wake_all(self.ring.not_full_word());
+        self.count_batch(false, metas.len() as u64, bytes);
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(metas.len()),
+        }
+    }
+
+    /// Zero-copy batch receive: lends up to `max` messages in turn to `read` (as in
+    /// [`recv_in_place`](Self::recv_in_place)), releasing each slot after its call, with one
+    /// wait (for the first message) and one wake-up check. Returns how many were read. A
+    /// message that fails verification is dropped and ends the batch with `CorruptedData`.
+    pub fn recv_batch_in_place<F>(
+        &self,
+        max: usize,
+        timeout: Option<Duration>,
+        mut read: F,
+    ) -> Result<usize>
+    where
+        F: FnMut(Received, &[u8]),
+    {
+        if max == 0 {
+            return Ok(0);
+        }
+        let size = self.message_size();
+        let mut token = self.claim_for_recv(timeout)?;
+        let mut count = 0usize;
+        let mut bytes = 0u64;
+        let mut failure = None;
+        loop {
+            crashpoint::hit("pop_head_moved");
+            match self.ring.read_in_place(&token) {
+                Ok((meta, payload)) => {
+                    // Releases the slot even if `read` unwinds.
+                    let guard = PopGuardQuiet {
+                        ring: &self.ring,
+                        token: Some(token),
+                    };
+                    // SAFETY: as in `read_claimed_in_place`: len <= message_size, inside
+                    // the slot, which stays claimed until the guard drops after the borrow.
+                    let bytes_in_slot = unsafe { std::slice::from_raw_parts(payload, meta.len) };
+                    read(meta, bytes_in_slot);
+                    crashpoint::hit("pop_read");
+                    drop(guard);
+                    count += 1;
+                    bytes += meta.len as u64;
+                }
+                Err(e) => {
+                    self.ring.release(token);
+                    failure = Some(self.read_error(e));
+                    break;
+                }
+            }
+            if count == max {
+                break;
+            }
+            match self.try_claim_pop(size, false) {
+                Ok(Attempt::Done(t)) => token = t,
+                Ok(Attempt::WouldBlock) | Err(_) => break,
+            }
+        }
+        wait::wake_all(self.ring.not_full_word());
+        self.count_batch(false, count as u64, bytes);
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(count),
+        }
+    }
+}
+
+/// Like [`PopGuard`] but without the wake-up check, which a batch does once at its end (on
+/// unwind too: the guard wakes then, so producers never miss the freed slots).
+struct PopGuardQuiet<'a> {
+    ring: &'a Ring,
+    token: Option<PopToken>,
+}
+
+impl Drop for PopGuardQuiet<'_> {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            self.ring.release(token);
+            if std::thread::panicking() {
+                wait::wake_all(self.ring.not_full_word());
+            }
+        }
+    }
+}
