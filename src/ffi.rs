@@ -1,1 +1,964 @@
-//! The C ABI (see include/shmq.h). Filled in by the C ABI work.
+//! The C ABI: what `include/shmq.h` declares (the header is generated from this file by
+//! cbindgen, see `scripts/gen-header.sh`; `tests/header.rs` fails when it is stale).
+//!
+//! Conventions (also in `docs/C_API.md`):
+//! - Every function that can fail returns a [`shmq_status`]; `SHMQ_OK` is 0. The code is
+//!   machine-readable and stable; [`shmq_last_error`] gives this thread's detail (function,
+//!   queue name, errno, reason).
+//! - Inputs come first, outputs last; an output is written only on success (the one
+//!   exception: the needed size on `SHMQ_ERR_BUFFER_TOO_SMALL`).
+//! - Every pointer argument is checked, in release builds too: NULL gives
+//!   `SHMQ_ERR_INVALID_ARGUMENT` with a message naming the argument. A data pointer may be
+//!   NULL only when its length is 0.
+//! - No panic crosses the boundary: each export runs inside [`boundary`], which turns a
+//!   panic into `SHMQ_ERR_INTERNAL` (or the function's neutral value) and a message.
+//! - Status codes coming *from* C are taken as plain integers, never as the Rust enum.
+#![allow(non_camel_case_types)]
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, CStr};
+use std::fmt::Write as _;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+use crate::{CrossProcessQueue, Error, OpenMode, QueueOptions, DEFAULT_MODE};
+
+/// Major version of the library this header belongs to (see also `shmq_version()`).
+pub const SHMQ_VERSION_MAJOR: u32 = 0;
+/// Minor version of the library this header belongs to.
+pub const SHMQ_VERSION_MINOR: u32 = 1;
+/// Patch version of the library this header belongs to.
+pub const SHMQ_VERSION_PATCH: u32 = 0;
+/// The version this header belongs to, as text ("MAJOR.MINOR.PATCH"). Compare it with
+/// `shmq_version()` to detect a header used with a different library build.
+pub const SHMQ_VERSION: &str = "0.1.0";
+
+// The literals above must be literals for cbindgen; these checks keep them equal to
+// Cargo.toml's version (the build fails after a version bump until they are updated, and
+// tests/header.rs then fails until the header is regenerated).
+const _: () = assert!(SHMQ_VERSION_MAJOR == parse_u32(env!("CARGO_PKG_VERSION_MAJOR")));
+const _: () = assert!(SHMQ_VERSION_MINOR == parse_u32(env!("CARGO_PKG_VERSION_MINOR")));
+const _: () = assert!(SHMQ_VERSION_PATCH == parse_u32(env!("CARGO_PKG_VERSION_PATCH")));
+const _: () = assert!(str_eq(SHMQ_VERSION, env!("CARGO_PKG_VERSION")));
+
+const fn parse_u32(s: &str) -> u32 {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut n = 0u32;
+    while i < b.len() {
+        assert!(b[i].is_ascii_digit());
+        n = n * 10 + (b[i] - b'0') as u32;
+        i += 1;
+    }
+    n
+}
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// `shmq_create_with` flag: messages carry no CRC32C (receivers do not verify them).
+pub const SHMQ_CREATE_NO_CHECKSUM: u32 = 1;
+/// `shmq_create_with` flag: if the queue exists, connect to it instead (its capacity and
+/// message size must equal the ones given, else `SHMQ_ERR_INVALID_ARGUMENT`).
+pub const SHMQ_CREATE_OPEN_EXISTING: u32 = 2;
+/// `shmq_create_with` flag: unlink an existing queue of that name first and create a fresh
+/// one (processes still attached to the old one keep using it, unseen by new ones).
+pub const SHMQ_CREATE_REPLACE: u32 = 4;
+const KNOWN_CREATE_FLAGS: u32 =
+    SHMQ_CREATE_NO_CHECKSUM | SHMQ_CREATE_OPEN_EXISTING | SHMQ_CREATE_REPLACE;
+
+/// `shmq_message_info.flags` bit: the message had been handed to a receiver that died
+/// before finishing with it, and is delivered again (it may have been partly processed).
+pub const SHMQ_MESSAGE_REDELIVERED: u32 = 1;
+
+/// Status of a call. The numbers are stable: they are never changed or reused.
+///
+/// Functions that take a status (`shmq_status_str`) accept any integer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum shmq_status {
+    /// Success.
+    SHMQ_OK = 0,
+    /// The queue is full and the call was not allowed to wait (`timeout_ms == 0`).
+    SHMQ_ERR_FULL = 1,
+    /// The queue is empty and the call was not allowed to wait (`timeout_ms == 0`).
+    SHMQ_ERR_EMPTY = 2,
+    /// The call waited `timeout_ms` milliseconds without success.
+    SHMQ_ERR_TIMEOUT = 3,
+    /// The queue was shut down: sends always fail; receives fail once it is drained.
+    SHMQ_ERR_CLOSED = 4,
+    /// An argument was NULL, out of range or malformed (the last error names it).
+    SHMQ_ERR_INVALID_ARGUMENT = 5,
+    /// `shmq_create`: a queue of that name already exists.
+    SHMQ_ERR_ALREADY_EXISTS = 6,
+    /// No queue of that name exists.
+    SHMQ_ERR_NOT_FOUND = 7,
+    /// The queue's permission bits forbid this process to open or remove it.
+    SHMQ_ERR_PERMISSION_DENIED = 8,
+    /// A system call failed while creating the queue (the last error has the errno).
+    SHMQ_ERR_CREATION_FAILED = 9,
+    /// A system call failed while opening or mapping the queue (errno in the last error).
+    SHMQ_ERR_ACCESS_FAILED = 10,
+    /// The message is longer than the queue's message size.
+    SHMQ_ERR_MESSAGE_TOO_LARGE = 11,
+    /// The receive buffer cannot hold the next message. Nothing was dequeued; the size
+    /// needed was written to `*out_len` (or `info->len`).
+    SHMQ_ERR_BUFFER_TOO_SMALL = 12,
+    /// The segment or a message failed an integrity check (a corrupted message is dropped).
+    SHMQ_ERR_CORRUPTED_DATA = 13,
+    /// The segment was made by an incompatible version of shmq (different layout version).
+    SHMQ_ERR_INCOMPATIBLE_VERSION = 14,
+    /// A bug in shmq (a caught panic); the last error has the detail.
+    SHMQ_ERR_INTERNAL = 15,
+}
+
+use shmq_status::*;
+
+/// A status code as C passes it in: any integer (an out-of-range value coming from C must
+/// never become a Rust enum). The header shows it as `shmq_status` (cbindgen.toml renames
+/// it and does not emit this alias).
+pub type shmq_status_int = c_int;
+
+/// An open queue (opaque). Create one with `shmq_create`, `shmq_create_with` or
+/// `shmq_connect`, release it exactly once with `shmq_close`.
+///
+/// Thread safety: one handle may be used by any number of threads at once (every function
+/// taking a `shmq_queue *` is safe to call concurrently on it), except `shmq_close`, which
+/// must be the last call on the handle by any thread. Handles do not survive `fork()`:
+/// a child process connects its own.
+pub struct shmq_queue {
+    inner: CrossProcessQueue,
+}
+
+/// Metadata of a received message, filled by `shmq_receive_message`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct shmq_message_info {
+    /// The id given by the sender (`shmq_send` uses the message's position in the queue).
+    pub id: u64,
+    /// The sender's timestamp (`shmq_send` uses nanoseconds since the Unix epoch).
+    pub timestamp_ns: u64,
+    /// Length of the message in bytes (on `SHMQ_ERR_BUFFER_TOO_SMALL`: the size needed).
+    pub len: usize,
+    /// `SHMQ_MESSAGE_REDELIVERED` or 0.
+    pub flags: u32,
+}
+
+/// A snapshot of a queue's statistics, shared by every process using the queue.
+///
+/// Versioned by size: set `struct_size = sizeof(shmq_queue_stats)` before calling
+/// `shmq_stats`; the library fills the fields that fit in both its and your version and
+/// sets `struct_size` to the number of bytes it filled. New fields are only ever appended.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct shmq_queue_stats {
+    /// In: `sizeof(shmq_queue_stats)` as the caller knows it. Out: bytes filled.
+    pub struct_size: u32,
+    /// Always 0.
+    pub reserved: u32,
+    /// Messages sent successfully (by every process).
+    pub messages_sent: u64,
+    /// Messages received (by every process).
+    pub messages_received: u64,
+    /// Payload bytes sent (each handle flushes its count every 64 messages and when idle).
+    pub bytes_sent: u64,
+    /// Payload bytes received (flushed like `bytes_sent`).
+    pub bytes_received: u64,
+    /// Sends refused or timed out because the queue was full.
+    pub send_full: u64,
+    /// Blocking calls that reached their deadline.
+    pub timeouts: u64,
+    /// Messages dropped because their CRC32C did not match.
+    pub checksum_failures: u64,
+    /// Positions claimed by senders that died before publishing (skipped).
+    pub abandoned: u64,
+    /// Messages handed to another receiver because theirs died mid-receive.
+    pub redelivered: u64,
+    /// Messages or slots dropped because their header was invalid.
+    pub corrupted: u64,
+    /// Highest number of messages seen in the queue.
+    pub peak_depth: u64,
+    /// Messages in the queue at the time of the snapshot.
+    pub depth: u64,
+    /// Number of slots.
+    pub capacity: u64,
+}
+
+// ----- the boundary: panics, last error, argument checks --------------------------------------
+
+thread_local! {
+    /// This thread's last failure message, NUL-terminated; reused, so a failure in a hot
+    /// loop (full, empty) allocates nothing once it has grown.
+    static LAST_ERROR: RefCell<Vec<u8>> = RefCell::new(b"\0".to_vec());
+}
+
+/// Replaces this thread's last error with `args` (interior NULs become '?').
+fn set_last_error(args: std::fmt::Arguments<'_>) {
+    struct Sink<'a>(&'a mut Vec<u8>);
+    impl std::fmt::Write for Sink<'_> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0
+                .extend(s.bytes().map(|b| if b == 0 { b'?' } else { b }));
+            Ok(())
+        }
+    }
+    // try_with: the thread-local may already be destroyed at thread exit; try_borrow_mut:
+    // never panic here, this runs on the panic path too.
+    let _ = LAST_ERROR.try_with(|cell| {
+        if let Ok(mut buf) = cell.try_borrow_mut() {
+            buf.clear();
+            let _ = Sink(&mut buf).write_fmt(args);
+            buf.push(0);
+        }
+    });
+}
+
+/// Runs an export's body, turning a panic into `on_panic` and a last-error message.
+fn boundary<T>(function: &'static str, on_panic: T, body: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(v) => v,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("unknown panic");
+            set_last_error(format_args!(
+                "{function}: internal error (panic: {what}); please report this as a bug"
+            ));
+            on_panic
+        }
+    }
+}
+
+/// The status for a Rust error.
+fn status_of(e: &Error) -> shmq_status {
+    match e {
+        Error::CreationFailed { .. } => SHMQ_ERR_CREATION_FAILED,
+        Error::AccessFailed { .. } => SHMQ_ERR_ACCESS_FAILED,
+        Error::QueueFull => SHMQ_ERR_FULL,
+        Error::QueueEmpty => SHMQ_ERR_EMPTY,
+        // Not reachable through the C ABI (no typed messages); the nearest meanings.
+        Error::SerializationFailed(_) => SHMQ_ERR_INVALID_ARGUMENT,
+        Error::DeserializationFailed(_) => SHMQ_ERR_CORRUPTED_DATA,
+        Error::CorruptedData(_) => SHMQ_ERR_CORRUPTED_DATA,
+        Error::Timeout => SHMQ_ERR_TIMEOUT,
+        Error::Closed => SHMQ_ERR_CLOSED,
+        Error::MessageTooLarge { .. } => SHMQ_ERR_MESSAGE_TOO_LARGE,
+        Error::BufferTooSmall { .. } => SHMQ_ERR_BUFFER_TOO_SMALL,
+        Error::AlreadyExists { .. } => SHMQ_ERR_ALREADY_EXISTS,
+        Error::NotFound { .. } => SHMQ_ERR_NOT_FOUND,
+        Error::PermissionDenied { .. } => SHMQ_ERR_PERMISSION_DENIED,
+        Error::InvalidArgument(_) => SHMQ_ERR_INVALID_ARGUMENT,
+        Error::IncompatibleVersion { .. } => SHMQ_ERR_INCOMPATIBLE_VERSION,
+    }
+}
+
+/// A failure: its status and this thread's last-error message.
+struct Fail(shmq_status);
+
+type FfiResult<T> = std::result::Result<T, Fail>;
+
+fn invalid(function: &str, args: std::fmt::Arguments<'_>) -> Fail {
+    set_last_error(format_args!("{function}: invalid argument: {args}"));
+    Fail(SHMQ_ERR_INVALID_ARGUMENT)
+}
+
+fn null(function: &str, arg: &str) -> Fail {
+    invalid(function, format_args!("'{arg}' is NULL"))
+}
+
+/// Records `e` (with the queue it concerns, if the error does not name one) as last error.
+fn fail(function: &str, queue: Option<&str>, e: Error) -> Fail {
+    let names_queue = matches!(
+        e,
+        Error::CreationFailed { .. }
+            | Error::AccessFailed { .. }
+            | Error::AlreadyExists { .. }
+            | Error::NotFound { .. }
+            | Error::PermissionDenied { .. }
+            | Error::CorruptedData(_)
+    );
+    match queue {
+        Some(q) if !names_queue => set_last_error(format_args!("{function}: queue '{q}': {e}")),
+        _ => set_last_error(format_args!("{function}: {e}")),
+    }
+    Fail(status_of(&e))
+}
+
+fn done(r: FfiResult<()>) -> shmq_status {
+    match r {
+        Ok(()) => SHMQ_OK,
+        Err(Fail(s)) => s,
+    }
+}
+
+/// The handle behind `q`, or an INVALID_ARGUMENT failure naming `arg`.
+///
+/// # Safety
+/// `q` is NULL or a live handle from this library (the C contract).
+unsafe fn handle<'a>(function: &str, q: *const shmq_queue) -> FfiResult<&'a CrossProcessQueue> {
+    // SAFETY: by the contract above, a non-NULL `q` points to a live shmq_queue made by
+    // Box::into_raw in `publish`, shared (&) use only; it outlives the call.
+    match unsafe { q.as_ref() } {
+        Some(h) => Ok(&h.inner),
+        None => Err(null(function, "q")),
+    }
+}
+
+/// A queue name from C: non-NULL, UTF-8 (validity as a queue name is checked by the core).
+///
+/// # Safety
+/// `name` is NULL or a NUL-terminated string.
+unsafe fn name_arg<'a>(function: &str, name: *const c_char) -> FfiResult<&'a str> {
+    if name.is_null() {
+        return Err(null(function, "name"));
+    }
+    // SAFETY: non-NULL and NUL-terminated by the contract; only read during the call.
+    let bytes = unsafe { CStr::from_ptr(name) };
+    bytes.to_str().map_err(|_| {
+        invalid(
+            function,
+            format_args!("queue name {bytes:?} is not valid UTF-8"),
+        )
+    })
+}
+
+/// `timeout_ms` from C: 0 = do not wait, -1 = without limit, > 0 = at most that long.
+fn timeout_arg(function: &str, timeout_ms: c_int) -> FfiResult<Option<Duration>> {
+    match timeout_ms {
+        -1 => Ok(None),
+        t if t >= 0 => Ok(Some(Duration::from_millis(t as u64))),
+        t => Err(invalid(
+            function,
+            format_args!("timeout_ms {t} (use 0 = do not wait, -1 = no limit, > 0 = ms)"),
+        )),
+    }
+}
+
+/// Stores a new handle in `*out`.
+///
+/// # Safety
+/// `out` is non-NULL and valid for writing a pointer.
+unsafe fn publish(out: *mut *mut shmq_queue, queue: CrossProcessQueue) {
+    let raw = Box::into_raw(Box::new(shmq_queue { inner: queue }));
+    // SAFETY: checked non-NULL by the caller; writable by the C contract.
+    unsafe { out.write(raw) };
+}
+
+/// The bytes `data[..len]` from C.
+///
+/// # Safety
+/// `data` is NULL or valid for reading `len` bytes; `len <= isize::MAX` checked by caller.
+unsafe fn bytes_arg<'a>(function: &str, data: *const u8, len: usize) -> FfiResult<&'a [u8]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if data.is_null() {
+        return Err(null(function, "data"));
+    }
+    // SAFETY: non-NULL, readable for `len` bytes by the contract, len <= isize::MAX; the
+    // slice only lives for the call.
+    Ok(unsafe { std::slice::from_raw_parts(data, len) })
+}
+
+// ----- queues -----------------------------------------------------------------------------------
+
+fn create_impl(
+    function: &'static str,
+    name: *const c_char,
+    capacity: u32,
+    message_size: u32,
+    mode: u32,
+    flags: u32,
+    out: *mut *mut shmq_queue,
+) -> shmq_status {
+    boundary(function, SHMQ_ERR_INTERNAL, || {
+        done((|| {
+            // SAFETY: `name` is NULL or NUL-terminated (C contract).
+            let name = unsafe { name_arg(function, name) }?;
+            if out.is_null() {
+                return Err(null(function, "out"));
+            }
+            if flags & !KNOWN_CREATE_FLAGS != 0 {
+                return Err(invalid(
+                    function,
+                    format_args!("unknown flags {:#x}", flags & !KNOWN_CREATE_FLAGS),
+                ));
+            }
+            let open_mode = match (
+                flags & SHMQ_CREATE_OPEN_EXISTING != 0,
+                flags & SHMQ_CREATE_REPLACE != 0,
+            ) {
+                (false, false) => OpenMode::CreateNew,
+                (true, false) => OpenMode::OpenOrCreate,
+                (false, true) => OpenMode::Replace,
+                (true, true) => {
+                    return Err(invalid(
+                        function,
+                        format_args!(
+                            "SHMQ_CREATE_OPEN_EXISTING and SHMQ_CREATE_REPLACE exclude each other"
+                        ),
+                    ))
+                }
+            };
+            let options = QueueOptions::default()
+                .mode(if mode == 0 { DEFAULT_MODE } else { mode })
+                .checksum(flags & SHMQ_CREATE_NO_CHECKSUM == 0)
+                .open_mode(open_mode);
+            let queue = options
+                .create(name, capacity as usize, message_size as usize)
+                .map_err(|e| fail(function, Some(name), e))?;
+            // SAFETY: `out` checked non-NULL above; writable by the C contract.
+            unsafe { publish(out, queue) };
+            Ok(())
+        })())
+    })
+}
+
+/// Creates a new queue of `capacity` slots of `message_size` bytes each, with mode 0600 and
+/// checksums on, and stores a handle in `*out`.
+///
+/// `name`: 1 to 200 characters from `A-Z a-z 0-9 . _ -`, not starting with '.'; the queue
+/// lives in `/dev/shm/shmq.<name>` until `shmq_unlink`. Fails with
+/// `SHMQ_ERR_ALREADY_EXISTS` if the name is taken. `*out` is written only on success; the
+/// handle is the caller's, to release with `shmq_close`.
+///
+/// # Safety
+/// `name` is NULL or a NUL-terminated string; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_create(
+    name: *const c_char,
+    capacity: u32,
+    message_size: u32,
+    out: *mut *mut shmq_queue,
+) -> shmq_status {
+    create_impl("shmq_create", name, capacity, message_size, 0, 0, out)
+}
+
+/// `shmq_create` with options. `mode`: permission bits of the segment (0 = default 0600;
+/// the umask does not apply; bits outside 0777 are refused). `flags`: 0 or a combination of
+/// `SHMQ_CREATE_NO_CHECKSUM` and one of `SHMQ_CREATE_OPEN_EXISTING` / `SHMQ_CREATE_REPLACE`.
+///
+/// # Safety
+/// `name` is NULL or a NUL-terminated string; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_create_with(
+    name: *const c_char,
+    capacity: u32,
+    message_size: u32,
+    mode: u32,
+    flags: u32,
+    out: *mut *mut shmq_queue,
+) -> shmq_status {
+    create_impl(
+        "shmq_create_with",
+        name,
+        capacity,
+        message_size,
+        mode,
+        flags,
+        out,
+    )
+}
+
+/// Connects to an existing queue and stores a handle in `*out` (written only on success;
+/// release it with `shmq_close`). Fails with `SHMQ_ERR_NOT_FOUND` if there is no such
+/// queue, `SHMQ_ERR_INCOMPATIBLE_VERSION` if another version of shmq made it, and
+/// `SHMQ_ERR_CORRUPTED_DATA` if its header is invalid.
+///
+/// # Safety
+/// `name` is NULL or a NUL-terminated string; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_connect(
+    name: *const c_char,
+    out: *mut *mut shmq_queue,
+) -> shmq_status {
+    const F: &str = "shmq_connect";
+    boundary(F, SHMQ_ERR_INTERNAL, || {
+        done((|| {
+            // SAFETY: `name` is NULL or NUL-terminated (C contract).
+            let name = unsafe { name_arg(F, name) }?;
+            if out.is_null() {
+                return Err(null(F, "out"));
+            }
+            let queue = CrossProcessQueue::connect(name).map_err(|e| fail(F, Some(name), e))?;
+            // SAFETY: `out` checked non-NULL above; writable by the C contract.
+            unsafe { publish(out, queue) };
+            Ok(())
+        })())
+    })
+}
+
+/// Releases a handle (NULL is a no-op). The queue itself stays until `shmq_unlink`.
+/// No other thread may be using the handle, and it may not be used afterwards.
+///
+/// # Safety
+/// `q` is NULL or a handle from this library not yet closed.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_close(q: *mut shmq_queue) {
+    boundary("shmq_close", (), || {
+        if !q.is_null() {
+            // SAFETY: a live handle made by Box::into_raw in `publish`, released exactly
+            // once (the C contract), with no other user left.
+            drop(unsafe { Box::from_raw(q) });
+        }
+    })
+}
+
+/// Removes the queue's name: new `shmq_connect`s fail with `SHMQ_ERR_NOT_FOUND`; processes
+/// that have it open keep using it. `SHMQ_ERR_NOT_FOUND` if there is no such queue.
+///
+/// # Safety
+/// `name` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_unlink(name: *const c_char) -> shmq_status {
+    const F: &str = "shmq_unlink";
+    boundary(F, SHMQ_ERR_INTERNAL, || {
+        done((|| {
+            // SAFETY: `name` is NULL or NUL-terminated (C contract).
+            let name = unsafe { name_arg(F, name) }?;
+            CrossProcessQueue::unlink(name).map_err(|e| fail(F, Some(name), e))
+        })())
+    })
+}
+
+/// Closes the queue for sending, for every process: sends fail with `SHMQ_ERR_CLOSED`;
+/// receivers get the messages left, then `SHMQ_ERR_CLOSED`. Idempotent.
+///
+/// # Safety
+/// `q` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_shutdown(q: *mut shmq_queue) -> shmq_status {
+    const F: &str = "shmq_shutdown";
+    boundary(F, SHMQ_ERR_INTERNAL, || {
+        done((|| {
+            // SAFETY: `q` is NULL or a live handle (C contract).
+            let queue = unsafe { handle(F, q) }?;
+            queue.shutdown().map_err(|e| fail(F, Some(queue.name()), e))
+        })())
+    })
+}
+
+/// 1 if the queue was shut down (by any process), 0 if not, -1 if `q` is NULL.
+///
+/// # Safety
+/// `q` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_is_shutdown(q: *const shmq_queue) -> c_int {
+    const F: &str = "shmq_is_shutdown";
+    boundary(F, -1, || {
+        // SAFETY: `q` is NULL or a live handle (C contract).
+        match unsafe { handle(F, q) } {
+            Ok(queue) => c_int::from(queue.is_shutdown()),
+            Err(_) => -1,
+        }
+    })
+}
+
+/// Messages in the queue now (including ones being written or read); 0 if `q` is NULL.
+///
+/// # Safety
+/// `q` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_len(q: *const shmq_queue) -> usize {
+    const F: &str = "shmq_len";
+    boundary(F, 0, || {
+        // SAFETY: `q` is NULL or a live handle (C contract).
+        unsafe { handle(F, q) }.map_or(0, |queue| queue.len())
+    })
+}
+
+/// Number of slots; 0 if `q` is NULL.
+///
+/// # Safety
+/// `q` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_capacity(q: *const shmq_queue) -> u32 {
+    const F: &str = "shmq_capacity";
+    boundary(F, 0, || {
+        // SAFETY: `q` is NULL or a live handle (C contract).
+        unsafe { handle(F, q) }.map_or(0, |queue| queue.capacity() as u32)
+    })
+}
+
+/// Largest message in bytes; 0 if `q` is NULL.
+///
+/// # Safety
+/// `q` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_message_size(q: *const shmq_queue) -> u32 {
+    const F: &str = "shmq_message_size";
+    boundary(F, 0, || {
+        // SAFETY: `q` is NULL or a live handle (C contract).
+        unsafe { handle(F, q) }.map_or(0, |queue| queue.message_size() as u32)
+    })
+}
+
+/// Fills `*out` with a snapshot of the queue's statistics. Set `out->struct_size =
+/// sizeof(shmq_queue_stats)` first (at least 8); see `shmq_queue_stats`.
+///
+/// # Safety
+/// `q` is NULL or a live handle; `out` is NULL or points to a writable struct of
+/// `out->struct_size` bytes, 8-byte aligned.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_stats(
+    q: *const shmq_queue,
+    out: *mut shmq_queue_stats,
+) -> shmq_status {
+    const F: &str = "shmq_stats";
+    boundary(F, SHMQ_ERR_INTERNAL, || {
+        done((|| {
+            // SAFETY: `q` is NULL or a live handle (C contract).
+            let queue = unsafe { handle(F, q) }?;
+            if out.is_null() {
+                return Err(null(F, "out"));
+            }
+            // SAFETY: non-NULL, aligned and at least 4 bytes readable by the contract.
+            let given = unsafe { std::ptr::addr_of!((*out).struct_size).read() } as usize;
+            if given < 8 {
+                return Err(invalid(
+                    F,
+                    format_args!("out->struct_size is {given}; set it to sizeof(shmq_queue_stats)"),
+                ));
+            }
+            let s = queue.stats();
+            let ours = std::mem::size_of::<shmq_queue_stats>();
+            // Whole fields only: the header (8 bytes) and then 8-byte counters.
+            let filled = given.min(ours) / 8 * 8;
+            let snapshot = shmq_queue_stats {
+                struct_size: filled as u32,
+                reserved: 0,
+                messages_sent: s.messages_sent,
+                messages_received: s.messages_received,
+                bytes_sent: s.bytes_sent,
+                bytes_received: s.bytes_received,
+                send_full: s.send_full,
+                timeouts: s.timeouts,
+                checksum_failures: s.checksum_failures,
+                abandoned: s.abandoned,
+                redelivered: s.redelivered,
+                corrupted: s.corrupted,
+                peak_depth: s.peak_depth,
+                depth: s.depth,
+                capacity: s.capacity,
+            };
+            // SAFETY: `snapshot` is `ours` >= `filled` bytes; `out` is writable for
+            // `given` >= `filled` bytes by the contract; they do not overlap.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    (&snapshot as *const shmq_queue_stats).cast::<u8>(),
+                    out.cast::<u8>(),
+                    filled,
+                )
+            };
+            Ok(())
+        })())
+    })
+}
+
+// ----- messages ---------------------------------------------------------------------------------
+
+fn send_impl(
+    function: &'static str,
+    q: *mut shmq_queue,
+    id: Option<u64>,
+    timestamp_ns: Option<u64>,
+    data: *const u8,
+    len: usize,
+    timeout_ms: c_int,
+) -> shmq_status {
+    boundary(function, SHMQ_ERR_INTERNAL, || {
+        done((|| {
+            // SAFETY: `q` is NULL or a live handle (C contract).
+            let queue = unsafe { handle(function, q) }?;
+            let timeout = timeout_arg(function, timeout_ms)?;
+            if len > queue.message_size() {
+                // Refused before `data` is looked at, so no length can overflow a slice.
+                return Err(fail(
+                    function,
+                    Some(queue.name()),
+                    Error::MessageTooLarge {
+                        len,
+                        max: queue.message_size(),
+                    },
+                ));
+            }
+            // SAFETY: `data` is NULL or readable for `len` bytes (C contract); len is at
+            // most the message size (<= 1 GiB), so within isize::MAX.
+            let bytes = unsafe { bytes_arg(function, data.cast(), len) }?;
+            let timestamp = timestamp_ns.unwrap_or_else(crate::segment::now_ns);
+            queue
+                .send_with(id, timestamp, bytes, timeout)
+                .map(drop)
+                .map_err(|e| fail(function, Some(queue.name()), e))
+        })())
+    })
+}
+
+/// Sends `len` bytes from `data` (NULL allowed when `len` is 0). The message id is its
+/// position in the queue and the timestamp is now (ns since the Unix epoch).
+///
+/// `timeout_ms`: 0 = do not wait (`SHMQ_ERR_FULL` if there is no room), -1 = wait without
+/// limit, > 0 = wait at most that long (`SHMQ_ERR_TIMEOUT`); other values are invalid.
+/// `SHMQ_ERR_MESSAGE_TOO_LARGE` if `len` exceeds the message size, `SHMQ_ERR_CLOSED` after
+/// shutdown. The bytes are copied; `data` is only read during the call.
+///
+/// # Safety
+/// `q` is NULL or a live handle; `data` is NULL or readable for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_send(
+    q: *mut shmq_queue,
+    data: *const std::ffi::c_void,
+    len: usize,
+    timeout_ms: c_int,
+) -> shmq_status {
+    send_impl("shmq_send", q, None, None, data.cast(), len, timeout_ms)
+}
+
+/// `shmq_send` with the id and timestamp chosen by the caller (they travel with the
+/// message and come back in `shmq_message_info`).
+///
+/// # Safety
+/// `q` is NULL or a live handle; `data` is NULL or readable for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_send_message(
+    q: *mut shmq_queue,
+    id: u64,
+    timestamp_ns: u64,
+    data: *const std::ffi::c_void,
+    len: usize,
+    timeout_ms: c_int,
+) -> shmq_status {
+    send_impl(
+        "shmq_send_message",
+        q,
+        Some(id),
+        Some(timestamp_ns),
+        data.cast(),
+        len,
+        timeout_ms,
+    )
+}
+
+/// Receives into `buf` (capacity `buf_len`); on success returns the message's metadata.
+/// On `SHMQ_ERR_BUFFER_TOO_SMALL` the message stays queued and `Err(Some(needed))` tells
+/// the size needed.
+fn receive_impl(
+    function: &'static str,
+    q: *mut shmq_queue,
+    buf: *mut u8,
+    buf_len: usize,
+    timeout_ms: c_int,
+    needed: &mut dyn FnMut(usize),
+) -> FfiResult<crate::Received> {
+    // SAFETY: `q` is NULL or a live handle (C contract).
+    let queue = unsafe { handle(function, q) }?;
+    let timeout = timeout_arg(function, timeout_ms)?;
+    if buf_len > isize::MAX as usize {
+        return Err(invalid(
+            function,
+            format_args!("buf_len {buf_len} exceeds the largest object size"),
+        ));
+    }
+    if buf.is_null() && buf_len != 0 {
+        return Err(null(function, "buf"));
+    }
+    // No message is longer than the message size: never make a slice over more of the
+    // caller's memory than can be written.
+    let usable = buf_len.min(queue.message_size());
+    let slice: &mut [u8] = if usable == 0 {
+        &mut []
+    } else {
+        // SAFETY: non-NULL (checked), writable for buf_len >= usable bytes by the contract,
+        // usable <= isize::MAX; the slice only lives for the call and aliases nothing of ours.
+        unsafe { std::slice::from_raw_parts_mut(buf, usable) }
+    };
+    queue.recv_with(slice, timeout).map_err(|e| {
+        if let Error::BufferTooSmall { needed: n, .. } = e {
+            needed(n);
+        }
+        fail(function, Some(queue.name()), e)
+    })
+}
+
+/// Receives the next message into `buf` (capacity `buf_len`; NULL allowed when `buf_len`
+/// is 0) and stores its length in `*out_len`.
+///
+/// `timeout_ms` as for `shmq_send` (`SHMQ_ERR_EMPTY` when 0 and the queue is empty). After
+/// `shmq_shutdown`, the remaining messages are delivered, then `SHMQ_ERR_CLOSED`.
+/// If the next message is longer than `buf_len`: `SHMQ_ERR_BUFFER_TOO_SMALL`, nothing is
+/// dequeued and `*out_len` is set to the size needed (a buffer of `shmq_message_size(q)`
+/// bytes always suffices). Otherwise `*out_len` is written only on success; after
+/// `SHMQ_ERR_CORRUPTED_DATA` (the bad message is dropped) the contents of `buf` are
+/// unspecified.
+///
+/// # Safety
+/// `q` is NULL or a live handle; `buf` is NULL or writable for `buf_len` bytes; `out_len`
+/// is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_receive(
+    q: *mut shmq_queue,
+    buf: *mut std::ffi::c_void,
+    buf_len: usize,
+    out_len: *mut usize,
+    timeout_ms: c_int,
+) -> shmq_status {
+    const F: &str = "shmq_receive";
+    boundary(F, SHMQ_ERR_INTERNAL, || {
+        done((|| {
+            if out_len.is_null() {
+                return Err(null(F, "out_len"));
+            }
+            let mut store = |n: usize| {
+                // SAFETY: `out_len` checked non-NULL; writable by the contract.
+                unsafe { out_len.write(n) }
+            };
+            let meta = receive_impl(F, q, buf.cast(), buf_len, timeout_ms, &mut store)?;
+            store(meta.len);
+            Ok(())
+        })())
+    })
+}
+
+/// Like `shmq_receive`, filling `*info` (id, timestamp, length, flags) on success.
+/// `info` may not be NULL. On `SHMQ_ERR_BUFFER_TOO_SMALL` only `info->len` is written
+/// (the size needed).
+///
+/// # Safety
+/// `q` is NULL or a live handle; `buf` is NULL or writable for `buf_len` bytes; `info` is
+/// NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_receive_message(
+    q: *mut shmq_queue,
+    buf: *mut std::ffi::c_void,
+    buf_len: usize,
+    info: *mut shmq_message_info,
+    timeout_ms: c_int,
+) -> shmq_status {
+    const F: &str = "shmq_receive_message";
+    boundary(F, SHMQ_ERR_INTERNAL, || {
+        done((|| {
+            if info.is_null() {
+                return Err(null(F, "info"));
+            }
+            let mut store_needed = |n: usize| {
+                // SAFETY: `info` checked non-NULL; writable and aligned by the contract.
+                unsafe { std::ptr::addr_of_mut!((*info).len).write(n) }
+            };
+            let meta = receive_impl(F, q, buf.cast(), buf_len, timeout_ms, &mut store_needed)?;
+            let filled = shmq_message_info {
+                id: meta.id,
+                timestamp_ns: meta.timestamp_ns,
+                len: meta.len,
+                flags: if meta.redelivered {
+                    SHMQ_MESSAGE_REDELIVERED
+                } else {
+                    0
+                },
+            };
+            // SAFETY: `info` checked non-NULL; writable and aligned by the contract.
+            unsafe { info.write(filled) };
+            Ok(())
+        })())
+    })
+}
+
+// ----- text -------------------------------------------------------------------------------------
+
+/// Static text for a status code (any integer: out-of-range values give "unknown status").
+/// Never NULL; the caller does not free it.
+#[no_mangle]
+pub extern "C" fn shmq_status_str(status: shmq_status_int) -> *const c_char {
+    let text: &'static [u8] = match status {
+        0 => b"ok\0",
+        1 => b"queue full\0",
+        2 => b"queue empty\0",
+        3 => b"timed out\0",
+        4 => b"queue closed\0",
+        5 => b"invalid argument\0",
+        6 => b"already exists\0",
+        7 => b"not found\0",
+        8 => b"permission denied\0",
+        9 => b"creation failed\0",
+        10 => b"access failed\0",
+        11 => b"message too large\0",
+        12 => b"buffer too small\0",
+        13 => b"corrupted data\0",
+        14 => b"incompatible version\0",
+        15 => b"internal error\0",
+        _ => b"unknown status\0",
+    };
+    text.as_ptr().cast()
+}
+
+/// This thread's most recent failure, with detail (function, queue name, errno, reason);
+/// "" if no call on this thread has failed. Never NULL. The text belongs to the library and
+/// stays valid until the next shmq call on this thread; copy it to keep it. Successful calls
+/// leave it unchanged.
+#[no_mangle]
+pub extern "C" fn shmq_last_error() -> *const c_char {
+    const EMPTY: *const c_char = b"\0".as_ptr().cast();
+    boundary("shmq_last_error", EMPTY, || {
+        LAST_ERROR
+            .try_with(|cell| match cell.try_borrow() {
+                // The buffer always ends with the NUL that set_last_error pushes; the
+                // pointer stays valid until the buffer is next changed (a later failure).
+                Ok(buf) => buf.as_ptr().cast::<c_char>(),
+                Err(_) => EMPTY,
+            })
+            .unwrap_or(EMPTY)
+    })
+}
+
+/// The library's version ("MAJOR.MINOR.PATCH", static text, never NULL).
+#[no_mangle]
+pub extern "C" fn shmq_version() -> *const c_char {
+    const V: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
+    V.as_ptr().cast()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_are_stable() {
+        assert_eq!(SHMQ_OK as i32, 0);
+        assert_eq!(SHMQ_ERR_INTERNAL as i32, 15);
+        for code in -3..20 {
+            // SAFETY: shmq_status_str returns static NUL-terminated text.
+            let text = unsafe { CStr::from_ptr(shmq_status_str(code)) };
+            assert_eq!(
+                text.to_str().unwrap() == "unknown status",
+                !(0..=15).contains(&code)
+            );
+        }
+    }
+
+    #[test]
+    fn panics_become_internal_errors() {
+        let status = boundary("test_fn", SHMQ_ERR_INTERNAL, || -> shmq_status {
+            panic!("boom")
+        });
+        assert_eq!(status, SHMQ_ERR_INTERNAL);
+        // SAFETY: shmq_last_error returns a NUL-terminated thread-local string.
+        let text = unsafe { CStr::from_ptr(shmq_last_error()) };
+        assert!(text
+            .to_str()
+            .unwrap()
+            .contains("test_fn: internal error (panic: boom)"));
+    }
+}
