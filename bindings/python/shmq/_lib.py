@@ -1,0 +1,156 @@
+"""Loading ``libshmq.so`` and declaring the C functions it exports (see ``include/shmq.h``).
+
+Where the library comes from, first match wins:
+
+1. ``SHMQ_LIBRARY`` (environment): an explicit path to another build.
+2. The copy bundled inside this package (``shmq/libshmq.so``, put there by ``pip install``).
+3. A build in the source tree this package sits in (``target/release`` or ``target/debug``
+   of the repository, or of ``CARGO_TARGET_DIR``), for running from a checkout.
+4. The system's search path (``ctypes.util.find_library("shmq")``), e.g. after
+   ``make install`` of the C library.
+
+Every function gets ``argtypes``/``restype``, so ctypes converts and checks arguments and
+never truncates a pointer. ``ctypes.CDLL`` releases the GIL around each call, so blocking
+calls do not stop other Python threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from pathlib import Path
+
+__all__ = ["lib", "library_path", "QueueInfo", "StatsStruct", "LIBRARY_ENV"]
+
+#: Environment variable naming the shared library to load instead of the bundled one.
+LIBRARY_ENV = "SHMQ_LIBRARY"
+
+_LIBNAME = "libshmq.so"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class QueueHandle(ctypes.Structure):
+    """Opaque ``shmq_queue``: only ever used through a pointer."""
+
+
+QueuePtr = ctypes.POINTER(QueueHandle)
+
+
+class QueueInfo(ctypes.Structure):
+    """``shmq_message_info``: what ``shmq_receive_message`` reports about a message."""
+
+    _fields_ = [
+        ("id", ctypes.c_uint64),
+        ("timestamp_ns", ctypes.c_uint64),
+        ("len", ctypes.c_size_t),
+        ("flags", ctypes.c_uint32),
+    ]
+
+
+class StatsStruct(ctypes.Structure):
+    """``shmq_queue_stats``: ``struct_size`` must be set before the call."""
+
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
+        ("messages_sent", ctypes.c_uint64),
+        ("messages_received", ctypes.c_uint64),
+        ("bytes_sent", ctypes.c_uint64),
+        ("bytes_received", ctypes.c_uint64),
+        ("send_full", ctypes.c_uint64),
+        ("timeouts", ctypes.c_uint64),
+        ("checksum_failures", ctypes.c_uint64),
+        ("abandoned", ctypes.c_uint64),
+        ("redelivered", ctypes.c_uint64),
+        ("corrupted", ctypes.c_uint64),
+        ("peak_depth", ctypes.c_uint64),
+        ("depth", ctypes.c_uint64),
+        ("capacity", ctypes.c_uint64),
+    ]
+
+
+def _candidates() -> list[Path]:
+    found: list[Path] = [_PACKAGE_DIR / _LIBNAME]
+    # Running from a checkout: bindings/python/shmq -> repository root.
+    root = _PACKAGE_DIR.parent.parent.parent
+    if (root / "Cargo.toml").is_file():
+        targets = []
+        if os.environ.get("CARGO_TARGET_DIR"):
+            targets.append(Path(os.environ["CARGO_TARGET_DIR"]))
+        targets.append(root / "target")
+        for target in targets:
+            found += [target / "release" / _LIBNAME, target / "debug" / _LIBNAME]
+    return found
+
+
+def _locate() -> str:
+    explicit = os.environ.get(LIBRARY_ENV)
+    if explicit:
+        if not Path(explicit).is_file():
+            raise ImportError(f"{LIBRARY_ENV}={explicit!r} does not name a file")
+        return explicit
+    for candidate in _candidates():
+        if candidate.is_file():
+            return str(candidate)
+    system = ctypes.util.find_library("shmq")
+    if system:
+        return system
+    raise ImportError(
+        f"cannot find {_LIBNAME}: reinstall the package (pip install ./bindings/python builds "
+        f"it), build it with `cargo build --release --lib`, or set {LIBRARY_ENV} to its path"
+    )
+
+
+def _declare(cdll: ctypes.CDLL) -> None:
+    c_int, c_uint32, c_size_t, c_uint64 = (
+        ctypes.c_int,
+        ctypes.c_uint32,
+        ctypes.c_size_t,
+        ctypes.c_uint64,
+    )
+    c_char_p, c_void_p = ctypes.c_char_p, ctypes.c_void_p
+    protos: dict[str, tuple[object, list[object]]] = {
+        "shmq_create": (c_int, [c_char_p, c_uint32, c_uint32, ctypes.POINTER(QueuePtr)]),
+        "shmq_create_with": (
+            c_int,
+            [c_char_p, c_uint32, c_uint32, c_uint32, c_uint32, ctypes.POINTER(QueuePtr)],
+        ),
+        "shmq_connect": (c_int, [c_char_p, ctypes.POINTER(QueuePtr)]),
+        "shmq_send": (c_int, [QueuePtr, c_void_p, c_size_t, c_int]),
+        "shmq_send_message": (c_int, [QueuePtr, c_uint64, c_uint64, c_void_p, c_size_t, c_int]),
+        "shmq_receive": (
+            c_int,
+            [QueuePtr, c_void_p, c_size_t, ctypes.POINTER(c_size_t), c_int],
+        ),
+        "shmq_receive_message": (
+            c_int,
+            [QueuePtr, c_void_p, c_size_t, ctypes.POINTER(QueueInfo), c_int],
+        ),
+        "shmq_shutdown": (c_int, [QueuePtr]),
+        "shmq_close": (None, [QueuePtr]),
+        "shmq_unlink": (c_int, [c_char_p]),
+        "shmq_len": (c_size_t, [QueuePtr]),
+        "shmq_capacity": (c_uint32, [QueuePtr]),
+        "shmq_message_size": (c_uint32, [QueuePtr]),
+        "shmq_is_shutdown": (c_int, [QueuePtr]),
+        "shmq_stats": (c_int, [QueuePtr, ctypes.POINTER(StatsStruct)]),
+        # Returned strings are static or thread-local inside the library: read, never freed.
+        "shmq_status_str": (c_char_p, [c_int]),
+        "shmq_last_error": (c_char_p, []),
+        "shmq_version": (c_char_p, []),
+    }
+    for name, (restype, argtypes) in protos.items():
+        try:
+            fn = getattr(cdll, name)
+        except AttributeError as exc:
+            raise ImportError(
+                f"{cdll._name} does not export {name}: it is not a compatible libshmq"
+            ) from exc
+        fn.restype = restype
+        fn.argtypes = argtypes
+
+
+library_path: str = _locate()
+lib: ctypes.CDLL = ctypes.CDLL(library_path)
+_declare(lib)

@@ -1,0 +1,573 @@
+"""The :class:`Queue` handle, :class:`Message` and :class:`Stats`, over the C ABI."""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional, Union
+
+from . import _lib
+from ._lib import QueueInfo, QueuePtr, StatsStruct, lib
+from ._status import (
+    CREATE_NO_CHECKSUM,
+    CREATE_OPEN_EXISTING,
+    CREATE_REPLACE,
+    MESSAGE_REDELIVERED,
+    Status,
+)
+from .errors import BufferTooSmall, Closed, Empty, Error, Full, InvalidArgument, error_for
+
+__all__ = ["Queue", "Message", "Stats", "unlink", "status_str", "library_version", "BytesLike"]
+
+#: Anything that exposes a contiguous buffer: ``bytes``, ``bytearray``, ``memoryview``,
+#: ``array.array``, a NumPy array, ...
+BytesLike = Union[bytes, bytearray, memoryview, Any]
+
+#: Longest single wait inside the C library. Blocking calls wait in slices this long so that
+#: Python gets control back regularly: Ctrl-C (KeyboardInterrupt) and ``close()`` from another
+#: thread take effect within one slice.
+WAIT_SLICE_MS = 100
+
+_U64_MAX = (1 << 64) - 1
+
+
+# ----- helpers around the C calls ------------------------------------------------------------
+
+
+def _text(raw: Optional[bytes]) -> str:
+    return raw.decode("utf-8", "replace") if raw else ""
+
+
+def status_str(status: int) -> str:
+    """The library's short static description of a status code."""
+    return _text(lib.shmq_status_str(int(status)))
+
+
+def library_version() -> str:
+    """Version of the loaded ``libshmq`` (``shmq_version()``)."""
+    return _text(lib.shmq_version())
+
+
+def _error(status: int, fallback: str = "") -> Error:
+    """The exception for ``status``, carrying this thread's last-error message.
+
+    Must run on the thread that made the failing call (the message is thread-local in the
+    library) and before any other call into it.
+    """
+    message = _text(lib.shmq_last_error()) or fallback or status_str(status)
+    return error_for(status, message)
+
+
+def _encode_name(name: str) -> bytes:
+    if not isinstance(name, str):
+        raise TypeError(f"queue name must be a str, not {type(name).__name__}")
+    if "\0" in name:
+        # ctypes would silently cut the name at the NUL.
+        raise InvalidArgument(f"queue name {name!r} contains a NUL character")
+    return name.encode("utf-8")
+
+
+def _readable(data: BytesLike) -> tuple[Any, int]:
+    """A ctypes-passable pointer to ``data``'s bytes and their length (copy only if needed)."""
+    if isinstance(data, bytes):
+        return data, len(data)
+    if isinstance(data, str):
+        raise TypeError("messages are bytes: encode text first, e.g. text.encode()")
+    view = memoryview(data)
+    if view.readonly or not view.c_contiguous:
+        copy = view.tobytes()
+        return copy, len(copy)
+    view = view.cast("B")
+    return (ctypes.c_char * view.nbytes).from_buffer(view), view.nbytes
+
+
+def _writable(buffer: BytesLike) -> tuple[Any, int]:
+    if isinstance(buffer, (bytes, str)):
+        raise TypeError(f"buffer must be writable (bytearray, memoryview, ...), not {type(buffer).__name__}")
+    view = memoryview(buffer)
+    if view.readonly:
+        raise TypeError("buffer must be writable")
+    if not view.c_contiguous:
+        raise BufferError("buffer must be C-contiguous")
+    view = view.cast("B")
+    return (ctypes.c_char * view.nbytes).from_buffer(view), view.nbytes
+
+
+def _check_timeout(timeout: Optional[float]) -> None:
+    if timeout is not None and timeout < 0:
+        raise ValueError("'timeout' must be a non-negative number")
+
+
+def unlink(name: str, *, missing_ok: bool = False) -> None:
+    """Removes the queue ``name``. Processes still attached keep using it until they close.
+
+    Raises :class:`NotFound` if there is no such queue, unless ``missing_ok``.
+    """
+    status = lib.shmq_unlink(_encode_name(name))
+    if status == Status.ERR_NOT_FOUND and missing_ok:
+        return
+    if status != Status.OK:
+        raise _error(status)
+
+
+# ----- value types ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Message:
+    """A received message with the id and timestamp that travel with it in the slot.
+
+    Attributes:
+        id: the sender's id (``put_message``), or the message's position in the queue for a
+            plain ``put``.
+        data: the payload.
+        timestamp_ns: the sender's timestamp, nanoseconds since the Unix epoch by default.
+        redelivered: the first receiver died while receiving it; it was delivered again.
+    """
+
+    id: int
+    data: bytes
+    timestamp_ns: int = 0
+    redelivered: bool = False
+
+    @property
+    def timestamp(self) -> float:
+        """``timestamp_ns`` in seconds, comparable with :func:`time.time`."""
+        return self.timestamp_ns / 1e9
+
+    def text(self, encoding: str = "utf-8", errors: str = "replace") -> str:
+        """The payload decoded as text."""
+        return self.data.decode(encoding, errors)
+
+    def __repr__(self) -> str:
+        shown = self.data if len(self.data) <= 40 else self.data[:40] + b"..."
+        extra = ", redelivered=True" if self.redelivered else ""
+        return (
+            f"Message(id={self.id}, data={shown!r} ({len(self.data)} bytes), "
+            f"timestamp_ns={self.timestamp_ns}{extra})"
+        )
+
+
+@dataclass(frozen=True)
+class Stats:
+    """A snapshot of a queue's statistics, shared by every process that uses it.
+
+    Message counts are exact once no operation is in flight; byte counts are flushed by
+    each handle periodically. Blocking calls from Python wait in slices of
+    ``WAIT_SLICE_MS``, and each slice that ends without a message counts in ``timeouts``
+    (and, for sends, in ``send_full``).
+    """
+
+    messages_sent: int
+    messages_received: int
+    bytes_sent: int
+    bytes_received: int
+    send_full: int
+    timeouts: int
+    checksum_failures: int
+    abandoned: int
+    redelivered: int
+    corrupted: int
+    peak_depth: int
+    depth: int
+    capacity: int
+
+
+# ----- the queue --------------------------------------------------------------------------------
+
+_PRIVATE = object()
+
+
+class Queue:
+    """A handle on a named cross-process queue (``queue.Queue``-like).
+
+    Make one with :meth:`create` or :meth:`connect`. One handle may be used by many threads
+    at once; blocking calls release the GIL and wake up every ``WAIT_SLICE_MS`` to let
+    signals (Ctrl-C) through. Messages are ``bytes``; each is received by exactly one
+    receiver, whatever process or language it is in.
+
+    ``close()`` (or leaving a ``with`` block) releases the handle; the queue itself lives on
+    until :func:`unlink`. A queue pickles as its name: unpickling connects to it again (so a
+    ``Queue`` can be handed to a ``multiprocessing`` child).
+    """
+
+    def __init__(self, _token: object = None, *, _handle: Any = None, _name: str = "") -> None:
+        if _token is not _PRIVATE:
+            raise TypeError("use shmq.Queue.create(...) or shmq.Queue.connect(...)")
+        self._name = _name
+        self._handle: Any = _handle
+        self._capacity = int(lib.shmq_capacity(_handle))
+        self._message_size = int(lib.shmq_message_size(_handle))
+        # Handle lifetime: every call holds a "use"; close() refuses new uses and waits for
+        # the current ones (at most one wait slice) before freeing the C handle.
+        self._cond = threading.Condition(threading.Lock())
+        self._users = 0
+        self._closing = False
+        self._local = threading.local()
+
+    # ----- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        capacity: int = 100,
+        message_size: int = 1024,
+        *,
+        mode: int = 0o600,
+        checksum: bool = True,
+        exist_ok: bool = False,
+        replace: bool = False,
+    ) -> "Queue":
+        """Creates the queue ``name`` with ``capacity`` slots of ``message_size`` bytes.
+
+        Args:
+            mode: permission bits of the segment (owner-only by default; ``0o660`` shares
+                with the group).
+            checksum: protect each message with a CRC32C (on by default).
+            exist_ok: connect to an existing queue of that name instead of failing (its
+                geometry must match).
+            replace: remove an existing queue of that name and create a fresh one
+                (processes attached to the old one keep it).
+
+        Raises:
+            AlreadyExists: the name is taken and neither ``exist_ok`` nor ``replace``.
+            InvalidArgument: bad name or sizes.
+        """
+        if exist_ok and replace:
+            raise ValueError("exist_ok and replace cannot both be set")
+        for label, value in (("capacity", capacity), ("message_size", message_size)):
+            if not isinstance(value, int) or not 0 < value <= 0xFFFFFFFF:
+                raise InvalidArgument(f"{label} must be a positive 32-bit integer, got {value!r}")
+        if not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+            raise InvalidArgument(f"mode must be permission bits like 0o600, got {mode!r}")
+        flags = (
+            (0 if checksum else CREATE_NO_CHECKSUM)
+            | (CREATE_OPEN_EXISTING if exist_ok else 0)
+            | (CREATE_REPLACE if replace else 0)
+        )
+        handle = QueuePtr()
+        status = lib.shmq_create_with(
+            _encode_name(name), capacity, message_size, mode, flags, ctypes.byref(handle)
+        )
+        if status != Status.OK:
+            raise _error(status)
+        return cls(_PRIVATE, _handle=handle, _name=name)
+
+    @classmethod
+    def connect(cls, name: str) -> "Queue":
+        """Connects to the existing queue ``name``.
+
+        Raises:
+            NotFound: there is no such queue.
+            PermissionDenied: its mode forbids this process.
+            IncompatibleVersion: it was made by an incompatible shmq.
+        """
+        handle = QueuePtr()
+        status = lib.shmq_connect(_encode_name(name), ctypes.byref(handle))
+        if status != Status.OK:
+            raise _error(status)
+        return cls(_PRIVATE, _handle=handle, _name=name)
+
+    # ----- handle lifetime -----------------------------------------------------------------
+
+    def _acquire(self) -> Any:
+        with self._cond:
+            if self._closing:
+                raise ValueError(f"operation on closed queue handle {self._name!r}")
+            self._users += 1
+            return self._handle
+
+    def _release(self) -> None:
+        with self._cond:
+            self._users -= 1
+            if self._closing and self._users == 0:
+                self._cond.notify_all()
+
+    def _call(self, fn: Callable[..., int], *args: Any) -> Any:
+        handle = self._acquire()
+        try:
+            return fn(handle, *args)
+        finally:
+            self._release()
+
+    def close(self) -> None:
+        """Releases this handle (idempotent). Other threads blocked in this handle's calls
+        get ``ValueError`` within one wait slice. The queue itself stays until unlinked."""
+        with self._cond:
+            if self._closing:
+                return
+            self._closing = True
+            while self._users:
+                self._cond.wait()
+            handle, self._handle = self._handle, None
+        lib.shmq_close(handle)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called on this handle."""
+        return self._closing
+
+    def __enter__(self) -> "Queue":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # No other reference exists, so no call can be in flight.
+        handle = getattr(self, "_handle", None)
+        if handle is not None and not getattr(self, "_closing", True):
+            try:
+                self._handle = None
+                lib.shmq_close(handle)
+            except Exception:  # interpreter shutdown: the library may be gone already
+                pass
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (Queue.connect, (self._name,))
+
+    # ----- properties ----------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The queue's name."""
+        return self._name
+
+    @property
+    def capacity(self) -> int:
+        """Number of slots: at most this many messages wait in the queue."""
+        return self._capacity
+
+    @property
+    def message_size(self) -> int:
+        """Largest message, in bytes."""
+        return self._message_size
+
+    def qsize(self) -> int:
+        """Messages in the queue now (a snapshot: other processes change it)."""
+        return int(self._call(lib.shmq_len))
+
+    def empty(self) -> bool:
+        """Whether the queue holds no message now (a snapshot)."""
+        return self.qsize() == 0
+
+    def full(self) -> bool:
+        """Whether every slot is taken now (a snapshot)."""
+        return self.qsize() >= self._capacity
+
+    def is_shutdown(self) -> bool:
+        """Whether anyone called :meth:`shutdown` on this queue."""
+        return bool(self._call(lib.shmq_is_shutdown))
+
+    def stats(self) -> Stats:
+        """A snapshot of the queue's shared statistics."""
+        raw = StatsStruct()
+        raw.struct_size = ctypes.sizeof(StatsStruct)
+        status = self._call(lib.shmq_stats, ctypes.byref(raw))
+        if status != Status.OK:
+            raise _error(status)
+        return Stats(**{name: int(getattr(raw, name)) for name in Stats.__dataclass_fields__})
+
+    def __repr__(self) -> str:
+        if self._closing:
+            return f"<shmq.Queue {self._name!r} (closed handle)>"
+        try:
+            depth = self.qsize()
+            state = ", shut down" if self.is_shutdown() else ""
+        except ValueError:  # closed meanwhile
+            return f"<shmq.Queue {self._name!r} (closed handle)>"
+        return (
+            f"<shmq.Queue {self._name!r} {depth}/{self._capacity} messages "
+            f"of up to {self._message_size} bytes{state}>"
+        )
+
+    # ----- waiting -------------------------------------------------------------------------
+
+    def _wait(self, attempt: Callable[[Any, int], int], block: bool, timeout: Optional[float]) -> int:
+        """Runs ``attempt(handle, timeout_ms)`` until it stops timing out or time is up.
+
+        Waits in slices of at most ``WAIT_SLICE_MS`` so that Python handles signals between
+        them. Returns the last status.
+        """
+        if not block:
+            return int(self._call(attempt, 0))
+        _check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if deadline is None:
+                slice_ms = WAIT_SLICE_MS
+            else:
+                left = deadline - time.monotonic()
+                slice_ms = 0 if left <= 0 else min(WAIT_SLICE_MS, max(1, math.ceil(left * 1000)))
+            status = int(self._call(attempt, slice_ms))
+            if status != Status.ERR_TIMEOUT:
+                return status
+            if deadline is not None and time.monotonic() >= deadline:
+                return status
+
+    def _raise_send(self, status: int, block: bool, timeout: Optional[float]) -> None:
+        if status in (Status.ERR_FULL, Status.ERR_TIMEOUT):
+            fallback = f"queue {self._name!r} is full" + (
+                f": no room within {timeout} s" if block else ""
+            )
+            raise Full(_text(lib.shmq_last_error()) or fallback, Status(status))
+        raise _error(status)
+
+    def _raise_receive(self, status: int, block: bool, timeout: Optional[float]) -> None:
+        if status in (Status.ERR_EMPTY, Status.ERR_TIMEOUT):
+            fallback = f"queue {self._name!r} is empty" + (
+                f": no message within {timeout} s" if block else ""
+            )
+            raise Empty(_text(lib.shmq_last_error()) or fallback, Status(status))
+        raise _error(status)
+
+    # ----- sending -------------------------------------------------------------------------
+
+    def put(self, data: BytesLike, block: bool = True, timeout: Optional[float] = None) -> None:
+        """Sends ``data`` (any bytes-like object).
+
+        With ``block`` (the default) waits for room: without limit if ``timeout`` is
+        ``None``, else at most ``timeout`` seconds. Raises :class:`Full` if there is no room
+        in time (at once when ``block`` is false), :class:`Closed` after :meth:`shutdown`,
+        :class:`MessageTooLarge` if ``data`` is longer than :attr:`message_size`.
+        """
+        pointer, length = _readable(data)
+        status = self._wait(lambda h, ms: lib.shmq_send(h, pointer, length, ms), block, timeout)
+        if status != Status.OK:
+            self._raise_send(status, block, timeout)
+
+    def put_nowait(self, data: BytesLike) -> None:
+        """``put(data, block=False)``: raises :class:`Full` at once if there is no room."""
+        self.put(data, block=False)
+
+    def put_message(
+        self,
+        id: int,
+        data: BytesLike,
+        *,
+        timestamp_ns: Optional[int] = None,
+        block: bool = True,
+        timeout: Optional[float] = None,
+    ) -> None:
+        """Sends ``data`` with the message id ``id`` (and ``timestamp_ns``, now by default),
+        which every receiver sees (:meth:`get_message`). Waits like :meth:`put`."""
+        if timestamp_ns is None:
+            timestamp_ns = time.time_ns()
+        for label, value in (("id", id), ("timestamp_ns", timestamp_ns)):
+            if not isinstance(value, int) or not 0 <= value <= _U64_MAX:
+                raise InvalidArgument(f"{label} must be an unsigned 64-bit integer, got {value!r}")
+        pointer, length = _readable(data)
+        status = self._wait(
+            lambda h, ms: lib.shmq_send_message(h, id, timestamp_ns, pointer, length, ms),
+            block,
+            timeout,
+        )
+        if status != Status.OK:
+            self._raise_send(status, block, timeout)
+
+    # ----- receiving -----------------------------------------------------------------------
+
+    def _scratch(self) -> Any:
+        """This thread's receive buffer (one allocation per thread, not per message)."""
+        buf = getattr(self._local, "buf", None)
+        if buf is None:
+            buf = self._local.buf = ctypes.create_string_buffer(max(1, self._message_size))
+        return buf
+
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> bytes:
+        """Receives the next message's bytes.
+
+        With ``block`` (the default) waits for one: without limit if ``timeout`` is
+        ``None``, else at most ``timeout`` seconds. Raises :class:`Empty` if none came in
+        time (at once when ``block`` is false) and :class:`Closed` once the queue is shut
+        down and drained.
+        """
+        buf = self._scratch()
+        size = ctypes.sizeof(buf)
+        got = ctypes.c_size_t()
+        status = self._wait(
+            lambda h, ms: lib.shmq_receive(h, buf, size, ctypes.byref(got), ms), block, timeout
+        )
+        if status != Status.OK:
+            self._raise_receive(status, block, timeout)
+        return ctypes.string_at(buf, got.value)
+
+    def get_nowait(self) -> bytes:
+        """``get(block=False)``: raises :class:`Empty` at once if there is no message."""
+        return self.get(block=False)
+
+    def get_message(self, block: bool = True, timeout: Optional[float] = None) -> Message:
+        """Like :meth:`get`, but returns a :class:`Message` with its id and timestamp."""
+        buf = self._scratch()
+        size = ctypes.sizeof(buf)
+        info = QueueInfo()
+        status = self._wait(
+            lambda h, ms: lib.shmq_receive_message(h, buf, size, ctypes.byref(info), ms),
+            block,
+            timeout,
+        )
+        if status != Status.OK:
+            self._raise_receive(status, block, timeout)
+        return Message(
+            id=int(info.id),
+            data=ctypes.string_at(buf, info.len),
+            timestamp_ns=int(info.timestamp_ns),
+            redelivered=bool(info.flags & MESSAGE_REDELIVERED),
+        )
+
+    def get_into(
+        self, buffer: BytesLike, block: bool = True, timeout: Optional[float] = None
+    ) -> int:
+        """Receives the next message into ``buffer`` (a writable bytes-like object, e.g. a
+        ``bytearray`` or ``memoryview``) without allocating; returns its length.
+
+        Raises :class:`BufferTooSmall` (with ``needed``) if the next message does not fit;
+        the message then stays in the queue. Otherwise waits and fails like :meth:`get`.
+        """
+        pointer, size = _writable(buffer)
+        got = ctypes.c_size_t()
+        status = self._wait(
+            lambda h, ms: lib.shmq_receive(h, pointer, size, ctypes.byref(got), ms), block, timeout
+        )
+        if status == Status.ERR_BUFFER_TOO_SMALL:
+            message = _text(lib.shmq_last_error()) or (
+                f"buffer of {size} bytes is too small for the next message of {got.value} bytes"
+            )
+            raise BufferTooSmall(message, Status.ERR_BUFFER_TOO_SMALL, needed=got.value or None)
+        if status != Status.OK:
+            self._raise_receive(status, block, timeout)
+        return got.value
+
+    def __iter__(self) -> Iterator[bytes]:
+        """Yields messages' bytes, waiting for each, until the queue is shut down and drained."""
+        while True:
+            try:
+                yield self.get()
+            except Closed:
+                return
+
+    def messages(self) -> Iterator[Message]:
+        """Like iterating the queue, but yields :class:`Message` objects."""
+        while True:
+            try:
+                yield self.get_message()
+            except Closed:
+                return
+
+    # ----- shutting down -------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Closes the queue for sending, for every process: further puts raise
+        :class:`Closed`; receivers get the messages left, then :class:`Closed` (iteration
+        ends). Idempotent."""
+        status = self._call(lib.shmq_shutdown)
+        if status != Status.OK:
+            raise _error(status)
+
+
+# Re-exported for ``shmq.library_path``.
+library_path = _lib.library_path
