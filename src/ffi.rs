@@ -29,9 +29,8 @@ pub const SHMQ_VERSION_MAJOR: u32 = 0;
 pub const SHMQ_VERSION_MINOR: u32 = 1;
 /// Patch version of the library this header belongs to.
 pub const SHMQ_VERSION_PATCH: u32 = 0;
-/// The version this header belongs to, as text ("MAJOR.MINOR.PATCH"). Compare it with
-/// `shmq_version()` to detect a header used with a different library build.
-pub const SHMQ_VERSION: &str = "0.1.0";
+// The header's SHMQ_VERSION string macro is written by the header generator from
+// CARGO_PKG_VERSION (cbindgen cannot emit string constants).
 
 // The literals above must be literals for cbindgen; these checks keep them equal to
 // Cargo.toml's version (the build fails after a version bump until they are updated, and
@@ -39,7 +38,6 @@ pub const SHMQ_VERSION: &str = "0.1.0";
 const _: () = assert!(SHMQ_VERSION_MAJOR == parse_u32(env!("CARGO_PKG_VERSION_MAJOR")));
 const _: () = assert!(SHMQ_VERSION_MINOR == parse_u32(env!("CARGO_PKG_VERSION_MINOR")));
 const _: () = assert!(SHMQ_VERSION_PATCH == parse_u32(env!("CARGO_PKG_VERSION_PATCH")));
-const _: () = assert!(str_eq(SHMQ_VERSION, env!("CARGO_PKG_VERSION")));
 
 const fn parse_u32(s: &str) -> u32 {
     let b = s.as_bytes();
@@ -53,35 +51,20 @@ const fn parse_u32(s: &str) -> u32 {
     n
 }
 
-const fn str_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
-}
-
 /// `shmq_create_with` flag: messages carry no CRC32C (receivers do not verify them).
-pub const SHMQ_CREATE_NO_CHECKSUM: u32 = 1;
+pub const SHMQ_CREATE_NO_CHECKSUM: u32 = 1u32;
 /// `shmq_create_with` flag: if the queue exists, connect to it instead (its capacity and
 /// message size must equal the ones given, else `SHMQ_ERR_INVALID_ARGUMENT`).
-pub const SHMQ_CREATE_OPEN_EXISTING: u32 = 2;
+pub const SHMQ_CREATE_OPEN_EXISTING: u32 = 2u32;
 /// `shmq_create_with` flag: unlink an existing queue of that name first and create a fresh
 /// one (processes still attached to the old one keep using it, unseen by new ones).
-pub const SHMQ_CREATE_REPLACE: u32 = 4;
+pub const SHMQ_CREATE_REPLACE: u32 = 4u32;
 const KNOWN_CREATE_FLAGS: u32 =
     SHMQ_CREATE_NO_CHECKSUM | SHMQ_CREATE_OPEN_EXISTING | SHMQ_CREATE_REPLACE;
 
 /// `shmq_message_info.flags` bit: the message had been handed to a receiver that died
 /// before finishing with it, and is delivered again (it may have been partly processed).
-pub const SHMQ_MESSAGE_REDELIVERED: u32 = 1;
+pub const SHMQ_MESSAGE_REDELIVERED: u32 = 1u32;
 
 /// Status of a call. The numbers are stable: they are never changed or reused.
 ///
