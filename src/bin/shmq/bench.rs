@@ -20,7 +20,7 @@ const PEER_WAIT: Duration = Duration::from_secs(30);
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Messages in the throughput phase.
-    #[arg(short = 'n', long, default_value_t = 200_000,
+    #[arg(short = 'n', long, default_value_t = 1_000_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub messages: u64,
     /// Message size in bytes.
@@ -30,7 +30,7 @@ pub struct BenchArgs {
     #[arg(short, long, default_value_t = 1024)]
     pub capacity: usize,
     /// Messages in the latency phase (sent one at a time to an idle receiver).
-    #[arg(short, long, default_value_t = 2000)]
+    #[arg(short, long, default_value_t = 5000)]
     pub latency_samples: u64,
     /// Print the figures as one JSON object.
     #[arg(long)]
