@@ -76,10 +76,12 @@ fn spawn(args: &[&str], stdin: Option<&[u8]>) -> Running {
 /// Waits for a spawned command (at most LIMIT) and collects its output.
 fn finish(mut r: Running) -> Out {
     let mut child = r.0.take().unwrap();
-    let (mut so, mut se) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let (so, mut se) = (child.stdout.take(), child.stderr.take().unwrap());
     let reader = std::thread::spawn(move || {
         let mut s = String::new();
-        so.read_to_string(&mut s).unwrap();
+        if let Some(mut so) = so {
+            so.read_to_string(&mut s).unwrap();
+        }
         s
     });
     let mut stderr = String::new();
@@ -578,14 +580,11 @@ fn rm_removes_and_reports_each_missing_name() {
     assert_eq!(run(&["rm"]).code, INVALID);
 }
 
-#[test]
-fn watch_plain_lines_show_counters_moving() {
-    let q = TestQueue::new("cli_watch");
-    create(&q, "1000", "16");
-    let handle = CrossProcessQueue::connect(&q.name).unwrap();
-    handle.send_bytes(b"first").unwrap();
+/// Runs `f` while a thread of this process sends to `handle` every few milliseconds
+/// (receiving one when the queue is full), so the queue's counters keep moving.
+fn while_feeding<T>(handle: &CrossProcessQueue, f: impl FnOnce() -> T) -> T {
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let out = std::thread::scope(|s| {
+    std::thread::scope(|s| {
         s.spawn(|| {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 if handle.send_bytes(b"tick").is_err() {
@@ -594,9 +593,20 @@ fn watch_plain_lines_show_counters_moving() {
                 std::thread::sleep(Duration::from_millis(5));
             }
         });
-        let out = run(&["watch", &q.name, "--interval", "100", "--count", "5"]);
+        let result = f();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        out
+        result
+    })
+}
+
+#[test]
+fn watch_plain_lines_show_counters_moving() {
+    let q = TestQueue::new("cli_watch");
+    create(&q, "1000", "16");
+    let handle = CrossProcessQueue::connect(&q.name).unwrap();
+    handle.send_bytes(b"first").unwrap();
+    let out = while_feeding(&handle, || {
+        run(&["watch", &q.name, "--interval", "200", "--count", "5"])
     });
     assert_eq!(out.code, OK, "{out:?}");
     assert!(!out.stdout.contains('\x1b'), "no terminal codes in a pipe");
@@ -626,12 +636,8 @@ fn watch_json_and_removal() {
     let q = TestQueue::new("cli_watch_json");
     create(&q, "100", "16");
     let handle = CrossProcessQueue::connect(&q.name).unwrap();
-    let watcher = spawn(&["watch", &q.name, "-i", "50", "-n", "4", "--json"], None);
-    for _ in 0..30 {
-        handle.send_bytes(b"x").unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let out = finish(watcher);
+    let watcher = spawn(&["watch", &q.name, "-i", "100", "-n", "4", "--json"], None);
+    let out = while_feeding(&handle, || finish(watcher));
     assert_eq!(out.code, OK, "{out:?}");
     let samples: Vec<Value> = out.stdout.lines().map(json).collect();
     assert_eq!(samples.len(), 4);
@@ -643,10 +649,16 @@ fn watch_json_and_removal() {
     assert_eq!(samples[3]["depth"], samples[3]["stats"]["depth"]);
 
     // A watched queue that is removed ends the watch with "not found".
-    let watcher = spawn(&["watch", &q.name, "-i", "20"], None);
-    std::thread::sleep(Duration::from_millis(100));
+    let mut watcher = spawn(&["watch", &q.name, "-i", "20"], None);
+    // Keep reading its output (a closed pipe would end it quietly).
+    let stdout = watcher.0.as_mut().unwrap().stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("time="), "watching: {first}");
     CrossProcessQueue::unlink(&q.name).unwrap();
+    let drain = std::thread::spawn(move || lines.count());
     let out = finish(watcher);
+    drain.join().unwrap();
     fails(&out, NOT_FOUND, &q.name);
     assert!(out.stderr.contains("removed"), "{out:?}");
 }
