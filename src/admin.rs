@@ -164,6 +164,7 @@ impl QueueView {
 
     /// Capacity and message size as recorded in the header.
     pub fn geometry(&self) -> (u64, u64) {
+        // Relaxed: written once before the magic, which `open` loaded with Acquire.
         let id = &self.header().identity;
         (
             id.capacity.load(Relaxed) as u64,
@@ -245,6 +246,8 @@ impl QueueView {
 
     /// Identity, geometry and the participant table, as [`crate::CrossProcessQueue::info`].
     pub fn info(&self) -> QueueInfo {
+        // Relaxed throughout: identity fields are written once before the magic (loaded with
+        // Acquire in `open`); the participant table is informational, read as a snapshot.
         let h = self.header();
         let id = &h.identity;
         let (owner_uid, mode) = fstat(&self.fd)

@@ -10,7 +10,7 @@ mod ops;
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 /// Exit codes. Stable: scripts rely on them; never renumber, only add.
 pub mod code {
@@ -162,13 +162,6 @@ enum Command {
     /// The receiving side of `bench` (run by `shmq bench` itself).
     #[command(hide = true, name = "bench-peer")]
     BenchPeer(bench::PeerArgs),
-}
-
-/// The queue name as a positional argument.
-#[derive(Args, Debug)]
-pub struct QueueName {
-    /// Queue name (A-Z a-z 0-9 . _ -, up to 200 characters).
-    pub name: String,
 }
 
 /// Why a command failed: printed as `shmq: <queue>: <reason>`, exits with `code`.
