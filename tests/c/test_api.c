@@ -1,0 +1,839 @@
+/*
+ * The C ABI's test suite (driven by tests/c_abi.rs; also runnable by hand):
+ *
+ *   make -C tests/c LIBDIR=target/debug && tests/c/build/test_api [--prefix NAME_PREFIX]
+ *
+ * Every status code reached on purpose, NULL in every pointer slot, timeouts, shutdown and
+ * drain, outputs untouched on failure, many threads on one handle, and the version macros.
+ * Every queue is named "<prefix>_<n>" and unlinked at the end of its test (the driver also
+ * removes leftovers of a crashed run). Prints "N passed, N failed" last.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shmq.h"
+
+/* ----- a small harness ------------------------------------------------------------------ */
+
+static int checks_failed;
+static const char *current_test;
+
+#define CHECK(cond)                                                                          \
+    do {                                                                                     \
+        if (!(cond)) {                                                                       \
+            fprintf(stderr, "%s:%d: [%s] CHECK failed: %s (last error: %s)\n", __FILE__,     \
+                    __LINE__, current_test, #cond, shmq_last_error());                       \
+            checks_failed++;                                                                 \
+        }                                                                                    \
+    } while (0)
+
+/* Checks that `expr` returns status `want`. */
+#define CHECK_STATUS(expr, want)                                                             \
+    do {                                                                                     \
+        int got_ = (int)(expr);                                                              \
+        if (got_ != (int)(want)) {                                                           \
+            fprintf(stderr, "%s:%d: [%s] %s returned %d (%s), expected %s (last error: %s)\n", \
+                    __FILE__, __LINE__, current_test, #expr, got_,                           \
+                    shmq_status_str((shmq_status)got_), #want, shmq_last_error());           \
+            checks_failed++;                                                                 \
+        }                                                                                    \
+    } while (0)
+
+/* Checks that this thread's last error contains `needle`. */
+#define CHECK_LAST_ERROR_HAS(needle)                                                         \
+    do {                                                                                     \
+        if (strstr(shmq_last_error(), (needle)) == NULL) {                                   \
+            fprintf(stderr, "%s:%d: [%s] last error \"%s\" lacks \"%s\"\n", __FILE__,        \
+                    __LINE__, current_test, shmq_last_error(), (needle));                    \
+            checks_failed++;                                                                 \
+        }                                                                                    \
+    } while (0)
+
+static char prefix[64] = "ctest";
+static int name_counter;
+
+/* A fresh queue name for this run: "<prefix>_<n>". */
+static const char *fresh_name(char *buf, size_t len) {
+    snprintf(buf, len, "%s_%d", prefix, name_counter++);
+    return buf;
+}
+
+static uint64_t monotonic_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Creates a queue that the test must shmq_close and shmq_unlink; NULL on failure. */
+static shmq_queue *make_queue(char *name, size_t name_len, uint32_t cap, uint32_t size) {
+    shmq_queue *q = NULL;
+    fresh_name(name, name_len);
+    CHECK_STATUS(shmq_create(name, cap, size, &q), SHMQ_OK);
+    CHECK(q != NULL);
+    return q;
+}
+
+static void drop_queue(shmq_queue *q, const char *name) {
+    shmq_close(q);
+    CHECK_STATUS(shmq_unlink(name), SHMQ_OK);
+}
+
+/* ----- tests ------------------------------------------------------------------------------ */
+
+static void test_version(void) {
+    char expected[64];
+    snprintf(expected, sizeof expected, "%d.%d.%d", (int)SHMQ_VERSION_MAJOR,
+             (int)SHMQ_VERSION_MINOR, (int)SHMQ_VERSION_PATCH);
+    CHECK(strcmp(SHMQ_VERSION, expected) == 0);
+    CHECK(strcmp(shmq_version(), SHMQ_VERSION) == 0);
+}
+
+static void test_status_codes(void) {
+    /* The numbers are part of the ABI. */
+    CHECK(SHMQ_OK == 0 && SHMQ_ERR_FULL == 1 && SHMQ_ERR_EMPTY == 2 && SHMQ_ERR_TIMEOUT == 3);
+    CHECK(SHMQ_ERR_CLOSED == 4 && SHMQ_ERR_INVALID_ARGUMENT == 5);
+    CHECK(SHMQ_ERR_ALREADY_EXISTS == 6 && SHMQ_ERR_NOT_FOUND == 7);
+    CHECK(SHMQ_ERR_PERMISSION_DENIED == 8 && SHMQ_ERR_CREATION_FAILED == 9);
+    CHECK(SHMQ_ERR_ACCESS_FAILED == 10 && SHMQ_ERR_MESSAGE_TOO_LARGE == 11);
+    CHECK(SHMQ_ERR_BUFFER_TOO_SMALL == 12 && SHMQ_ERR_CORRUPTED_DATA == 13);
+    CHECK(SHMQ_ERR_INCOMPATIBLE_VERSION == 14 && SHMQ_ERR_INTERNAL == 15);
+    for (int i = 0; i <= 15; i++) {
+        const char *text = shmq_status_str((shmq_status)i);
+        CHECK(text != NULL && strcmp(text, "unknown status") != 0 && text[0] != '\0');
+        for (int j = 0; j < i; j++) {
+            CHECK(strcmp(text, shmq_status_str((shmq_status)j)) != 0);
+        }
+    }
+    CHECK(strcmp(shmq_status_str(SHMQ_ERR_INTERNAL), "internal error") == 0);
+    /* Any integer is accepted (C may pass what it likes). */
+    const int out_of_range[] = {-1, 16, 1000, INT_MAX, INT_MIN};
+    for (size_t i = 0; i < sizeof out_of_range / sizeof out_of_range[0]; i++) {
+        CHECK(strcmp(shmq_status_str((shmq_status)out_of_range[i]), "unknown status") == 0);
+    }
+}
+
+static void test_basics(void) {
+    char name[96];
+    shmq_queue *q = make_queue(name, sizeof name, 8, 64);
+    if (q == NULL) return;
+    CHECK(shmq_capacity(q) == 8);
+    CHECK(shmq_message_size(q) == 64);
+    CHECK(shmq_len(q) == 0);
+    CHECK(shmq_is_shutdown(q) == 0);
+
+    shmq_queue *other = NULL;
+    CHECK_STATUS(shmq_connect(name, &other), SHMQ_OK);
+    CHECK(other != NULL && other != q);
+
+    /* shmq_send: id = position, timestamp = now. */
+    uint64_t before = now_ns();
+    CHECK_STATUS(shmq_send(q, "hello", 5, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_send(q, "world!", 6, -1), SHMQ_OK);
+    CHECK(shmq_len(other) == 2);
+    char buf[64];
+    shmq_message_info info;
+    memset(&info, 0xAB, sizeof info);
+    CHECK_STATUS(shmq_receive_message(other, buf, sizeof buf, &info, 0), SHMQ_OK);
+    CHECK(info.len == 5 && memcmp(buf, "hello", 5) == 0);
+    CHECK(info.id == 0 && info.flags == 0);
+    CHECK(info.timestamp_ns >= before && info.timestamp_ns <= now_ns());
+    size_t len = 0;
+    CHECK_STATUS(shmq_receive(other, buf, sizeof buf, &len, 1000), SHMQ_OK);
+    CHECK(len == 6 && memcmp(buf, "world!", 6) == 0);
+
+    /* shmq_send_message: the caller's id and timestamp travel with the message. */
+    CHECK_STATUS(shmq_send_message(other, 424242, 777, "x", 1, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_receive_message(q, buf, sizeof buf, &info, 0), SHMQ_OK);
+    CHECK(info.id == 424242 && info.timestamp_ns == 777 && info.len == 1 && buf[0] == 'x');
+
+    /* Empty messages, with NULL data / buffer allowed when the length is 0. */
+    CHECK_STATUS(shmq_send(q, NULL, 0, 0), SHMQ_OK);
+    len = 99;
+    CHECK_STATUS(shmq_receive(q, NULL, 0, &len, 0), SHMQ_OK);
+    CHECK(len == 0);
+
+    /* A full-size message fits exactly. */
+    char big[64];
+    memset(big, 'z', sizeof big);
+    CHECK_STATUS(shmq_send(q, big, sizeof big, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_receive(q, buf, sizeof buf, &len, 0), SHMQ_OK);
+    CHECK(len == 64 && memcmp(buf, big, 64) == 0);
+
+    /* A buffer larger than the message size is fine. */
+    char larger[200];
+    CHECK_STATUS(shmq_send(q, "abc", 3, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_receive(q, larger, sizeof larger, &len, 0), SHMQ_OK);
+    CHECK(len == 3 && memcmp(larger, "abc", 3) == 0);
+
+    shmq_close(other);
+    drop_queue(q, name);
+}
+
+static void test_stats(void) {
+    char name[96];
+    shmq_queue *q = make_queue(name, sizeof name, 4, 32);
+    if (q == NULL) return;
+    CHECK_STATUS(shmq_send(q, "12345", 5, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_send(q, "123", 3, 0), SHMQ_OK);
+    char buf[32];
+    size_t len;
+    CHECK_STATUS(shmq_receive(q, buf, sizeof buf, &len, 0), SHMQ_OK);
+
+    shmq_queue_stats st;
+    memset(&st, 0xEE, sizeof st);
+    st.struct_size = (uint32_t)sizeof st;
+    CHECK_STATUS(shmq_stats(q, &st), SHMQ_OK);
+    CHECK(st.struct_size == sizeof st && st.reserved == 0);
+    CHECK(st.messages_sent == 2 && st.messages_received == 1);
+    CHECK(st.bytes_sent == 8 && st.bytes_received == 5);
+    CHECK(st.depth == 1 && st.capacity == 4 && st.send_full == 0 && st.timeouts == 0);
+    CHECK(st.checksum_failures == 0 && st.corrupted == 0 && st.abandoned == 0);
+
+    /* An older caller whose struct ends after messages_received: nothing beyond is written. */
+    shmq_queue_stats old;
+    memset(&old, 0xEE, sizeof old);
+    old.struct_size = (uint32_t)offsetof(shmq_queue_stats, bytes_sent);
+    CHECK_STATUS(shmq_stats(q, &old), SHMQ_OK);
+    CHECK(old.struct_size == offsetof(shmq_queue_stats, bytes_sent));
+    CHECK(old.messages_sent == 2 && old.messages_received == 1);
+    CHECK(old.bytes_sent == 0xEEEEEEEEEEEEEEEEu && old.capacity == 0xEEEEEEEEEEEEEEEEu);
+
+    /* A newer caller's bigger struct: we fill what we know and say how much. */
+    struct {
+        shmq_queue_stats known;
+        uint64_t future_field;
+    } newer;
+    memset(&newer, 0xEE, sizeof newer);
+    newer.known.struct_size = (uint32_t)sizeof newer;
+    CHECK_STATUS(shmq_stats(q, &newer.known), SHMQ_OK);
+    CHECK(newer.known.struct_size == sizeof(shmq_queue_stats));
+    CHECK(newer.known.capacity == 4 && newer.future_field == 0xEEEEEEEEEEEEEEEEu);
+
+    /* Too small to mean anything. */
+    shmq_queue_stats tiny;
+    memset(&tiny, 0xEE, sizeof tiny);
+    tiny.struct_size = 4;
+    CHECK_STATUS(shmq_stats(q, &tiny), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK(tiny.struct_size == 4 && tiny.messages_sent == 0xEEEEEEEEEEEEEEEEu);
+    CHECK_LAST_ERROR_HAS("struct_size");
+
+    drop_queue(q, name);
+}
+
+static void test_null_arguments(void) {
+    char name[96];
+    shmq_queue *q = make_queue(name, sizeof name, 2, 16);
+    if (q == NULL) return;
+    shmq_queue *out = (shmq_queue *)(uintptr_t)0x1; /* must stay untouched */
+    char buf[16];
+    size_t len = 12345;
+    shmq_message_info info;
+    memset(&info, 0x5A, sizeof info);
+    shmq_queue_stats st;
+    st.struct_size = (uint32_t)sizeof st;
+
+    CHECK_STATUS(shmq_create(NULL, 2, 16, &out), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("'name' is NULL");
+    CHECK_STATUS(shmq_create("x", 2, 16, NULL), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("'out' is NULL");
+    CHECK_STATUS(shmq_create_with(NULL, 2, 16, 0, 0, &out), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("shmq_create_with: invalid argument: 'name' is NULL");
+    CHECK_STATUS(shmq_create_with("x", 2, 16, 0, 0, NULL), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("'out' is NULL");
+    CHECK_STATUS(shmq_connect(NULL, &out), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("shmq_connect: invalid argument: 'name' is NULL");
+    CHECK_STATUS(shmq_connect(name, NULL), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("'out' is NULL");
+    CHECK(out == (shmq_queue *)(uintptr_t)0x1);
+    CHECK_STATUS(shmq_unlink(NULL), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("shmq_unlink: invalid argument: 'name' is NULL");
+
+    CHECK_STATUS(shmq_send(NULL, "a", 1, 0), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("shmq_send: invalid argument: 'q' is NULL");
+    CHECK_STATUS(shmq_send(q, NULL, 1, 0), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("'data' is NULL");
+    CHECK_STATUS(shmq_send_message(NULL, 1, 2, "a", 1, 0), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("'q' is NULL");
+    CHECK_STATUS(shmq_send_message(q, 1, 2, NULL, 1, 0), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("'data' is NULL");
+    CHECK(shmq_len(q) == 0);
+
+    CHECK_STATUS(shmq_send(q, "m", 1, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_receive(NULL, buf, sizeof buf, &len, 0), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("'q' is NULL");
+    CHECK_STATUS(shmq_receive(q, NULL, sizeof buf, &len, 0), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("'buf' is NULL");
+    CHECK_STATUS(shmq_receive(q, buf, sizeof buf, NULL, 0), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("'out_len' is NULL");
+    CHECK_STATUS(shmq_receive_message(NULL, buf, sizeof buf, &info, 0),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(shmq_receive_message(q, NULL, sizeof buf, &info, 0),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("'buf' is NULL");
+    CHECK_STATUS(shmq_receive_message(q, buf, sizeof buf, NULL, 0), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("'info' is NULL");
+    /* None of that dequeued anything or wrote an output. */
+    CHECK(len == 12345 && info.len == (size_t)0x5A5A5A5A5A5A5A5Au);
+    CHECK(shmq_len(q) == 1);
+
+    CHECK_STATUS(shmq_shutdown(NULL), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("shmq_shutdown: invalid argument: 'q' is NULL");
+    CHECK_STATUS(shmq_stats(NULL, &st), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(shmq_stats(q, NULL), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("'out' is NULL");
+    CHECK(shmq_len(NULL) == 0);
+    CHECK_LAST_ERROR_HAS("shmq_len: invalid argument: 'q' is NULL");
+    CHECK(shmq_capacity(NULL) == 0);
+    CHECK(shmq_message_size(NULL) == 0);
+    CHECK(shmq_is_shutdown(NULL) == -1);
+    shmq_close(NULL); /* a no-op */
+
+    drop_queue(q, name);
+}
+
+static void test_invalid_arguments(void) {
+    char name[96];
+    shmq_queue *out = NULL;
+    fresh_name(name, sizeof name);
+    CHECK_STATUS(shmq_create("", 2, 16, &out), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(shmq_create("bad/name", 2, 16, &out), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("bad/name");
+    CHECK_STATUS(shmq_create(".hidden", 2, 16, &out), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(shmq_create("caf\xc3", 2, 16, &out), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("not valid UTF-8");
+    CHECK_STATUS(shmq_connect("caf\xc3", &out), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(shmq_unlink("no spaces"), SHMQ_ERR_INVALID_ARGUMENT);
+    char long_name[300];
+    memset(long_name, 'a', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    CHECK_STATUS(shmq_create(long_name, 2, 16, &out), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(shmq_create(name, 0, 16, &out), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("capacity");
+    CHECK_STATUS(shmq_create(name, 2, 0, &out), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("message size");
+    CHECK_STATUS(shmq_create(name, UINT32_MAX, UINT32_MAX, &out), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(shmq_create_with(name, 2, 16, 01000, 0, &out), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("mode");
+    CHECK_STATUS(shmq_create_with(name, 2, 16, 0, 8u, &out), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("unknown flags 0x8");
+    CHECK_STATUS(shmq_create_with(name, 2, 16, 0,
+                                  SHMQ_CREATE_OPEN_EXISTING | SHMQ_CREATE_REPLACE, &out),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK(out == NULL);
+    CHECK_STATUS(shmq_connect(name, &out), SHMQ_ERR_NOT_FOUND); /* nothing was created */
+
+    shmq_queue *q = make_queue(name, sizeof name, 2, 16);
+    if (q == NULL) return;
+    char buf[16];
+    size_t len = 7;
+    CHECK_STATUS(shmq_send(q, "a", 1, -2), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("timeout_ms -2");
+    CHECK_STATUS(shmq_send(q, "a", 1, INT_MIN), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(shmq_receive(q, buf, sizeof buf, &len, -5), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(shmq_receive(q, buf, (size_t)PTRDIFF_MAX + 1u, &len, 0),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK(len == 7 && shmq_len(q) == 0);
+    drop_queue(q, name);
+}
+
+static void test_create_options(void) {
+    char name[96];
+    shmq_queue *q = NULL, *again = NULL, *fresh = NULL;
+    fresh_name(name, sizeof name);
+    CHECK_STATUS(shmq_create_with(name, 4, 32, 0640, 0, &q), SHMQ_OK);
+    if (q == NULL) return;
+    char path[160];
+    snprintf(path, sizeof path, "/dev/shm/shmq.%s", name);
+    struct stat sb;
+    CHECK(stat(path, &sb) == 0 && (sb.st_mode & 0777) == 0640);
+
+    /* ALREADY_EXISTS without flags; OPEN_EXISTING connects (same geometry only). */
+    shmq_queue *dup = NULL;
+    CHECK_STATUS(shmq_create(name, 4, 32, &dup), SHMQ_ERR_ALREADY_EXISTS);
+    CHECK_LAST_ERROR_HAS(name);
+    CHECK(dup == NULL);
+    CHECK_STATUS(shmq_send(q, "kept", 4, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_create_with(name, 4, 32, 0, SHMQ_CREATE_OPEN_EXISTING, &again), SHMQ_OK);
+    CHECK(again != NULL && shmq_len(again) == 1);
+    CHECK_STATUS(shmq_create_with(name, 5, 32, 0, SHMQ_CREATE_OPEN_EXISTING, &dup),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK(dup == NULL);
+
+    /* REPLACE makes a fresh, empty queue under the name; the old handles keep the old one. */
+    CHECK_STATUS(shmq_create_with(name, 2, 16, 0, SHMQ_CREATE_REPLACE, &fresh), SHMQ_OK);
+    CHECK(fresh != NULL && shmq_len(fresh) == 0 && shmq_capacity(fresh) == 2);
+    CHECK(shmq_len(q) == 1);
+    CHECK(stat(path, &sb) == 0 && (sb.st_mode & 0777) == 0600);
+
+    shmq_close(again);
+    shmq_close(q);
+    drop_queue(fresh, name);
+    CHECK_STATUS(shmq_unlink(name), SHMQ_ERR_NOT_FOUND);
+    CHECK_LAST_ERROR_HAS("does not exist");
+    shmq_queue *none = NULL;
+    CHECK_STATUS(shmq_connect(name, &none), SHMQ_ERR_NOT_FOUND);
+    CHECK(none == NULL);
+}
+
+static void test_full_empty_timeout(void) {
+    char name[96];
+    shmq_queue *q = make_queue(name, sizeof name, 2, 16);
+    if (q == NULL) return;
+    char buf[16];
+    size_t len = 31;
+    CHECK_STATUS(shmq_receive(q, buf, sizeof buf, &len, 0), SHMQ_ERR_EMPTY);
+    CHECK_LAST_ERROR_HAS(name);
+    CHECK(len == 31);
+    uint64_t start = monotonic_ms();
+    CHECK_STATUS(shmq_receive(q, buf, sizeof buf, &len, 50), SHMQ_ERR_TIMEOUT);
+    CHECK(monotonic_ms() - start >= 45); /* it did wait (no upper bound: machines are slow) */
+    CHECK(len == 31);
+
+    CHECK_STATUS(shmq_send(q, "1", 1, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_send(q, "2", 1, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_send(q, "3", 1, 0), SHMQ_ERR_FULL);
+    CHECK_LAST_ERROR_HAS("full");
+    start = monotonic_ms();
+    CHECK_STATUS(shmq_send(q, "3", 1, 50), SHMQ_ERR_TIMEOUT);
+    CHECK(monotonic_ms() - start >= 45);
+    CHECK(shmq_len(q) == 2);
+
+    shmq_queue_stats st;
+    st.struct_size = (uint32_t)sizeof st;
+    CHECK_STATUS(shmq_stats(q, &st), SHMQ_OK);
+    CHECK(st.timeouts == 2 && st.send_full == 2 && st.peak_depth == 2);
+
+    /* MESSAGE_TOO_LARGE is refused before anything else, even on a full queue. */
+    char big[17] = {0};
+    CHECK_STATUS(shmq_send(q, big, sizeof big, 0), SHMQ_ERR_MESSAGE_TOO_LARGE);
+    CHECK_LAST_ERROR_HAS("17 bytes");
+    CHECK_STATUS(shmq_send(q, big, SIZE_MAX, -1), SHMQ_ERR_MESSAGE_TOO_LARGE);
+
+    /* A receive that waits is woken by a send from another thread: see test_threads. */
+    CHECK_STATUS(shmq_receive(q, buf, sizeof buf, &len, -1), SHMQ_OK);
+    CHECK(len == 1 && buf[0] == '1');
+    drop_queue(q, name);
+}
+
+static void test_buffer_too_small(void) {
+    char name[96];
+    shmq_queue *q = make_queue(name, sizeof name, 4, 128);
+    if (q == NULL) return;
+    char msg[100];
+    memset(msg, 'm', sizeof msg);
+    CHECK_STATUS(shmq_send_message(q, 7, 8, msg, sizeof msg, 0), SHMQ_OK);
+    char small[10];
+    memset(small, 0, sizeof small);
+    size_t len = 0;
+    CHECK_STATUS(shmq_receive(q, small, sizeof small, &len, 0), SHMQ_ERR_BUFFER_TOO_SMALL);
+    CHECK(len == 100);
+    CHECK_LAST_ERROR_HAS("100 bytes");
+    CHECK(shmq_len(q) == 1);
+    CHECK_STATUS(shmq_receive(q, NULL, 0, &len, 0), SHMQ_ERR_BUFFER_TOO_SMALL);
+    CHECK(len == 100);
+
+    shmq_message_info info;
+    memset(&info, 0x11, sizeof info);
+    CHECK_STATUS(shmq_receive_message(q, small, sizeof small, &info, -1),
+                 SHMQ_ERR_BUFFER_TOO_SMALL);
+    CHECK(info.len == 100 && info.id == 0x1111111111111111u && info.flags == 0x11111111u);
+    CHECK(shmq_len(q) == 1);
+
+    /* The message was never lost: a big enough buffer gets it whole. */
+    char buf[100];
+    CHECK_STATUS(shmq_receive_message(q, buf, sizeof buf, &info, 0), SHMQ_OK);
+    CHECK(info.len == 100 && info.id == 7 && info.timestamp_ns == 8);
+    CHECK(memcmp(buf, msg, sizeof msg) == 0);
+    CHECK(shmq_len(q) == 0);
+    drop_queue(q, name);
+}
+
+static void test_shutdown_and_drain(void) {
+    char name[96];
+    shmq_queue *q = make_queue(name, sizeof name, 8, 16);
+    if (q == NULL) return;
+    shmq_queue *consumer = NULL;
+    CHECK_STATUS(shmq_connect(name, &consumer), SHMQ_OK);
+    if (consumer == NULL) return;
+    for (int i = 0; i < 3; i++) {
+        CHECK_STATUS(shmq_send_message(q, (uint64_t)i, 0, "d", 1, 0), SHMQ_OK);
+    }
+    CHECK_STATUS(shmq_shutdown(q), SHMQ_OK);
+    CHECK_STATUS(shmq_shutdown(q), SHMQ_OK); /* idempotent */
+    CHECK(shmq_is_shutdown(q) == 1 && shmq_is_shutdown(consumer) == 1);
+    CHECK_STATUS(shmq_send(q, "x", 1, 0), SHMQ_ERR_CLOSED);
+    CHECK_LAST_ERROR_HAS("shut down");
+    CHECK_STATUS(shmq_send(consumer, "x", 1, -1), SHMQ_ERR_CLOSED);
+
+    char buf[16];
+    shmq_message_info info;
+    for (uint64_t i = 0; i < 3; i++) {
+        CHECK_STATUS(shmq_receive_message(consumer, buf, sizeof buf, &info, -1), SHMQ_OK);
+        CHECK(info.id == i);
+    }
+    size_t len = 5;
+    CHECK_STATUS(shmq_receive(consumer, buf, sizeof buf, &len, -1), SHMQ_ERR_CLOSED);
+    CHECK_STATUS(shmq_receive(consumer, buf, sizeof buf, &len, 0), SHMQ_ERR_CLOSED);
+    CHECK_STATUS(shmq_receive(consumer, buf, sizeof buf, &len, 100), SHMQ_ERR_CLOSED);
+    CHECK(len == 5);
+    /* A new handle sees the shutdown too. */
+    shmq_queue *late = NULL;
+    CHECK_STATUS(shmq_connect(name, &late), SHMQ_OK);
+    CHECK(shmq_is_shutdown(late) == 1);
+    shmq_close(late);
+    shmq_close(consumer);
+    drop_queue(q, name);
+}
+
+/* Writes a fake segment file in /dev/shm (as another program or version could leave). */
+static int write_fake_segment(const char *name, uint64_t magic, uint32_t version) {
+    char path[160];
+    snprintf(path, sizeof path, "/dev/shm/shmq.%s", name);
+    int fd = open(path, O_CREAT | O_EXCL | O_RDWR, 0600);
+    if (fd < 0) return -1;
+    unsigned char page[8192];
+    memset(page, 0, sizeof page);
+    memcpy(page, &magic, sizeof magic); /* little-endian machines only, like the layout */
+    memcpy(page + 8, &version, sizeof version);
+    ssize_t w = write(fd, page, sizeof page);
+    close(fd);
+    return w == (ssize_t)sizeof page ? 0 : -1;
+}
+
+static void test_corrupted_and_incompatible(void) {
+    char name[96];
+    shmq_queue *q = NULL;
+    uint64_t magic;
+    memcpy(&magic, "SHMQRING", 8);
+
+    fresh_name(name, sizeof name);
+    CHECK(write_fake_segment(name, 0x0123456789abcdefu, 1) == 0);
+    CHECK_STATUS(shmq_connect(name, &q), SHMQ_ERR_CORRUPTED_DATA);
+    CHECK_LAST_ERROR_HAS("not an shmq queue");
+    CHECK(q == NULL);
+    CHECK_STATUS(shmq_unlink(name), SHMQ_OK);
+
+    fresh_name(name, sizeof name);
+    CHECK(write_fake_segment(name, magic, 999) == 0);
+    CHECK_STATUS(shmq_connect(name, &q), SHMQ_ERR_INCOMPATIBLE_VERSION);
+    CHECK_LAST_ERROR_HAS("999");
+    CHECK(q == NULL);
+    CHECK_STATUS(shmq_unlink(name), SHMQ_OK);
+
+    /* A message whose payload changed after sending fails its CRC32C and is dropped;
+       the next one is fine. The payload of position 0 starts after the 4096-byte header
+       and the 64-byte slot header (see src/layout.rs). */
+    for (int checksums = 1; checksums >= 0; checksums--) {
+        fresh_name(name, sizeof name);
+        uint32_t flags = checksums ? 0u : SHMQ_CREATE_NO_CHECKSUM;
+        CHECK_STATUS(shmq_create_with(name, 4, 64, 0, flags, &q), SHMQ_OK);
+        if (q == NULL) return;
+        CHECK_STATUS(shmq_send(q, "original", 8, 0), SHMQ_OK);
+        CHECK_STATUS(shmq_send(q, "second", 6, 0), SHMQ_OK);
+        char path[160];
+        snprintf(path, sizeof path, "/dev/shm/shmq.%s", name);
+        int fd = open(path, O_RDWR);
+        CHECK(fd >= 0);
+        if (fd >= 0) {
+            unsigned char *base = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+            CHECK(base != MAP_FAILED);
+            if (base != MAP_FAILED) {
+                CHECK(memcmp(base + 4096 + 64, "original", 8) == 0);
+                base[4096 + 64] = 'X';
+                munmap(base, 8192);
+            }
+            close(fd);
+        }
+        char buf[64];
+        size_t len = 77;
+        if (checksums) {
+            CHECK_STATUS(shmq_receive(q, buf, sizeof buf, &len, 0), SHMQ_ERR_CORRUPTED_DATA);
+            CHECK_LAST_ERROR_HAS("checksum");
+            CHECK(len == 77);
+            shmq_queue_stats st;
+            st.struct_size = (uint32_t)sizeof st;
+            CHECK_STATUS(shmq_stats(q, &st), SHMQ_OK);
+            CHECK(st.checksum_failures == 1);
+        } else {
+            CHECK_STATUS(shmq_receive(q, buf, sizeof buf, &len, 0), SHMQ_OK);
+            CHECK(len == 8 && memcmp(buf, "Xriginal", 8) == 0);
+        }
+        CHECK_STATUS(shmq_receive(q, buf, sizeof buf, &len, 0), SHMQ_OK);
+        CHECK(len == 6 && memcmp(buf, "second", 6) == 0);
+        drop_queue(q, name);
+        q = NULL;
+    }
+}
+
+/* Runs `child` in a forked process and returns its exit status (or -1). */
+static int in_child(int (*child)(const char *), const char *name) {
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) _exit(child(name));
+    int status = 0;
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
+    return WEXITSTATUS(status);
+}
+
+/* In a child: as an unprivileged user, the owner-only queue is off limits. */
+static int child_permission_denied(const char *name) {
+    if (geteuid() == 0) {
+        /* root bypasses permission bits: become "nobody" first. */
+        if (setgid(65534) != 0 || setuid(65534) != 0) return 10;
+    }
+    shmq_queue *q = NULL;
+    int ok = shmq_connect(name, &q) == SHMQ_ERR_PERMISSION_DENIED && q == NULL &&
+             strstr(shmq_last_error(), "os error 13") != NULL &&
+             strstr(shmq_last_error(), name) != NULL;
+    return ok ? 0 : 11;
+}
+
+static void test_permission_denied(void) {
+    char name[96];
+    shmq_queue *q = NULL;
+    fresh_name(name, sizeof name);
+    /* Non-root: a queue whose mode denies its owner reading. Root: an owner-only queue,
+       opened by a child that dropped to "nobody". */
+    uint32_t mode = geteuid() == 0 ? 0600 : 0200;
+    CHECK_STATUS(shmq_create_with(name, 2, 16, mode, 0, &q), SHMQ_OK);
+    if (q == NULL) return;
+    CHECK(in_child(child_permission_denied, name) == 0);
+    drop_queue(q, name);
+}
+
+/* In a child with no file descriptors left: creating and opening fail with errno. */
+static int child_no_descriptors(const char *name) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 20;
+    rl.rlim_cur = 0;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) return 21;
+    char fresh[128];
+    snprintf(fresh, sizeof fresh, "%s_never", name);
+    shmq_queue *q = NULL;
+    if (shmq_create(fresh, 2, 16, &q) != SHMQ_ERR_CREATION_FAILED || q != NULL) return 22;
+    if (strstr(shmq_last_error(), "os error 24") == NULL) return 23;
+    if (shmq_connect(name, &q) != SHMQ_ERR_ACCESS_FAILED || q != NULL) return 24;
+    if (strstr(shmq_last_error(), "os error 24") == NULL) return 25;
+    if (strstr(shmq_last_error(), name) == NULL) return 26;
+    return 0;
+}
+
+static void test_creation_and_access_failed(void) {
+    char name[96];
+    shmq_queue *q = make_queue(name, sizeof name, 2, 16);
+    if (q == NULL) return;
+    CHECK(in_child(child_no_descriptors, name) == 0);
+    drop_queue(q, name);
+}
+
+/* ----- many threads on one handle ------------------------------------------------------- */
+
+enum { PRODUCERS = 4, CONSUMERS = 4, PER_PRODUCER = 2000 };
+
+struct worker_ctx {
+    shmq_queue *q;
+    int index;
+    size_t received;
+    uint64_t *ids; /* consumer: ids received */
+    int errors;
+};
+
+static void *producer_thread(void *arg) {
+    struct worker_ctx *ctx = arg;
+    for (int i = 0; i < PER_PRODUCER; i++) {
+        uint64_t id = (uint64_t)ctx->index * 1000000u + (uint64_t)i;
+        char text[32];
+        int len = snprintf(text, sizeof text, "payload %llu", (unsigned long long)id);
+        /* Alternate the blocking forms: without limit, and with a generous deadline. */
+        int timeout = (i % 2 == 0) ? -1 : 30000;
+        if (shmq_send_message(ctx->q, id, now_ns(), text, (size_t)len, timeout) != SHMQ_OK) {
+            ctx->errors++;
+        }
+    }
+    return NULL;
+}
+
+static void *consumer_thread(void *arg) {
+    struct worker_ctx *ctx = arg;
+    char buf[32];
+    shmq_message_info info;
+    for (;;) {
+        shmq_status s = shmq_receive_message(ctx->q, buf, sizeof buf, &info, -1);
+        if (s == SHMQ_ERR_CLOSED) break;
+        if (s != SHMQ_OK) {
+            ctx->errors++;
+            break;
+        }
+        char expected[32];
+        int len = snprintf(expected, sizeof expected, "payload %llu",
+                           (unsigned long long)info.id);
+        if (info.len != (size_t)len || memcmp(buf, expected, info.len) != 0) ctx->errors++;
+        ctx->ids[ctx->received++] = info.id;
+    }
+    return NULL;
+}
+
+static int compare_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Thread-local last error: another thread's failure does not change this one's. */
+static void *other_thread_fails(void *arg) {
+    (void)arg;
+    shmq_queue *q = NULL;
+    int ok = shmq_connect("no_such_queue_for_thread_test", &q) == SHMQ_ERR_NOT_FOUND &&
+             strstr(shmq_last_error(), "no_such_queue_for_thread_test") != NULL;
+    return ok ? (void *)1 : NULL;
+}
+
+static void test_threads(void) {
+    char name[96];
+    /* Small capacity: producers block on full and consumers on empty, many times. */
+    shmq_queue *q = make_queue(name, sizeof name, 16, 32);
+    if (q == NULL) return;
+    pthread_t producers[PRODUCERS], consumers[CONSUMERS];
+    struct worker_ctx pctx[PRODUCERS], cctx[CONSUMERS];
+    const size_t total = (size_t)PRODUCERS * PER_PRODUCER;
+    for (int i = 0; i < CONSUMERS; i++) {
+        cctx[i] = (struct worker_ctx){q, i, 0, calloc(total, sizeof(uint64_t)), 0};
+        CHECK(cctx[i].ids != NULL);
+        CHECK(pthread_create(&consumers[i], NULL, consumer_thread, &cctx[i]) == 0);
+    }
+    for (int i = 0; i < PRODUCERS; i++) {
+        pctx[i] = (struct worker_ctx){q, i, 0, NULL, 0};
+        CHECK(pthread_create(&producers[i], NULL, producer_thread, &pctx[i]) == 0);
+    }
+    for (int i = 0; i < PRODUCERS; i++) {
+        pthread_join(producers[i], NULL);
+        CHECK(pctx[i].errors == 0);
+    }
+    CHECK_STATUS(shmq_shutdown(q), SHMQ_OK);
+    uint64_t *all = calloc(total + 1, sizeof(uint64_t));
+    size_t n = 0;
+    int spread = 0;
+    for (int i = 0; i < CONSUMERS; i++) {
+        pthread_join(consumers[i], NULL);
+        CHECK(cctx[i].errors == 0);
+        CHECK(n + cctx[i].received <= total);
+        if (all != NULL && n + cctx[i].received <= total) {
+            memcpy(all + n, cctx[i].ids, cctx[i].received * sizeof(uint64_t));
+        }
+        n += cctx[i].received;
+        spread += cctx[i].received > 0;
+        free(cctx[i].ids);
+    }
+    /* Every message received exactly once. */
+    CHECK(n == total);
+    if (all != NULL && n == total) {
+        qsort(all, n, sizeof(uint64_t), compare_u64);
+        size_t k = 0;
+        for (int p = 0; p < PRODUCERS; p++) {
+            for (int i = 0; i < PER_PRODUCER; i++, k++) {
+                if (all[k] != (uint64_t)p * 1000000u + (uint64_t)i) {
+                    fprintf(stderr, "[%s] id %llu at %zu, expected %llu\n", current_test,
+                            (unsigned long long)all[k], k,
+                            (unsigned long long)((uint64_t)p * 1000000u + (uint64_t)i));
+                    checks_failed++;
+                    p = PRODUCERS;
+                    break;
+                }
+            }
+        }
+    }
+    free(all);
+    CHECK(spread >= 1);
+    CHECK(shmq_len(q) == 0);
+
+    /* Last error per thread. */
+    CHECK_STATUS(shmq_send(q, "x", 1, 0), SHMQ_ERR_CLOSED);
+    pthread_t t;
+    void *result = NULL;
+    CHECK(pthread_create(&t, NULL, other_thread_fails, NULL) == 0);
+    pthread_join(t, &result);
+    CHECK(result != NULL);
+    CHECK_LAST_ERROR_HAS("shut down");
+    drop_queue(q, name);
+}
+
+/* ----- main ------------------------------------------------------------------------------- */
+
+struct test {
+    const char *name;
+    void (*run)(void);
+};
+
+static const struct test tests[] = {
+    {"version", test_version},
+    {"status_codes", test_status_codes},
+    {"basics", test_basics},
+    {"stats", test_stats},
+    {"null_arguments", test_null_arguments},
+    {"invalid_arguments", test_invalid_arguments},
+    {"create_options", test_create_options},
+    {"full_empty_timeout", test_full_empty_timeout},
+    {"buffer_too_small", test_buffer_too_small},
+    {"shutdown_and_drain", test_shutdown_and_drain},
+    {"corrupted_and_incompatible", test_corrupted_and_incompatible},
+    {"permission_denied", test_permission_denied},
+    {"creation_and_access_failed", test_creation_and_access_failed},
+    {"threads", test_threads},
+};
+
+int main(int argc, char **argv) {
+    const char *only = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--prefix") == 0 && i + 1 < argc) {
+            snprintf(prefix, sizeof prefix, "%s", argv[++i]);
+        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+            only = argv[++i];
+        }
+    }
+    if (strcmp(prefix, "ctest") == 0) {
+        snprintf(prefix, sizeof prefix, "ctest%ld", (long)getpid());
+    }
+#if defined(__SANITIZE_ADDRESS__)
+    printf("sanitizers: address+undefined\n");
+#else
+    printf("sanitizers: none\n");
+#endif
+    int passed = 0, failed = 0;
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+        if (only != NULL && strcmp(only, tests[i].name) != 0) continue;
+        current_test = tests[i].name;
+        int before = checks_failed;
+        tests[i].run();
+        if (checks_failed == before) {
+            printf("test %s ... ok\n", tests[i].name);
+            passed++;
+        } else {
+            printf("test %s ... FAILED\n", tests[i].name);
+            failed++;
+        }
+        fflush(stdout);
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 && passed > 0 ? 0 : 1;
+}
