@@ -485,6 +485,11 @@ class Queue:
         ``None``, else at most ``timeout`` seconds. Raises :class:`Empty` if none came in
         time (at once when ``block`` is false) and :class:`Closed` once the queue is shut
         down and drained.
+
+        Ctrl-C raises ``KeyboardInterrupt`` within one wait slice. As with ``queue.Queue``,
+        an interrupt that lands just as a message arrives can surface after the message
+        was taken, so a program that must not drop one on Ctrl-C should stop by
+        :meth:`shutdown` instead.
         """
         buf = self._scratch()
         size = ctypes.sizeof(buf)
