@@ -1,27 +1,45 @@
-//! Test-only crash points: named places inside send and receive where a test can freeze a
-//! process and then kill it, to prove that nothing promised is lost.
+//! Test-only crash points: named places inside send, receive and the repairs where a test can
+//! freeze a process and then kill it, to prove that nothing promised is lost.
 //!
 //! Compiled in only with the `crash-points` feature. When the environment variable
 //! `SHMQ_CRASH_AT` names a point and the process reaches it, the process prints
 //! `SHMQ_CRASH_POINT <name>` on stderr and stops itself with `SIGSTOP`; the test then sends
 //! `SIGKILL`. Without the feature, [`hit`] compiles to nothing.
+//!
+//! A point fires at most once per process. That makes the same points usable as *pause*
+//! points: a test may resume the stopped process with `SIGCONT` instead of killing it, after
+//! changing the queue under it, and the process then goes on from a stale view of the slot
+//! (the `*_observed` points exist for that; see `tests/crash.rs`).
 
 /// Every crash point, in the order an operation passes them.
 pub const POINTS: &[&str] = &[
+    "push_observed",   // producer: slot's claim loaded, its seq not yet (pause point)
     "push_claimed",    // producer: slot claimed, tail not yet advanced
     "push_tail_moved", // producer: tail advanced, nothing written
     "push_written",    // producer: message written, not yet published
+    "pop_observed",    // consumer: slot's claim loaded, its seq not yet (pause point)
     "pop_claimed",     // consumer: slot claimed, head not yet advanced
     "pop_head_moved",  // consumer: head advanced, message not yet copied
     "pop_read",        // consumer: message copied, slot not yet released
+    "repair_tail_observed", // producer found a dead-looking receiver's slot (pause point)
+    "repair_tail_claimed", // producer republishing a dead receiver's message: slot claimed
+    "repair_tail_head_moved", // ... head moved past the old position, tail not yet advanced
+    "repair_tail_tail_moved", // ... tail advanced, message not yet republished
+    "repair_head_claimed", // consumer skipping a dead producer's position: slot claimed
+    "repair_head_head_moved", // ... head advanced, slot not yet freed for the next lap
+    "adopt_observed",  // consumer found a dead-looking receiver's message (pause point)
+    "adopt_claimed",   // consumer adopting a dead receiver's message: slot claimed
 ];
 
 #[cfg(feature = "crash-points")]
 pub fn hit(point: &'static str) {
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::OnceLock;
     static TARGET: OnceLock<Option<String>> = OnceLock::new();
+    static FIRED: AtomicBool = AtomicBool::new(false);
     let target = TARGET.get_or_init(|| std::env::var("SHMQ_CRASH_AT").ok());
-    if target.as_deref() == Some(point) {
+    // Relaxed: the flag only makes the point fire once; it orders nothing.
+    if target.as_deref() == Some(point) && !FIRED.swap(true, Ordering::Relaxed) {
         eprintln!("SHMQ_CRASH_POINT {point}");
         // SAFETY: raising a signal on ourselves has no memory-safety preconditions.
         unsafe { libc::raise(libc::SIGSTOP) };

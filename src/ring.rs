@@ -17,6 +17,19 @@
 //!   - a consumer that died while reading: its message is still intact in the slot, so a
 //!     producer arriving a lap later republishes it in place, or a consumer adopts it and
 //!     delivers it ("redelivered").
+//! * Claim words are always loaded *before* `seq` when deciding to claim: a claim read after
+//!   `seq` may belong to a later lap of the slot (the reader was preempted while the slot
+//!   went round), and a compare-and-swap from it would succeed on the wrong lap.
+//! * A claim that was decided on a `seq` read earlier is re-validated after the
+//!   compare-and-swap wherever `seq` can move without the claim changing (a receiver's
+//!   release): a receiver that finished and disconnected looks exactly like one that died
+//!   mid-receive until `seq` is read again.
+//! * A consumer never claims a message whose claim word says a producer is republishing it
+//!   one lap later; it helps the head past it instead. Owner id 0 is nobody: a position
+//!   claimed for owner 0 is skipped like a dead producer's.
+//! * Repair counters (`abandoned`, `redelivered`, `republished`) are bumped by whoever
+//!   completes the repair's final store, so a repairer killed halfway is counted once by
+//!   the process that finishes its work.
 //! * `shutdown` sets [`TAIL_CLOSED`] in `tail`; a producer whose claim cannot advance a closed
 //!   tail withdraws it, so no message is published after the final position and receivers
 //!   can report `Closed` once `head` reaches it.
@@ -47,7 +60,8 @@ pub trait Peers {
     /// Participant id of the caller (never 0).
     fn me(&self) -> u32;
     /// Whether participant `id` may still act on the queue. Must err on the side of `true`:
-    /// a `false` lets another process take over that participant's slots.
+    /// a `false` lets another process take over that participant's slots. Id 0 is nobody
+    /// and must be reported dead (a position given up on purpose is claimed by owner 0).
     fn is_alive(&self, id: u32) -> bool;
 }
 
@@ -247,6 +261,11 @@ impl Ring {
         (pos / self.capacity) as u32
     }
 
+    /// The position that uses the same slot one lap after `pos`.
+    fn next_lap(&self, pos: u64) -> u64 {
+        pos.wrapping_add(self.capacity)
+    }
+
     fn tail(&self) -> &AtomicU64 {
         &self.header().tail.value
     }
@@ -297,15 +316,27 @@ impl Ring {
             }
             let t = tail;
             let slot = self.slot(t);
+            // The claim is loaded *before* `seq`, never after. A claim word read after `seq`
+            // may belong to a later state of the slot: a producer that saw `seq == 2t`, was
+            // preempted while the slot went through `t` (published, received: the claim is
+            // now the receiver's), would take that claim as "free", win the CAS, publish a
+            // message at a position the head has already passed (lost) and leave the slot
+            // at `2t + 1` forever (every later producer finds it full). Loaded in this
+            // order, a claim that `seq == 2t` follows is one made while the slot was still
+            // free for `t` (a later claim happens-after a later `seq`, which this Acquire
+            // load would then see), so a successful CAS from it really claims `t`.
+            let current = slot.claim.load(Acquire);
+            crate::crashpoint::hit("push_observed");
             // Acquire: pairs with the consumer's Release store that freed the slot, so its
             // reads of the old payload happen-before our writes of the new one.
             let seq = slot.seq.load(Acquire);
-            if seq == 2 * t {
-                let current = slot.claim.load(Acquire);
+            if seq == seq_free(t) {
                 let c = Claim::decode(current);
                 if c.lap == self.lap(t) && c.role == Role::Producer {
                     // Someone claimed `t` and has not advanced the tail yet: help.
-                    let _ = self.tail().compare_exchange(t, t + 1, AcqRel, Relaxed);
+                    let _ = self
+                        .tail()
+                        .compare_exchange(t, t.wrapping_add(1), AcqRel, Relaxed);
                     continue;
                 }
                 let mine = self.producer_claim(t, peers.me());
@@ -324,7 +355,7 @@ impl Ring {
                         }
                     };
                 }
-            } else if (seq as i64).wrapping_sub((2 * t) as i64) < 0 {
+            } else if (seq as i64).wrapping_sub(seq_free(t) as i64) < 0 {
                 return Err(PushBlocked::Full);
             } else {
                 // The slot is ahead of `t`: our tail was stale. If the tail really has not
@@ -366,7 +397,7 @@ impl Ring {
             if cur == t {
                 if self
                     .tail()
-                    .compare_exchange(t, t + 1, AcqRel, Acquire)
+                    .compare_exchange(t, t.wrapping_add(1), AcqRel, Acquire)
                     .is_ok()
                 {
                     return Ok(());
@@ -386,7 +417,7 @@ impl Ring {
         let slot = self.slot(t);
         if slot
             .seq
-            .compare_exchange(seen_seq, 2 * t, AcqRel, Relaxed)
+            .compare_exchange(seen_seq, seq_free(t), AcqRel, Relaxed)
             .is_ok()
         {
             self.header().stats.corrupted.fetch_add(1, Relaxed);
@@ -454,7 +485,7 @@ impl Ring {
     pub fn publish(&self, token: PushToken) {
         // Release: the payload and header writes above happen-before a consumer's Acquire
         // load that sees this value.
-        self.slot(token.pos).seq.store(2 * token.pos + 1, Release);
+        self.slot(token.pos).seq.store(seq_full(token.pos), Release);
     }
 
     /// Called by a producer that found the queue full: if the slot at the tail is held by a
@@ -477,25 +508,36 @@ impl Ring {
         // Either a receiver of `p` holds the slot, or a producer that was republishing it
         // at `t` did; anything else is not ours to repair.
         let dead_receiver = c.lap == self.lap(p) && c.role == Role::Consumer;
-        let dead_republisher = c.lap == self.lap(t) && c.role == Role::Producer && seq == 2 * p + 1;
+        let dead_republisher =
+            c.lap == self.lap(t) && c.role == Role::Producer && seq == seq_full(p);
         if !(dead_receiver || dead_republisher) || c.owner == peers.me() {
             return false;
         }
-        if seq != 2 * p + 1 && seq != 2 * p {
+        if seq != seq_full(p) && seq != seq_free(p) {
             return false;
         }
+        crate::crashpoint::hit("repair_tail_observed");
         if peers.is_alive(c.owner) {
             return false;
         }
-        if seq == 2 * p {
+        let stats = &self.header().stats;
+        if seq == seq_free(p) {
             // A receiver died while skipping an abandoned position: the slot holds nothing.
             // Finish its work: the head move (if missing), then free the slot for `t`. Both
-            // are compare-and-swaps, so racing repairers cannot undo a later state.
-            let _ = self.head().compare_exchange(p, p + 1, AcqRel, Relaxed);
-            return slot
+            // are compare-and-swaps, so racing repairers cannot undo a later state. Whoever
+            // frees the slot counts the abandoned position (the skipper counts only after
+            // freeing it, see `repair_head`).
+            let _ = self
+                .head()
+                .compare_exchange(p, p.wrapping_add(1), AcqRel, Relaxed);
+            let freed = slot
                 .seq
-                .compare_exchange(2 * p, 2 * t, Release, Relaxed)
+                .compare_exchange(seq_free(p), seq_free(t), Release, Relaxed)
                 .is_ok();
+            if freed {
+                stats.abandoned.fetch_add(1, Relaxed);
+            }
+            return freed;
         }
         let mine = self.producer_claim(t, peers.me());
         if slot
@@ -505,17 +547,44 @@ impl Ring {
         {
             return true; // somebody else repaired it
         }
+        // `seq` was read before the claim, and a receiver's release changes `seq` but not
+        // the claim: the receiver may have finished after all (released the slot, then
+        // disconnected) between our look and its death. Republishing would then deliver
+        // its message a second time. Look again now that the slot is ours.
+        match slot.seq.load(Acquire) {
+            s if s == seq_full(p) => {} // still the orphaned message
+            s if s == seq_free(t) => {
+                // The slot is free for `t`, and our claim makes us the producer of `t`,
+                // with no message to put there. Withdrawing the claim could race with a
+                // producer that saw it and is helping the tail past `t`; instead give the
+                // position up as abandoned: owner 0 is nobody, never alive, so receivers
+                // skip `t` exactly as they skip a dead producer's position.
+                let _ =
+                    slot.claim
+                        .compare_exchange(mine, self.producer_claim(t, 0), AcqRel, Relaxed);
+                return true;
+            }
+            // The dead republisher published `t` before dying: a normal message now, which
+            // our producer claim (like its own) leaves to the receivers.
+            _ => return true,
+        }
+        crate::crashpoint::hit("repair_tail_claimed");
         // The dead receiver may have died before advancing the head past `p`: do it, so no
         // consumer ever sees the republished slot at a stale head.
-        let _ = self.head().compare_exchange(p, p + 1, AcqRel, Relaxed);
+        let _ = self
+            .head()
+            .compare_exchange(p, p.wrapping_add(1), AcqRel, Relaxed);
+        crate::crashpoint::hit("repair_tail_head_moved");
         match self.advance_tail(t) {
             Ok(()) => {
+                crate::crashpoint::hit("repair_tail_tail_moved");
                 slot.flags.fetch_or(SLOT_FLAG_REDELIVERED, Relaxed);
-                let stats = &self.header().stats;
+                // Release: as in `publish`; the payload is the dead receiver's intact message.
+                slot.seq.store(seq_full(t), Release);
+                // Counted only once published: if we die before, whoever finishes our work
+                // (`repair_head`, `adopt_orphan` or another `repair_tail`) counts instead.
                 stats.redelivered.fetch_add(1, Relaxed);
                 stats.republished.fetch_add(1, Relaxed);
-                // Release: as in `publish`; the payload is the dead receiver's intact message.
-                slot.seq.store(2 * t + 1, Release);
                 true
             }
             Err(_) => {
@@ -534,14 +603,32 @@ impl Ring {
         loop {
             let h = self.head().load(Acquire);
             let slot = self.slot(h);
+            // Claim before `seq`, as in `claim_push`: a claim read after `seq == 2h + 1` may
+            // be the producer's of `h + capacity` (the slot went a lap while we were
+            // preempted); claiming from it would take that message for the old position
+            // and then free the slot under the head, wedging the ring.
+            let current = slot.claim.load(Acquire);
+            crate::crashpoint::hit("pop_observed");
             // Acquire: pairs with the producer's Release publication of the slot.
             let seq = slot.seq.load(Acquire);
-            if seq == 2 * h + 1 {
-                let current = slot.claim.load(Acquire);
+            if seq == seq_full(h) {
                 let c = Claim::decode(current);
                 if c.lap == self.lap(h) && c.role == Role::Consumer {
                     // Claimed by someone who has not advanced the head yet: help.
-                    let _ = self.head().compare_exchange(h, h + 1, AcqRel, Relaxed);
+                    let _ = self
+                        .head()
+                        .compare_exchange(h, h.wrapping_add(1), AcqRel, Relaxed);
+                    continue;
+                }
+                if c.lap == self.lap(h).wrapping_add(1) && c.role == Role::Producer {
+                    // A producer is republishing this message one lap later (its receiver
+                    // died before moving the head; see `repair_tail`). The message is the
+                    // republisher's now: claiming it here would deliver it twice, or free
+                    // the slot under the republished position. The republisher moves the
+                    // head past `h` itself; help it and look at the next position.
+                    let _ = self
+                        .head()
+                        .compare_exchange(h, h.wrapping_add(1), AcqRel, Relaxed);
                     continue;
                 }
                 let len = slot.len.load(Relaxed) as usize;
@@ -559,10 +646,12 @@ impl Ring {
                     .is_ok()
                 {
                     crate::crashpoint::hit("pop_claimed");
-                    let _ = self.head().compare_exchange(h, h + 1, AcqRel, Relaxed);
+                    let _ = self
+                        .head()
+                        .compare_exchange(h, h.wrapping_add(1), AcqRel, Relaxed);
                     return Ok(PopToken { pos: h });
                 }
-            } else if seq == 2 * h {
+            } else if seq == seq_free(h) {
                 let tail = self.tail().load(Acquire);
                 if tail & POS_MASK <= h {
                     return Err(if tail & TAIL_CLOSED != 0 {
@@ -574,7 +663,9 @@ impl Ring {
                 let c = Claim::decode(slot.claim.load(Acquire));
                 if c.lap == self.lap(h) && c.role == Role::Consumer {
                     // Someone is skipping an abandoned position: help advance the head.
-                    let _ = self.head().compare_exchange(h, h + 1, AcqRel, Relaxed);
+                    let _ = self
+                        .head()
+                        .compare_exchange(h, h.wrapping_add(1), AcqRel, Relaxed);
                     continue;
                 }
                 return Err(PopBlocked::InProgress);
@@ -588,7 +679,7 @@ impl Ring {
                 // Re-read after loading tail and head: any legitimate transition that led
                 // to these positions is now visible (see the module's notes on orderings).
                 let seq = slot.seq.load(Acquire);
-                let behind = (seq as i64).wrapping_sub((2 * h) as i64) < 0;
+                let behind = (seq as i64).wrapping_sub(seq_free(h) as i64) < 0;
                 if behind && tail & POS_MASK <= h {
                     return Err(if tail & TAIL_CLOSED != 0 {
                         PopBlocked::Closed
@@ -596,7 +687,7 @@ impl Ring {
                         PopBlocked::Empty
                     });
                 }
-                if seq == 2 * h || seq == 2 * h + 1 {
+                if seq == seq_free(h) || seq == seq_full(h) {
                     continue;
                 }
                 if behind {
@@ -606,7 +697,9 @@ impl Ring {
                         return Err(PopBlocked::InProgress);
                     }
                     if c.lap == self.lap(h) && c.role == Role::Consumer {
-                        let _ = self.head().compare_exchange(h, h + 1, AcqRel, Relaxed);
+                        let _ = self
+                            .head()
+                            .compare_exchange(h, h.wrapping_add(1), AcqRel, Relaxed);
                         continue;
                     }
                 }
@@ -634,11 +727,11 @@ impl Ring {
             .is_ok()
             && self
                 .head()
-                .compare_exchange(h, h + 1, AcqRel, Relaxed)
+                .compare_exchange(h, h.wrapping_add(1), AcqRel, Relaxed)
                 .is_ok()
         {
             self.header().stats.corrupted.fetch_add(1, Relaxed);
-            slot.seq.store(2 * (h + self.capacity), Release);
+            slot.seq.store(seq_free(self.next_lap(h)), Release);
         }
     }
 
@@ -650,8 +743,8 @@ impl Ring {
         let slot = self.slot(h);
         let seq = slot.seq.load(Acquire);
         // A producer republishing a dead receiver's message leaves the old lap's `seq`.
-        let republishing = h >= self.capacity && seq == 2 * (h - self.capacity) + 1;
-        if seq != 2 * h && !republishing {
+        let republishing = h >= self.capacity && seq == seq_full(h - self.capacity);
+        if seq != seq_free(h) && !republishing {
             return HeadRepair::Nothing;
         }
         if self.tail().load(Acquire) & POS_MASK <= h {
@@ -674,27 +767,44 @@ impl Ring {
         {
             return HeadRepair::Skipped; // someone else got there first; look again
         }
-        let _ = self.head().compare_exchange(h, h + 1, AcqRel, Relaxed);
+        crate::crashpoint::hit("repair_head_claimed");
+        let _ = self
+            .head()
+            .compare_exchange(h, h.wrapping_add(1), AcqRel, Relaxed);
+        // The owner is dead, so `seq` cannot change any more, but it may have changed since
+        // we looked: if the producer (or republisher) published just before dying, the
+        // message is real, counted by it, and now ours: deliver it.
+        if slot.seq.load(Acquire) == seq_full(h) {
+            return HeadRepair::Message(PopToken { pos: h });
+        }
+        let stats = &self.header().stats;
         if republishing {
-            // The republisher died before publishing; the dead receiver's message is intact.
+            // The republisher died after moving the tail, before publishing; the dead
+            // receiver's message is intact. It counts only after publishing, so we count.
             slot.flags.fetch_or(SLOT_FLAG_REDELIVERED, Relaxed);
+            stats.redelivered.fetch_add(1, Relaxed);
+            stats.republished.fetch_add(1, Relaxed);
             return HeadRepair::Message(PopToken { pos: h });
         }
-        // The owner is dead, so `seq` cannot change any more. If it published just before
-        // dying, the message is real and now ours: deliver it.
-        if slot.seq.load(Acquire) == 2 * h + 1 {
-            return HeadRepair::Message(PopToken { pos: h });
-        }
-        self.header().stats.abandoned.fetch_add(1, Relaxed);
+        crate::crashpoint::hit("repair_head_head_moved");
         // Release: our claim and head move happen-before the producer that reuses the slot.
-        let _ = slot
+        // Counted by whoever frees the slot: if we die first, `repair_tail` does both.
+        if slot
             .seq
-            .compare_exchange(2 * h, 2 * (h + self.capacity), Release, Relaxed);
+            .compare_exchange(seq_free(h), seq_free(self.next_lap(h)), Release, Relaxed)
+            .is_ok()
+        {
+            stats.abandoned.fetch_add(1, Relaxed);
+        }
         HeadRepair::Skipped
     }
 
     /// Looks for a message whose receiver died mid-receive and claims it for `peers.me()`.
     /// Scans every slot: call it when the queue looks empty, not on every receive.
+    ///
+    /// Also adopts the message of a republisher (see [`Ring::repair_tail`]) that died
+    /// before moving the tail: no consumer will ever reach that position, and after
+    /// `shutdown` no producer will repair it either.
     pub fn adopt_orphan(
         &self,
         peers: &dyn Peers,
@@ -713,10 +823,20 @@ impl Ring {
             }
             let current = slot.claim.load(Acquire);
             let c = Claim::decode(current);
-            if c.role != Role::Consumer || c.lap != self.lap(p) || c.owner == peers.me() {
+            let t = self.next_lap(p);
+            let dead_receiver = c.role == Role::Consumer && c.lap == self.lap(p);
+            let dead_republisher = c.role == Role::Producer && c.lap == self.lap(t);
+            if !(dead_receiver || dead_republisher) || c.owner == peers.me() {
                 continue;
             }
+            crate::crashpoint::hit("adopt_observed");
             if peers.is_alive(c.owner) {
+                continue;
+            }
+            // A dead republisher that moved the tail left position `t` to the receivers
+            // that reach it (`repair_head`). Loaded after its death: the tail cannot move
+            // past `t` any more without the claim changing first.
+            if dead_republisher && self.tail().load(Acquire) & POS_MASK != t {
                 continue;
             }
             let len = slot.len.load(Relaxed) as usize;
@@ -727,12 +847,20 @@ impl Ring {
             if slot
                 .claim
                 .compare_exchange(current, mine, AcqRel, Relaxed)
-                .is_ok()
+                .is_err()
             {
-                slot.flags.fetch_or(SLOT_FLAG_REDELIVERED, Relaxed);
-                self.header().stats.redelivered.fetch_add(1, Relaxed);
-                return Ok(Some(PopToken { pos: p }));
+                continue;
             }
+            crate::crashpoint::hit("adopt_claimed");
+            // As in `repair_tail`: the receiver may have released the slot (its message
+            // delivered) and disconnected after we read `seq`. Our claim then stands in for
+            // its finished one, which is all a producer needs: leave the slot alone.
+            if slot.seq.load(Acquire) != seq {
+                continue;
+            }
+            slot.flags.fetch_or(SLOT_FLAG_REDELIVERED, Relaxed);
+            self.header().stats.redelivered.fetch_add(1, Relaxed);
+            return Ok(Some(PopToken { pos: p }));
         }
         Ok(None)
     }
@@ -818,7 +946,7 @@ impl Ring {
         // Release: our reads of the payload happen-before the next producer's writes.
         self.slot(token.pos)
             .seq
-            .store(2 * (token.pos + self.capacity), Release);
+            .store(seq_free(self.next_lap(token.pos)), Release);
     }
 
     /// The futex word consumers sleep on.
@@ -830,6 +958,20 @@ impl Ring {
     pub fn not_full_word(&self) -> &AtomicU32 {
         &self.header().wake.not_full
     }
+}
+
+/// `seq` of a slot that is free for the producer of `pos`.
+///
+/// Position arithmetic wraps: legitimate positions never come near 2^62, but `head` and
+/// `tail` live in shared memory where a hostile or buggy process may store any value, and
+/// that must make the ring misbehave (skip, report corruption), never panic on overflow.
+fn seq_free(pos: u64) -> u64 {
+    pos.wrapping_mul(2)
+}
+
+/// `seq` of a slot holding the published message of `pos`.
+fn seq_full(pos: u64) -> u64 {
+    seq_free(pos).wrapping_add(1)
 }
 
 /// CRC32C over the header fields that travel with a message, then the payload.

@@ -1,0 +1,791 @@
+//! Deterministic crash tests: for every crash point of `src/crashpoint.rs`, a child process
+//! stops there (SIGSTOP), the test SIGKILLs it (or, for the `*_observed` pause points and the
+//! live-republisher race, resumes it with SIGCONT after changing the queue under it), then
+//! checks the guarantee of issue 5:
+//!
+//! * every send that returned success is received exactly once;
+//! * `abandoned` / `redelivered` in `stats()` move by exactly what the scenario implies;
+//! * the queue stays usable: more sends and receives afterwards, across several laps;
+//! * a process killed while asleep in a blocking call leaves nothing that makes others sleep.
+//!
+//! Needs the `crash-points` feature: `cargo test --features crash-points --test crash`.
+#![cfg(feature = "crash-points")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::{TestQueue, ROLE_ENV};
+use shmq::{CrossProcessQueue, Error};
+
+/// Generous bound for anything that should happen "soon" (never a timing assertion).
+const SOON: Duration = Duration::from_secs(10);
+
+// ----- the child side --------------------------------------------------------------------
+
+fn payload(id: u64) -> Vec<u8> {
+    let mut v = id.to_le_bytes().to_vec();
+    v.extend_from_slice(b"-crash-test-payload");
+    v
+}
+
+/// Entry point of the child processes (ignored: runs only when a test spawns it).
+#[test]
+#[ignore]
+fn crash_child() {
+    let Ok(role) = std::env::var(ROLE_ENV) else {
+        return;
+    };
+    let name = std::env::var("Q").expect("Q");
+    let timeout_ms: u64 = std::env::var("TIMEOUT_MS").map_or(10_000, |s| s.parse().unwrap());
+    let timeout = Duration::from_millis(timeout_ms);
+    let q = CrossProcessQueue::connect(&name).expect("child connect");
+    println!("@@READY");
+    match role.as_str() {
+        "send" => {
+            let id: u64 = std::env::var("ID").expect("ID").parse().unwrap();
+            match q.send_with(Some(id), 7, &payload(id), Some(timeout)) {
+                Ok(_) => println!("@@SENT {id}"),
+                Err(e) => println!("@@ERR {e}"),
+            }
+        }
+        "recv" => {
+            let mut buf = vec![0u8; q.message_size()];
+            match q.recv_with(&mut buf, Some(timeout)) {
+                Ok(m) => {
+                    assert_eq!(&buf[..m.len], &payload(m.id)[..], "payload of {}", m.id);
+                    println!("@@RECV {} {}", m.id, m.redelivered);
+                }
+                Err(e) => println!("@@ERR {e}"),
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+// ----- the parent side -------------------------------------------------------------------
+
+/// A child process, killed and reaped when dropped (so a failing test leaves no strays).
+struct Proc {
+    child: Child,
+    lines: Receiver<String>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+impl Proc {
+    fn spawn(q: &TestQueue, role: &str, id: u64, point: Option<&str>, timeout_ms: u64) -> Proc {
+        let exe = std::env::current_exe().expect("test binary path");
+        let mut cmd = Command::new(exe);
+        cmd.args([
+            "--exact",
+            "crash_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ROLE_ENV, role)
+        .env("Q", &q.name)
+        .env("ID", id.to_string())
+        .env("TIMEOUT_MS", timeout_ms.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        match point {
+            Some(p) => cmd.env("SHMQ_CRASH_AT", p),
+            None => cmd.env_remove("SHMQ_CRASH_AT"),
+        };
+        let mut child = cmd.spawn().expect("spawn child");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut err = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        Proc {
+            child,
+            lines,
+            stderr: Some(stderr),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The process state letter from /proc (R, S, T, Z, ...), or None once reaped.
+    fn state(&self) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        stat.rsplit_once(')')?.1.trim_start().chars().next()
+    }
+
+    /// Waits until the process stopped itself at its crash point.
+    fn wait_stopped(&mut self) {
+        let deadline = Instant::now() + SOON;
+        loop {
+            match self.state() {
+                Some('T') | Some('t') => return,
+                Some('Z') | None => {
+                    let out = self.output();
+                    panic!("child exited before its crash point:\n{out}");
+                }
+                _ => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "child never reached its crash point"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Waits for the READY line (the child has connected and is about to act).
+    fn wait_ready(&mut self) {
+        loop {
+            match self.lines.recv_timeout(SOON) {
+                Ok(l) if l.ends_with("@@READY") => return,
+                Ok(_) => {}
+                Err(e) => panic!("child never became ready: {e}"),
+            }
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child, which has not been reaped yet.
+        let rc = unsafe { libc::kill(self.pid() as i32, sig) };
+        assert_eq!(rc, 0, "kill({}, {sig})", self.pid());
+    }
+
+    /// Waits for the child to end and returns the rest of its stdout.
+    fn output(&mut self) -> String {
+        let _ = self.child.wait();
+        let mut out = String::new();
+        while let Ok(l) = self.lines.recv_timeout(SOON) {
+            out.push_str(&l);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// SIGKILLs the (stopped) child; returns its stdout and checks that it stopped at `point`.
+    fn kill_at(mut self, point: &str) -> String {
+        self.signal(libc::SIGKILL);
+        let out = self.output();
+        let err = self.stderr.take().unwrap().join().unwrap();
+        assert!(
+            err.contains(&format!("SHMQ_CRASH_POINT {point}\n")),
+            "child did not stop at {point}; stderr:\n{err}"
+        );
+        out
+    }
+
+    /// Resumes a stopped child and waits for it to finish successfully; returns its stdout.
+    fn resume(self) -> String {
+        self.signal(libc::SIGCONT);
+        self.finish()
+    }
+
+    /// Waits for a child to finish successfully; returns its stdout.
+    fn finish(mut self) -> String {
+        let out = self.output();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "child failed: {status}\n{out}");
+        out
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One queue, the parent's handle, and the ledger of what was promised and delivered.
+struct Scenario {
+    q: TestQueue,
+    h: CrossProcessQueue,
+    /// Sends that returned success (the guarantee covers these).
+    acked: Vec<u64>,
+    /// Sends whose sender was killed before they returned (delivered at most once).
+    unacked: Vec<u64>,
+    received: BTreeMap<u64, u32>,
+    redelivered_flags: u64,
+    next_id: u64,
+    /// A resumed child whose output is read later.
+    pending: Option<Proc>,
+}
+
+impl Scenario {
+    fn new(tag: &str, capacity: usize) -> Scenario {
+        let q = TestQueue::new(tag);
+        let h = CrossProcessQueue::create(&q.name, capacity, 64).expect("create");
+        Scenario {
+            q,
+            h,
+            acked: Vec::new(),
+            unacked: Vec::new(),
+            received: BTreeMap::new(),
+            redelivered_flags: 0,
+            next_id: 1,
+            pending: None,
+        }
+    }
+
+    /// Sends one message from the parent; it must succeed.
+    fn send(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.h
+            .send_with(Some(id), 7, &payload(id), Some(SOON))
+            .unwrap_or_else(|e| panic!("send {id}: {e}"));
+        self.acked.push(id);
+        id
+    }
+
+    fn note(&mut self, id: u64, redelivered: bool) {
+        *self.received.entry(id).or_default() += 1;
+        self.redelivered_flags += redelivered as u64;
+    }
+
+    /// Receives once from the parent; `None` when nothing came within `wait`.
+    fn recv(&mut self, wait: Duration) -> Option<u64> {
+        let mut buf = [0u8; 64];
+        match self.h.recv_with(&mut buf, Some(wait)) {
+            Ok(m) => {
+                assert_eq!(&buf[..m.len], &payload(m.id)[..], "payload of {}", m.id);
+                self.note(m.id, m.redelivered);
+                Some(m.id)
+            }
+            Err(Error::Timeout) => None,
+            Err(e) => panic!("receive: {e}"),
+        }
+    }
+
+    /// Receives until the queue stays empty for a while.
+    fn recv_all(&mut self) -> Vec<u64> {
+        let mut got = Vec::new();
+        while let Some(id) = self.recv(Duration::from_millis(300)) {
+            got.push(id);
+        }
+        got
+    }
+
+    /// A child that sends the next id and stops at `point`.
+    fn child_send(&mut self, point: &str) -> (Proc, u64) {
+        let id = 1000 + self.next_id;
+        self.next_id += 1;
+        self.unacked.push(id);
+        let mut p = Proc::spawn(&self.q, "send", id, Some(point), 10_000);
+        p.wait_stopped();
+        (p, id)
+    }
+
+    /// A child that receives once and stops at `point`.
+    fn child_recv(&mut self, point: &str) -> Proc {
+        let mut p = Proc::spawn(&self.q, "recv", 0, Some(point), 10_000);
+        p.wait_stopped();
+        p
+    }
+
+    /// Records what a finished or killed child reported.
+    fn absorb(&mut self, out: &str) {
+        // libtest prints "test crash_child ... " before the child's first line: look for
+        // the marker anywhere in the line.
+        for line in out.lines() {
+            let Some((_, line)) = line.split_once("@@") else {
+                continue;
+            };
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["SENT", id] => {
+                    let id: u64 = id.parse().unwrap();
+                    self.unacked.retain(|&u| u != id);
+                    self.acked.push(id);
+                }
+                ["RECV", id, redelivered] => {
+                    self.note(id.parse().unwrap(), *redelivered == "true");
+                }
+                ["ERR", ..] => panic!("child reported an error: {line}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Proves the queue still works (several laps of sends and receives), shuts it down,
+    /// drains it, and checks the guarantee and the repair counters.
+    fn finish(mut self, abandoned: u64, redelivered: u64) {
+        self.recv_all();
+        let cap = self.h.capacity();
+        for _ in 0..3 {
+            for _ in 0..cap {
+                self.send();
+            }
+            self.recv_all();
+        }
+        self.shutdown_and_check(abandoned, redelivered);
+    }
+
+    fn shutdown_and_check(mut self, abandoned: u64, redelivered: u64) {
+        self.h.shutdown().unwrap();
+        let mut buf = [0u8; 64];
+        loop {
+            match self.h.recv_with(&mut buf, Some(SOON)) {
+                Ok(m) => self.note(m.id, m.redelivered),
+                Err(Error::Closed) => break,
+                Err(e) => panic!("drain after shutdown: {e}"),
+            }
+        }
+        for id in &self.acked {
+            assert_eq!(
+                self.received.get(id).copied().unwrap_or(0),
+                1,
+                "acknowledged message {id} must be received exactly once; received: {:?}",
+                self.received
+            );
+        }
+        for id in &self.unacked {
+            assert!(
+                self.received.get(id).copied().unwrap_or(0) <= 1,
+                "unacknowledged {id} received twice"
+            );
+        }
+        for id in self.received.keys() {
+            assert!(
+                self.acked.contains(id) || self.unacked.contains(id),
+                "received {id}, which nobody sent"
+            );
+        }
+        let stats = self.h.stats();
+        assert_eq!(stats.abandoned, abandoned, "abandoned: {stats:?}");
+        assert_eq!(stats.redelivered, redelivered, "redelivered: {stats:?}");
+        assert_eq!(
+            self.redelivered_flags, redelivered,
+            "redelivered flags seen"
+        );
+        assert_eq!(stats.depth, 0, "{stats:?}");
+        assert_eq!(stats.corrupted, 0, "{stats:?}");
+        assert_eq!(stats.checksum_failures, 0, "{stats:?}");
+        let delivered = self.received.values().sum::<u32>() as u64;
+        assert_eq!(
+            stats.messages_received, delivered,
+            "messages_received: {stats:?}"
+        );
+        let published = self.acked.len() as u64
+            + self
+                .unacked
+                .iter()
+                .filter(|id| self.received.contains_key(id))
+                .count() as u64;
+        assert_eq!(stats.messages_sent, published, "messages_sent: {stats:?}");
+    }
+}
+
+// ----- a producer killed mid-send: its position is skipped, nothing promised is lost -------
+
+fn producer_killed(point: &str) {
+    let mut s = Scenario::new(point, 4);
+    s.send();
+    let (child, id) = s.child_send(point);
+    let out = child.kill_at(point);
+    s.absorb(&out);
+    assert!(
+        s.unacked.contains(&id),
+        "a killed send cannot have returned"
+    );
+    s.send();
+    s.recv_all();
+    assert!(
+        !s.received.contains_key(&id),
+        "an unpublished message was delivered"
+    );
+    s.finish(1, 0);
+}
+
+#[test]
+fn killed_at_push_claimed() {
+    producer_killed("push_claimed");
+}
+
+#[test]
+fn killed_at_push_tail_moved() {
+    producer_killed("push_tail_moved");
+}
+
+#[test]
+fn killed_at_push_written() {
+    producer_killed("push_written");
+}
+
+/// A producer killed after claiming, with nobody sending afterwards: receivers are not
+/// blocked (they time out on an empty queue), and shutdown still ends them with `Closed`.
+#[test]
+fn killed_producer_then_shutdown() {
+    let mut s = Scenario::new("kp_shutdown", 2);
+    s.send();
+    let (child, _) = s.child_send("push_tail_moved");
+    s.absorb(&child.kill_at("push_tail_moved"));
+    assert_eq!(s.recv_all().len(), 1);
+    s.shutdown_and_check(1, 0);
+}
+
+// ----- a consumer killed mid-receive: its message is delivered by someone else ---------------
+
+/// Other receivers adopt the orphaned message once the queue looks empty.
+fn consumer_killed_adopted(point: &str) {
+    let mut s = Scenario::new(point, 4);
+    let first = s.send();
+    s.send();
+    let child = s.child_recv(point);
+    s.absorb(&child.kill_at(point));
+    assert!(s.received.is_empty());
+    s.recv_all();
+    assert_eq!(s.received.get(&first), Some(&1), "orphan not adopted");
+    s.finish(0, 1);
+}
+
+/// Producers that find the queue full republish the orphaned message at the tail.
+fn consumer_killed_republished(point: &str) {
+    let mut s = Scenario::new(point, 4);
+    let first = s.send();
+    s.send();
+    let child = s.child_recv(point);
+    s.absorb(&child.kill_at(point));
+    s.send();
+    s.send();
+    // Full: this send repairs the dead receiver's slot (republishing its message), then finds
+    // the queue full again since the message is back in it.
+    let id = 99;
+    let r =
+        s.h.send_with(Some(id), 7, &payload(id), Some(Duration::from_millis(300)));
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert_eq!(s.h.stats().redelivered, 1, "the producer did not republish");
+    let got = s.recv_all();
+    assert_eq!(got.last(), Some(&first), "republished message comes last");
+    s.finish(0, 1);
+}
+
+#[test]
+fn killed_at_pop_claimed_adopted() {
+    consumer_killed_adopted("pop_claimed");
+}
+
+#[test]
+fn killed_at_pop_head_moved_adopted() {
+    consumer_killed_adopted("pop_head_moved");
+}
+
+#[test]
+fn killed_at_pop_read_adopted() {
+    consumer_killed_adopted("pop_read");
+}
+
+#[test]
+fn killed_at_pop_claimed_republished() {
+    consumer_killed_republished("pop_claimed");
+}
+
+#[test]
+fn killed_at_pop_head_moved_republished() {
+    consumer_killed_republished("pop_head_moved");
+}
+
+#[test]
+fn killed_at_pop_read_republished() {
+    consumer_killed_republished("pop_read");
+}
+
+/// A receiver killed mid-receive, then shutdown: the message still comes before `Closed`.
+#[test]
+fn killed_consumer_then_shutdown() {
+    let mut s = Scenario::new("kc_shutdown", 4);
+    s.send();
+    let child = s.child_recv("pop_read");
+    s.absorb(&child.kill_at("pop_read"));
+    s.shutdown_and_check(0, 1);
+}
+
+// ----- stale views: a process paused mid-operation while the slot goes a lap ---------------
+
+/// A producer that looked at the tail slot, paused while another message went through the
+/// same slot, must not claim the slot for the old position (it would publish a message
+/// nobody can receive and wedge the ring).
+#[test]
+fn paused_at_push_observed() {
+    let mut s = Scenario::new("push_observed", 1);
+    let (child, id) = s.child_send("push_observed");
+    s.send();
+    assert_eq!(s.recv_all().len(), 1);
+    s.absorb(&child.resume());
+    assert!(s.acked.contains(&id), "resumed send did not succeed");
+    s.recv_all();
+    s.finish(0, 0);
+}
+
+/// A consumer that looked at the head slot, paused while that message was received and a
+/// new one published in the same slot, must not claim the new one for the old position.
+#[test]
+fn paused_at_pop_observed() {
+    let mut s = Scenario::new("pop_observed", 1);
+    s.send();
+    let child = s.child_recv("pop_observed");
+    assert_eq!(s.recv_all().len(), 1);
+    s.send();
+    s.absorb(&child.resume());
+    s.finish(0, 0);
+}
+
+// ----- processes killed inside the repairs ------------------------------------------------
+
+/// Cap 2: message A (position 0) is held by a receiver killed at `pop_claimed`, B is at
+/// position 1; a producer finding the queue full starts republishing A and stops at `point`.
+fn republisher_stopped(s: &mut Scenario, point: &str) -> (Proc, u64, u64) {
+    let a = s.send();
+    let b = s.send();
+    let receiver = s.child_recv("pop_claimed");
+    s.absorb(&receiver.kill_at("pop_claimed"));
+    let (producer, _) = s.child_send(point);
+    let _ = b;
+    (producer, a, b)
+}
+
+/// A live republisher paused right after claiming: a receiver at the head must neither take
+/// the message from under it (it would be delivered twice) nor wait forever.
+#[test]
+fn paused_at_repair_tail_claimed() {
+    let mut s = Scenario::new("rt_pause", 2);
+    let (producer, a, b) = republisher_stopped(&mut s, "repair_tail_claimed");
+    assert_eq!(s.recv_all(), vec![b]);
+    s.absorb(&producer.resume());
+    s.recv_all();
+    assert_eq!(s.received.get(&a), Some(&1));
+    s.finish(0, 1);
+}
+
+#[test]
+fn killed_at_repair_tail_claimed() {
+    let mut s = Scenario::new("rt_claimed", 2);
+    let (producer, a, _) = republisher_stopped(&mut s, "repair_tail_claimed");
+    s.absorb(&producer.kill_at("repair_tail_claimed"));
+    s.recv_all();
+    assert_eq!(s.received.get(&a), Some(&1));
+    s.finish(0, 1);
+}
+
+#[test]
+fn killed_at_repair_tail_head_moved() {
+    let mut s = Scenario::new("rt_head", 2);
+    let (producer, a, _) = republisher_stopped(&mut s, "repair_tail_head_moved");
+    s.absorb(&producer.kill_at("repair_tail_head_moved"));
+    s.recv_all();
+    assert_eq!(s.received.get(&a), Some(&1));
+    s.finish(0, 1);
+}
+
+/// The republisher dies after moving the head, and the queue is shut down before any other
+/// producer comes by: receivers must still get the message before `Closed`.
+#[test]
+fn killed_at_repair_tail_head_moved_then_shutdown() {
+    let mut s = Scenario::new("rt_head_sd", 2);
+    let (producer, _, _) = republisher_stopped(&mut s, "repair_tail_head_moved");
+    s.absorb(&producer.kill_at("repair_tail_head_moved"));
+    s.shutdown_and_check(0, 1);
+}
+
+#[test]
+fn killed_at_repair_tail_tail_moved() {
+    let mut s = Scenario::new("rt_tail", 2);
+    let (producer, a, _) = republisher_stopped(&mut s, "repair_tail_tail_moved");
+    s.absorb(&producer.kill_at("repair_tail_tail_moved"));
+    s.recv_all();
+    assert_eq!(s.received.get(&a), Some(&1));
+    s.finish(0, 1);
+}
+
+/// Cap 2: a producer killed at `push_tail_moved` leaves position 0 abandoned; B is at
+/// position 1; a receiver starts skipping position 0 and is killed at `point`.
+fn skipper_killed(point: &str) {
+    let mut s = Scenario::new(point, 2);
+    let (producer, _) = s.child_send("push_tail_moved");
+    s.absorb(&producer.kill_at("push_tail_moved"));
+    s.send();
+    let skipper = s.child_recv(point);
+    s.absorb(&skipper.kill_at(point));
+    assert_eq!(s.recv_all().len(), 1);
+    s.finish(1, 0);
+}
+
+#[test]
+fn killed_at_repair_head_claimed() {
+    skipper_killed("repair_head_claimed");
+}
+
+#[test]
+fn killed_at_repair_head_head_moved() {
+    skipper_killed("repair_head_head_moved");
+}
+
+/// A receiver killed while adopting an orphan: the next receiver adopts it again.
+#[test]
+fn killed_at_adopt_claimed() {
+    let mut s = Scenario::new("adopt", 4);
+    let a = s.send();
+    s.send();
+    let first = s.child_recv("pop_head_moved");
+    s.absorb(&first.kill_at("pop_head_moved"));
+    assert_eq!(s.recv(SOON).map(|id| id != a), Some(true));
+    let adopter = s.child_recv("adopt_claimed");
+    s.absorb(&adopter.kill_at("adopt_claimed"));
+    s.recv_all();
+    assert_eq!(s.received.get(&a), Some(&1));
+    s.finish(0, 1);
+}
+
+/// A receiver that finishes normally (releases the slot) and disconnects while a producer
+/// is deciding to republish its message: the producer must not republish a message that
+/// was delivered. (It gives the position it claimed up instead: one `abandoned`.)
+#[test]
+fn paused_at_repair_tail_observed() {
+    let mut s = Scenario::new("rt_observed", 2);
+    let a = s.send();
+    let b = s.send();
+    let receiver = s.child_recv("pop_read");
+    let (producer, x) = s.child_send("repair_tail_observed");
+    s.absorb(&receiver.resume());
+    assert_eq!(s.received.get(&a), Some(&1));
+    s.signal_resume(producer);
+    assert_eq!(s.recv(SOON), Some(b));
+    s.recv_all();
+    let producer = s.pending.take().unwrap();
+    s.absorb(&producer.finish());
+    s.recv_all();
+    assert_eq!(s.received.get(&x), Some(&1));
+    s.finish(1, 0);
+}
+
+/// The same race on the receiving side: a receiver that finishes and disconnects while
+/// another is about to adopt its message must not have it delivered twice.
+#[test]
+fn paused_at_adopt_observed() {
+    let mut s = Scenario::new("adopt_observed", 4);
+    let a = s.send();
+    s.send();
+    let first = s.child_recv("pop_read");
+    assert!(s.recv(SOON).is_some());
+    let adopter = s.child_recv("adopt_observed");
+    s.absorb(&first.resume());
+    assert_eq!(s.received.get(&a), Some(&1));
+    s.signal_resume(adopter);
+    let c = s.send();
+    let adopter = s.pending.take().unwrap();
+    s.absorb(&adopter.finish());
+    assert_eq!(
+        s.received.get(&c),
+        Some(&1),
+        "the adopter gets the next message"
+    );
+    s.finish(0, 0);
+}
+
+/// Every crash point is exercised by a test in this file.
+#[test]
+fn every_crash_point_is_tested() {
+    let me = include_str!("crash.rs");
+    for point in shmq::crashpoint::POINTS {
+        assert!(
+            me.contains(&format!("\"{point}\"")),
+            "crash point {point} has no test"
+        );
+    }
+}
+
+// ----- processes killed while asleep ------------------------------------------------------
+
+/// The futex word at `offset` of the queue's segment, read through the file.
+fn futex_word(q: &TestQueue, offset: usize) -> u32 {
+    let bytes = std::fs::read(format!("/dev/shm/shmq.{}", q.name)).unwrap();
+    u32::from_ne_bytes(bytes[offset..offset + 4].try_into().unwrap())
+}
+
+const NOT_EMPTY: usize = 384;
+const NOT_FULL: usize = 388;
+
+/// Waits until the child sleeps on the futex word at `offset`.
+fn wait_asleep(q: &TestQueue, p: &Proc, offset: usize) {
+    let deadline = Instant::now() + SOON;
+    while !(p.state() == Some('S') && futex_word(q, offset) & shmq::layout::WAITERS_BIT != 0) {
+        assert!(Instant::now() < deadline, "child never went to sleep");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn killed_while_asleep_in_receive() {
+    let mut s = Scenario::new("asleep_recv", 2);
+    let mut sleeper = Proc::spawn(&s.q, "recv", 0, None, 60_000);
+    sleeper.wait_ready();
+    wait_asleep(&s.q, &sleeper, NOT_EMPTY);
+    drop(sleeper); // SIGKILL while asleep
+    assert_ne!(futex_word(&s.q, NOT_EMPTY) & shmq::layout::WAITERS_BIT, 0);
+    // The dead sleeper's announcement costs the next sender one wake-up, then is gone.
+    s.send();
+    assert_eq!(futex_word(&s.q, NOT_EMPTY) & shmq::layout::WAITERS_BIT, 0);
+    assert!(s.recv(SOON).is_some());
+    // A new sleeper is woken by the next send.
+    let mut waiter = Proc::spawn(&s.q, "recv", 0, None, 60_000);
+    waiter.wait_ready();
+    wait_asleep(&s.q, &waiter, NOT_EMPTY);
+    s.send();
+    s.absorb(&waiter.finish());
+    s.finish(0, 0);
+}
+
+#[test]
+fn killed_while_asleep_in_send() {
+    let mut s = Scenario::new("asleep_send", 1);
+    s.send();
+    let mut sleeper = Proc::spawn(&s.q, "send", 555, None, 60_000);
+    sleeper.wait_ready();
+    wait_asleep(&s.q, &sleeper, NOT_FULL);
+    drop(sleeper);
+    s.unacked.push(555);
+    assert!(s.recv(SOON).is_some());
+    assert_eq!(futex_word(&s.q, NOT_FULL) & shmq::layout::WAITERS_BIT, 0);
+    // A new blocked sender is woken by the next receive.
+    s.send_blocked_then_received();
+    assert!(!s.received.contains_key(&555));
+    s.finish(0, 0);
+}
+
+impl Scenario {
+    /// Resumes a stopped child without waiting for it; `pending` holds it.
+    fn signal_resume(&mut self, p: Proc) {
+        p.signal(libc::SIGCONT);
+        self.pending = Some(p);
+    }
+
+    fn send_blocked_then_received(&mut self) {
+        self.send();
+        let mut sender = Proc::spawn(&self.q, "send", 777, None, 60_000);
+        sender.wait_ready();
+        self.unacked.push(777);
+        wait_asleep(&self.q, &sender, NOT_FULL);
+        assert!(self.recv(SOON).is_some());
+        self.absorb(&sender.finish());
+        assert!(self.acked.contains(&777));
+    }
+}
