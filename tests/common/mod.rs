@@ -34,10 +34,16 @@ pub const ROLE_ENV: &str = "SHMQ_TEST_ROLE";
 pub fn spawn_role(entry: &str, role: &str, env: &[(&str, String)]) -> Child {
     let exe = std::env::current_exe().expect("test binary path");
     let mut cmd = Command::new(exe);
-    cmd.args(["--exact", entry, "--ignored", "--nocapture", "--test-threads=1"])
-        .env(ROLE_ENV, role)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        "--exact",
+        entry,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(ROLE_ENV, role)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -56,7 +62,8 @@ impl Drop for Children {
     }
 }
 
-/// Reads a child's whole stdout and waits for it; panics if it failed.
+/// Reads a child's whole stdout and waits for it; panics if it failed. Returns the lines
+/// the child printed with [`report`]'s marker (the test harness prints its own lines too).
 pub fn finish(child: &mut Child) -> String {
     use std::io::Read;
     let mut out = String::new();
@@ -65,5 +72,15 @@ pub fn finish(child: &mut Child) -> String {
     }
     let status = child.wait().expect("wait for child");
     assert!(status.success(), "child failed: {status}\n{out}");
-    out
+    out.lines()
+        .filter_map(|l| l.split_once(MARK).map(|(_, r)| r))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+const MARK: &str = "@@ ";
+
+/// Prints a line for the parent's [`finish`] to return.
+pub fn report(line: impl std::fmt::Display) {
+    println!("\n{MARK}{line}");
 }

@@ -1,0 +1,454 @@
+//! The Rust API across real processes and real shared memory.
+//!
+//! Children are this test binary run again in a role (see `tests/common`): the ignored test
+//! `child` reads `SHMQ_TEST_ROLE` and acts; every other test is a parent.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use common::{finish, report, spawn_role, Children, TestQueue, ROLE_ENV};
+use shmq::{CrossProcessQueue, Error, Message, OpenMode};
+
+fn env(key: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| panic!("{key} not set"))
+}
+
+fn env_u64(key: &str) -> u64 {
+    env(key).parse().unwrap()
+}
+
+/// Child entry point: runs the role named in `SHMQ_TEST_ROLE`.
+#[test]
+#[ignore = "child process entry point, run by the other tests"]
+fn child() {
+    let Ok(role) = std::env::var(ROLE_ENV) else {
+        return;
+    };
+    let q = CrossProcessQueue::connect(&env("Q")).expect("child connects");
+    match role.as_str() {
+        "producer" => {
+            // Sends COUNT messages `producer:seq` padded to a varying length.
+            let me = env_u64("PRODUCER");
+            for seq in 0..env_u64("COUNT") {
+                let id = (me << 32) | seq;
+                let len = 8 + (seq % 50) as usize;
+                let mut data = vec![(seq % 251) as u8; len];
+                data[..8].copy_from_slice(&id.to_le_bytes());
+                q.send_with(Some(id), seq, &data, None).expect("send");
+            }
+        }
+        "consumer" => {
+            // Receives until shut down; checks content and per-producer order; writes ids.
+            let mut buf = vec![0u8; q.message_size()];
+            let mut last: HashMap<u64, u64> = HashMap::new();
+            let mut ids = Vec::new();
+            while let Some(meta) = q.recv_into(&mut buf, None).expect("recv") {
+                let id = meta.id;
+                let (p, seq) = (id >> 32, id & 0xffff_ffff);
+                assert_eq!(meta.len, 8 + (seq % 50) as usize, "length of {id:#x}");
+                assert_eq!(&buf[..8], &id.to_le_bytes());
+                assert!(buf[8..meta.len].iter().all(|&b| b == (seq % 251) as u8));
+                assert_eq!(meta.timestamp_ns, seq);
+                if let Some(prev) = last.insert(p, seq) {
+                    assert!(prev < seq, "producer {p}: {seq} after {prev}");
+                }
+                ids.push(id);
+            }
+            let mut out = std::fs::File::create(env("OUT")).unwrap();
+            for id in ids {
+                out.write_all(&id.to_le_bytes()).unwrap();
+            }
+        }
+        "recv_one" => {
+            let m = q.recv().expect("recv").expect("a message");
+            report(format!("{} {}", m.id, String::from_utf8_lossy(&m.data)));
+        }
+        "drain" => {
+            let mut n = 0;
+            while let Some(m) = q.recv().expect("recv") {
+                assert_eq!(m.id, n);
+                n += 1;
+            }
+            report(format!("drained {n}"));
+        }
+        "send_message" => {
+            q.send(&Message {
+                id: 42,
+                data: b"answer".to_vec(),
+                timestamp: 7,
+            })
+            .unwrap();
+        }
+        "send_value" => {
+            q.send_value(&("typed", 12u32, vec![1.5f64, 2.5])).unwrap();
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+#[test]
+fn two_producers_two_consumers_200k_messages_exactly_once() {
+    const PER_PRODUCER: u64 = 100_000;
+    let tq = TestQueue::new("mpmc");
+    let q = CrossProcessQueue::create(&tq.name, 64, 64).unwrap();
+    let dir = std::env::temp_dir();
+    let outs: Vec<_> = (0..2)
+        .map(|i| dir.join(format!("{}_{i}.ids", tq.name)))
+        .collect();
+    let mut kids = Children(Vec::new());
+    for out in &outs {
+        kids.0.push(spawn_role(
+            "child",
+            "consumer",
+            &[("Q", tq.name.clone()), ("OUT", out.display().to_string())],
+        ));
+    }
+    for p in 0..2u64 {
+        kids.0.push(spawn_role(
+            "child",
+            "producer",
+            &[
+                ("Q", tq.name.clone()),
+                ("PRODUCER", p.to_string()),
+                ("COUNT", PER_PRODUCER.to_string()),
+            ],
+        ));
+    }
+    let (consumers, producers) = kids.0.split_at_mut(2);
+    for p in producers {
+        finish(p);
+    }
+    q.shutdown().unwrap();
+    for c in consumers {
+        finish(c);
+    }
+    let mut ids = Vec::new();
+    for out in &outs {
+        let bytes = std::fs::read(out).unwrap();
+        let _ = std::fs::remove_file(out);
+        ids.extend(
+            bytes
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap())),
+        );
+    }
+    assert_eq!(ids.len() as u64, 2 * PER_PRODUCER, "received count");
+    ids.sort_unstable();
+    let expected: Vec<u64> = (0..2u64)
+        .flat_map(|p| (0..PER_PRODUCER).map(move |s| (p << 32) | s))
+        .collect();
+    assert_eq!(ids, expected, "every message exactly once");
+    let stats = q.stats();
+    assert_eq!(stats.messages_sent, 2 * PER_PRODUCER);
+    assert_eq!(stats.messages_received, 2 * PER_PRODUCER);
+    assert_eq!(
+        stats.checksum_failures + stats.abandoned + stats.corrupted,
+        0
+    );
+    assert!(stats.peak_depth <= 64);
+}
+
+#[test]
+fn blocking_receive_wakes_when_a_message_arrives() {
+    let tq = TestQueue::new("wake");
+    let q = CrossProcessQueue::create(&tq.name, 4, 32).unwrap();
+    let mut kids = Children(vec![spawn_role(
+        "child",
+        "recv_one",
+        &[("Q", tq.name.clone())],
+    )]);
+    // Let the child block (it may also still be starting; either way it must get the message).
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    q.send(&Message::new(5, "wake up")).unwrap();
+    let out = finish(&mut kids.0[0]);
+    assert_eq!(out.trim(), "5 wake up");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn timeouts_are_neither_early_nor_far_late() {
+    let tq = TestQueue::new("timeout");
+    let q = CrossProcessQueue::create(&tq.name, 1, 8).unwrap();
+    for wait in [Duration::from_millis(1), Duration::from_millis(120)] {
+        let t = Instant::now();
+        assert!(matches!(q.recv_timeout(wait), Err(Error::Timeout)));
+        let took = t.elapsed();
+        assert!(took >= wait, "returned after {took:?}, before {wait:?}");
+        assert!(took < wait + Duration::from_secs(2), "took {took:?}");
+    }
+    q.send_bytes(b"x").unwrap();
+    let t = Instant::now();
+    let wait = Duration::from_millis(80);
+    assert!(matches!(
+        q.send_bytes_timeout(b"y", Some(wait)),
+        Err(Error::Timeout)
+    ));
+    assert!(t.elapsed() >= wait);
+    assert_eq!(q.stats().timeouts, 3);
+}
+
+#[test]
+fn shutdown_drains_then_ends_in_another_process() {
+    let tq = TestQueue::new("drain");
+    let q = CrossProcessQueue::create(&tq.name, 8, 16).unwrap();
+    for i in 0..5 {
+        q.send(&Message::new(i, "x")).unwrap();
+    }
+    q.shutdown().unwrap();
+    assert!(matches!(q.send_bytes(b"late"), Err(Error::Closed)));
+    let mut kids = Children(vec![spawn_role(
+        "child",
+        "drain",
+        &[("Q", tq.name.clone())],
+    )]);
+    assert_eq!(finish(&mut kids.0[0]).trim(), "drained 5");
+    assert!(matches!(q.receive(), Err(Error::Closed)));
+    assert!(matches!(q.recv(), Ok(None)));
+}
+
+#[test]
+fn shutdown_wakes_a_blocked_receiver() {
+    let tq = TestQueue::new("shutwake");
+    let q = CrossProcessQueue::create(&tq.name, 2, 16).unwrap();
+    let mut kids = Children(vec![spawn_role(
+        "child",
+        "drain",
+        &[("Q", tq.name.clone())],
+    )]);
+    std::thread::sleep(Duration::from_millis(300));
+    q.shutdown().unwrap();
+    assert_eq!(finish(&mut kids.0[0]).trim(), "drained 0");
+}
+
+#[test]
+fn id_and_timestamp_travel_with_the_message() {
+    let tq = TestQueue::new("meta");
+    let q = CrossProcessQueue::create(&tq.name, 2, 16).unwrap();
+    finish(&mut spawn_role(
+        "child",
+        "send_message",
+        &[("Q", tq.name.clone())],
+    ));
+    let m = q.receive().unwrap().unwrap();
+    assert_eq!(
+        m,
+        Message {
+            id: 42,
+            data: b"answer".to_vec(),
+            timestamp: 7
+        }
+    );
+    assert_eq!(q.receive().unwrap(), None);
+}
+
+#[test]
+fn typed_values_cross_processes() {
+    let tq = TestQueue::new("typed");
+    let q = CrossProcessQueue::create(&tq.name, 2, 64).unwrap();
+    finish(&mut spawn_role(
+        "child",
+        "send_value",
+        &[("Q", tq.name.clone())],
+    ));
+    let v: (String, u32, Vec<f64>) = q
+        .recv_value_timeout(Some(Duration::from_secs(5)))
+        .unwrap()
+        .unwrap();
+    assert_eq!(v, ("typed".to_string(), 12, vec![1.5, 2.5]));
+    q.send_bytes(&[0xff; 3]).unwrap();
+    assert!(matches!(
+        q.recv_value::<(String, u32, Vec<f64>)>(),
+        Err(Error::DeserializationFailed(_))
+    ));
+}
+
+#[test]
+fn capacity_is_exact_and_send_fails_at_once_when_full() {
+    let tq = TestQueue::new("full");
+    let q = CrossProcessQueue::create(&tq.name, 3, 8).unwrap();
+    for i in 0..3 {
+        q.send(&Message::new(i, "abc")).unwrap();
+    }
+    assert!(q.is_full());
+    assert_eq!((q.len(), q.capacity()), (3, 3));
+    let t = Instant::now();
+    assert!(matches!(
+        q.send(&Message::new(9, "x")),
+        Err(Error::QueueFull)
+    ));
+    assert!(t.elapsed() < Duration::from_secs(1));
+    assert_eq!(q.stats().send_full, 1);
+    assert_eq!(q.receive().unwrap().unwrap().id, 0);
+    assert!(!q.is_full());
+}
+
+#[test]
+fn oversize_messages_and_small_buffers_lose_nothing() {
+    let tq = TestQueue::new("sizes");
+    let q = CrossProcessQueue::create(&tq.name, 4, 100).unwrap();
+    assert!(matches!(
+        q.send_bytes(&[0; 101]),
+        Err(Error::MessageTooLarge { len: 101, max: 100 })
+    ));
+    q.send_bytes(&[7; 100]).unwrap();
+    let mut small = [0u8; 99];
+    assert!(matches!(
+        q.receive_into(&mut small),
+        Err(Error::BufferTooSmall {
+            needed: 100,
+            got: 99
+        })
+    ));
+    assert_eq!(q.len(), 1);
+    let mut buf = [0u8; 100];
+    let meta = q.receive_into(&mut buf).unwrap().unwrap();
+    assert_eq!(meta.len, 100);
+    assert_eq!(buf, [7; 100]);
+}
+
+#[test]
+fn names_and_missing_queues_give_clear_errors() {
+    for bad in ["", ".hidden", "a/b", "sp ace", "ünï", &"x".repeat(201)] {
+        assert!(
+            matches!(
+                CrossProcessQueue::create(bad, 1, 1),
+                Err(Error::InvalidArgument(_))
+            ),
+            "{bad:?}"
+        );
+        assert!(matches!(
+            CrossProcessQueue::connect(bad),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    let tq = TestQueue::new("missing");
+    assert!(matches!(
+        CrossProcessQueue::connect(&tq.name),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        CrossProcessQueue::unlink(&tq.name),
+        Err(Error::NotFound { .. })
+    ));
+    for (cap, size) in [
+        (0, 8),
+        (8, 0),
+        (usize::MAX, 8),
+        (8, usize::MAX),
+        (1 << 31, 8),
+    ] {
+        assert!(matches!(
+            CrossProcessQueue::create(&tq.name, cap, size),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    // Valid geometry, but more memory than the machine has: a clear failure, no leftovers.
+    let err = CrossProcessQueue::create(&tq.name, 1 << 30, 1 << 30).unwrap_err();
+    assert!(matches!(err, Error::CreationFailed { .. }), "{err}");
+    assert!(matches!(
+        CrossProcessQueue::connect(&tq.name),
+        Err(Error::NotFound { .. })
+    ));
+}
+
+#[test]
+fn create_is_exclusive_and_can_open_or_replace() {
+    let tq = TestQueue::new("excl");
+    let q = CrossProcessQueue::create(&tq.name, 4, 8).unwrap();
+    q.send_bytes(b"old").unwrap();
+    let err = CrossProcessQueue::create(&tq.name, 4, 8).unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists { .. }));
+    assert!(err.to_string().contains("shmq rm"), "hint: {err}");
+    let same = CrossProcessQueue::options()
+        .open_mode(OpenMode::OpenOrCreate)
+        .create(&tq.name, 4, 8)
+        .unwrap();
+    assert_eq!(same.len(), 1);
+    assert!(matches!(
+        CrossProcessQueue::options()
+            .open_mode(OpenMode::OpenOrCreate)
+            .create(&tq.name, 5, 8),
+        Err(Error::InvalidArgument(_))
+    ));
+    let fresh = CrossProcessQueue::options()
+        .open_mode(OpenMode::Replace)
+        .create(&tq.name, 4, 8)
+        .unwrap();
+    assert_eq!(fresh.len(), 0);
+    // The old handles keep their (now unnamed) queue.
+    assert_eq!(q.len(), 1);
+}
+
+#[test]
+fn mode_is_applied_exactly() {
+    let tq = TestQueue::new("mode");
+    let _q = CrossProcessQueue::create(&tq.name, 1, 8).unwrap();
+    let path = format!("/dev/shm/shmq.{}", tq.name);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let tq2 = TestQueue::new("mode");
+    let _q2 = CrossProcessQueue::options()
+        .mode(0o664)
+        .create(&tq2.name, 1, 8)
+        .unwrap();
+    let path = format!("/dev/shm/shmq.{}", tq2.name);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o664);
+}
+
+#[test]
+fn garbage_segments_are_refused_on_connect() {
+    let tq = TestQueue::new("garbage");
+    let path = format!("/dev/shm/shmq.{}", tq.name);
+    std::fs::write(&path, vec![0xa5u8; 8192]).unwrap();
+    assert!(matches!(
+        CrossProcessQueue::connect(&tq.name),
+        Err(Error::CorruptedData(_))
+    ));
+    std::fs::write(&path, b"short").unwrap();
+    assert!(matches!(
+        CrossProcessQueue::connect(&tq.name),
+        Err(Error::CorruptedData(_))
+    ));
+    // A real queue whose recorded geometry is larger than the file.
+    drop(std::fs::remove_file(&path));
+    let q = CrossProcessQueue::create(&tq.name, 4, 64).unwrap();
+    drop(q);
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(4096 + 100).unwrap();
+    assert!(matches!(
+        CrossProcessQueue::connect(&tq.name),
+        Err(Error::CorruptedData(_))
+    ));
+}
+
+#[test]
+fn handles_are_shared_by_threads_and_listed() {
+    let tq = TestQueue::new("threads");
+    let q = CrossProcessQueue::create(&tq.name, 16, 8).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let q = &q;
+            s.spawn(move || {
+                for i in 0..2000u64 {
+                    q.send_with(Some(t * 10_000 + i), 0, b"m", None).unwrap();
+                }
+            });
+        }
+        let mut got = 0;
+        let mut buf = [0u8; 8];
+        while got < 8000 {
+            q.recv_into(&mut buf, Some(Duration::from_secs(10)))
+                .unwrap()
+                .unwrap();
+            got += 1;
+        }
+    });
+    assert!(CrossProcessQueue::list().unwrap().contains(&tq.name));
+    assert_eq!(q.stats().messages_received, 8000);
+}

@@ -1,0 +1,314 @@
+//! The ring algorithm on heap memory: no system calls, threads instead of processes, and
+//! simulated deaths (a participant is "dead" when the test says so). The same code runs on
+//! the mapped segment in production; the cross-process tests live in `tests/queue.rs`.
+
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+use shmq::layout::{segment_size, FLAG_CHECKSUM};
+use shmq::ring::{HeadRepair, Peers, PopBlocked, PushBlocked, ReadError, Ring};
+
+/// A ring in heap memory, freed on drop.
+struct HeapRing {
+    ring: Ring,
+    base: *mut u8,
+    layout: Layout,
+}
+
+// SAFETY: the heap block is only accessed through the ring, which is Send + Sync.
+unsafe impl Send for HeapRing {}
+// SAFETY: as above.
+unsafe impl Sync for HeapRing {}
+
+impl HeapRing {
+    fn new(capacity: u32, message_size: u32) -> HeapRing {
+        let size = segment_size(capacity, message_size).unwrap();
+        let layout = Layout::from_size_align(size, 4096).unwrap();
+        // SAFETY: non-zero size, valid layout.
+        let base = unsafe { alloc_zeroed(layout) };
+        assert!(!base.is_null());
+        // SAFETY: base is a fresh, 4096-aligned block of `size` bytes owned by this struct.
+        let ring = unsafe { Ring::initialize(base, capacity, message_size, FLAG_CHECKSUM, 0o600) };
+        ring.publish_magic();
+        HeapRing { ring, base, layout }
+    }
+}
+
+impl Drop for HeapRing {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout; the ring is not used after this.
+        unsafe { dealloc(self.base, self.layout) };
+    }
+}
+
+/// Participants whose death the test decides.
+#[derive(Clone, Default)]
+struct World {
+    dead: Arc<Mutex<HashSet<u32>>>,
+}
+
+struct Peer {
+    id: u32,
+    world: World,
+}
+
+impl Peers for Peer {
+    fn me(&self) -> u32 {
+        self.id
+    }
+    fn is_alive(&self, id: u32) -> bool {
+        !self.world.dead.lock().unwrap().contains(&id)
+    }
+}
+
+fn peer(world: &World, id: u32) -> Peer {
+    Peer {
+        id,
+        world: world.clone(),
+    }
+}
+
+fn push(ring: &Ring, p: &Peer, id: u64, data: &[u8]) -> Result<(), PushBlocked> {
+    let t = ring.claim_push(p)?;
+    ring.write(&t, id, 0, data);
+    ring.publish(t);
+    Ok(())
+}
+
+fn pop(ring: &Ring, p: &Peer) -> Result<(u64, Vec<u8>, bool), PopBlocked> {
+    let mut buf = vec![0u8; ring.message_size()];
+    let t = ring.claim_pop(p, buf.len())?;
+    let meta = ring.read(&t, &mut buf).expect("valid message");
+    ring.release(t);
+    buf.truncate(meta.len);
+    Ok((meta.id, buf, meta.redelivered))
+}
+
+#[test]
+fn fifo_full_empty_and_capacity_exact() {
+    for cap in [1u32, 2, 3, 100] {
+        let h = HeapRing::new(cap, 16);
+        let w = World::default();
+        let p = peer(&w, 1);
+        for i in 0..cap as u64 {
+            push(&h.ring, &p, i, &i.to_le_bytes()).unwrap();
+        }
+        assert_eq!(h.ring.depth(), cap as u64);
+        assert_eq!(push(&h.ring, &p, 99, b"x"), Err(PushBlocked::Full));
+        for lap in 0..3u64 {
+            for i in 0..cap as u64 {
+                let (id, data, _) = pop(&h.ring, &p).unwrap();
+                assert_eq!(id, lap * 1000 + i);
+                assert_eq!(data, id.to_le_bytes());
+                push(
+                    &h.ring,
+                    &p,
+                    (lap + 1) * 1000 + i,
+                    &((lap + 1) * 1000 + i).to_le_bytes(),
+                )
+                .unwrap();
+            }
+        }
+        for _ in 0..cap {
+            pop(&h.ring, &p).unwrap();
+        }
+        assert_eq!(pop(&h.ring, &p).unwrap_err(), PopBlocked::Empty);
+    }
+}
+
+#[test]
+fn close_drains_then_reports_closed() {
+    let h = HeapRing::new(4, 8);
+    let w = World::default();
+    let p = peer(&w, 1);
+    push(&h.ring, &p, 1, b"a").unwrap();
+    push(&h.ring, &p, 2, b"b").unwrap();
+    assert!(h.ring.close());
+    assert!(!h.ring.close());
+    assert_eq!(push(&h.ring, &p, 3, b"c"), Err(PushBlocked::Closed));
+    assert_eq!(pop(&h.ring, &p).unwrap().0, 1);
+    assert_eq!(pop(&h.ring, &p).unwrap().0, 2);
+    assert_eq!(pop(&h.ring, &p).unwrap_err(), PopBlocked::Closed);
+}
+
+#[test]
+fn claim_withdrawn_when_closed_before_tail_moves() {
+    // A producer that claimed a slot must not publish once the queue closed at its position.
+    let h = HeapRing::new(4, 8);
+    let w = World::default();
+    let p = peer(&w, 1);
+    h.ring.close();
+    assert_eq!(h.ring.claim_push(&p).unwrap_err(), PushBlocked::Closed);
+    assert_eq!(h.ring.depth(), 0);
+    assert_eq!(pop(&h.ring, &p).unwrap_err(), PopBlocked::Closed);
+}
+
+#[test]
+fn buffer_too_small_dequeues_nothing() {
+    let h = HeapRing::new(4, 64);
+    let w = World::default();
+    let p = peer(&w, 1);
+    push(&h.ring, &p, 7, &[5u8; 40]).unwrap();
+    assert_eq!(
+        h.ring.claim_pop(&p, 39).unwrap_err(),
+        PopBlocked::BufferTooSmall(40)
+    );
+    assert_eq!(h.ring.depth(), 1);
+    let (id, data, _) = pop(&h.ring, &p).unwrap();
+    assert_eq!((id, data.len()), (7, 40));
+}
+
+#[test]
+fn checksum_catches_a_flipped_payload_byte() {
+    let h = HeapRing::new(2, 64);
+    let w = World::default();
+    let p = peer(&w, 1);
+    push(&h.ring, &p, 1, b"hello").unwrap();
+    // Flip a payload byte of slot 0 behind the ring's back.
+    // SAFETY: slot 0's payload lies at HEADER_SIZE + 64 inside the block.
+    unsafe { *h.base.add(shmq::layout::HEADER_SIZE + 64) ^= 0xff };
+    let mut buf = [0u8; 64];
+    let t = h.ring.claim_pop(&p, 64).unwrap();
+    assert!(matches!(
+        h.ring.read(&t, &mut buf),
+        Err(ReadError::Checksum { .. })
+    ));
+    h.ring.release(t);
+    push(&h.ring, &p, 2, b"again").unwrap();
+    assert_eq!(pop(&h.ring, &p).unwrap().0, 2);
+}
+
+#[test]
+fn dead_producer_position_is_skipped() {
+    let h = HeapRing::new(4, 8);
+    let w = World::default();
+    let (a, c) = (peer(&w, 1), peer(&w, 2));
+    push(&h.ring, &a, 1, b"one").unwrap();
+    let claimed = h.ring.claim_push(&a).unwrap(); // a claims position 1 and "dies"
+    push(&h.ring, &c, 3, b"three").unwrap();
+    assert_eq!(pop(&h.ring, &c).unwrap().0, 1);
+    assert_eq!(pop(&h.ring, &c).unwrap_err(), PopBlocked::InProgress);
+    // Alive: nothing to repair.
+    assert!(matches!(h.ring.repair_head(&c), HeadRepair::Nothing));
+    w.dead.lock().unwrap().insert(1);
+    assert!(matches!(h.ring.repair_head(&c), HeadRepair::Skipped));
+    assert_eq!(h.ring.header().stats.abandoned.load(Relaxed), 1);
+    assert_eq!(pop(&h.ring, &c).unwrap().0, 3);
+    drop(claimed);
+    // The queue keeps working through many laps.
+    for i in 10..30 {
+        push(&h.ring, &c, i, b"x").unwrap();
+        assert_eq!(pop(&h.ring, &c).unwrap().0, i);
+    }
+}
+
+#[test]
+fn dead_consumer_message_is_republished_by_a_producer() {
+    let h = HeapRing::new(2, 8);
+    let w = World::default();
+    let (prod, dead, live) = (peer(&w, 1), peer(&w, 2), peer(&w, 3));
+    push(&h.ring, &prod, 1, b"first").unwrap();
+    push(&h.ring, &prod, 2, b"second").unwrap();
+    let held = h.ring.claim_pop(&dead, 8).unwrap(); // consumer 2 takes message 1 and dies
+    assert_eq!(pop(&h.ring, &live).unwrap().0, 2);
+    // The next push lands on the dead consumer's slot.
+    assert_eq!(push(&h.ring, &prod, 3, b"third"), Err(PushBlocked::Full));
+    assert!(!h.ring.repair_tail(&prod), "consumer still alive");
+    w.dead.lock().unwrap().insert(2);
+    assert!(h.ring.repair_tail(&prod));
+    let (id, data, redelivered) = pop(&h.ring, &live).unwrap();
+    assert_eq!((id, data.as_slice(), redelivered), (1, &b"first"[..], true));
+    push(&h.ring, &prod, 3, b"third").unwrap();
+    let (id, _, redelivered) = pop(&h.ring, &live).unwrap();
+    assert_eq!((id, redelivered), (3, false));
+    assert_eq!(h.ring.header().stats.redelivered.load(Relaxed), 1);
+    drop(held);
+}
+
+#[test]
+fn dead_consumer_message_is_adopted_when_no_producer_comes() {
+    let h = HeapRing::new(4, 8);
+    let w = World::default();
+    let (prod, dead, live) = (peer(&w, 1), peer(&w, 2), peer(&w, 3));
+    push(&h.ring, &prod, 1, b"only").unwrap();
+    let held = h.ring.claim_pop(&dead, 8).unwrap();
+    h.ring.close();
+    assert_eq!(pop(&h.ring, &live).unwrap_err(), PopBlocked::Closed);
+    assert!(
+        h.ring.adopt_orphan(&live, 8).unwrap().is_none(),
+        "owner alive"
+    );
+    w.dead.lock().unwrap().insert(2);
+    let t = h
+        .ring
+        .adopt_orphan(&live, 8)
+        .unwrap()
+        .expect("orphan adopted");
+    let mut buf = [0u8; 8];
+    let meta = h.ring.read(&t, &mut buf).unwrap();
+    h.ring.release(t);
+    assert_eq!((meta.id, meta.redelivered), (1, true));
+    assert!(h.ring.adopt_orphan(&live, 8).unwrap().is_none());
+    drop(held);
+}
+
+#[test]
+fn many_threads_every_message_once_in_producer_order() {
+    const PRODUCERS: u64 = 4;
+    const CONSUMERS: u32 = 4;
+    const PER_PRODUCER: u64 = 50_000;
+    let h = Arc::new(HeapRing::new(8, 16));
+    let w = World::default();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let mut threads = Vec::new();
+    for p in 0..PRODUCERS {
+        let (h, w) = (h.clone(), w.clone());
+        threads.push(std::thread::spawn(move || {
+            let me = peer(&w, 100 + p as u32);
+            for i in 0..PER_PRODUCER {
+                let id = (p << 32) | i;
+                while push(&h.ring, &me, id, &id.to_le_bytes()).is_err() {
+                    std::thread::yield_now();
+                }
+            }
+        }));
+    }
+    for c in 0..CONSUMERS {
+        let (h, w, received) = (h.clone(), w.clone(), received.clone());
+        threads.push(std::thread::spawn(move || {
+            let me = peer(&w, 200 + c);
+            let mut mine = Vec::new();
+            let mut last = [None::<u64>; PRODUCERS as usize];
+            loop {
+                match pop(&h.ring, &me) {
+                    Ok((id, data, _)) => {
+                        assert_eq!(data, id.to_le_bytes());
+                        let (p, i) = ((id >> 32) as usize, id & 0xffff_ffff);
+                        // Per-producer order as seen by one consumer.
+                        assert!(last[p].is_none_or(|l| l < i));
+                        last[p] = Some(i);
+                        mine.push(id);
+                    }
+                    Err(PopBlocked::Closed) => break,
+                    Err(_) => std::thread::yield_now(),
+                }
+            }
+            received.lock().unwrap().extend(mine);
+        }));
+    }
+    let consumers = threads.split_off(PRODUCERS as usize);
+    for t in threads {
+        t.join().unwrap();
+    }
+    h.ring.close();
+    for t in consumers {
+        t.join().unwrap();
+    }
+    let mut all = received.lock().unwrap().clone();
+    assert_eq!(all.len() as u64, PRODUCERS * PER_PRODUCER);
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len() as u64, PRODUCERS * PER_PRODUCER, "duplicates");
+}
