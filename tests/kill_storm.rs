@@ -1,0 +1,337 @@
+//! Kill storm: producers and consumers in separate processes are SIGKILLed and restarted at
+//! random while messages flow; at the end every acknowledged message was received, exactly
+//! once except for redeliveries of messages whose receiver was killed while holding them,
+//! and the queue drains to empty.
+//!
+//! * Producers send ids `incarnation << 32 | n` and append `id` to their ack file only
+//!   after `send` returned success: an acknowledged message is one the queue promised.
+//! * Consumers receive with `recv_in_place` and append `id redelivered` to their record file
+//!   *inside* the closure, while the slot is still claimed. A consumer killed before the
+//!   record leaves a message nobody recorded, which must be redelivered; one killed after
+//!   the record but before the release leaves a message recorded once and then redelivered
+//!   (flagged `redelivered`): such duplicates are counted separately and bounded by the
+//!   number of consumer kills.
+//!
+//! CI runs it for 12 s. By hand: `SHMQ_STORM_SECS=300 cargo test --release --test
+//! kill_storm -- --nocapture` (`SHMQ_STORM_SEED` replays a seed).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestQueue, ROLE_ENV};
+use shmq::{CrossProcessQueue, Error};
+
+const PRODUCERS: usize = 2;
+const CONSUMERS: usize = 2;
+
+fn payload(id: u64) -> [u8; 24] {
+    let mut p = [0u8; 24];
+    p[..8].copy_from_slice(&id.to_le_bytes());
+    p[8..16].copy_from_slice(&(!id).to_le_bytes());
+    p[16..].copy_from_slice(b"storm!!!");
+    p
+}
+
+fn append(file: &mut std::fs::File, line: &str) {
+    // One write(2) of a short line to an O_APPEND file: whole or not at all.
+    file.write_all(line.as_bytes()).expect("append record");
+}
+
+/// Entry point of the child processes (ignored: runs only when the storm spawns it).
+#[test]
+#[ignore]
+fn storm_child() {
+    let Ok(role) = std::env::var(ROLE_ENV) else {
+        return;
+    };
+    let name = std::env::var("Q").unwrap();
+    let log = PathBuf::from(std::env::var("LOG").unwrap());
+    let incarnation: u64 = std::env::var("INCARNATION").unwrap().parse().unwrap();
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
+    let q = CrossProcessQueue::connect(&name).expect("connect");
+    match role.as_str() {
+        "producer" => {
+            for n in 0.. {
+                let id = incarnation << 32 | n;
+                loop {
+                    // Every 8th message is written in place, slowly: a kill then often lands
+                    // while the slot is claimed and unpublished.
+                    let r = if n % 8 == 7 {
+                        q.send_in_place(Some(Duration::from_secs(1)), |slot| {
+                            std::thread::sleep(Duration::from_micros(300));
+                            slot[..24].copy_from_slice(&payload(id));
+                            24
+                        })
+                    } else {
+                        q.send_with(Some(id), 0, &payload(id), Some(Duration::from_secs(1)))
+                    };
+                    match r {
+                        Ok(_) => break,
+                        Err(Error::Timeout) => continue,
+                        Err(Error::Closed) => return,
+                        Err(e) => panic!("send: {e}"),
+                    }
+                }
+                append(&mut file, &format!("{id}\n"));
+            }
+        }
+        "consumer" => loop {
+            let r = q.recv_in_place(Some(Duration::from_millis(200)), |m, bytes| {
+                // The id travels in the payload (in-place sends get their position as id).
+                let id = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+                assert_eq!(bytes, &payload(id)[..], "payload of {id}");
+                append(&mut file, &format!("{id} {}\n", m.redelivered as u8));
+                // Every 8th message is "processed" slowly, holding the slot.
+                if id % 8 == 3 {
+                    std::thread::sleep(Duration::from_micros(300));
+                }
+            });
+            match r {
+                Ok(()) | Err(Error::Timeout) => {}
+                Err(Error::Closed) => return,
+                Err(e) => panic!("receive: {e}"),
+            }
+        },
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// xorshift64*: reproducible randomness without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+struct Worker {
+    role: &'static str,
+    child: Child,
+}
+
+/// Every child and the log directory, cleaned up even when the test fails.
+struct Storm {
+    q: TestQueue,
+    dir: PathBuf,
+    workers: Vec<Worker>,
+    incarnation: u64,
+    kills: BTreeMap<&'static str, u64>,
+}
+
+impl Storm {
+    fn spawn(&mut self, role: &'static str) -> Worker {
+        self.incarnation += 1;
+        let log = self.dir.join(format!("{role}-{}.log", self.incarnation));
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "storm_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(ROLE_ENV, role)
+            .env("Q", &self.q.name)
+            .env("LOG", &log)
+            .env("INCARNATION", self.incarnation.to_string())
+            .env_remove("SHMQ_CRASH_AT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn storm child");
+        Worker { role, child }
+    }
+}
+
+impl Drop for Storm {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            let _ = w.child.kill();
+            let _ = w.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn read_lines(dir: &Path, prefix: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        // A line is complete only with its newline (a kill cannot tear a short append,
+        // but be strict anyway).
+        for line in text.split_inclusive('\n') {
+            if let Some(l) = line.strip_suffix('\n') {
+                lines.push(l.to_string());
+            }
+        }
+    }
+    lines
+}
+
+#[test]
+fn kill_storm() {
+    let secs: u64 = std::env::var("SHMQ_STORM_SECS").map_or(12, |s| s.parse().unwrap());
+    let seed: u64 = std::env::var("SHMQ_STORM_SEED").map_or_else(
+        |_| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        },
+        |s| s.parse().unwrap(),
+    );
+    println!("kill storm: {secs} s, seed {seed} (SHMQ_STORM_SEED replays it)");
+    let mut rng = Rng(seed);
+    let q = TestQueue::new("storm");
+    // Small capacity: the ring laps constantly and producers often find it full, so both
+    // repair paths (republish at the tail, adoption) run.
+    let parent = CrossProcessQueue::create(&q.name, 8, 64).unwrap();
+    let dir = std::env::temp_dir().join(format!("shmq-storm-{}", q.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut storm = Storm {
+        q,
+        dir,
+        workers: Vec::new(),
+        incarnation: 0,
+        kills: BTreeMap::new(),
+    };
+    for _ in 0..PRODUCERS {
+        let w = storm.spawn("producer");
+        storm.workers.push(w);
+    }
+    for _ in 0..CONSUMERS {
+        let w = storm.spawn("consumer");
+        storm.workers.push(w);
+    }
+
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10 + rng.below(120)));
+        let i = rng.below(storm.workers.len() as u64) as usize;
+        let w = &mut storm.workers[i];
+        if let Some(status) = w.child.try_wait().unwrap() {
+            panic!("a {} exited on its own: {status}", w.role);
+        }
+        w.child.kill().unwrap(); // SIGKILL
+        w.child.wait().unwrap();
+        let role = w.role;
+        *storm.kills.entry(role).or_default() += 1;
+        storm.workers[i] = storm.spawn(role);
+    }
+
+    // Stop the producers (killed like the rest: a kill after a successful send only loses
+    // the ack), then shut down: consumers drain what is left and exit on `Closed`.
+    for w in storm.workers.iter_mut().filter(|w| w.role == "producer") {
+        w.child.kill().unwrap();
+        w.child.wait().unwrap();
+    }
+    parent.shutdown().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for w in storm.workers.iter_mut().filter(|w| w.role == "consumer") {
+        loop {
+            if let Some(status) = w.child.try_wait().unwrap() {
+                assert!(status.success(), "consumer failed: {status}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "consumers did not drain the queue"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    // Nothing left, not even an orphan: the parent's receive adopts before saying Closed.
+    let mut buf = [0u8; 64];
+    match parent.recv_with(&mut buf, Some(Duration::from_secs(5))) {
+        Err(Error::Closed) => {}
+        other => panic!("queue not drained: {other:?}"),
+    }
+    let stats = parent.stats();
+    assert_eq!(stats.depth, 0, "{stats:?}");
+
+    let acked: BTreeSet<u64> = read_lines(&storm.dir, "producer")
+        .iter()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let mut received: BTreeMap<u64, (u32, u32)> = BTreeMap::new(); // id -> (times, flagged)
+    for line in read_lines(&storm.dir, "consumer") {
+        let (id, flag) = line.split_once(' ').unwrap();
+        let e = received.entry(id.parse().unwrap()).or_default();
+        e.0 += 1;
+        e.1 += (flag == "1") as u32;
+    }
+    let lost: Vec<u64> = acked
+        .iter()
+        .filter(|id| !received.contains_key(id))
+        .copied()
+        .collect();
+    let mut duplicates = 0u64;
+    for (id, &(times, flagged)) in &received {
+        assert!(
+            id >> 32 >= 1 && id >> 32 <= storm.incarnation,
+            "received {id:#x}, which no producer sent"
+        );
+        if times > 1 {
+            // Every extra record must be a redelivery (flagged) of a message whose previous
+            // receiver was killed after recording it.
+            assert!(
+                flagged >= times - 1,
+                "message {id:#x} recorded {times} times, only {flagged} flagged as redelivered"
+            );
+            duplicates += (times - 1) as u64;
+        }
+    }
+    let unacked_received = received.keys().filter(|id| !acked.contains(id)).count();
+    let consumer_kills = storm.kills.get("consumer").copied().unwrap_or(0);
+    println!(
+        "kill storm: kills {:?}, acknowledged {}, received {} distinct ({} unacknowledged), \
+         redelivered records {}, lost {}, stats {:?}",
+        storm.kills,
+        acked.len(),
+        received.len(),
+        unacked_received,
+        duplicates,
+        lost.len(),
+        stats
+    );
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged messages never received: {:x?}",
+        lost.len(),
+        &lost[..lost.len().min(20)]
+    );
+    assert!(
+        duplicates <= consumer_kills,
+        "{duplicates} redelivered records but only {consumer_kills} consumer kills"
+    );
+    assert!(
+        acked.len() > 100,
+        "the storm moved too little to prove anything"
+    );
+    assert!(consumer_kills > 0 && storm.kills.get("producer").copied().unwrap_or(0) > 0);
+}
