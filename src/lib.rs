@@ -553,8 +553,8 @@ impl CrossProcessQueue {
         let tail = self.ring.tail_position();
         let head = self.ring.head_position();
         Stats {
-            messages_sent: tail.saturating_sub(abandoned + republished),
-            messages_received: head.saturating_sub(abandoned + republished),
+            messages_sent: tail.saturating_sub(abandoned.saturating_add(republished)),
+            messages_received: head.saturating_sub(abandoned.saturating_add(republished)),
             bytes_sent: s.bytes_sent.load(Relaxed),
             bytes_received: s.bytes_received.load(Relaxed),
             send_full: s.send_full.load(Relaxed),
