@@ -1,0 +1,1514 @@
+//! Side-by-side benchmark: shmq against the hardware limit and against the transports a user
+//! would pick instead (POSIX mq, a Unix SEQPACKET socket, a pipe), in one run.
+//!
+//! ```text
+//! cargo bench --bench compare                      # full run (a few minutes)
+//! SHMQ_BENCH_QUICK=1 cargo bench --bench compare   # smoke run (< 60 s)
+//! SHMQ_BENCH_ONLY=tput64 cargo bench --bench compare   # only workloads whose key contains it
+//! ```
+//!
+//! Every workload runs in separate processes (`fork`), each pinned to a core with
+//! `sched_setaffinity`. Every message has every byte written by the sender (an 8-byte
+//! sequence number, then a fill byte derived from it) and every byte checked by the receiver;
+//! a single mismatch fails the run. Queue depth is 256 wherever the transport lets us set it.
+//! Each figure is the median of 5 runs (3 for the message-size sweep).
+//!
+//! Results are printed as a table with ratios to the limit and to the best peer, and written
+//! to `target/shmq-bench/` (or `$SHMQ_BENCH_OUT`) as `results.csv` and `rtt_samples.csv` for
+//! `benches/plot.py`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::time::{Duration, Instant};
+
+use shmq::{CrossProcessQueue, Error};
+
+// ----- counting allocator: proves "no allocation per message" --------------------------------
+
+struct Counting;
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+// ----- configuration ------------------------------------------------------------------------
+
+const DEPTH: usize = 256;
+const BATCH: usize = 32;
+const MAX_ROLES: usize = 8;
+
+struct Config {
+    quick: bool,
+    runs: usize,
+    sweep_runs: usize,
+    /// Bytes moved per throughput run (message count = bytes / size, within bounds).
+    bytes_per_run: u64,
+    rtt_iters: u64,
+    /// A run stops early (with what it has measured) after this long: on a loaded machine a
+    /// spinning transport can take a whole scheduler slice per message.
+    run_cap: Duration,
+    only: Option<String>,
+    out_dir: String,
+}
+
+impl Config {
+    fn from_env() -> Config {
+        let quick = std::env::var("SHMQ_BENCH_QUICK").is_ok_and(|v| v != "0");
+        Config {
+            quick,
+            runs: 5,
+            sweep_runs: if quick { 1 } else { 3 },
+            bytes_per_run: if quick { 6 << 20 } else { 128 << 20 },
+            rtt_iters: if quick { 3_000 } else { 20_000 },
+            run_cap: Duration::from_millis(if quick { 600 } else { 5_000 }),
+            only: std::env::var("SHMQ_BENCH_ONLY").ok(),
+            out_dir: std::env::var("SHMQ_BENCH_OUT")
+                .unwrap_or_else(|_| "target/shmq-bench".to_string()),
+        }
+    }
+
+    fn messages(&self, size: usize) -> u64 {
+        (self.bytes_per_run / size as u64)
+            .clamp(5_000, if self.quick { 200_000 } else { 2_000_000 })
+    }
+
+    fn wants(&self, key: &str) -> bool {
+        self.only.as_deref().map_or(true, |o| key.contains(o))
+    }
+}
+
+// ----- processes, cores, clocks -------------------------------------------------------------
+
+fn ncpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn pin(core: usize) {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it; sched_setaffinity reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core % ncpus(), &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn unpin() {
+    // SAFETY: as in `pin`.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for c in 0..ncpus() {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: comparable across processes.
+fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(target_arch = "x86_64")]
+fn ticks() -> u64 {
+    // SAFETY: rdtsc has no preconditions on x86_64.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn ticks() -> u64 {
+    mono_ns()
+}
+
+/// Anonymous shared memory that survives `fork` (for control words and the limit ring).
+fn shared_alloc(bytes: usize) -> *mut u8 {
+    // SAFETY: a fresh anonymous mapping; we check the result.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert!(p != libc::MAP_FAILED, "mmap failed");
+    p as *mut u8
+}
+
+/// Control block shared by the parent and the children of one run.
+#[repr(C)]
+struct Ctl {
+    ready: AtomicU32,
+    go: AtomicU32,
+    failed: AtomicU32,
+    end_ns: [AtomicU64; MAX_ROLES],
+    allocs: [AtomicU64; MAX_ROLES],
+    sent: [AtomicU64; MAX_ROLES],
+    received: AtomicU64,
+    seq_sum: AtomicU64,
+    producers_done: AtomicU32,
+}
+
+fn ctl() -> &'static Ctl {
+    static mut CTL: *mut Ctl = std::ptr::null_mut();
+    // SAFETY: set once before any fork in the single-threaded parent; all-zero is a valid Ctl.
+    unsafe {
+        if CTL.is_null() {
+            CTL = shared_alloc(std::mem::size_of::<Ctl>()) as *mut Ctl;
+        }
+        &*CTL
+    }
+}
+
+fn reset_ctl() {
+    let c = ctl();
+    c.ready.store(0, SeqCst);
+    c.go.store(0, SeqCst);
+    c.failed.store(0, SeqCst);
+    for i in 0..MAX_ROLES {
+        c.end_ns[i].store(0, SeqCst);
+        c.allocs[i].store(0, SeqCst);
+        c.sent[i].store(0, SeqCst);
+    }
+    c.received.store(0, SeqCst);
+    c.seq_sum.store(0, SeqCst);
+    c.producers_done.store(0, SeqCst);
+}
+
+/// Forks a child that pins itself to `core`, runs `f`, and exits (status 1 if `f` panicked).
+fn spawn(core: usize, f: impl FnOnce()) -> libc::pid_t {
+    // SAFETY: the parent is single-threaded, so the child may run arbitrary code.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        pin(core);
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok();
+        if !ok {
+            ctl().failed.store(1, SeqCst);
+        }
+        let _ = std::io::stdout().flush();
+        // SAFETY: ends the child without running the parent's destructors or atexit hooks.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    pid
+}
+
+fn wait_child(pid: libc::pid_t) -> (i32, libc::rusage) {
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 writes it and the status.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child.
+    unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    (status, usage)
+}
+
+/// Child side of the start barrier: announce readiness, wait for the go.
+fn barrier() {
+    ctl().ready.fetch_add(1, SeqCst);
+    while ctl().go.load(Acquire) == 0 {
+        std::thread::yield_now();
+    }
+}
+
+/// Parent side: wait until `n` children are ready, start them, return the start time.
+fn start(n: u32) -> u64 {
+    while ctl().ready.load(Acquire) < n {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let t = mono_ns();
+    ctl().go.store(1, Release);
+    t
+}
+
+// ----- message pattern: every byte written and checked --------------------------------------
+
+fn fill_byte(seq: u64) -> u8 {
+    (seq ^ (seq >> 40) ^ 0x5a) as u8
+}
+
+#[inline]
+fn fill(buf: &mut [u8], seq: u64) {
+    buf[..8].copy_from_slice(&seq.to_le_bytes());
+    buf[8..].fill(fill_byte(seq));
+}
+
+/// Checks a received message; returns its sequence number. Panics (failing the run) on any
+/// wrong byte.
+#[inline]
+fn check(buf: &[u8], size: usize) -> u64 {
+    assert_eq!(buf.len(), size, "wrong message length");
+    let seq = u64::from_le_bytes(buf[..8].try_into().unwrap());
+    let b = fill_byte(seq);
+    let diff = buf[8..].iter().fold(0u8, |acc, &x| acc | (x ^ b));
+    assert_eq!(diff, 0, "corrupted message {seq}");
+    seq
+}
+
+const MARKER: u64 = u64::MAX;
+
+// ----- the hardware-limit references ---------------------------------------------------------
+
+#[repr(C, align(128))]
+struct Line {
+    value: AtomicU64,
+}
+
+/// A best-effort single-producer single-consumer spin ring (Lamport's ring with cached
+/// indices, as in rtrb), slots written and read in place.
+#[derive(Clone, Copy)]
+struct LimitRing {
+    base: *mut u8,
+    stride: usize,
+}
+
+impl LimitRing {
+    fn new(size: usize) -> LimitRing {
+        let stride = size.div_ceil(64) * 64;
+        LimitRing {
+            base: shared_alloc(256 + stride * DEPTH),
+            stride,
+        }
+    }
+    fn head(&self) -> &AtomicU64 {
+        // SAFETY: the first 128 bytes of the mapping, aligned; all-zero is valid.
+        unsafe { &(*(self.base as *const Line)).value }
+    }
+    fn tail(&self) -> &AtomicU64 {
+        // SAFETY: bytes 128..256 of the mapping.
+        unsafe { &(*(self.base.add(128) as *const Line)).value }
+    }
+    fn slot(&self, pos: u64, size: usize) -> *mut u8 {
+        let _ = size;
+        // SAFETY: index < DEPTH, inside the mapping.
+        unsafe { self.base.add(256 + (pos as usize % DEPTH) * self.stride) }
+    }
+    fn free(&self) {
+        // SAFETY: our own mapping, no longer used by anyone.
+        unsafe { libc::munmap(self.base as *mut _, 256 + self.stride * DEPTH) };
+    }
+}
+
+struct LimitTx {
+    ring: LimitRing,
+    tail: u64,
+    head_cache: u64,
+}
+
+struct LimitRx {
+    ring: LimitRing,
+    head: u64,
+    tail_cache: u64,
+}
+
+// ----- transports ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Shmq {
+    /// Default blocking calls (`send_bytes_timeout(None)`, `recv_into(None)`).
+    Block,
+    /// Non-blocking calls retried in a loop (receiver polling).
+    Poll,
+    /// `send_batch` / `recv_batch`, 32 at a time.
+    Batch,
+    /// `send_in_place` / `recv_in_place`.
+    ZeroCopy,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Limit,
+    Shmq { mode: Shmq, crc: bool },
+    Mq,
+    Seqpacket,
+    Pipe,
+}
+
+impl Kind {
+    fn label(&self) -> String {
+        match self {
+            Kind::Limit => "hardware limit".into(),
+            Kind::Shmq { mode, crc } => {
+                let m = match mode {
+                    Shmq::Block => "blocking",
+                    Shmq::Poll => "polling",
+                    Shmq::Batch => "batch 32",
+                    Shmq::ZeroCopy => "zero-copy",
+                };
+                format!("shmq {m}{}", if *crc { "" } else { ", crc off" })
+            }
+            Kind::Mq => "POSIX mq".into(),
+            Kind::Seqpacket => "Unix SEQPACKET".into(),
+            Kind::Pipe => "pipe".into(),
+        }
+    }
+    fn is_peer(&self) -> bool {
+        matches!(self, Kind::Mq | Kind::Seqpacket | Kind::Pipe)
+    }
+    fn spins(&self) -> bool {
+        matches!(
+            self,
+            Kind::Limit
+                | Kind::Shmq {
+                    mode: Shmq::Poll,
+                    ..
+                }
+        )
+    }
+}
+
+/// One direction of a transport, created in the parent before forking.
+enum Chan {
+    Limit(LimitRing),
+    Shmq {
+        name: String,
+        queue: CrossProcessQueue,
+        mode: Shmq,
+    },
+    Mq {
+        name: std::ffi::CString,
+        fd: libc::mqd_t,
+    },
+    Fd {
+        rx: i32,
+        tx: i32,
+    },
+}
+
+static CHAN_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Chan {
+    fn new(kind: Kind, size: usize) -> Chan {
+        let n = CHAN_COUNTER.fetch_add(1, Relaxed);
+        let pid = std::process::id();
+        match kind {
+            Kind::Limit => Chan::Limit(LimitRing::new(size)),
+            Kind::Shmq { mode, crc } => {
+                let name = format!("bench{pid}_{n}");
+                let queue = CrossProcessQueue::options()
+                    .checksum(crc)
+                    .create(&name, DEPTH, size)
+                    .expect("create shmq queue");
+                Chan::Shmq { name, queue, mode }
+            }
+            Kind::Mq => {
+                let name = std::ffi::CString::new(format!("/shmqbench{pid}_{n}")).unwrap();
+                // SAFETY: mq_attr is plain data.
+                let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
+                attr.mq_maxmsg = DEPTH as _;
+                attr.mq_msgsize = size as _;
+                // SAFETY: valid C string and attr; variadic mode and attr as mq_open expects.
+                let fd = unsafe {
+                    libc::mq_open(
+                        name.as_ptr(),
+                        libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+                        0o600 as libc::mode_t,
+                        &attr as *const libc::mq_attr,
+                    )
+                };
+                if fd < 0 {
+                    // Unprivileged users are limited to /proc/sys/fs/mqueue/msg_max (10).
+                    attr.mq_maxmsg = 10;
+                    // SAFETY: as above.
+                    let fd = unsafe {
+                        libc::mq_open(
+                            name.as_ptr(),
+                            libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+                            0o600 as libc::mode_t,
+                            &attr as *const libc::mq_attr,
+                        )
+                    };
+                    assert!(fd >= 0, "mq_open: {}", std::io::Error::last_os_error());
+                    return Chan::Mq { name, fd };
+                }
+                Chan::Mq { name, fd }
+            }
+            Kind::Seqpacket => {
+                let mut fds = [0i32; 2];
+                // SAFETY: writes two fds into our array.
+                let r = unsafe {
+                    libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0, fds.as_mut_ptr())
+                };
+                assert_eq!(r, 0, "socketpair");
+                Chan::Fd {
+                    rx: fds[0],
+                    tx: fds[1],
+                }
+            }
+            Kind::Pipe => {
+                let mut fds = [0i32; 2];
+                // SAFETY: writes two fds into our array.
+                assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
+                let want = (DEPTH * size).max(4096) as libc::c_int;
+                // SAFETY: plain fcntl on our pipe; failure only leaves the default size.
+                unsafe { libc::fcntl(fds[1], libc::F_SETPIPE_SZ, want) };
+                Chan::Fd {
+                    rx: fds[0],
+                    tx: fds[1],
+                }
+            }
+        }
+    }
+
+    fn close(self) {
+        match self {
+            Chan::Limit(r) => r.free(),
+            Chan::Shmq { name, queue, .. } => {
+                drop(queue);
+                let _ = CrossProcessQueue::unlink(&name);
+            }
+            Chan::Mq { name, fd } => {
+                // SAFETY: our descriptor and name.
+                unsafe {
+                    libc::mq_close(fd);
+                    libc::mq_unlink(name.as_ptr());
+                }
+            }
+            Chan::Fd { rx, tx } => {
+                // SAFETY: our descriptors.
+                unsafe {
+                    libc::close(rx);
+                    libc::close(tx);
+                }
+            }
+        }
+    }
+
+    fn tx(&self, size: usize) -> Tx {
+        let buf = vec![0u8; size];
+        match self {
+            // Picks up where a previous (exited) producer stopped.
+            Chan::Limit(r) => Tx::Limit(LimitTx {
+                ring: *r,
+                tail: r.tail().load(Acquire),
+                head_cache: r.head().load(Acquire),
+            }),
+            Chan::Shmq { name, mode, .. } => Tx::Shmq {
+                q: CrossProcessQueue::connect(name).expect("connect"),
+                mode: *mode,
+                bufs: (0..BATCH).map(|_| vec![0u8; size]).collect(),
+            },
+            Chan::Mq { fd, .. } => Tx::Mq { fd: *fd, buf },
+            Chan::Fd { tx, .. } => Tx::Fd { fd: *tx, buf },
+        }
+    }
+
+    fn rx(&self, size: usize) -> Rx {
+        let buf = vec![0u8; size.max(1) * BATCH];
+        match self {
+            Chan::Limit(r) => Rx::Limit(LimitRx {
+                ring: *r,
+                head: 0,
+                tail_cache: 0,
+            }),
+            Chan::Shmq { name, mode, .. } => Rx::Shmq {
+                q: CrossProcessQueue::connect(name).expect("connect"),
+                mode: *mode,
+                buf,
+                metas: Vec::with_capacity(BATCH),
+            },
+            Chan::Mq { fd, .. } => Rx::Mq { fd: *fd, buf },
+            Chan::Fd { rx, .. } => Rx::Fd { fd: *rx, buf },
+        }
+    }
+}
+
+enum Tx {
+    Limit(LimitTx),
+    Shmq {
+        q: CrossProcessQueue,
+        mode: Shmq,
+        bufs: Vec<Vec<u8>>,
+    },
+    Mq {
+        fd: libc::mqd_t,
+        buf: Vec<u8>,
+    },
+    Fd {
+        fd: i32,
+        buf: Vec<u8>,
+    },
+}
+
+fn write_all(fd: i32, buf: &[u8]) {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: reads from our buffer.
+        let n = unsafe { libc::write(fd, buf[done..].as_ptr() as *const _, buf.len() - done) };
+        assert!(n > 0, "write: {}", std::io::Error::last_os_error());
+        done += n as usize;
+    }
+}
+
+impl Tx {
+    /// Sends messages `seq, seq + 1, ...` (up to `max` of them); returns how many it sent.
+    /// Only the batch form sends more than one.
+    #[inline]
+    fn send(&mut self, seq: u64, max: usize, size: usize) -> usize {
+        match self {
+            Tx::Limit(t) => {
+                while t.tail - t.head_cache == DEPTH as u64 {
+                    t.head_cache = t.ring.head().load(Acquire);
+                    std::hint::spin_loop();
+                }
+                // SAFETY: slot `tail` is ours until we publish `tail + 1` (the consumer has
+                // released it: head_cache > tail - DEPTH, loaded with Acquire).
+                let slot =
+                    unsafe { std::slice::from_raw_parts_mut(t.ring.slot(t.tail, size), size) };
+                fill(slot, seq);
+                t.tail += 1;
+                t.ring.tail().store(t.tail, Release);
+                1
+            }
+            Tx::Shmq { q, mode, bufs } => match mode {
+                Shmq::Block => {
+                    fill(&mut bufs[0][..size], seq);
+                    q.send_bytes_timeout(&bufs[0][..size], None).expect("send");
+                    1
+                }
+                Shmq::Poll => {
+                    fill(&mut bufs[0][..size], seq);
+                    loop {
+                        match q.send_bytes(&bufs[0][..size]) {
+                            Ok(_) => return 1,
+                            Err(Error::QueueFull) => std::hint::spin_loop(),
+                            Err(e) => panic!("send: {e}"),
+                        }
+                    }
+                }
+                Shmq::ZeroCopy => {
+                    q.send_in_place(None, |slot| {
+                        fill(&mut slot[..size], seq);
+                        size
+                    })
+                    .expect("send_in_place");
+                    1
+                }
+                Shmq::Batch => {
+                    let k = max.min(BATCH);
+                    for (j, b) in bufs[..k].iter_mut().enumerate() {
+                        fill(&mut b[..size], seq + j as u64);
+                    }
+                    let refs: [&[u8]; BATCH] = std::array::from_fn(|j| &bufs[j][..size]);
+                    q.send_batch(&refs[..k], None).expect("send_batch")
+                }
+            },
+            Tx::Mq { fd, buf } => {
+                fill(&mut buf[..size], seq);
+                // SAFETY: our buffer of `size` bytes.
+                let r = unsafe { libc::mq_send(*fd, buf.as_ptr() as *const _, size, 0) };
+                assert_eq!(r, 0, "mq_send: {}", std::io::Error::last_os_error());
+                1
+            }
+            Tx::Fd { fd, buf } => {
+                fill(&mut buf[..size], seq);
+                write_all(*fd, &buf[..size]);
+                1
+            }
+        }
+    }
+}
+
+enum Rx {
+    Limit(LimitRx),
+    Shmq {
+        q: CrossProcessQueue,
+        mode: Shmq,
+        buf: Vec<u8>,
+        metas: Vec<shmq::Received>,
+    },
+    Mq {
+        fd: libc::mqd_t,
+        buf: Vec<u8>,
+    },
+    Fd {
+        fd: i32,
+        buf: Vec<u8>,
+    },
+}
+
+impl Rx {
+    /// Waits for at least one message, checks each, hands its sequence number to `f`;
+    /// returns how many it received. Only the batch form receives more than one.
+    #[inline]
+    fn recv(&mut self, size: usize, mut f: impl FnMut(u64)) -> usize {
+        match self {
+            Rx::Limit(r) => {
+                while r.head == r.tail_cache {
+                    r.tail_cache = r.ring.tail().load(Acquire);
+                    std::hint::spin_loop();
+                }
+                // SAFETY: slot `head` was published by the producer's Release store of a
+                // tail beyond it (loaded with Acquire) and stays ours until we advance head.
+                let slot = unsafe { std::slice::from_raw_parts(r.ring.slot(r.head, size), size) };
+                f(check(slot, size));
+                r.head += 1;
+                r.ring.head().store(r.head, Release);
+                1
+            }
+            Rx::Shmq {
+                q,
+                mode,
+                buf,
+                metas,
+            } => match mode {
+                Shmq::Block => {
+                    let meta = q
+                        .recv_into(&mut buf[..size], None)
+                        .expect("recv")
+                        .expect("open");
+                    f(check(&buf[..meta.len], size));
+                    1
+                }
+                Shmq::Poll => loop {
+                    match q.receive_into(&mut buf[..size]) {
+                        Ok(Some(meta)) => {
+                            f(check(&buf[..meta.len], size));
+                            return 1;
+                        }
+                        Ok(None) => std::hint::spin_loop(),
+                        Err(e) => panic!("receive: {e}"),
+                    }
+                },
+                Shmq::ZeroCopy => q
+                    .recv_in_place(None, |_, bytes| {
+                        f(check(bytes, size));
+                        1
+                    })
+                    .expect("recv_in_place"),
+                Shmq::Batch => {
+                    let n = q
+                        .recv_batch(&mut buf[..size * BATCH], metas, None)
+                        .expect("recv_batch");
+                    for (i, m) in metas.iter().enumerate() {
+                        f(check(&buf[i * size..][..m.len], size));
+                    }
+                    n
+                }
+            },
+            Rx::Mq { fd, buf } => {
+                // SAFETY: our buffer of at least `size` bytes (the queue's message size).
+                let n = unsafe {
+                    libc::mq_receive(
+                        *fd,
+                        buf.as_mut_ptr() as *mut _,
+                        buf.len(),
+                        std::ptr::null_mut(),
+                    )
+                };
+                assert!(n >= 0, "mq_receive: {}", std::io::Error::last_os_error());
+                f(check(&buf[..n as usize], size));
+                1
+            }
+            Rx::Fd { fd, buf } => {
+                let mut got = 0;
+                while got < size {
+                    // SAFETY: writes into our buffer.
+                    let n =
+                        unsafe { libc::read(*fd, buf[got..].as_mut_ptr() as *mut _, size - got) };
+                    assert!(n > 0, "read: {}", std::io::Error::last_os_error());
+                    got += n as usize;
+                }
+                f(check(&buf[..size], size));
+                1
+            }
+        }
+    }
+}
+
+// ----- workloads ----------------------------------------------------------------------------
+
+/// Where the roles of a throughput run are pinned.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Producer(s) on core 0, consumer(s) on core 1 (1P1C), or one of each per core (2P2C).
+    Split,
+    /// Every role on core 0.
+    SameCore,
+}
+
+struct Tput {
+    msgs_per_s: f64,
+    allocs_per_msg: f64,
+}
+
+/// `producers` x `consumers` processes move `n` messages of `size` bytes in total.
+fn throughput(
+    kind: Kind,
+    size: usize,
+    n: u64,
+    producers: usize,
+    consumers: usize,
+    placement: Placement,
+    cap: Duration,
+) -> Tput {
+    reset_ctl();
+    let chan = Chan::new(kind, size);
+    let core = |role: usize| match placement {
+        Placement::SameCore => 0,
+        Placement::Split if producers == 1 && consumers == 1 => role,
+        Placement::Split => role % 2,
+    };
+    let mut pids = Vec::new();
+    let per_producer = n / producers as u64;
+    let ordered = producers == 1;
+    // With several producers or consumers, the parent sends the end markers once every
+    // producer is done (one at a time until every consumer has stopped): all real messages
+    // precede them in the queue, and a consumer that takes two markers cannot starve another.
+    let parent_markers = producers > 1 || consumers > 1;
+    for p in 0..producers {
+        let chan = &chan;
+        pids.push(spawn(core(p), move || {
+            let mut tx = chan.tx(size);
+            let base = (p as u64) << 40;
+            barrier();
+            let deadline = mono_ns() + cap.as_nanos() as u64;
+            let mut i = 0;
+            let mut alloc_start = None;
+            let mut next_check = 1024;
+            while i < per_producer {
+                if alloc_start.is_none() && i >= 64 {
+                    alloc_start = Some(ALLOCATIONS.load(Relaxed));
+                }
+                i += tx.send(base + i, (per_producer - i) as usize, size) as u64;
+                if i >= next_check {
+                    next_check = i + 1024;
+                    if mono_ns() > deadline {
+                        break;
+                    }
+                }
+            }
+            let now = ALLOCATIONS.load(Relaxed);
+            ctl().allocs[p].store(now - alloc_start.unwrap_or(now), SeqCst);
+            ctl().sent[p].store(i, SeqCst);
+            if !parent_markers {
+                // The single consumer stops at this marker, after every real message.
+                tx.send(MARKER, 1, size);
+            }
+            ctl().end_ns[p].store(mono_ns(), SeqCst);
+            ctl().producers_done.fetch_add(1, SeqCst);
+        }));
+    }
+    for c in 0..consumers {
+        let chan = &chan;
+        let role = producers + c;
+        pids.push(spawn(core(role), move || {
+            let mut rx = chan.rx(size);
+            barrier();
+            let mut got = 0u64;
+            let mut sum = 0u64;
+            let mut alloc_start = None;
+            let mut done = false;
+            while !done {
+                if alloc_start.is_none() && got >= 64 {
+                    alloc_start = Some(ALLOCATIONS.load(Relaxed));
+                }
+                rx.recv(size, |seq| {
+                    if seq == MARKER {
+                        done = true;
+                        return;
+                    }
+                    if ordered && consumers == 1 {
+                        assert_eq!(seq, got, "out of order");
+                    }
+                    sum = sum.wrapping_add(seq);
+                    got += 1;
+                });
+            }
+            let now = ALLOCATIONS.load(Relaxed);
+            ctl().allocs[role].store(now - alloc_start.unwrap_or(now), SeqCst);
+            ctl().received.fetch_add(got, SeqCst);
+            ctl().seq_sum.fetch_add(sum, SeqCst);
+            ctl().end_ns[role].store(mono_ns(), SeqCst);
+        }));
+    }
+    let t0 = start(pids.len() as u32);
+    let mut failed = false;
+    if parent_markers {
+        while ctl().producers_done.load(SeqCst) < producers as u32 && ctl().failed.load(SeqCst) == 0
+        {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        let mut tx = chan.tx(size);
+        let mut alive: Vec<libc::pid_t> = pids.clone();
+        while !alive.is_empty() && ctl().failed.load(SeqCst) == 0 {
+            tx.send(MARKER, 1, size);
+            std::thread::sleep(Duration::from_millis(1));
+            alive.retain(|&pid| {
+                let mut status = 0;
+                // SAFETY: polls our own child without blocking.
+                let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+                if r == pid {
+                    failed |= status != 0;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        for pid in alive {
+            // SAFETY: our own child; a failed run must not leave it spinning.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            wait_child(pid);
+            failed = true;
+        }
+    } else {
+        for pid in &pids {
+            let (status, _) = wait_child(*pid);
+            failed |= status != 0;
+        }
+    }
+    let end = (0..pids.len())
+        .map(|r| ctl().end_ns[r].load(SeqCst))
+        .max()
+        .unwrap();
+    chan.close();
+    let sent: Vec<u64> = (0..producers).map(|p| ctl().sent[p].load(SeqCst)).collect();
+    let total: u64 = sent.iter().sum();
+    let expected_sum: u64 = (0..producers as u64)
+        .map(|p| (0..sent[p as usize]).fold(0u64, |s, i| s.wrapping_add((p << 40) + i)))
+        .fold(0, u64::wrapping_add);
+    assert!(
+        !failed && ctl().failed.load(SeqCst) == 0,
+        "{}: a child failed",
+        kind.label()
+    );
+    assert_eq!(
+        ctl().received.load(SeqCst),
+        total,
+        "{}: messages lost",
+        kind.label()
+    );
+    assert_eq!(
+        ctl().seq_sum.load(SeqCst),
+        expected_sum,
+        "{}: wrong messages",
+        kind.label()
+    );
+    let allocs: u64 = (0..pids.len()).map(|r| ctl().allocs[r].load(SeqCst)).sum();
+    Tput {
+        msgs_per_s: total as f64 / ((end - t0) as f64 / 1e9),
+        allocs_per_msg: allocs as f64 / total as f64,
+    }
+}
+
+/// Round trips of one `size`-byte message; returns the samples in nanoseconds.
+fn round_trips(kind: Kind, size: usize, iters: u64, same_core: bool, cap: Duration) -> Vec<f64> {
+    reset_ctl();
+    let warm = iters / 10 + 1;
+    if kind == Kind::Limit {
+        // One cache line bounced between the two cores.
+        let line = shared_alloc(128) as *const Line;
+        // SAFETY: a fresh zeroed mapping holds a valid Line until we unmap it.
+        let word = unsafe { &(*line).value };
+        let child = spawn(if same_core { 0 } else { 1 }, move || {
+            barrier();
+            for i in 0.. {
+                loop {
+                    let v = word.load(Acquire);
+                    if v == MARKER {
+                        return;
+                    }
+                    if v == 2 * i + 1 {
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
+                word.store(2 * i + 2, Release);
+            }
+        });
+        pin(0);
+        start(1);
+        let mut samples = Vec::with_capacity(iters as usize);
+        let (t_start, k_start) = (mono_ns(), ticks());
+        let deadline = t_start + cap.as_nanos() as u64;
+        for i in 0..iters + warm {
+            let k0 = ticks();
+            word.store(2 * i + 1, Release);
+            while word.load(Acquire) != 2 * i + 2 {
+                std::hint::spin_loop();
+            }
+            if i >= warm {
+                samples.push((ticks() - k0) as f64);
+            }
+            if i % 64 == 0 && mono_ns() > deadline && !samples.is_empty() {
+                break;
+            }
+        }
+        word.store(MARKER, Release);
+        let scale = (mono_ns() - t_start) as f64 / (ticks() - k_start) as f64;
+        unpin();
+        wait_child(child);
+        // SAFETY: our mapping, unused now.
+        unsafe { libc::munmap(line as *mut _, 128) };
+        return samples.into_iter().map(|s| s * scale).collect();
+    }
+    let ping = Chan::new(kind, size);
+    let pong = Chan::new(kind, size);
+    let child = {
+        let (ping, pong) = (&ping, &pong);
+        spawn(if same_core { 0 } else { 1 }, move || {
+            let mut rx = ping.rx(size);
+            let mut tx = pong.tx(size);
+            barrier();
+            loop {
+                let mut seq = 0;
+                rx.recv(size, |s| seq = s);
+                if seq == MARKER {
+                    return;
+                }
+                tx.send(seq, 1, size);
+            }
+        })
+    };
+    pin(0);
+    let mut tx = ping.tx(size);
+    let mut rx = pong.rx(size);
+    start(1);
+    let mut samples = Vec::with_capacity(iters as usize);
+    let (t_start, k_start) = (mono_ns(), ticks());
+    let deadline = t_start + cap.as_nanos() as u64;
+    for i in 0..iters + warm {
+        let k0 = ticks();
+        tx.send(i, 1, size);
+        let mut seq = u64::MAX;
+        rx.recv(size, |s| seq = s);
+        assert_eq!(seq, i, "round trip returned the wrong message");
+        if i >= warm {
+            samples.push((ticks() - k0) as f64);
+        }
+        if i % 64 == 0 && mono_ns() > deadline && !samples.is_empty() {
+            break;
+        }
+    }
+    tx.send(MARKER, 1, size);
+    let scale = (mono_ns() - t_start) as f64 / (ticks() - k_start) as f64;
+    unpin();
+    let (status, _) = wait_child(child);
+    assert_eq!(status, 0, "{}: echo child failed", kind.label());
+    drop((tx, rx));
+    ping.close();
+    pong.close();
+    samples.into_iter().map(|s| s * scale).collect()
+}
+
+/// CPU time (user + system) a receiver blocked on an empty shmq queue uses over `secs`.
+fn blocked_receiver_cpu(secs: f64) -> (f64, f64) {
+    let name = format!("benchidle{}", std::process::id());
+    let q = CrossProcessQueue::create(&name, DEPTH, 64).expect("create");
+    let child = {
+        let name = name.clone();
+        spawn(1, move || {
+            let q = CrossProcessQueue::connect(&name).expect("connect");
+            let mut buf = [0u8; 64];
+            barrier();
+            // Blocks until shutdown, then returns None.
+            assert!(q.recv_into(&mut buf, None).expect("recv").is_none());
+        })
+    };
+    let t0 = start(1);
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    q.shutdown().unwrap();
+    let (status, usage) = wait_child(child);
+    let wall = (mono_ns() - t0) as f64 / 1e9;
+    drop(q);
+    let _ = CrossProcessQueue::unlink(&name);
+    assert_eq!(status, 0);
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let cpu = tv(usage.ru_utime) + tv(usage.ru_stime);
+    (cpu, wall)
+}
+
+/// The kernel's limit on POSIX mq message sizes (`mq_open` refuses larger ones).
+fn mq_msgsize_max() -> usize {
+    std::fs::read_to_string("/proc/sys/fs/mqueue/msgsize_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(8192)
+}
+
+// ----- reporting ----------------------------------------------------------------------------
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    s[((s.len() - 1) as f64 * p) as usize]
+}
+
+struct Report {
+    /// workload key -> transport label -> value
+    values: BTreeMap<String, Vec<(String, f64, bool)>>,
+    csv: String,
+    notes: Vec<String>,
+    alloc_checks: usize,
+}
+
+impl Report {
+    fn add(&mut self, key: &str, kind: Kind, value: f64) {
+        self.values
+            .entry(key.to_string())
+            .or_default()
+            .push((kind.label(), value, kind.is_peer()));
+        let _ = writeln!(self.csv, "{key},{},{value}", kind.label());
+    }
+}
+
+fn fmt_value(key: &str, v: f64) -> String {
+    if key.starts_with("rtt") {
+        if v >= 1e6 {
+            format!("{:.2} ms", v / 1e6)
+        } else if v >= 1e3 {
+            format!("{:.1} us", v / 1e3)
+        } else {
+            format!("{v:.0} ns")
+        }
+    } else if v >= 1e6 {
+        format!("{:.2} M/s", v / 1e6)
+    } else {
+        format!("{:.0} k/s", v / 1e3)
+    }
+}
+
+/// Prints one workload's figures with ratios to the limit and to the best peer.
+fn print_workload(
+    report: &Report,
+    key: &str,
+    title: &str,
+    limit_key: Option<&str>,
+    extra: impl Fn(f64) -> String,
+) {
+    let Some(rows) = report.values.get(key) else {
+        return;
+    };
+    let lower_better = key.starts_with("rtt");
+    let limit = limit_key
+        .and_then(|k| report.values.get(k))
+        .and_then(|r| r.iter().find(|(l, _, _)| l == "hardware limit"))
+        .or_else(|| rows.iter().find(|(l, _, _)| l == "hardware limit"))
+        .map(|r| r.1);
+    let best_peer = rows.iter().filter(|r| r.2).map(|r| r.1).reduce(|a, b| {
+        if lower_better == (a < b) {
+            a
+        } else {
+            b
+        }
+    });
+    println!("\n{title}");
+    println!(
+        "  {:<26} {:>12} {:>14} {:>16} {}",
+        "transport", "value", "vs limit", "vs best peer", ""
+    );
+    for (label, v, _) in rows {
+        // Ratios read as "how far from the limit" (limit / shmq for latency, shmq / limit
+        // for throughput) and "how many times better than the best peer".
+        let vs_limit = limit.map(|l| if lower_better { v / l } else { v / l });
+        let vs_peer = best_peer.map(|p| if lower_better { p / v } else { v / p });
+        println!(
+            "  {:<26} {:>12} {:>14} {:>16} {}",
+            label,
+            fmt_value(key, *v),
+            vs_limit.map_or("-".into(), |r| {
+                if lower_better {
+                    format!("{r:.2}x limit")
+                } else {
+                    format!("{:.1}% of limit", r * 100.0)
+                }
+            }),
+            vs_peer.map_or("-".into(), |r| format!("{r:.1}x best peer")),
+            extra(*v)
+        );
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; ignore arguments.
+    let cfg = Config::from_env();
+    let started = Instant::now();
+    assert!(ncpus() >= 2 || cfg.quick, "this benchmark needs two cores");
+    println!(
+        "shmq compare ({} mode): depth {DEPTH}, median of {} runs, {} cores, every byte written and checked",
+        if cfg.quick { "quick" } else { "full" },
+        cfg.runs,
+        ncpus()
+    );
+    let mut report = Report {
+        values: BTreeMap::new(),
+        csv: String::from("workload,transport,value\n"),
+        notes: Vec::new(),
+        alloc_checks: 0,
+    };
+    let shmq_block = Kind::Shmq {
+        mode: Shmq::Block,
+        crc: true,
+    };
+    let shmq_block_nocrc = Kind::Shmq {
+        mode: Shmq::Block,
+        crc: false,
+    };
+    let shmq_poll = Kind::Shmq {
+        mode: Shmq::Poll,
+        crc: true,
+    };
+    let shmq_batch = Kind::Shmq {
+        mode: Shmq::Batch,
+        crc: true,
+    };
+    let shmq_batch_nocrc = Kind::Shmq {
+        mode: Shmq::Batch,
+        crc: false,
+    };
+    let shmq_zc = Kind::Shmq {
+        mode: Shmq::ZeroCopy,
+        crc: true,
+    };
+    let shmq_zc_nocrc = Kind::Shmq {
+        mode: Shmq::ZeroCopy,
+        crc: false,
+    };
+    let peers = [Kind::Mq, Kind::Seqpacket, Kind::Pipe];
+    let mut rtt_csv = String::from("transport,ns\n");
+
+    // Round trips, 64 B, split cores.
+    if cfg.wants("rtt64") {
+        for kind in [
+            Kind::Limit,
+            shmq_poll,
+            shmq_block,
+            shmq_block_nocrc,
+            shmq_zc,
+        ]
+        .into_iter()
+        .chain(peers)
+        {
+            let iters = if kind.is_peer() {
+                cfg.rtt_iters / 2
+            } else {
+                cfg.rtt_iters
+            };
+            let mut p50s = Vec::new();
+            let mut all = Vec::new();
+            for _ in 0..cfg.runs {
+                let s = round_trips(kind, 64, iters, false, cfg.run_cap);
+                p50s.push(percentile(&s, 0.5));
+                all = s;
+            }
+            let p50 = median(p50s);
+            report.add("rtt64", kind, p50);
+            report.add("rtt64_p99", kind, percentile(&all, 0.99));
+            for s in all.iter().step_by((all.len() / 2000).max(1)) {
+                let _ = writeln!(rtt_csv, "{},{s:.0}", kind.label());
+            }
+        }
+    }
+    // Round trips with both processes on one core (spinning transports collapse).
+    if cfg.wants("rtt_same") {
+        for kind in [Kind::Limit, shmq_poll, shmq_block]
+            .into_iter()
+            .chain(peers)
+        {
+            let iters = if kind.spins() { 20 } else { cfg.rtt_iters / 4 };
+            let runs = if kind.spins() { 1 } else { cfg.runs };
+            let p50 = median(
+                (0..runs)
+                    .map(|_| percentile(&round_trips(kind, 64, iters, true, cfg.run_cap), 0.5))
+                    .collect(),
+            );
+            report.add("rtt_samecore", kind, p50);
+        }
+    }
+    let tput = |report: &mut Report,
+                key: &str,
+                kinds: &[Kind],
+                size: usize,
+                p: usize,
+                c: usize,
+                placement: Placement,
+                runs: usize| {
+        if !cfg.wants(key) {
+            return;
+        }
+        for &kind in kinds {
+            let mut n = cfg.messages(size);
+            if placement == Placement::SameCore && kind.spins() {
+                n = n.min(20_000); // a spinning ring on one core moves one ring per time slice
+            }
+            let mut rates = Vec::new();
+            let mut allocs = 0.0f64;
+            for _ in 0..runs {
+                let t = throughput(kind, size, n, p, c, placement, cfg.run_cap);
+                rates.push(t.msgs_per_s);
+                allocs = allocs.max(t.allocs_per_msg);
+            }
+            report.add(key, kind, median(rates));
+            if matches!(kind, Kind::Shmq { .. }) {
+                report.alloc_checks += 1;
+                if allocs > 0.0 {
+                    report.notes.push(format!(
+                        "{key} {}: {allocs:.5} heap allocations per message ({n} messages)",
+                        kind.label()
+                    ));
+                }
+            }
+        }
+    };
+    let all64 = [
+        Kind::Limit,
+        shmq_block,
+        shmq_block_nocrc,
+        shmq_poll,
+        shmq_batch,
+        shmq_batch_nocrc,
+        shmq_zc,
+        shmq_zc_nocrc,
+        Kind::Mq,
+        Kind::Seqpacket,
+        Kind::Pipe,
+    ];
+    tput(
+        &mut report,
+        "tput64",
+        &all64,
+        64,
+        1,
+        1,
+        Placement::Split,
+        cfg.runs,
+    );
+    tput(
+        &mut report,
+        "tput4k",
+        &all64,
+        4096,
+        1,
+        1,
+        Placement::Split,
+        cfg.runs,
+    );
+    let mpmc = [
+        shmq_block,
+        shmq_batch,
+        Kind::Mq,
+        Kind::Seqpacket,
+        Kind::Pipe,
+    ];
+    tput(
+        &mut report,
+        "tput64_2p2c",
+        &mpmc,
+        64,
+        2,
+        2,
+        Placement::Split,
+        cfg.runs,
+    );
+    let same = [
+        Kind::Limit,
+        shmq_block,
+        shmq_poll,
+        shmq_batch,
+        Kind::Mq,
+        Kind::Seqpacket,
+        Kind::Pipe,
+    ];
+    tput(
+        &mut report,
+        "tput64_samecore",
+        &same,
+        64,
+        1,
+        1,
+        Placement::SameCore,
+        cfg.runs,
+    );
+    // Throughput against message size, for the plot.
+    for size in [64usize, 256, 1024, 4096, 16384] {
+        let key = format!("sweep_{size}");
+        let mut kinds = vec![
+            Kind::Limit,
+            shmq_block,
+            shmq_batch,
+            shmq_zc_nocrc,
+            Kind::Seqpacket,
+            Kind::Pipe,
+        ];
+        if size <= mq_msgsize_max() {
+            kinds.push(Kind::Mq);
+        }
+        tput(
+            &mut report,
+            &key,
+            &kinds,
+            size,
+            1,
+            1,
+            Placement::Split,
+            cfg.sweep_runs,
+        );
+    }
+
+    let idle = if cfg.wants("idle") {
+        let secs = if cfg.quick { 2.0 } else { 5.0 };
+        Some(blocked_receiver_cpu(secs))
+    } else {
+        None
+    };
+
+    // ----- print ------------------------------------------------------------------------
+    println!("\n=== results (ratios: latency as a multiple of the limit; throughput as a share of it) ===");
+    print_workload(
+        &report,
+        "rtt64",
+        "Round trip p50, 64 B, processes on separate cores",
+        None,
+        |_| String::new(),
+    );
+    print_workload(
+        &report,
+        "rtt64_p99",
+        "Round trip p99 (last run), 64 B, separate cores",
+        Some("rtt64_p99"),
+        |_| String::new(),
+    );
+    print_workload(
+        &report,
+        "rtt_samecore",
+        "Round trip p50, 64 B, both processes on ONE core",
+        None,
+        |_| String::new(),
+    );
+    print_workload(
+        &report,
+        "tput64",
+        "One-way throughput 1P->1C, 64 B",
+        None,
+        |_| String::new(),
+    );
+    print_workload(
+        &report,
+        "tput4k",
+        "One-way throughput 1P->1C, 4 KiB",
+        None,
+        |v| format!("{:.2} GB/s", v * 4096.0 / 1e9),
+    );
+    print_workload(
+        &report,
+        "tput64_2p2c",
+        "Two producers + two consumers, 64 B, one of each per core",
+        Some("tput64"),
+        |_| String::new(),
+    );
+    print_workload(
+        &report,
+        "tput64_samecore",
+        "1P->1C, 64 B, both processes on ONE core",
+        None,
+        |_| String::new(),
+    );
+    for size in [64usize, 256, 1024, 4096, 16384] {
+        let key = format!("sweep_{size}");
+        print_workload(
+            &report,
+            &key,
+            &format!(
+                "Throughput vs size: {size} B (median of {})",
+                cfg.sweep_runs
+            ),
+            None,
+            move |v| format!("{:.2} GB/s", v * size as f64 / 1e9),
+        );
+    }
+    if let Some((cpu, wall)) = idle {
+        println!(
+            "\nBlocked receiver on an empty queue: {:.2} ms CPU over {wall:.1} s = {:.4}% of a core",
+            cpu * 1e3,
+            cpu / wall * 100.0
+        );
+        let _ = writeln!(
+            report.csv,
+            "idle_cpu_percent,shmq blocking,{}",
+            cpu / wall * 100.0
+        );
+    }
+    // Checksums on vs off, side by side.
+    let pick = |key: &str, label: &str| {
+        report
+            .values
+            .get(key)
+            .and_then(|r| r.iter().find(|x| x.0 == label))
+            .map(|x| x.1)
+    };
+    println!("\nChecksums on vs off (msgs/s):");
+    for key in ["tput64", "tput4k"] {
+        for (on, off) in [
+            (shmq_block, shmq_block_nocrc),
+            (shmq_batch, shmq_batch_nocrc),
+            (shmq_zc, shmq_zc_nocrc),
+        ] {
+            if let (Some(a), Some(b)) = (pick(key, &on.label()), pick(key, &off.label())) {
+                println!(
+                    "  {key:<8} {:<22} on {:>12}  off {:>12}  (off/on {:.2})",
+                    on.label(),
+                    fmt_value(key, a),
+                    fmt_value(key, b),
+                    b / a
+                );
+            }
+        }
+    }
+    println!(
+        "\nAllocation check (counting global allocator, every process, after the first 64 \
+         messages): {} shmq workloads checked, {}",
+        report.alloc_checks,
+        if report.notes.is_empty() {
+            "zero heap allocations in every steady-state loop".to_string()
+        } else {
+            format!("{} allocated:", report.notes.len())
+        }
+    );
+    for n in &report.notes {
+        println!("  {n}");
+    }
+    let _ = std::fs::create_dir_all(&cfg.out_dir);
+    let _ = std::fs::write(format!("{}/results.csv", cfg.out_dir), &report.csv);
+    let _ = std::fs::write(format!("{}/rtt_samples.csv", cfg.out_dir), &rtt_csv);
+    println!(
+        "\nwrote {0}/results.csv and {0}/rtt_samples.csv; total time {1:.1} s",
+        cfg.out_dir,
+        started.elapsed().as_secs_f64()
+    );
+}
