@@ -58,6 +58,14 @@
 #define SHMQ_CREATE_REPLACE 4u
 
 /**
+ * Flag for `shmq_send_message_ex` / `shmq_receive_message_ex`: this call is one slice of a
+ * longer wait (a binding that waits in short slices to stay interruptible, as the Python
+ * package does); if it ends without success it is not counted in the queue's `timeouts` or
+ * `send_full` statistics. The caller makes its last slice without the flag.
+ */
+#define SHMQ_WAIT_SLICE 1u
+
+/**
  * `shmq_message_info.flags` bit: the message had been handed to a receiver that died
  * before finishing with it, and is delivered again (it may have been partly processed).
  */
@@ -370,6 +378,18 @@ enum shmq_status shmq_stats(const struct shmq_queue *q, struct shmq_queue_stats 
 enum shmq_status shmq_send(struct shmq_queue *q, const void *data, size_t len, int timeout_ms);
 
 /**
+ * `shmq_send` with `flags`: 0 or `SHMQ_WAIT_SLICE`.
+ *
+ * # Safety
+ * `q` is NULL or a live handle; `data` is NULL or readable for `len` bytes.
+ */
+enum shmq_status shmq_send_ex(struct shmq_queue *q,
+                              const void *data,
+                              size_t len,
+                              int timeout_ms,
+                              uint32_t flags);
+
+/**
  * `shmq_send` with the id and timestamp chosen by the caller (they travel with the
  * message and come back in `shmq_message_info`).
  *
@@ -382,6 +402,20 @@ enum shmq_status shmq_send_message(struct shmq_queue *q,
                                    const void *data,
                                    size_t len,
                                    int timeout_ms);
+
+/**
+ * `shmq_send_message` with `flags`: 0 or `SHMQ_WAIT_SLICE`.
+ *
+ * # Safety
+ * `q` is NULL or a live handle; `data` is NULL or readable for `len` bytes.
+ */
+enum shmq_status shmq_send_message_ex(struct shmq_queue *q,
+                                      uint64_t id,
+                                      uint64_t timestamp_ns,
+                                      const void *data,
+                                      size_t len,
+                                      int timeout_ms,
+                                      uint32_t flags);
 
 /**
  * Receives the next message into `buf` (capacity `buf_len`; NULL allowed when `buf_len`
@@ -406,6 +440,19 @@ enum shmq_status shmq_receive(struct shmq_queue *q,
                               int timeout_ms);
 
 /**
+ * `shmq_receive` with `flags`: 0 or `SHMQ_WAIT_SLICE`.
+ *
+ * # Safety
+ * As for `shmq_receive`.
+ */
+enum shmq_status shmq_receive_ex(struct shmq_queue *q,
+                                 void *buf,
+                                 size_t buf_len,
+                                 size_t *out_len,
+                                 int timeout_ms,
+                                 uint32_t flags);
+
+/**
  * Like `shmq_receive`, filling `*info` (id, timestamp, length, flags) on success.
  * `info` may not be NULL. On `SHMQ_ERR_BUFFER_TOO_SMALL` only `info->len` is written
  * (the size needed).
@@ -419,6 +466,19 @@ enum shmq_status shmq_receive_message(struct shmq_queue *q,
                                       size_t buf_len,
                                       struct shmq_message_info *info,
                                       int timeout_ms);
+
+/**
+ * `shmq_receive_message` with `flags`: 0 or `SHMQ_WAIT_SLICE`.
+ *
+ * # Safety
+ * As for `shmq_receive_message`.
+ */
+enum shmq_status shmq_receive_message_ex(struct shmq_queue *q,
+                                         void *buf,
+                                         size_t buf_len,
+                                         struct shmq_message_info *info,
+                                         int timeout_ms,
+                                         uint32_t flags);
 
 /**
  * Static text for a status code (any integer: out-of-range values give "unknown status").

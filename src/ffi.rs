@@ -62,6 +62,28 @@ pub const SHMQ_CREATE_REPLACE: u32 = 4u32;
 const KNOWN_CREATE_FLAGS: u32 =
     SHMQ_CREATE_NO_CHECKSUM | SHMQ_CREATE_OPEN_EXISTING | SHMQ_CREATE_REPLACE;
 
+/// Flag for `shmq_send_message_ex` / `shmq_receive_message_ex`: this call is one slice of a
+/// longer wait (a binding that waits in short slices to stay interruptible, as the Python
+/// package does); if it ends without success it is not counted in the queue's `timeouts` or
+/// `send_full` statistics. The caller makes its last slice without the flag.
+pub const SHMQ_WAIT_SLICE: u32 = 1u32;
+
+/// Runs `f`, leaving its expiry out of the statistics if `flags` has `SHMQ_WAIT_SLICE`.
+fn with_wait_flags<R>(
+    function: &str,
+    flags: u32,
+    f: impl FnOnce() -> FfiResult<R>,
+) -> FfiResult<R> {
+    if flags & !SHMQ_WAIT_SLICE != 0 {
+        return Err(invalid(function, format_args!("unknown flags {flags:#x}")));
+    }
+    if flags & SHMQ_WAIT_SLICE != 0 {
+        crate::uncounted_expiry(f)
+    } else {
+        f()
+    }
+}
+
 /// `shmq_message_info.flags` bit: the message had been handed to a receiver that died
 /// before finishing with it, and is delivered again (it may have been partly processed).
 pub const SHMQ_MESSAGE_REDELIVERED: u32 = 1u32;
@@ -657,14 +679,14 @@ pub unsafe extern "C" fn shmq_stats(
 fn send_impl(
     function: &'static str,
     q: *mut shmq_queue,
-    id: Option<u64>,
-    timestamp_ns: Option<u64>,
+    id_and_timestamp: Option<(u64, u64)>,
     data: *const u8,
     len: usize,
     timeout_ms: c_int,
+    flags: u32,
 ) -> shmq_status {
     boundary(function, SHMQ_ERR_INTERNAL, || {
-        done((|| {
+        done(with_wait_flags(function, flags, || {
             // SAFETY: `q` is NULL or a live handle (C contract).
             let queue = unsafe { handle(function, q) }?;
             let timeout = timeout_arg(function, timeout_ms)?;
@@ -682,12 +704,15 @@ fn send_impl(
             // SAFETY: `data` is NULL or readable for `len` bytes (C contract); len is at
             // most the message size (<= 1 GiB), so within isize::MAX.
             let bytes = unsafe { bytes_arg(function, data.cast(), len) }?;
-            let timestamp = timestamp_ns.unwrap_or_else(crate::segment::now_ns);
+            let (id, timestamp) = match id_and_timestamp {
+                Some((id, ts)) => (Some(id), ts),
+                None => (None, crate::segment::now_ns()),
+            };
             queue
                 .send_with(id, timestamp, bytes, timeout)
                 .map(drop)
                 .map_err(|e| fail(function, Some(queue.name()), e))
-        })())
+        }))
     })
 }
 
@@ -708,7 +733,22 @@ pub unsafe extern "C" fn shmq_send(
     len: usize,
     timeout_ms: c_int,
 ) -> shmq_status {
-    send_impl("shmq_send", q, None, None, data.cast(), len, timeout_ms)
+    send_impl("shmq_send", q, None, data.cast(), len, timeout_ms, 0)
+}
+
+/// `shmq_send` with `flags`: 0 or `SHMQ_WAIT_SLICE`.
+///
+/// # Safety
+/// `q` is NULL or a live handle; `data` is NULL or readable for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_send_ex(
+    q: *mut shmq_queue,
+    data: *const std::ffi::c_void,
+    len: usize,
+    timeout_ms: c_int,
+    flags: u32,
+) -> shmq_status {
+    send_impl("shmq_send_ex", q, None, data.cast(), len, timeout_ms, flags)
 }
 
 /// `shmq_send` with the id and timestamp chosen by the caller (they travel with the
@@ -728,11 +768,36 @@ pub unsafe extern "C" fn shmq_send_message(
     send_impl(
         "shmq_send_message",
         q,
-        Some(id),
-        Some(timestamp_ns),
+        Some((id, timestamp_ns)),
         data.cast(),
         len,
         timeout_ms,
+        0,
+    )
+}
+
+/// `shmq_send_message` with `flags`: 0 or `SHMQ_WAIT_SLICE`.
+///
+/// # Safety
+/// `q` is NULL or a live handle; `data` is NULL or readable for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_send_message_ex(
+    q: *mut shmq_queue,
+    id: u64,
+    timestamp_ns: u64,
+    data: *const std::ffi::c_void,
+    len: usize,
+    timeout_ms: c_int,
+    flags: u32,
+) -> shmq_status {
+    send_impl(
+        "shmq_send_message_ex",
+        q,
+        Some((id, timestamp_ns)),
+        data.cast(),
+        len,
+        timeout_ms,
+        flags,
     )
 }
 
@@ -799,20 +864,55 @@ pub unsafe extern "C" fn shmq_receive(
     out_len: *mut usize,
     timeout_ms: c_int,
 ) -> shmq_status {
-    const F: &str = "shmq_receive";
-    boundary(F, SHMQ_ERR_INTERNAL, || {
-        done((|| {
+    receive_len_impl("shmq_receive", q, buf, buf_len, out_len, timeout_ms, 0)
+}
+
+/// `shmq_receive` with `flags`: 0 or `SHMQ_WAIT_SLICE`.
+///
+/// # Safety
+/// As for `shmq_receive`.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_receive_ex(
+    q: *mut shmq_queue,
+    buf: *mut std::ffi::c_void,
+    buf_len: usize,
+    out_len: *mut usize,
+    timeout_ms: c_int,
+    flags: u32,
+) -> shmq_status {
+    receive_len_impl(
+        "shmq_receive_ex",
+        q,
+        buf,
+        buf_len,
+        out_len,
+        timeout_ms,
+        flags,
+    )
+}
+
+fn receive_len_impl(
+    function: &'static str,
+    q: *mut shmq_queue,
+    buf: *mut std::ffi::c_void,
+    buf_len: usize,
+    out_len: *mut usize,
+    timeout_ms: c_int,
+    flags: u32,
+) -> shmq_status {
+    boundary(function, SHMQ_ERR_INTERNAL, || {
+        done(with_wait_flags(function, flags, || {
             if out_len.is_null() {
-                return Err(null(F, "out_len"));
+                return Err(null(function, "out_len"));
             }
             let mut store = |n: usize| {
                 // SAFETY: `out_len` checked non-NULL; writable by the contract.
                 unsafe { out_len.write(n) }
             };
-            let meta = receive_impl(F, q, buf.cast(), buf_len, timeout_ms, &mut store)?;
+            let meta = receive_impl(function, q, buf.cast(), buf_len, timeout_ms, &mut store)?;
             store(meta.len);
             Ok(())
-        })())
+        }))
     })
 }
 
@@ -831,17 +931,59 @@ pub unsafe extern "C" fn shmq_receive_message(
     info: *mut shmq_message_info,
     timeout_ms: c_int,
 ) -> shmq_status {
-    const F: &str = "shmq_receive_message";
-    boundary(F, SHMQ_ERR_INTERNAL, || {
-        done((|| {
+    receive_message_impl("shmq_receive_message", q, buf, buf_len, info, timeout_ms, 0)
+}
+
+/// `shmq_receive_message` with `flags`: 0 or `SHMQ_WAIT_SLICE`.
+///
+/// # Safety
+/// As for `shmq_receive_message`.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_receive_message_ex(
+    q: *mut shmq_queue,
+    buf: *mut std::ffi::c_void,
+    buf_len: usize,
+    info: *mut shmq_message_info,
+    timeout_ms: c_int,
+    flags: u32,
+) -> shmq_status {
+    receive_message_impl(
+        "shmq_receive_message_ex",
+        q,
+        buf,
+        buf_len,
+        info,
+        timeout_ms,
+        flags,
+    )
+}
+
+fn receive_message_impl(
+    function: &'static str,
+    q: *mut shmq_queue,
+    buf: *mut std::ffi::c_void,
+    buf_len: usize,
+    info: *mut shmq_message_info,
+    timeout_ms: c_int,
+    flags: u32,
+) -> shmq_status {
+    boundary(function, SHMQ_ERR_INTERNAL, || {
+        done(with_wait_flags(function, flags, || {
             if info.is_null() {
-                return Err(null(F, "info"));
+                return Err(null(function, "info"));
             }
             let mut store_needed = |n: usize| {
                 // SAFETY: `info` checked non-NULL; writable and aligned by the contract.
                 unsafe { std::ptr::addr_of_mut!((*info).len).write(n) }
             };
-            let meta = receive_impl(F, q, buf.cast(), buf_len, timeout_ms, &mut store_needed)?;
+            let meta = receive_impl(
+                function,
+                q,
+                buf.cast(),
+                buf_len,
+                timeout_ms,
+                &mut store_needed,
+            )?;
             let filled = shmq_message_info {
                 id: meta.id,
                 timestamp_ns: meta.timestamp_ns,
@@ -855,7 +997,7 @@ pub unsafe extern "C" fn shmq_receive_message(
             // SAFETY: `info` checked non-NULL; writable and aligned by the contract.
             unsafe { info.write(filled) };
             Ok(())
-        })())
+        }))
     })
 }
 

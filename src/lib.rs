@@ -277,6 +277,31 @@ impl std::fmt::Debug for CrossProcessQueue {
     }
 }
 
+thread_local! {
+    /// Set while a binding runs one slice of a longer wait (see [`uncounted_expiry`]).
+    static UNCOUNTED_EXPIRY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with expiries (timeouts, "full" refusals) left out of the shared statistics.
+///
+/// For bindings that wait in short slices to stay interruptible (Python waits 100 ms at a time
+/// so Ctrl-C works): only the slice that ends the caller's real wait should count.
+pub(crate) fn uncounted_expiry<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            UNCOUNTED_EXPIRY.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(UNCOUNTED_EXPIRY.with(|c| c.replace(true)));
+    f()
+}
+
+/// Whether an expiry in this thread is counted in the statistics.
+fn count_expiry() -> bool {
+    !UNCOUNTED_EXPIRY.with(|c| c.get())
+}
+
 /// What a single non-blocking attempt found.
 enum Attempt<T> {
     Done(T),
@@ -617,7 +642,9 @@ impl CrossProcessQueue {
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
-                        self.ring.header().stats.timeouts.fetch_add(1, Relaxed);
+                        if count_expiry() {
+                            self.ring.header().stats.timeouts.fetch_add(1, Relaxed);
+                        }
                         return Err(Error::Timeout);
                     }
                     (d - now).min(SLEEP_SLICE)
@@ -690,12 +717,16 @@ impl CrossProcessQueue {
             Ok(Attempt::Done(id)) => Ok(id),
             Ok(Attempt::WouldBlock) => {
                 let stats = &self.ring.header().stats;
-                stats.send_full.fetch_add(1, Relaxed);
+                if count_expiry() {
+                    stats.send_full.fetch_add(1, Relaxed);
+                }
                 stats.peak_depth.fetch_max(self.ring.capacity(), Relaxed);
                 Err(Error::QueueFull)
             }
             Err(Error::Timeout) => {
-                self.ring.header().stats.send_full.fetch_add(1, Relaxed);
+                if count_expiry() {
+                    self.ring.header().stats.send_full.fetch_add(1, Relaxed);
+                }
                 Err(Error::Timeout)
             }
             Err(e) => Err(e),

@@ -127,6 +127,20 @@ def _declare(cdll: ctypes.CDLL) -> None:
             c_int,
             [QueuePtr, c_void_p, c_size_t, ctypes.POINTER(QueueInfo), c_int],
         ),
+        # The *_ex forms take SHMQ_WAIT_SLICE: Python waits in slices (see queue.Queue._wait).
+        "shmq_send_ex": (c_int, [QueuePtr, c_void_p, c_size_t, c_int, c_uint32]),
+        "shmq_send_message_ex": (
+            c_int,
+            [QueuePtr, c_uint64, c_uint64, c_void_p, c_size_t, c_int, c_uint32],
+        ),
+        "shmq_receive_ex": (
+            c_int,
+            [QueuePtr, c_void_p, c_size_t, ctypes.POINTER(c_size_t), c_int, c_uint32],
+        ),
+        "shmq_receive_message_ex": (
+            c_int,
+            [QueuePtr, c_void_p, c_size_t, ctypes.POINTER(QueueInfo), c_int, c_uint32],
+        ),
         "shmq_shutdown": (c_int, [QueuePtr]),
         "shmq_close": (None, [QueuePtr]),
         "shmq_unlink": (c_int, [c_char_p]),

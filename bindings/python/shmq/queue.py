@@ -16,6 +16,7 @@ from ._status import (
     CREATE_OPEN_EXISTING,
     CREATE_REPLACE,
     MESSAGE_REDELIVERED,
+    WAIT_SLICE,
     Status,
 )
 from .errors import BufferTooSmall, Closed, Empty, Error, Full, InvalidArgument, error_for
@@ -156,9 +157,8 @@ class Stats:
     """A snapshot of a queue's statistics, shared by every process that uses it.
 
     Message counts are exact once no operation is in flight; byte counts are flushed by
-    each handle periodically. Blocking calls from Python wait in slices of
-    ``WAIT_SLICE_MS``, and each slice that ends without a message counts in ``timeouts``
-    (and, for sends, in ``send_full``).
+    each handle periodically. A timed-out call counts once in ``timeouts`` (and, for sends,
+    in ``send_full``), however many wait slices it took.
     """
 
     messages_sent: int
@@ -387,26 +387,33 @@ class Queue:
 
     # ----- waiting -------------------------------------------------------------------------
 
-    def _wait(self, attempt: Callable[[Any, int], int], block: bool, timeout: Optional[float]) -> int:
-        """Runs ``attempt(handle, timeout_ms)`` until it stops timing out or time is up.
+    def _wait(
+        self, attempt: Callable[[Any, int, int], int], block: bool, timeout: Optional[float]
+    ) -> int:
+        """Runs ``attempt(handle, timeout_ms, flags)`` until it stops timing out or time is up.
 
         Waits in slices of at most ``WAIT_SLICE_MS`` so that Python handles signals between
-        them. Returns the last status.
+        them. Every slice but the one that ends the caller's wait passes ``SHMQ_WAIT_SLICE``,
+        so the queue's statistics count one timeout per timed-out call, not one per slice.
+        Returns the last status.
         """
         if not block:
-            return int(self._call(attempt, 0))
+            return int(self._call(attempt, 0, 0))
         _check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if deadline is None:
-                slice_ms = WAIT_SLICE_MS
+                slice_ms, flags = WAIT_SLICE_MS, WAIT_SLICE
             else:
-                left = deadline - time.monotonic()
-                slice_ms = 0 if left <= 0 else min(WAIT_SLICE_MS, max(1, math.ceil(left * 1000)))
-            status = int(self._call(attempt, slice_ms))
+                left_ms = math.ceil((deadline - time.monotonic()) * 1000)
+                if left_ms <= WAIT_SLICE_MS:
+                    slice_ms, flags = max(1, left_ms), 0  # the last slice: its expiry counts
+                else:
+                    slice_ms, flags = WAIT_SLICE_MS, WAIT_SLICE
+            status = int(self._call(attempt, slice_ms, flags))
             if status != Status.ERR_TIMEOUT:
                 return status
-            if deadline is not None and time.monotonic() >= deadline:
+            if flags == 0:
                 return status
 
     def _raise_send(self, status: int, block: bool, timeout: Optional[float]) -> None:
@@ -436,7 +443,9 @@ class Queue:
         :class:`MessageTooLarge` if ``data`` is longer than :attr:`message_size`.
         """
         pointer, length = _readable(data)
-        status = self._wait(lambda h, ms: lib.shmq_send(h, pointer, length, ms), block, timeout)
+        status = self._wait(
+            lambda h, ms, fl: lib.shmq_send_ex(h, pointer, length, ms, fl), block, timeout
+        )
         if status != Status.OK:
             self._raise_send(status, block, timeout)
 
@@ -462,7 +471,9 @@ class Queue:
                 raise InvalidArgument(f"{label} must be an unsigned 64-bit integer, got {value!r}")
         pointer, length = _readable(data)
         status = self._wait(
-            lambda h, ms: lib.shmq_send_message(h, id, timestamp_ns, pointer, length, ms),
+            lambda h, ms, fl: lib.shmq_send_message_ex(
+                h, id, timestamp_ns, pointer, length, ms, fl
+            ),
             block,
             timeout,
         )
@@ -495,7 +506,9 @@ class Queue:
         size = ctypes.sizeof(buf)
         got = ctypes.c_size_t()
         status = self._wait(
-            lambda h, ms: lib.shmq_receive(h, buf, size, ctypes.byref(got), ms), block, timeout
+            lambda h, ms, fl: lib.shmq_receive_ex(h, buf, size, ctypes.byref(got), ms, fl),
+            block,
+            timeout,
         )
         if status != Status.OK:
             self._raise_receive(status, block, timeout)
@@ -511,7 +524,9 @@ class Queue:
         size = ctypes.sizeof(buf)
         info = QueueInfo()
         status = self._wait(
-            lambda h, ms: lib.shmq_receive_message(h, buf, size, ctypes.byref(info), ms),
+            lambda h, ms, fl: lib.shmq_receive_message_ex(
+                h, buf, size, ctypes.byref(info), ms, fl
+            ),
             block,
             timeout,
         )
@@ -536,7 +551,9 @@ class Queue:
         pointer, size = _writable(buffer)
         got = ctypes.c_size_t()
         status = self._wait(
-            lambda h, ms: lib.shmq_receive(h, pointer, size, ctypes.byref(got), ms), block, timeout
+            lambda h, ms, fl: lib.shmq_receive_ex(
+                h, pointer, size, ctypes.byref(got), ms, fl
+            ), block, timeout
         )
         if status == Status.ERR_BUFFER_TOO_SMALL:
             message = _text(lib.shmq_last_error()) or (

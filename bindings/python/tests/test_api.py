@@ -94,6 +94,19 @@ def test_nowait_and_timeouts_behave_like_queue_queue(qname: str) -> None:
         assert q.get_nowait() == b"x"
 
 
+def test_a_timed_out_call_counts_once_in_the_statistics(qname: str) -> None:
+    # Blocking calls wait in 100 ms slices; only the caller's real timeout may count.
+    with shmq.Queue.create(qname, capacity=1, message_size=8) as q:
+        with pytest.raises(shmq.Empty):
+            q.get(timeout=0.35)
+        assert q.stats().timeouts == 1
+        q.put_nowait(b"x")
+        with pytest.raises(shmq.Full):
+            q.put(b"y", timeout=0.35)
+        stats = q.stats()
+        assert (stats.timeouts, stats.send_full) == (2, 1)
+
+
 def test_blocking_get_wakes_up_for_a_put_from_another_thread(qname: str) -> None:
     with shmq.Queue.create(qname, capacity=2, message_size=8) as q:
         timer = threading.Timer(0.2, q.put, args=(b"late",))
