@@ -109,6 +109,34 @@ pub struct Stats {
     pub capacity: u64,
 }
 
+impl Stats {
+    /// Reads the counters of a header; `capacity` is the validated one.
+    pub(crate) fn from_header(h: &Header, capacity: u64) -> Stats {
+        // Relaxed throughout: monotonic counters and positions read as a snapshot; nothing
+        // else is read on the strength of them.
+        let s = &h.stats;
+        let abandoned = s.abandoned.load(Relaxed);
+        let republished = s.republished.load(Relaxed);
+        let head = h.head.value.load(Relaxed);
+        let tail = h.tail.value.load(Relaxed) & layout::POS_MASK;
+        Stats {
+            messages_sent: tail.saturating_sub(abandoned + republished),
+            messages_received: head.saturating_sub(abandoned + republished),
+            bytes_sent: s.bytes_sent.load(Relaxed),
+            bytes_received: s.bytes_received.load(Relaxed),
+            send_full: s.send_full.load(Relaxed),
+            timeouts: s.timeouts.load(Relaxed),
+            checksum_failures: s.checksum_failures.load(Relaxed),
+            abandoned,
+            redelivered: s.redelivered.load(Relaxed),
+            corrupted: s.corrupted.load(Relaxed),
+            peak_depth: s.peak_depth.load(Relaxed),
+            depth: tail.saturating_sub(head).min(capacity),
+            capacity,
+        }
+    }
+}
+
 /// How [`QueueOptions::create`] treats an existing queue of the same name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpenMode {
@@ -434,8 +462,8 @@ impl CrossProcessQueue {
         segment::unlink(name)
     }
 
-    /// Names of every shmq queue on this machine (objects `/dev/shm/shmq.*` whose header
-    /// carries the shmq magic).
+    /// Names of every shmq queue on this machine that this process may read (objects
+    /// `/dev/shm/shmq.*` whose header carries the shmq magic). Joins none of them.
     pub fn list() -> Result<Vec<String>> {
         let names = segment::candidate_names().map_err(|source| Error::AccessFailed {
             name: SHM_DIR.to_string(),
@@ -444,7 +472,7 @@ impl CrossProcessQueue {
         Ok(names
             .into_iter()
             .filter(|n| {
-                Segment::open(n, HEADER_SIZE, Duration::ZERO)
+                Segment::open_read_only(n, HEADER_SIZE)
                     .map(|s| {
                         // SAFETY: mapping of at least HEADER_SIZE bytes; all-atomic header.
                         let h = unsafe { &*(s.base() as *const Header) };
@@ -572,26 +600,7 @@ impl CrossProcessQueue {
     /// A snapshot of the queue's statistics (flushing this handle's pending counts first).
     pub fn stats(&self) -> Stats {
         self.flush_stats();
-        let s = &self.ring.header().stats;
-        let abandoned = s.abandoned.load(Relaxed);
-        let republished = s.republished.load(Relaxed);
-        let tail = self.ring.tail_position();
-        let head = self.ring.head_position();
-        Stats {
-            messages_sent: tail.saturating_sub(abandoned.saturating_add(republished)),
-            messages_received: head.saturating_sub(abandoned.saturating_add(republished)),
-            bytes_sent: s.bytes_sent.load(Relaxed),
-            bytes_received: s.bytes_received.load(Relaxed),
-            send_full: s.send_full.load(Relaxed),
-            timeouts: s.timeouts.load(Relaxed),
-            checksum_failures: s.checksum_failures.load(Relaxed),
-            abandoned,
-            redelivered: s.redelivered.load(Relaxed),
-            corrupted: s.corrupted.load(Relaxed),
-            peak_depth: s.peak_depth.load(Relaxed),
-            depth: self.ring.depth(),
-            capacity: self.ring.capacity(),
-        }
+        Stats::from_header(self.ring.header(), self.ring.capacity())
     }
 
     // ----- the engine: one attempt, and waiting between attempts --------------------------
@@ -990,39 +999,8 @@ impl CrossProcessQueue {
 
     /// Details for `shmq info`: the segment's identity and recently connected processes.
     pub fn info(&self) -> QueueInfo {
-        let h = self.ring.header();
-        let id = &h.identity;
-        let (owner_uid, mode) = self.segment.owner_and_mode().unwrap_or((u32::MAX, 0));
-        let mut participants = Vec::new();
-        for p in h.participants.iter() {
-            let pid_id = p.id.load(Relaxed);
-            if pid_id == 0 {
-                continue;
-            }
-            participants.push(ParticipantInfo {
-                id: pid_id,
-                pid: p.pid.load(Relaxed),
-                start_time: p.start_time.load(Relaxed),
-                connected_at_ns: p.connected_at_ns.load(Relaxed),
-                alive: self.peers().is_alive(pid_id),
-            });
-        }
-        participants.sort_by_key(|p| p.id);
-        QueueInfo {
-            name: self.name.clone(),
-            layout_version: id.layout_version.load(Relaxed),
-            capacity: self.capacity(),
-            message_size: self.message_size(),
-            slot_stride: id.slot_stride.load(Relaxed) as usize,
-            segment_size: self.segment.size(),
-            checksum: self.checksum_enabled(),
-            mode,
-            owner_uid,
-            creator_pid: id.creator_pid.load(Relaxed),
-            created_at_ns: id.created_at_ns.load(Relaxed),
-            shutdown: self.is_shutdown(),
-            participants,
-        }
+        let peers = self.peers();
+        QueueInfo::from_segment(&self.name, &self.segment, |id| peers.is_alive(id))
     }
 }
 
@@ -1044,6 +1022,54 @@ pub struct QueueInfo {
     /// The most recent connections (up to 64), live or not, excluding the caller's own
     /// liveness which is always reported alive.
     pub participants: Vec<ParticipantInfo>,
+}
+
+impl QueueInfo {
+    /// Reads identity and participants from a segment whose header was validated.
+    pub(crate) fn from_segment(
+        name: &str,
+        segment: &Segment,
+        is_alive: impl Fn(u32) -> bool,
+    ) -> QueueInfo {
+        // SAFETY: the caller validated the segment, whose mapping covers the header.
+        let h = unsafe { &*(segment.base() as *const Header) };
+        // Relaxed throughout: identity fields are written once before the magic (loaded with
+        // Acquire when the segment was validated); the participant table is informational.
+        let id = &h.identity;
+        let (owner_uid, mode) = segment.owner_and_mode().unwrap_or((u32::MAX, 0));
+        let mut participants: Vec<ParticipantInfo> = h
+            .participants
+            .iter()
+            .filter_map(|p| {
+                let pid_id = p.id.load(Relaxed);
+                (pid_id != 0).then(|| ParticipantInfo {
+                    id: pid_id,
+                    pid: p.pid.load(Relaxed),
+                    start_time: p.start_time.load(Relaxed),
+                    connected_at_ns: p.connected_at_ns.load(Relaxed),
+                    alive: is_alive(pid_id),
+                })
+            })
+            .collect();
+        participants.sort_by_key(|p| p.id);
+        QueueInfo {
+            name: name.to_string(),
+            layout_version: id.layout_version.load(Relaxed),
+            capacity: id.capacity.load(Relaxed) as usize,
+            message_size: id.message_size.load(Relaxed) as usize,
+            slot_stride: id.slot_stride.load(Relaxed) as usize,
+            segment_size: segment
+                .file_size()
+                .unwrap_or(id.segment_size.load(Relaxed) as usize),
+            checksum: id.flags.load(Relaxed) & FLAG_CHECKSUM != 0,
+            mode,
+            owner_uid,
+            creator_pid: id.creator_pid.load(Relaxed),
+            created_at_ns: id.created_at_ns.load(Relaxed),
+            shutdown: h.tail.value.load(Relaxed) & layout::TAIL_CLOSED != 0,
+            participants,
+        }
+    }
 }
 
 /// One entry of the participant table.

@@ -148,20 +148,7 @@ impl Segment {
         // SAFETY: cname is a valid NUL-terminated string.
         let raw = unsafe { libc::shm_open(cname.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) };
         if raw < 0 {
-            let err = io::Error::last_os_error();
-            return Err(match err.raw_os_error() {
-                Some(libc::ENOENT) => Error::NotFound {
-                    name: name.to_string(),
-                },
-                Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied {
-                    name: name.to_string(),
-                    source: err,
-                },
-                _ => Error::AccessFailed {
-                    name: name.to_string(),
-                    source: err,
-                },
-            });
+            return Err(open_error(name, io::Error::last_os_error()));
         }
         // SAFETY: shm_open returned a fresh descriptor that we now own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -191,6 +178,78 @@ impl Segment {
             base,
             len: size,
         })
+    }
+
+    /// Opens a segment read-only and maps its first `map_len` bytes, without joining it: for
+    /// inspection by anyone with read permission. Writing through [`Segment::base`] of such
+    /// a segment faults; only atomic loads and lock tests are allowed.
+    pub fn open_read_only(name: &str, map_len: usize) -> Result<Segment> {
+        let cname = shm_name(name);
+        // SAFETY: cname is a valid NUL-terminated string.
+        let raw = unsafe { libc::shm_open(cname.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(open_error(name, io::Error::last_os_error()));
+        }
+        // SAFETY: shm_open returned a fresh descriptor that we now own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let size = file_size(&fd).map_err(|e| open_error(name, e))?;
+        if size < map_len {
+            return Err(Error::CorruptedData(format!(
+                "queue '{name}': segment is {size} bytes, smaller than a queue header \
+                 (not an shmq queue)"
+            )));
+        }
+        let base = map_with(&fd, map_len, libc::PROT_READ).map_err(|e| open_error(name, e))?;
+        Ok(Segment {
+            fd,
+            base,
+            len: map_len,
+        })
+    }
+
+    /// Whether the segment's name was removed (or replaced) since it was opened.
+    pub fn is_unlinked(&self) -> bool {
+        fstat(&self.fd).map(|st| st.st_nlink == 0).unwrap_or(false)
+    }
+
+    /// Current size of the file behind the mapping.
+    pub fn file_size(&self) -> io::Result<usize> {
+        file_size(&self.fd)
+    }
+
+    /// Tests for a lock conflicting with a write lock on `[start, start + len)`: the start
+    /// of one such lock, `None` if there is none. Needs no write access to the file.
+    fn lock_holder(&self, start: i64, len: i64) -> io::Result<Option<i64>> {
+        // SAFETY: flock is a plain C struct for which all-zero is a valid value.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_WRLCK as i16;
+        fl.l_whence = libc::SEEK_SET as i16;
+        fl.l_start = start;
+        fl.l_len = len;
+        fl.l_pid = 0; // required by OFD locks
+                      // SAFETY: fd is valid and `fl` is a properly initialised flock.
+        if unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((fl.l_type != libc::F_UNLCK as i16).then_some(fl.l_start))
+    }
+
+    /// Number of handles (any process but this descriptor's) holding a liveness lock, up
+    /// to `limit`; `None` if the kernel would not say.
+    pub fn live_participants(&self, limit: usize) -> Option<usize> {
+        let end = LIVENESS_LOCK_BASE + MAX_OWNER as i64 + 1;
+        let mut start = LIVENESS_LOCK_BASE + 1;
+        let mut count = 0;
+        while start < end && count < limit {
+            match self.lock_holder(start, end - start).ok()? {
+                Some(held) => {
+                    count += 1;
+                    start = held.max(start) + 1;
+                }
+                None => break,
+            }
+        }
+        Some(count)
     }
 
     /// Base address of the mapping (page aligned).
@@ -233,13 +292,8 @@ impl Segment {
         if id == 0 {
             return false;
         }
-        let mut fl = flock_for(id, libc::F_WRLCK as i16);
-        // SAFETY: fd is valid and `fl` is a properly initialised flock.
-        let rc = unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
-        if rc != 0 {
-            return true;
-        }
-        fl.l_type != libc::F_UNLCK as i16
+        self.lock_holder(LIVENESS_LOCK_BASE + id as i64, 1)
+            .map_or(true, |held| held.is_some())
     }
 
     /// Returns Ok(true) if the lock was taken, Ok(false) if someone else holds it.
@@ -263,6 +317,23 @@ impl Drop for Segment {
         // SAFETY: base/len describe the mapping made in `map`, unmapped exactly once here.
         // The descriptor (and with it the liveness lock) is closed by OwnedFd afterwards.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+/// The error for a failed open (or unlink) of queue `name`.
+fn open_error(name: &str, err: io::Error) -> Error {
+    match err.raw_os_error() {
+        Some(libc::ENOENT) => Error::NotFound {
+            name: name.to_string(),
+        },
+        Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied {
+            name: name.to_string(),
+            source: err,
+        },
+        _ => Error::AccessFailed {
+            name: name.to_string(),
+            source: err,
+        },
     }
 }
 
@@ -293,13 +364,17 @@ fn file_size(fd: &OwnedFd) -> io::Result<usize> {
 }
 
 fn map(fd: &OwnedFd, size: usize) -> io::Result<NonNull<u8>> {
-    // SAFETY: a shared read-write mapping of a descriptor we own; the kernel picks the
-    // address. The result is checked against MAP_FAILED.
+    map_with(fd, size, libc::PROT_READ | libc::PROT_WRITE)
+}
+
+fn map_with(fd: &OwnedFd, size: usize, prot: libc::c_int) -> io::Result<NonNull<u8>> {
+    // SAFETY: a shared mapping of a descriptor we own; the kernel picks the address. The
+    // result is checked against MAP_FAILED.
     let ptr = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             size,
-            libc::PROT_READ | libc::PROT_WRITE,
+            prot,
             libc::MAP_SHARED,
             fd.as_raw_fd(),
             0,
@@ -317,20 +392,7 @@ pub fn unlink(name: &str) -> Result<()> {
     let cname = shm_name(name);
     // SAFETY: cname is a valid NUL-terminated string.
     if unsafe { libc::shm_unlink(cname.as_ptr()) } != 0 {
-        let err = io::Error::last_os_error();
-        return Err(match err.raw_os_error() {
-            Some(libc::ENOENT) => Error::NotFound {
-                name: name.to_string(),
-            },
-            Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied {
-                name: name.to_string(),
-                source: err,
-            },
-            _ => Error::AccessFailed {
-                name: name.to_string(),
-                source: err,
-            },
-        });
+        return Err(open_error(name, io::Error::last_os_error()));
     }
     Ok(())
 }
