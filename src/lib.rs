@@ -120,8 +120,8 @@ impl Stats {
         let head = h.head.value.load(Relaxed);
         let tail = h.tail.value.load(Relaxed) & layout::POS_MASK;
         Stats {
-            messages_sent: tail.saturating_sub(abandoned + republished),
-            messages_received: head.saturating_sub(abandoned + republished),
+            messages_sent: tail.saturating_sub(abandoned.saturating_add(republished)),
+            messages_received: head.saturating_sub(abandoned.saturating_add(republished)),
             bytes_sent: s.bytes_sent.load(Relaxed),
             bytes_received: s.bytes_received.load(Relaxed),
             send_full: s.send_full.load(Relaxed),
