@@ -97,12 +97,21 @@ impl Config {
     fn wants(&self, key: &str) -> bool {
         self.only.as_deref().map_or(true, |o| key.contains(o))
     }
+
+    /// `SHMQ_BENCH_TRANSPORT="shmq batch 32"` runs only the transport with that label (used to
+    /// count one transport's system calls with `strace -c -f`).
+    fn wants_kind(&self, kind: Kind) -> bool {
+        std::env::var("SHMQ_BENCH_TRANSPORT").map_or(true, |t| kind.label() == t)
+    }
 }
 
 // ----- processes, cores, clocks -------------------------------------------------------------
 
+/// Cores online (not `available_parallelism`, which shrinks to 1 once we pin ourselves).
 fn ncpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    n.max(1) as usize
 }
 
 fn pin(core: usize) {
@@ -1130,16 +1139,16 @@ fn print_workload(
     });
     println!("\n{title}");
     println!(
-        "  {:<26} {:>12} {:>14} {:>16} {}",
-        "transport", "value", "vs limit", "vs best peer", ""
+        "  {:<26} {:>12} {:>16} {:>16}",
+        "transport", "value", "vs limit", "vs best peer"
     );
     for (label, v, _) in rows {
-        // Ratios read as "how far from the limit" (limit / shmq for latency, shmq / limit
-        // for throughput) and "how many times better than the best peer".
-        let vs_limit = limit.map(|l| if lower_better { v / l } else { v / l });
+        // Ratios read as "a multiple of the limit" (latency) or "a share of it" (throughput),
+        // and "how many times better than the best peer".
+        let vs_limit = limit.map(|l| v / l);
         let vs_peer = best_peer.map(|p| if lower_better { p / v } else { v / p });
         println!(
-            "  {:<26} {:>12} {:>14} {:>16} {}",
+            "  {:<26} {:>12} {:>16} {:>16} {}",
             label,
             fmt_value(key, *v),
             vs_limit.map_or("-".into(), |r| {
@@ -1215,6 +1224,9 @@ fn main() {
         .into_iter()
         .chain(peers)
         {
+            if !cfg.wants_kind(kind) {
+                continue;
+            }
             let iters = if kind.is_peer() {
                 cfg.rtt_iters / 2
             } else {
@@ -1241,6 +1253,9 @@ fn main() {
             .into_iter()
             .chain(peers)
         {
+            if !cfg.wants_kind(kind) {
+                continue;
+            }
             let iters = if kind.spins() { 20 } else { cfg.rtt_iters / 4 };
             let runs = if kind.spins() { 1 } else { cfg.runs };
             let p50 = median(
@@ -1263,6 +1278,9 @@ fn main() {
             return;
         }
         for &kind in kinds {
+            if !cfg.wants_kind(kind) {
+                continue;
+            }
             let mut n = cfg.messages(size);
             if placement == Placement::SameCore && kind.spins() {
                 n = n.min(20_000); // a spinning ring on one core moves one ring per time slice

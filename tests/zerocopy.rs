@@ -343,7 +343,7 @@ fn in_place_timeouts_full_empty_and_shutdown() {
     ));
     assert!(!called, "the closure only runs once a slot is claimed");
     // An empty message is fine.
-    let _ = q.recv_in_place(None, |_, _| ()).unwrap();
+    q.recv_in_place(None, |_, _| ()).unwrap();
     q.send_in_place(None, |_| 0).unwrap();
     q.shutdown().unwrap();
     assert!(matches!(q.send_in_place(None, |_| 1), Err(Error::Closed)));
