@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the stress and fault tests under AddressSanitizer and ThreadSanitizer (nightly), or
-# under valgrind memcheck/helgrind where no nightly toolchain exists.
+# under valgrind memcheck where no nightly toolchain exists (no race checking then).
 #
 #   scripts/sanitize.sh [asan|tsan|valgrind|all]     (default: all that the toolchain allows)
 #
@@ -42,7 +42,7 @@ run_tsan() {
 
 run_valgrind() {
     command -v valgrind >/dev/null || { echo "valgrind not installed (apt-get install valgrind)" >&2; exit 2; }
-    echo "== valgrind memcheck and helgrind"
+    echo "== valgrind memcheck"
     export CARGO_TARGET_DIR="$base/valgrind"
     cargo test --no-run --features crash-points "${tests[@]}"
     # Memcheck on the single-process suites (children run uninstrumented: valgrind does not
@@ -53,10 +53,9 @@ run_valgrind() {
         echo "-- memcheck $t"
         SHMQ_FUZZ_ITERS=200 valgrind -q --error-exitcode=99 --leak-check=no "$bin" --test-threads=2
     done
-    bin="$(cargo test --no-run --features crash-points --test ring --message-format=json 2>/dev/null \
-        | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)"
-    echo "-- helgrind ring (threads)"
-    valgrind -q --tool=helgrind --error-exitcode=99 "$bin" --test-threads=1 many_threads
+    # No helgrind: it does not model C11 atomics' happens-before, so every Release/Acquire
+    # hand-over of a slot is reported as a race (tried: ~95 reports on tests/ring.rs, all in
+    # correctly ordered atomic accesses). ThreadSanitizer is the race checker here.
 }
 
 case "$what" in
