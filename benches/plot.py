@@ -4,11 +4,28 @@ writes (default directory target/shmq-bench). Plain SVG, no dependencies.
 
     python3 benches/plot.py [results_dir] [output_dir]     # defaults: target/shmq-bench docs/img
 """
-import csv
 import math
 import os
 import sys
 from collections import defaultdict
+
+def rows(path):
+    """The bench's CSV: the first field (if three) and the last are plain; labels may hold
+    commas, so split from both ends."""
+    with open(path) as f:
+        header = f.readline().strip().split(",")
+        for line in f:
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            if len(header) == 3:
+                first, rest = line.split(",", 1)
+                mid, last = rest.rsplit(",", 1)
+                yield dict(zip(header, (first, mid, last)))
+            else:
+                mid, last = line.rsplit(",", 1)
+                yield dict(zip(header, (mid, last)))
+
 
 COLORS = ["#222222", "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
           "#e377c2", "#17becf", "#bcbd22"]
@@ -64,9 +81,8 @@ def fmt_bytes(v):
 
 def latency_histogram(samples_path, out_path):
     data = defaultdict(list)
-    with open(samples_path) as f:
-        for row in csv.DictReader(f):
-            data[row["transport"]].append(float(row["ns"]))
+    for row in rows(samples_path):
+        data[row["transport"]].append(float(row["ns"]))
     if not data:
         return
     allv = [v for vs in data.values() for v in vs if v > 0]
@@ -102,12 +118,11 @@ def latency_histogram(samples_path, out_path):
 
 def throughput_vs_size(results_path, out_path):
     series = defaultdict(dict)
-    with open(results_path) as f:
-        for row in csv.DictReader(f):
-            w = row["workload"]
-            if w.startswith("sweep_"):
-                size = int(w.split("_")[1])
-                series[row["transport"]][size] = float(row["value"]) * size / 1e9
+    for row in rows(results_path):
+        w = row["workload"]
+        if w.startswith("sweep_"):
+            size = int(w.split("_")[1])
+            series[row["transport"]][size] = float(row["value"]) * size / 1e9
     if not series:
         return
     sizes = sorted({s for v in series.values() for s in v})
@@ -137,13 +152,40 @@ def throughput_vs_size(results_path, out_path):
         f.write("\n".join(out))
 
 
+def markdown_table(results_path, out_path):
+    """The headline table of docs/PERFORMANCE.md, from the same run."""
+    vals = defaultdict(dict)
+    for row in rows(results_path):
+        vals[row["transport"]][row["workload"]] = float(row["value"])
+    cols = [("rtt64", "RTT p50 64 B", "ns"), ("tput64", "64 B msgs/s", "rate"),
+            ("tput4k", "4 KiB msgs/s", "rate"), ("tput64_2p2c", "2P+2C 64 B", "rate"),
+            ("tput64_samecore", "one core 64 B", "rate"),
+            ("rtt_samecore", "RTT p50 one core", "ns")]
+
+    def fmt(v, kind):
+        if kind == "ns":
+            return fmt_ns(round(v)) if v < 1e3 else fmt_ns(round(v, -1 if v < 1e5 else -3))
+        return f"{v / 1e6:.2f} M" if v >= 1e6 else f"{v / 1e3:.0f} k"
+
+    lines = ["| transport | " + " | ".join(c[1] for c in cols) + " |",
+             "|---" * (len(cols) + 1) + "|"]
+    for name, row in vals.items():
+        if not any(c[0] in row for c in cols):
+            continue
+        cells = [fmt(row[c[0]], c[2]) if c[0] in row else "–" for c in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    with open(out_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def main():
     src = sys.argv[1] if len(sys.argv) > 1 else "target/shmq-bench"
     dst = sys.argv[2] if len(sys.argv) > 2 else "docs/img"
     os.makedirs(dst, exist_ok=True)
     latency_histogram(os.path.join(src, "rtt_samples.csv"), os.path.join(dst, "rtt_histogram.svg"))
     throughput_vs_size(os.path.join(src, "results.csv"), os.path.join(dst, "throughput_vs_size.svg"))
-    print(f"wrote {dst}/rtt_histogram.svg and {dst}/throughput_vs_size.svg")
+    markdown_table(os.path.join(src, "results.csv"), os.path.join(src, "table.md"))
+    print(f"wrote {dst}/rtt_histogram.svg, {dst}/throughput_vs_size.svg and {src}/table.md")
 
 
 if __name__ == "__main__":
