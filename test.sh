@@ -15,7 +15,7 @@ if [[ "$part" == all || "$part" == rust ]]; then
     echo "== cargo test --features crash-points (Rust and C suites)"
     # crash-points compiles in the test-only hooks the crash tests stop processes at; they do
     # nothing unless SHMQ_CRASH_AT names a point.
-    cargo test --features crash-points
+    cargo test --no-fail-fast --features crash-points
 fi
 
 if [[ "$part" == all || "$part" == python ]]; then

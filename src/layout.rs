@@ -295,9 +295,8 @@ mod tests {
         assert_eq!(slot_stride(64), Some(128));
         assert_eq!(slot_stride(1024), Some(1088));
         assert_eq!(segment_size(100, 1024), Some(4096 + 100 * 1088));
-        assert_eq!(
-            segment_size(u32::MAX, u32::MAX).is_some(),
-            cfg!(target_pointer_width = "64")
-        );
+        // (2^32 + 64) * (2^32 - 1) + 4096 exceeds isize::MAX: refused, not wrapped.
+        assert_eq!(segment_size(u32::MAX, u32::MAX), None);
+        assert_eq!(slot_stride(u32::MAX), Some(64 + (1 << 32)));
     }
 }
