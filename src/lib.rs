@@ -58,6 +58,10 @@ const SLEEP_SLICE: Duration = Duration::from_millis(50);
 const LIVENESS_INTERVAL_NS: u64 = 1_000_000;
 /// Pending byte counts are flushed to the shared statistics after this many messages.
 const STATS_BATCH: u64 = 64;
+/// A handle's pending statistics word: messages above this bit, bytes below it.
+const PENDING_SHIFT: u32 = 40;
+/// Byte counts from this size up are flushed at once (they would overflow the packing).
+const PENDING_BYTES_LIMIT: u64 = 1 << (PENDING_SHIFT - 1);
 
 /// A message as the original design note defines it. `id` and `timestamp` travel in the
 /// slot header, so every language sees them.
@@ -270,9 +274,9 @@ pub struct CrossProcessQueue {
     segment: Segment,
     name: String,
     me: u32,
-    pending_bytes_sent: AtomicU64,
-    pending_bytes_received: AtomicU64,
-    pending_ops: AtomicU64,
+    /// This handle's unflushed statistics per direction, packed (see [`PENDING_SHIFT`]).
+    pending_sent: AtomicU64,
+    pending_received: AtomicU64,
     next_liveness_check: AtomicU64,
     next_orphan_scan: AtomicU64,
     clock_origin: Instant,
@@ -447,9 +451,8 @@ impl CrossProcessQueue {
             segment,
             name: name.to_string(),
             me,
-            pending_bytes_sent: AtomicU64::new(0),
-            pending_bytes_received: AtomicU64::new(0),
-            pending_ops: AtomicU64::new(0),
+            pending_sent: AtomicU64::new(0),
+            pending_received: AtomicU64::new(0),
             next_liveness_check: AtomicU64::new(0),
             next_orphan_scan: AtomicU64::new(0),
             clock_origin: Instant::now(),
@@ -571,26 +574,44 @@ impl CrossProcessQueue {
 
     // ----- statistics ----------------------------------------------------------------------
 
-    fn count(&self, pending: &AtomicU64, bytes: usize) {
-        pending.fetch_add(bytes as u64, Relaxed);
-        if self.pending_ops.fetch_add(1, Relaxed) + 1 >= STATS_BATCH {
+    /// Adds messages to this handle's pending statistics: one atomic add per call (the
+    /// count and the bytes share a word), a flush every [`STATS_BATCH`] messages.
+    fn count(&self, pending: &AtomicU64, messages: u64, bytes: u64) {
+        if bytes >= PENDING_BYTES_LIMIT {
+            // Too large to pack (a huge batch): count it directly.
+            let stats = &self.ring.header().stats;
+            let total = if std::ptr::eq(pending, &self.pending_sent) {
+                &stats.bytes_sent
+            } else {
+                &stats.bytes_received
+            };
+            // Relaxed: statistics order nothing (see `flush_stats`).
+            total.fetch_add(bytes, Relaxed);
+            return;
+        }
+        // Relaxed: statistics order nothing (see `flush_stats`).
+        let before = pending.fetch_add((messages << PENDING_SHIFT) | bytes, Relaxed);
+        if (before >> PENDING_SHIFT) + messages >= STATS_BATCH
+            || (before & (PENDING_BYTES_LIMIT - 1)) + bytes >= PENDING_BYTES_LIMIT
+        {
             self.flush_stats();
         }
     }
 
     /// Moves this handle's pending byte counts into the shared statistics.
     fn flush_stats(&self) {
-        if self.pending_ops.swap(0, Relaxed) == 0 {
-            return;
-        }
         // Relaxed throughout: statistics are monotonic counters read as a snapshot; they
         // order nothing else.
+        if self.pending_sent.load(Relaxed) | self.pending_received.load(Relaxed) == 0 {
+            return;
+        }
         let stats = &self.ring.header().stats;
-        let sent = self.pending_bytes_sent.swap(0, Relaxed);
+        let mask = (1 << PENDING_SHIFT) - 1;
+        let sent = self.pending_sent.swap(0, Relaxed) & mask;
         if sent != 0 {
             stats.bytes_sent.fetch_add(sent, Relaxed);
         }
-        let received = self.pending_bytes_received.swap(0, Relaxed);
+        let received = self.pending_received.swap(0, Relaxed) & mask;
         if received != 0 {
             stats.bytes_received.fetch_add(received, Relaxed);
         }
@@ -700,7 +721,7 @@ impl CrossProcessQueue {
         crashpoint::hit("push_written");
         self.ring.publish(token);
         wait::wake_all(self.ring.not_empty_word());
-        self.count(&self.pending_bytes_sent, data.len());
+        self.count(&self.pending_sent, 1, data.len() as u64);
         Ok(Attempt::Done(id))
     }
 
@@ -792,7 +813,7 @@ impl CrossProcessQueue {
         let stats = &self.ring.header().stats;
         match result {
             Ok(meta) => {
-                self.count(&self.pending_bytes_received, meta.len);
+                self.count(&self.pending_received, 1, meta.len as u64);
                 Ok(meta)
             }
             Err(ReadError::Checksum { expected, actual }) => {

@@ -130,15 +130,11 @@ impl CrossProcessQueue {
     /// Adds a batch to this handle's pending statistics, flushing them like `count` does.
     fn count_batch(&self, sent: bool, messages: u64, bytes: u64) {
         let pending = if sent {
-            &self.pending_bytes_sent
+            &self.pending_sent
         } else {
-            &self.pending_bytes_received
+            &self.pending_received
         };
-        // Relaxed: statistics order nothing (see `flush_stats`).
-        pending.fetch_add(bytes, Relaxed);
-        if self.pending_ops.fetch_add(messages, Relaxed) + messages >= crate::STATS_BATCH {
-            self.flush_stats();
-        }
+        self.count(pending, messages, bytes);
     }
 
     /// Zero-copy send: claims a slot (waiting per `timeout` as in
@@ -183,7 +179,7 @@ impl CrossProcessQueue {
         crashpoint::hit("push_written");
         self.ring.publish(token);
         wait::wake_all(self.ring.not_empty_word());
-        self.count(&self.pending_bytes_sent, len);
+        self.count(&self.pending_sent, 1, len as u64);
         Ok(id)
     }
 
@@ -201,7 +197,7 @@ impl CrossProcessQueue {
         let token = self.claim_for_recv(timeout)?;
         let result = self.read_claimed_in_place(token, read);
         result.map(|(r, len)| {
-            self.count(&self.pending_bytes_received, len);
+            self.count(&self.pending_received, 1, len as u64);
             r
         })
     }
