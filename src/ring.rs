@@ -392,22 +392,19 @@ impl Ring {
 
     /// Moves the tail past `t` after a claim of `t` (or observes that someone else did).
     fn advance_tail(&self, t: u64) -> Result<(), PushBlocked> {
+        // The CAS comes first: a load before it would fetch the line shared only to have the
+        // CAS fetch it again exclusively. On failure the CAS hands us the current value.
         loop {
-            let cur = self.tail().load(Acquire);
-            if cur == t {
-                if self
-                    .tail()
-                    .compare_exchange(t, t.wrapping_add(1), AcqRel, Acquire)
-                    .is_ok()
-                {
-                    return Ok(());
-                }
-            } else if cur == t | TAIL_CLOSED {
-                return Err(PushBlocked::Closed);
-            } else {
+            match self
+                .tail()
+                .compare_exchange_weak(t, t.wrapping_add(1), AcqRel, Acquire)
+            {
+                Ok(_) => return Ok(()),
+                Err(cur) if cur == t => continue, // spurious failure: retry
+                Err(cur) if cur == t | TAIL_CLOSED => return Err(PushBlocked::Closed),
                 // Helped by someone else (cur > t); any other value is corruption, and the
                 // claim is ours either way.
-                return Ok(());
+                Err(_) => return Ok(()),
             }
         }
     }
