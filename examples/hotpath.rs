@@ -1,0 +1,92 @@
+//! The per-message hot path in one thread, for instruction counts under callgrind.
+//!
+//! Each mode moves N messages of SIZE bytes through one queue (depth 256) in one thread:
+//! `copy` = `send_bytes` + `receive_into` pairs, `inplace` = `send_in_place` +
+//! `recv_in_place` pairs, `batch` = `send_batch` + `recv_batch` of 32. Only `hot_loop` is
+//! meant to be measured: callgrind counts it alone with
+//!
+//! ```sh
+//! cargo build --release --example hotpath
+//! valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*hot_loop*' \
+//!     target/release/examples/hotpath copy 100000 64 on
+//! ```
+//!
+//! and the total instruction count divided by N is the cost of one send + receive.
+//!
+//! `cargo run --release --example hotpath -- MODE [N [SIZE [on|off]]]`
+
+use std::time::Duration;
+
+use shmq::{CrossProcessQueue, OpenMode, Received};
+
+const BATCH: usize = 32;
+
+#[inline(never)]
+fn hot_loop(queue: &CrossProcessQueue, mode: &str, n: u64, size: usize) -> u64 {
+    let data = vec![0xA5u8; size];
+    let mut buf = vec![0u8; queue.message_size() * BATCH];
+    let mut sum = 0u64;
+    match mode {
+        "copy" => {
+            for _ in 0..n {
+                queue.send_bytes(&data).expect("send");
+                let meta = queue.receive_into(&mut buf).expect("receive").expect("a message");
+                sum = sum.wrapping_add(meta.len as u64 + buf[0] as u64);
+            }
+        }
+        "inplace" => {
+            for _ in 0..n {
+                queue
+                    .send_in_place(Some(Duration::ZERO), |slot| {
+                        slot[..size].copy_from_slice(&data);
+                        size
+                    })
+                    .expect("send");
+                sum = sum.wrapping_add(
+                    queue
+                        .recv_in_place(Some(Duration::ZERO), |meta, bytes| {
+                            meta.len as u64 + bytes[0] as u64
+                        })
+                        .expect("receive"),
+                );
+            }
+        }
+        "batch" => {
+            let batch: Vec<&[u8]> = vec![&data[..]; BATCH];
+            let mut metas: Vec<Received> = Vec::with_capacity(BATCH);
+            for _ in 0..n / BATCH as u64 {
+                let sent = queue.send_batch(&batch, Some(Duration::ZERO)).expect("send");
+                let got = queue
+                    .recv_batch(&mut buf, &mut metas, Some(Duration::ZERO))
+                    .expect("receive");
+                assert_eq!((sent, got), (BATCH, BATCH));
+                sum = sum.wrapping_add(metas[BATCH - 1].len as u64);
+            }
+        }
+        other => panic!("unknown mode {other}: copy, inplace or batch"),
+    }
+    sum
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args.get(1).map_or("copy", |s| s.as_str());
+    let n: u64 = args.get(2).map_or(Ok(100_000), |s| s.parse())?;
+    let size: usize = args.get(3).map_or(Ok(64), |s| s.parse())?;
+    let checksum = args.get(4).map_or(true, |s| s != "off");
+    let name = format!("hotpath_{}", std::process::id());
+    let queue = CrossProcessQueue::options()
+        .checksum(checksum)
+        .open_mode(OpenMode::Replace)
+        .create(&name, 256, size.max(1))?;
+    let start = std::time::Instant::now();
+    let sum = hot_loop(&queue, mode, n, size);
+    let elapsed = start.elapsed();
+    drop(queue);
+    CrossProcessQueue::unlink(&name)?;
+    println!(
+        "{mode} n={n} size={size} checksum={checksum}: {:.1} ns per send+receive (sum {sum})",
+        elapsed.as_nanos() as f64 / n as f64
+    );
+    Ok(())
+}
