@@ -63,6 +63,25 @@ const PENDING_SHIFT: u32 = 40;
 /// Byte counts from this size up are flushed at once (they would overflow the packing).
 const PENDING_BYTES_LIMIT: u64 = 1 << (PENDING_SHIFT - 1);
 
+/// Nanoseconds since the Unix epoch, for message timestamps on the hot path: the same clock
+/// as [`segment::now_ns`] (`CLOCK_REALTIME` through the vDSO) without `SystemTime`'s
+/// `Result` and `Duration` arithmetic. A clock before the epoch reads as 0, as there.
+#[inline]
+fn timestamp_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_REALTIME always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    if ts.tv_sec < 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
+}
+
 /// A message as the original design note defines it. `id` and `timestamp` travel in the
 /// slot header, so every language sees them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -794,12 +813,12 @@ impl CrossProcessQueue {
     /// Sends bytes without building a [`Message`] (no allocation); fails at once with
     /// `QueueFull`. The id is the message's position in the queue; it is returned.
     pub fn send_bytes(&self, data: &[u8]) -> Result<u64> {
-        self.send_with(None, segment::now_ns(), data, Some(Duration::ZERO))
+        self.send_with(None, timestamp_ns(), data, Some(Duration::ZERO))
     }
 
     /// [`send_bytes`](Self::send_bytes) that waits for room: `None` without limit.
     pub fn send_bytes_timeout(&self, data: &[u8], timeout: Option<Duration>) -> Result<u64> {
-        self.send_with(None, segment::now_ns(), data, timeout)
+        self.send_with(None, timestamp_ns(), data, timeout)
     }
 
     // ----- receiving -------------------------------------------------------------------------

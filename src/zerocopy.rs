@@ -40,7 +40,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use crate::ring::{PopToken, PushToken, ReadError, Ring};
-use crate::{crashpoint, segment, wait, Attempt, CrossProcessQueue, Error, Received, Result};
+use crate::{crashpoint, timestamp_ns, wait, Attempt, CrossProcessQueue, Error, Received, Result};
 
 /// Settles a claimed push slot if the writer's closure unwinds: publishes it poisoned.
 struct PushGuard<'a> {
@@ -174,8 +174,7 @@ impl CrossProcessQueue {
             )));
         }
         let id = token.position();
-        self.ring
-            .finish_in_place(&token, id, segment::now_ns(), len);
+        self.ring.finish_in_place(&token, id, timestamp_ns(), len);
         crashpoint::hit("push_written");
         self.ring.publish(token);
         wait::wake_all(self.ring.not_empty_word());
@@ -250,7 +249,7 @@ impl CrossProcessQueue {
             return Ok(0);
         };
         let mut token = self.claim_for_send(timeout)?;
-        let timestamp = segment::now_ns();
+        let timestamp = timestamp_ns();
         let mut sent = 0usize;
         let mut bytes = 0u64;
         let mut data = first.as_ref();
