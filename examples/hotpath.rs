@@ -30,7 +30,10 @@ fn hot_loop(queue: &CrossProcessQueue, mode: &str, n: u64, size: usize) -> u64 {
         "copy" => {
             for _ in 0..n {
                 queue.send_bytes(&data).expect("send");
-                let meta = queue.receive_into(&mut buf).expect("receive").expect("a message");
+                let meta = queue
+                    .receive_into(&mut buf)
+                    .expect("receive")
+                    .expect("a message");
                 sum = sum.wrapping_add(meta.len as u64 + buf[0] as u64);
             }
         }
@@ -55,7 +58,9 @@ fn hot_loop(queue: &CrossProcessQueue, mode: &str, n: u64, size: usize) -> u64 {
             let batch: Vec<&[u8]> = vec![&data[..]; BATCH];
             let mut metas: Vec<Received> = Vec::with_capacity(BATCH);
             for _ in 0..n / BATCH as u64 {
-                let sent = queue.send_batch(&batch, Some(Duration::ZERO)).expect("send");
+                let sent = queue
+                    .send_batch(&batch, Some(Duration::ZERO))
+                    .expect("send");
                 let got = queue
                     .recv_batch(&mut buf, &mut metas, Some(Duration::ZERO))
                     .expect("receive");

@@ -595,6 +595,7 @@ impl CrossProcessQueue {
 
     /// Adds messages to this handle's pending statistics: one atomic add per call (the
     /// count and the bytes share a word), a flush every [`STATS_BATCH`] messages.
+    #[inline]
     fn count(&self, pending: &AtomicU64, messages: u64, bytes: u64) {
         if bytes >= PENDING_BYTES_LIMIT {
             // Too large to pack (a huge batch): count it directly.
@@ -647,6 +648,7 @@ impl CrossProcessQueue {
 
     /// Runs `attempt` until it succeeds or fails, spinning briefly, then sleeping on `word`
     /// in slices. `timeout`: `None` waits without limit, `Some(ZERO)` makes one attempt.
+    #[inline]
     fn run<T>(
         &self,
         timeout: Option<Duration>,
@@ -707,6 +709,7 @@ impl CrossProcessQueue {
 
     /// One attempt to claim the slot at the tail, repairing a dead receiver's slot if
     /// `repair` and the queue is full.
+    #[inline]
     fn try_claim_push(&self, repair: bool) -> Result<Attempt<ring::PushToken>> {
         let peers = self.peers();
         match self.ring.claim_push(&peers) {
@@ -723,6 +726,7 @@ impl CrossProcessQueue {
     }
 
     /// One attempt to send. `id: None` uses the message's position (unique in the queue).
+    #[inline]
     fn try_send_once(
         &self,
         id: Option<u64>,
@@ -747,6 +751,7 @@ impl CrossProcessQueue {
     /// The general send: `timeout` `Some(ZERO)` = do not wait (fails with `QueueFull`),
     /// `None` = wait without limit, otherwise wait at most that long (fails with `Timeout`).
     /// Returns the message id (`id`, or the message's position in the queue if `None`).
+    #[inline]
     pub fn send_with(
         &self,
         id: Option<u64>,
@@ -812,6 +817,7 @@ impl CrossProcessQueue {
 
     /// Sends bytes without building a [`Message`] (no allocation); fails at once with
     /// `QueueFull`. The id is the message's position in the queue; it is returned.
+    #[inline]
     pub fn send_bytes(&self, data: &[u8]) -> Result<u64> {
         self.send_with(None, timestamp_ns(), data, Some(Duration::ZERO))
     }
@@ -823,6 +829,7 @@ impl CrossProcessQueue {
 
     // ----- receiving -------------------------------------------------------------------------
 
+    #[inline]
     fn finish_read(&self, token: PopToken, buf: &mut [u8]) -> Result<MessageMeta> {
         crashpoint::hit("pop_head_moved");
         let result = self.ring.read(&token, buf);
@@ -855,6 +862,7 @@ impl CrossProcessQueue {
         }
     }
 
+    #[inline]
     fn try_recv_once(&self, buf: &mut [u8], repair: bool) -> Result<Attempt<MessageMeta>> {
         match self.try_claim_pop(buf.len(), repair)? {
             Attempt::Done(token) => self.finish_read(token, buf).map(Attempt::Done),
@@ -864,6 +872,7 @@ impl CrossProcessQueue {
 
     /// One attempt to claim the message at the head for a buffer of `buf_len` bytes,
     /// repairing a dead producer's position or adopting a dead receiver's message if `repair`.
+    #[inline]
     fn try_claim_pop(&self, buf_len: usize, repair: bool) -> Result<Attempt<PopToken>> {
         let peers = self.peers();
         loop {
@@ -921,6 +930,7 @@ impl CrossProcessQueue {
     /// drained: `Closed`. A buffer too small fails with `BufferTooSmall` and dequeues nothing.
     ///
     /// [`send_with`]: Self::send_with
+    #[inline]
     pub fn recv_with(&self, buf: &mut [u8], timeout: Option<Duration>) -> Result<Received> {
         match self.run(timeout, false, |repair| self.try_recv_once(buf, repair))? {
             Attempt::Done(meta) => Ok(meta),
@@ -930,6 +940,7 @@ impl CrossProcessQueue {
 
     /// Receives into `buf` without waiting and without allocating: `Ok(None)` when empty,
     /// `Err(Closed)` when shut down and drained.
+    #[inline]
     pub fn receive_into(&self, buf: &mut [u8]) -> Result<Option<Received>> {
         match self.recv_with(buf, Some(Duration::ZERO)) {
             Ok(meta) => Ok(Some(meta)),

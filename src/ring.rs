@@ -307,6 +307,7 @@ impl Ring {
     ///
     /// On `Full`, the caller may wait, or call [`Ring::repair_tail`] if it suspects a
     /// receiver died in the slot.
+    #[inline]
     pub fn claim_push(&self, peers: &dyn Peers) -> Result<PushToken, PushBlocked> {
         let mut suspicious = 0;
         loop {
@@ -391,6 +392,7 @@ impl Ring {
     }
 
     /// Moves the tail past `t` after a claim of `t` (or observes that someone else did).
+    #[inline]
     fn advance_tail(&self, t: u64) -> Result<(), PushBlocked> {
         // The CAS comes first: a load before it would fetch the line shared only to have the
         // CAS fetch it again exclusively. On failure the CAS hands us the current value.
@@ -422,6 +424,7 @@ impl Ring {
     }
 
     /// Writes a message into a claimed slot. `data.len()` must not exceed the message size.
+    #[inline]
     pub fn write(&self, token: &PushToken, id: u64, timestamp_ns: u64, data: &[u8]) {
         assert!(data.len() <= self.message_size, "caller checks the length");
         let slot = self.slot(token.pos);
@@ -448,6 +451,7 @@ impl Ring {
     }
 
     /// Completes a message written in place: header fields and checksum.
+    #[inline]
     pub fn finish_in_place(&self, token: &PushToken, id: u64, timestamp_ns: u64, len: usize) {
         assert!(len <= self.message_size, "caller checks the length");
         let slot = self.slot(token.pos);
@@ -479,6 +483,7 @@ impl Ring {
     }
 
     /// Makes a written message visible to consumers.
+    #[inline]
     pub fn publish(&self, token: PushToken) {
         // Release: the payload and header writes above happen-before a consumer's Acquire
         // load that sees this value.
@@ -595,6 +600,7 @@ impl Ring {
     // ----- receiving -----------------------------------------------------------------------
 
     /// Claims the message at the head for `peers.me()`, if it fits in `buf_len` bytes.
+    #[inline]
     pub fn claim_pop(&self, peers: &dyn Peers, buf_len: usize) -> Result<PopToken, PopBlocked> {
         let mut suspicious = 0;
         loop {
@@ -864,6 +870,7 @@ impl Ring {
 
     /// Copies a claimed message into `buf` and verifies it. The slot stays claimed: call
     /// [`Ring::release`] afterwards whatever the result.
+    #[inline]
     pub fn read(&self, token: &PopToken, buf: &mut [u8]) -> Result<MessageMeta, ReadError> {
         let slot = self.slot(token.pos);
         let raw_len = slot.len.load(Relaxed);
@@ -901,6 +908,7 @@ impl Ring {
     /// Unlike [`Ring::read`], the checksum is computed over the shared bytes, so it only
     /// protects against peers that break the protocol *before* the claim (a correct peer
     /// never writes a slot claimed by someone else).
+    #[inline]
     pub fn read_in_place(&self, token: &PopToken) -> Result<(MessageMeta, *const u8), ReadError> {
         let slot = self.slot(token.pos);
         let raw_len = slot.len.load(Relaxed);
@@ -939,6 +947,7 @@ impl Ring {
     }
 
     /// Frees a claimed slot for the producer one lap later.
+    #[inline]
     pub fn release(&self, token: PopToken) {
         // Release: our reads of the payload happen-before the next producer's writes.
         self.slot(token.pos)

@@ -54,6 +54,7 @@ pub fn sleep(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
 
 /// Called after making the condition true: wakes every sleeper if any announced itself.
 /// Costs one fence and one load when nobody sleeps.
+#[inline]
 pub fn wake_all(word: &AtomicU32) {
     // SeqCst fence: pairs with `prepare` (see there); orders our earlier publication before
     // the load of the bit.
