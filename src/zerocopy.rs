@@ -64,6 +64,7 @@ struct PopGuard<'a> {
 }
 
 impl Drop for PopGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
             self.ring.release(token);
@@ -80,12 +81,17 @@ impl CrossProcessQueue {
             Ok(Attempt::Done(token)) => Ok(token),
             Ok(Attempt::WouldBlock) => {
                 let stats = &self.ring.header().stats;
-                stats.send_full.fetch_add(1, Relaxed);
+                if crate::count_expiry() {
+                    stats.send_full.fetch_add(1, Relaxed);
+                }
                 stats.peak_depth.fetch_max(self.ring.capacity(), Relaxed);
                 Err(Error::QueueFull)
             }
             Err(Error::Timeout) => {
-                self.ring.header().stats.send_full.fetch_add(1, Relaxed);
+                // As in `send_with`: one slice of a binding's longer wait is not counted.
+                if crate::count_expiry() {
+                    self.ring.header().stats.send_full.fetch_add(1, Relaxed);
+                }
                 Err(Error::Timeout)
             }
             Err(e) => Err(e),
@@ -94,6 +100,7 @@ impl CrossProcessQueue {
 
     /// Waits (per `timeout`, as in [`recv_with`](Self::recv_with)) for a message that fits
     /// in a slot and claims it.
+    #[inline]
     fn claim_for_recv(&self, timeout: Option<Duration>) -> Result<PopToken> {
         let size = self.message_size();
         match self.run(timeout, false, |repair| self.try_claim_pop(size, repair))? {
