@@ -247,6 +247,23 @@ typedef struct shmq_message_info {
   uint32_t flags;
 } shmq_message_info;
 
+/**
+ * Fill callback of `shmq_send_in_place`: writes the message into `slot` (`capacity` bytes
+ * of shared memory, the queue's message size; it may hold an older message's bytes) and
+ * returns its length. A negative length, or one above `capacity`, cancels the message.
+ */
+typedef int64_t (*shmq_fill_fn)(void *ctx, uint8_t *slot, size_t capacity);
+
+/**
+ * Read callback of `shmq_receive_in_place`: `data` holds the message's `len` bytes in
+ * shared memory (never NULL; valid only during the call, do not keep the pointer) and
+ * `info` its metadata (valid only during the call).
+ */
+typedef void (*shmq_read_fn)(void *ctx,
+                             const uint8_t *data,
+                             size_t len,
+                             const struct shmq_message_info *info);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -498,6 +515,53 @@ const char *shmq_last_error(void);
  * The library's version ("MAJOR.MINOR.PATCH", static text, never NULL).
  */
 const char *shmq_version(void);
+
+/**
+ * Zero-copy send: claims a slot (waiting per `timeout_ms`, as `shmq_send`), calls `fill`
+ * once with `ctx` and a pointer to the slot's payload (`capacity` = the message size), then
+ * publishes the `fill`'s returned number of bytes as the message (id = its position in the
+ * queue, timestamp = now). `flags`: 0 or `SHMQ_WAIT_SLICE`.
+ *
+ * `fill` is not called when the claim fails (`SHMQ_ERR_FULL`, `SHMQ_ERR_TIMEOUT`,
+ * `SHMQ_ERR_CLOSED`). If it returns more than `capacity` the call fails with
+ * `SHMQ_ERR_MESSAGE_TOO_LARGE`; if it returns a negative value (a way to cancel), with
+ * `SHMQ_ERR_INVALID_ARGUMENT`. The slot is then published as a *poisoned* message: the
+ * receiver that takes that position drops it and gets `SHMQ_ERR_CORRUPTED_DATA` once (it
+ * counts under `corrupted`), and later receives go on normally. `fill` must not keep the
+ * pointer, and must not wait for this very message to be received (it is not published
+ * until `fill` returns).
+ *
+ * # Safety
+ * `q` is NULL or a live handle; `fill` is NULL or a function that may be called with
+ * `ctx` and writes at most `capacity` bytes from `slot`.
+ */
+enum shmq_status shmq_send_in_place(struct shmq_queue *q,
+                                    shmq_fill_fn fill,
+                                    void *ctx,
+                                    int timeout_ms,
+                                    uint32_t flags);
+
+/**
+ * Zero-copy receive: claims the next message (waiting per `timeout_ms`, as
+ * `shmq_receive`: `SHMQ_ERR_EMPTY`, `SHMQ_ERR_TIMEOUT`, `SHMQ_ERR_CLOSED` once shut down and
+ * drained), verifies its checksum where it lies, calls `read` once with `ctx`, the message's
+ * bytes in shared memory and its metadata, and releases the slot when `read` returns (the
+ * message then counts as received). `flags`: 0 or `SHMQ_WAIT_SLICE`.
+ *
+ * `read` is not called when no message is received; a message that fails verification is
+ * dropped with `SHMQ_ERR_CORRUPTED_DATA`. The bytes are valid only during `read`: copy what
+ * must outlive it. They are shared memory that a correct peer never writes while this call
+ * holds the slot, but the checksum (checked before `read`) cannot protect them from a
+ * hostile process mapping the segment: use `shmq_receive` when peers are untrusted.
+ *
+ * # Safety
+ * `q` is NULL or a live handle; `read` is NULL or a function that may be called with `ctx`.
+ */
+enum shmq_status shmq_receive_in_place(struct shmq_queue *q,
+                                       shmq_read_fn read,
+                                       void *ctx,
+                                       int timeout_ms,
+                                       uint32_t flags);
 
 #ifdef __cplusplus
 }  // extern "C"

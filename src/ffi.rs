@@ -1055,6 +1055,163 @@ pub extern "C" fn shmq_version() -> *const c_char {
     V.as_ptr().cast()
 }
 
+// ----- zero-copy send and receive (callbacks) ---------------------------------------------------
+//
+// The slot is claimed and settled inside one call, so a C caller can never leak a claim:
+// `shmq_send_in_place` lends the claimed slot's payload area to a fill callback and
+// publishes what it wrote; `shmq_receive_in_place` lends a received message, where it lies in
+// shared memory, to a read callback and releases the slot when the callback returns. Both map
+// `CrossProcessQueue::send_in_place` / `recv_in_place` (src/zerocopy.rs) one to one.
+
+/// Fill callback of `shmq_send_in_place`: writes the message into `slot` (`capacity` bytes
+/// of shared memory, the queue's message size; it may hold an older message's bytes) and
+/// returns its length. A negative length, or one above `capacity`, cancels the message.
+pub type shmq_fill_fn =
+    Option<unsafe extern "C" fn(ctx: *mut std::ffi::c_void, slot: *mut u8, capacity: usize) -> i64>;
+
+/// Read callback of `shmq_receive_in_place`: `data` holds the message's `len` bytes in
+/// shared memory (never NULL; valid only during the call, do not keep the pointer) and
+/// `info` its metadata (valid only during the call).
+pub type shmq_read_fn = Option<
+    unsafe extern "C" fn(
+        ctx: *mut std::ffi::c_void,
+        data: *const u8,
+        len: usize,
+        info: *const shmq_message_info,
+    ),
+>;
+
+/// Zero-copy send: claims a slot (waiting per `timeout_ms`, as `shmq_send`), calls `fill`
+/// once with `ctx` and a pointer to the slot's payload (`capacity` = the message size), then
+/// publishes the `fill`'s returned number of bytes as the message (id = its position in the
+/// queue, timestamp = now). `flags`: 0 or `SHMQ_WAIT_SLICE`.
+///
+/// `fill` is not called when the claim fails (`SHMQ_ERR_FULL`, `SHMQ_ERR_TIMEOUT`,
+/// `SHMQ_ERR_CLOSED`). If it returns more than `capacity` the call fails with
+/// `SHMQ_ERR_MESSAGE_TOO_LARGE`; if it returns a negative value (a way to cancel), with
+/// `SHMQ_ERR_INVALID_ARGUMENT`. The slot is then published as a *poisoned* message: the
+/// receiver that takes that position drops it and gets `SHMQ_ERR_CORRUPTED_DATA` once (it
+/// counts under `corrupted`), and later receives go on normally. `fill` must not keep the
+/// pointer, and must not wait for this very message to be received (it is not published
+/// until `fill` returns).
+///
+/// # Safety
+/// `q` is NULL or a live handle; `fill` is NULL or a function that may be called with
+/// `ctx` and writes at most `capacity` bytes from `slot`.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_send_in_place(
+    q: *mut shmq_queue,
+    fill: shmq_fill_fn,
+    ctx: *mut std::ffi::c_void,
+    timeout_ms: c_int,
+    flags: u32,
+) -> shmq_status {
+    const F: &str = "shmq_send_in_place";
+    boundary(F, SHMQ_ERR_INTERNAL, || {
+        done(with_wait_flags(F, flags, || {
+            // SAFETY: `q` is NULL or a live handle (C contract).
+            let queue = unsafe { handle(F, q) }?;
+            let Some(fill) = fill else {
+                return Err(null(F, "fill"));
+            };
+            let timeout = timeout_arg(F, timeout_ms)?;
+            // The out-of-range length `fill` returned, if it did.
+            let mut refused: Option<i64> = None;
+            let result = queue.send_in_place(timeout, |slot| {
+                let capacity = slot.len();
+                // SAFETY: `slot` is the claimed slot's payload area, `capacity` writable
+                // bytes that stay claimed by this process until `send_in_place` publishes
+                // them after this closure; `fill` may write them by the C contract.
+                let n = unsafe { fill(ctx, slot.as_mut_ptr(), capacity) };
+                match usize::try_from(n) {
+                    Ok(len) if len <= capacity => len,
+                    // Beyond the message size: send_in_place publishes the slot poisoned.
+                    _ => {
+                        refused = Some(n);
+                        usize::MAX
+                    }
+                }
+            });
+            match (result, refused) {
+                (Ok(_id), _) => Ok(()),
+                (Err(_), Some(n)) if n < 0 => Err(invalid(
+                    F,
+                    format_args!(
+                        "queue '{}': fill returned {n} (cancelled); the slot was published as a \
+                         poisoned message, which one receiver drops with SHMQ_ERR_CORRUPTED_DATA",
+                        queue.name()
+                    ),
+                )),
+                (Err(_), Some(n)) => {
+                    let max = queue.message_size();
+                    set_last_error(format_args!(
+                        "{F}: queue '{}': fill returned length {n}, beyond the message size \
+                         {max}; the slot was published as a poisoned message, which one \
+                         receiver drops with SHMQ_ERR_CORRUPTED_DATA",
+                        queue.name()
+                    ));
+                    Err(Fail(SHMQ_ERR_MESSAGE_TOO_LARGE))
+                }
+                (Err(e), None) => Err(fail(F, Some(queue.name()), e)),
+            }
+        }))
+    })
+}
+
+/// Zero-copy receive: claims the next message (waiting per `timeout_ms`, as
+/// `shmq_receive`: `SHMQ_ERR_EMPTY`, `SHMQ_ERR_TIMEOUT`, `SHMQ_ERR_CLOSED` once shut down and
+/// drained), verifies its checksum where it lies, calls `read` once with `ctx`, the message's
+/// bytes in shared memory and its metadata, and releases the slot when `read` returns (the
+/// message then counts as received). `flags`: 0 or `SHMQ_WAIT_SLICE`.
+///
+/// `read` is not called when no message is received; a message that fails verification is
+/// dropped with `SHMQ_ERR_CORRUPTED_DATA`. The bytes are valid only during `read`: copy what
+/// must outlive it. They are shared memory that a correct peer never writes while this call
+/// holds the slot, but the checksum (checked before `read`) cannot protect them from a
+/// hostile process mapping the segment: use `shmq_receive` when peers are untrusted.
+///
+/// # Safety
+/// `q` is NULL or a live handle; `read` is NULL or a function that may be called with `ctx`.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_receive_in_place(
+    q: *mut shmq_queue,
+    read: shmq_read_fn,
+    ctx: *mut std::ffi::c_void,
+    timeout_ms: c_int,
+    flags: u32,
+) -> shmq_status {
+    const F: &str = "shmq_receive_in_place";
+    boundary(F, SHMQ_ERR_INTERNAL, || {
+        done(with_wait_flags(F, flags, || {
+            // SAFETY: `q` is NULL or a live handle (C contract).
+            let queue = unsafe { handle(F, q) }?;
+            let Some(read) = read else {
+                return Err(null(F, "read"));
+            };
+            let timeout = timeout_arg(F, timeout_ms)?;
+            queue
+                .recv_in_place(timeout, |meta, bytes| {
+                    let info = shmq_message_info {
+                        id: meta.id,
+                        timestamp_ns: meta.timestamp_ns,
+                        len: meta.len,
+                        flags: if meta.redelivered {
+                            SHMQ_MESSAGE_REDELIVERED
+                        } else {
+                            0
+                        },
+                    };
+                    // SAFETY: `bytes` points into the claimed slot's payload (never NULL,
+                    // even when empty), readable for `bytes.len()` bytes until
+                    // `recv_in_place` releases the slot after this closure; `info` lives
+                    // on this stack frame for the call. `read` may be called by contract.
+                    unsafe { read(ctx, bytes.as_ptr(), bytes.len(), &info) };
+                })
+                .map_err(|e| fail(F, Some(queue.name()), e))
+        }))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
