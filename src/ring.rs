@@ -122,6 +122,8 @@ pub enum ReadError {
 #[must_use]
 pub struct PushToken {
     pos: u64,
+    /// `pos % capacity`, computed once at the claim (a 64-bit division is tens of cycles).
+    index: usize,
 }
 
 impl PushToken {
@@ -136,6 +138,8 @@ impl PushToken {
 #[must_use]
 pub struct PopToken {
     pos: u64,
+    /// `pos % capacity`, as in [`PushToken`].
+    index: usize,
 }
 
 /// How many times a load that looks inconsistent is re-read before the slot is treated
@@ -242,19 +246,44 @@ impl Ring {
         self.checksum
     }
 
-    /// The slot for position `pos`. The index is reduced modulo our own validated capacity,
-    /// never one read from shared memory, so it is always in bounds.
+    /// The slot index of position `pos`, reduced modulo our own validated capacity, never
+    /// one read from shared memory.
+    #[inline]
+    fn index(&self, pos: u64) -> usize {
+        (pos % self.capacity) as usize
+    }
+
+    /// The slot for position `pos`.
+    #[inline]
     fn slot(&self, pos: u64) -> &SlotHeader {
-        let index = (pos % self.capacity) as usize;
+        self.slot_at(self.index(pos))
+    }
+
+    /// The slot at `index` (from [`Ring::index`], directly or through a token).
+    #[inline]
+    fn slot_at(&self, index: usize) -> &SlotHeader {
+        // Always true for indices from `index`; checked so that this safe function stays
+        // sound whatever it is passed (one well-predicted compare).
+        assert!((index as u64) < self.capacity, "slot index out of range");
         // SAFETY: index < capacity, so the slot lies inside the segment; slots are 64-aligned
         // (HEADER_SIZE and stride are multiples of 64) and a SlotHeader is all atomics.
         unsafe { &*(self.slots.add(index * self.stride) as *const SlotHeader) }
     }
 
-    fn payload(&self, pos: u64) -> *mut u8 {
-        let index = (pos % self.capacity) as usize;
-        // SAFETY: inside the slot, which lies inside the segment (see `slot`).
+    /// The payload area of the slot at `index`.
+    #[inline]
+    fn payload_at(&self, index: usize) -> *mut u8 {
+        assert!((index as u64) < self.capacity, "slot index out of range");
+        // SAFETY: inside the slot, which lies inside the segment (see `slot_at`).
         unsafe { self.slots.add(index * self.stride + SLOT_HEADER_SIZE) }
+    }
+
+    /// A token for a position claimed off the fast path.
+    fn pop_token(&self, pos: u64) -> PopToken {
+        PopToken {
+            pos,
+            index: self.index(pos),
+        }
     }
 
     fn lap(&self, pos: u64) -> u32 {
@@ -316,7 +345,9 @@ impl Ring {
                 return Err(PushBlocked::Closed);
             }
             let t = tail;
-            let slot = self.slot(t);
+            // One division for both (they share the `div` instruction).
+            let (lap, index) = (self.lap(t), self.index(t));
+            let slot = self.slot_at(index);
             // The claim is loaded *before* `seq`, never after. A claim word read after `seq`
             // may belong to a later state of the slot: a producer that saw `seq == 2t`, was
             // preempted while the slot went through `t` (published, received: the claim is
@@ -333,7 +364,7 @@ impl Ring {
             let seq = slot.seq.load(Acquire);
             if seq == seq_free(t) {
                 let c = Claim::decode(current);
-                if c.lap == self.lap(t) && c.role == Role::Producer {
+                if c.lap == lap && c.role == Role::Producer {
                     // Someone claimed `t` and has not advanced the tail yet: help.
                     let _ = self
                         .tail()
@@ -348,7 +379,7 @@ impl Ring {
                 {
                     crate::crashpoint::hit("push_claimed");
                     return match self.advance_tail(t) {
-                        Ok(()) => Ok(PushToken { pos: t }),
+                        Ok(()) => Ok(PushToken { pos: t, index }),
                         Err(e) => {
                             // Closed under us: withdraw the claim so nobody waits for it.
                             let _ = slot.claim.compare_exchange(mine, current, AcqRel, Relaxed);
@@ -427,7 +458,7 @@ impl Ring {
     #[inline]
     pub fn write(&self, token: &PushToken, id: u64, timestamp_ns: u64, data: &[u8]) {
         assert!(data.len() <= self.message_size, "caller checks the length");
-        let slot = self.slot(token.pos);
+        let slot = self.slot_at(token.index);
         let len = data.len() as u32;
         slot.id.store(id, Relaxed);
         slot.timestamp_ns.store(timestamp_ns, Relaxed);
@@ -441,24 +472,26 @@ impl Ring {
         slot.crc.store(crc, Relaxed);
         // SAFETY: the slot is claimed by us, its payload area holds message_size >= len bytes,
         // and `data` is private memory that cannot overlap the mapping.
-        unsafe { ptr::copy_nonoverlapping(data.as_ptr(), self.payload(token.pos), data.len()) };
+        unsafe {
+            ptr::copy_nonoverlapping(data.as_ptr(), self.payload_at(token.index), data.len())
+        };
     }
 
     /// Pointer to the payload area of a claimed slot (`message_size` bytes), for zero-copy
     /// writers. Use [`Ring::finish_in_place`] before publishing.
     pub fn payload_ptr(&self, token: &PushToken) -> *mut u8 {
-        self.payload(token.pos)
+        self.payload_at(token.index)
     }
 
     /// Completes a message written in place: header fields and checksum.
     #[inline]
     pub fn finish_in_place(&self, token: &PushToken, id: u64, timestamp_ns: u64, len: usize) {
         assert!(len <= self.message_size, "caller checks the length");
-        let slot = self.slot(token.pos);
+        let slot = self.slot_at(token.index);
         let crc = if self.checksum {
             // SAFETY: the slot is ours and the payload holds `len` initialized bytes written
             // by the caller; nobody else writes a claimed slot in a correct peer.
-            let bytes = unsafe { std::slice::from_raw_parts(self.payload(token.pos), len) };
+            let bytes = unsafe { std::slice::from_raw_parts(self.payload_at(token.index), len) };
             message_crc(id, timestamp_ns, len as u32, bytes)
         } else {
             0
@@ -475,7 +508,7 @@ impl Ring {
     /// length. The receiver that claims it drops it and reports `CorruptedData`, which frees
     /// the position without waiting for this (live) process to die.
     pub fn publish_poisoned(&self, token: PushToken) {
-        let slot = self.slot(token.pos);
+        let slot = self.slot_at(token.index);
         slot.len.store(u32::MAX, Relaxed);
         slot.flags.store(0, Relaxed);
         slot.crc.store(0, Relaxed);
@@ -487,7 +520,9 @@ impl Ring {
     pub fn publish(&self, token: PushToken) {
         // Release: the payload and header writes above happen-before a consumer's Acquire
         // load that sees this value.
-        self.slot(token.pos).seq.store(seq_full(token.pos), Release);
+        self.slot_at(token.index)
+            .seq
+            .store(seq_full(token.pos), Release);
     }
 
     /// Called by a producer that found the queue full: if the slot at the tail is held by a
@@ -605,7 +640,9 @@ impl Ring {
         let mut suspicious = 0;
         loop {
             let h = self.head().load(Acquire);
-            let slot = self.slot(h);
+            // One division for both (they share the `div` instruction).
+            let (lap, index) = (self.lap(h), self.index(h));
+            let slot = self.slot_at(index);
             // Claim before `seq`, as in `claim_push`: a claim read after `seq == 2h + 1` may
             // be the producer's of `h + capacity` (the slot went a lap while we were
             // preempted); claiming from it would take that message for the old position
@@ -616,14 +653,14 @@ impl Ring {
             let seq = slot.seq.load(Acquire);
             if seq == seq_full(h) {
                 let c = Claim::decode(current);
-                if c.lap == self.lap(h) && c.role == Role::Consumer {
+                if c.lap == lap && c.role == Role::Consumer {
                     // Claimed by someone who has not advanced the head yet: help.
                     let _ = self
                         .head()
                         .compare_exchange(h, h.wrapping_add(1), AcqRel, Relaxed);
                     continue;
                 }
-                if c.lap == self.lap(h).wrapping_add(1) && c.role == Role::Producer {
+                if c.lap == lap.wrapping_add(1) && c.role == Role::Producer {
                     // A producer is republishing this message one lap later (its receiver
                     // died before moving the head; see `repair_tail`). The message is the
                     // republisher's now: claiming it here would deliver it twice, or free
@@ -652,7 +689,7 @@ impl Ring {
                     let _ = self
                         .head()
                         .compare_exchange(h, h.wrapping_add(1), AcqRel, Relaxed);
-                    return Ok(PopToken { pos: h });
+                    return Ok(PopToken { pos: h, index });
                 }
             } else if seq == seq_free(h) {
                 let tail = self.tail().load(Acquire);
@@ -664,7 +701,7 @@ impl Ring {
                     });
                 }
                 let c = Claim::decode(slot.claim.load(Acquire));
-                if c.lap == self.lap(h) && c.role == Role::Consumer {
+                if c.lap == lap && c.role == Role::Consumer {
                     // Someone is skipping an abandoned position: help advance the head.
                     let _ = self
                         .head()
@@ -695,11 +732,11 @@ impl Ring {
                 }
                 if behind {
                     let c = Claim::decode(slot.claim.load(Acquire));
-                    if c.lap == self.lap(h) && c.role == Role::Producer {
+                    if c.lap == lap && c.role == Role::Producer {
                         // A producer is republishing a dead receiver's message here.
                         return Err(PopBlocked::InProgress);
                     }
-                    if c.lap == self.lap(h) && c.role == Role::Consumer {
+                    if c.lap == lap && c.role == Role::Consumer {
                         let _ = self
                             .head()
                             .compare_exchange(h, h.wrapping_add(1), AcqRel, Relaxed);
@@ -778,7 +815,7 @@ impl Ring {
         // we looked: if the producer (or republisher) published just before dying, the
         // message is real, counted by it, and now ours: deliver it.
         if slot.seq.load(Acquire) == seq_full(h) {
-            return HeadRepair::Message(PopToken { pos: h });
+            return HeadRepair::Message(self.pop_token(h));
         }
         let stats = &self.header().stats;
         if republishing {
@@ -787,7 +824,7 @@ impl Ring {
             slot.flags.fetch_or(SLOT_FLAG_REDELIVERED, Relaxed);
             stats.redelivered.fetch_add(1, Relaxed);
             stats.republished.fetch_add(1, Relaxed);
-            return HeadRepair::Message(PopToken { pos: h });
+            return HeadRepair::Message(self.pop_token(h));
         }
         crate::crashpoint::hit("repair_head_head_moved");
         // Release: our claim and head move happen-before the producer that reuses the slot.
@@ -863,7 +900,7 @@ impl Ring {
             }
             slot.flags.fetch_or(SLOT_FLAG_REDELIVERED, Relaxed);
             self.header().stats.redelivered.fetch_add(1, Relaxed);
-            return Ok(Some(PopToken { pos: p }));
+            return Ok(Some(self.pop_token(p)));
         }
         Ok(None)
     }
@@ -872,7 +909,7 @@ impl Ring {
     /// [`Ring::release`] afterwards whatever the result.
     #[inline]
     pub fn read(&self, token: &PopToken, buf: &mut [u8]) -> Result<MessageMeta, ReadError> {
-        let slot = self.slot(token.pos);
+        let slot = self.slot_at(token.index);
         let raw_len = slot.len.load(Relaxed);
         let len = raw_len as usize;
         if len > self.message_size || len > buf.len() {
@@ -884,7 +921,7 @@ impl Ring {
         let expected = slot.crc.load(Relaxed);
         // SAFETY: len <= message_size, so the source lies inside the slot; `buf` is private
         // memory of at least `len` bytes and cannot overlap the mapping.
-        unsafe { ptr::copy_nonoverlapping(self.payload(token.pos), buf.as_mut_ptr(), len) };
+        unsafe { ptr::copy_nonoverlapping(self.payload_at(token.index), buf.as_mut_ptr(), len) };
         // The checksum is computed over our private copy, so a peer writing the slot
         // concurrently cannot make us accept bytes other than those we return.
         if self.checksum {
@@ -910,7 +947,7 @@ impl Ring {
     /// never writes a slot claimed by someone else).
     #[inline]
     pub fn read_in_place(&self, token: &PopToken) -> Result<(MessageMeta, *const u8), ReadError> {
-        let slot = self.slot(token.pos);
+        let slot = self.slot_at(token.index);
         let raw_len = slot.len.load(Relaxed);
         let len = raw_len as usize;
         if len > self.message_size {
@@ -920,7 +957,7 @@ impl Ring {
         let timestamp_ns = slot.timestamp_ns.load(Relaxed);
         let flags = slot.flags.load(Relaxed);
         let expected = slot.crc.load(Relaxed);
-        let payload = self.payload(token.pos) as *const u8;
+        let payload = self.payload_at(token.index) as *const u8;
         if self.checksum {
             // SAFETY: len <= message_size, so the bytes lie inside the claimed slot's payload
             // area; the slot is ours until `release`, so correct peers do not write it.
@@ -943,14 +980,14 @@ impl Ring {
 
     /// Length recorded in a claimed slot (untrusted: compare with the message size).
     pub fn claimed_len(&self, token: &PopToken) -> u32 {
-        self.slot(token.pos).len.load(Relaxed)
+        self.slot_at(token.index).len.load(Relaxed)
     }
 
     /// Frees a claimed slot for the producer one lap later.
     #[inline]
     pub fn release(&self, token: PopToken) {
         // Release: our reads of the payload happen-before the next producer's writes.
-        self.slot(token.pos)
+        self.slot_at(token.index)
             .seq
             .store(seq_free(self.next_lap(token.pos)), Release);
     }
