@@ -39,6 +39,7 @@ from .errors import (
 from .queue import (
     WAIT_SLICE_MS,
     Message,
+    MessageInfo,
     Queue,
     Stats,
     library_path,
@@ -52,6 +53,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Queue",
     "Message",
+    "MessageInfo",
     "Stats",
     "Status",
     "unlink",

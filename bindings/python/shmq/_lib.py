@@ -21,7 +21,7 @@ import ctypes.util
 import os
 from pathlib import Path
 
-__all__ = ["lib", "library_path", "QueueInfo", "StatsStruct", "LIBRARY_ENV"]
+__all__ = ["lib", "library_path", "QueueInfo", "StatsStruct", "LIBRARY_ENV", "FillFn", "ReadFn"]
 
 #: Environment variable naming the shared library to load instead of the bundled one.
 LIBRARY_ENV = "SHMQ_LIBRARY"
@@ -68,6 +68,14 @@ class StatsStruct(ctypes.Structure):
         ("depth", ctypes.c_uint64),
         ("capacity", ctypes.c_uint64),
     ]
+
+
+# Callbacks of the zero-copy calls (shmq_fill_fn / shmq_read_fn). Pointers arrive as ints
+# (c_void_p) so that the Python side builds exactly the view it lends, nothing more.
+FillFn = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+ReadFn = ctypes.CFUNCTYPE(
+    None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(QueueInfo)
+)
 
 
 def _candidates() -> list[Path]:
@@ -141,6 +149,9 @@ def _declare(cdll: ctypes.CDLL) -> None:
             c_int,
             [QueuePtr, c_void_p, c_size_t, ctypes.POINTER(QueueInfo), c_int, c_uint32],
         ),
+        # Zero-copy: the library calls back into Python (see shmq/_zerocopy.py).
+        "shmq_send_in_place": (c_int, [QueuePtr, FillFn, c_void_p, c_int, c_uint32]),
+        "shmq_receive_in_place": (c_int, [QueuePtr, ReadFn, c_void_p, c_int, c_uint32]),
         "shmq_shutdown": (c_int, [QueuePtr]),
         "shmq_close": (None, [QueuePtr]),
         "shmq_unlink": (c_int, [c_char_p]),

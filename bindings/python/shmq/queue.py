@@ -7,9 +7,10 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, TypeVar, Union
 
-from . import _lib
+from . import _lib, _zerocopy
+from ._zerocopy import MessageInfo
 from ._lib import QueueInfo, QueuePtr, StatsStruct, lib
 from ._status import (
     CREATE_NO_CHECKSUM,
@@ -21,7 +22,7 @@ from ._status import (
 )
 from .errors import BufferTooSmall, Closed, Empty, Error, Full, InvalidArgument, error_for
 
-__all__ = ["Queue", "Message", "Stats", "unlink", "status_str", "library_version", "BytesLike"]
+__all__ = ["Queue", "Message", "MessageInfo", "Stats", "unlink", "status_str", "library_version", "BytesLike"]
 
 #: Anything that exposes a contiguous buffer: ``bytes``, ``bytearray``, ``memoryview``,
 #: ``array.array``, a NumPy array, ...
@@ -33,6 +34,8 @@ BytesLike = Union[bytes, bytearray, memoryview, Any]
 WAIT_SLICE_MS = 100
 
 _U64_MAX = (1 << 64) - 1
+
+T = TypeVar("T")
 
 
 # ----- helpers around the C calls ------------------------------------------------------------
@@ -563,6 +566,77 @@ class Queue:
         if status != Status.OK:
             self._raise_receive(status, block, timeout)
         return got.value
+
+    # ----- zero-copy ---------------------------------------------------------------------
+
+    def put_in_place(
+        self,
+        fill: Callable[[memoryview], int],
+        block: bool = True,
+        timeout: Optional[float] = None,
+    ) -> None:
+        """Zero-copy send: claims a slot and calls ``fill(view)`` once with a writable
+        ``memoryview`` of :attr:`message_size` bytes *in shared memory*; ``fill`` writes the
+        message at the start of it and returns its length, and the message is published.
+
+        The slot may hold an older message's bytes: write every byte you count. The view is
+        released when ``fill`` returns: do not keep it or a slice of it (a kept slice is
+        detected: :class:`BufferError`, and the message is cancelled).
+
+        If ``fill`` raises, the exception propagates from ``put_in_place`` and the message is
+        cancelled; so is it if ``fill`` returns a negative length (:class:`InvalidArgument`)
+        or one above :attr:`message_size` (:class:`MessageTooLarge`). A cancelled slot still
+        passes through the queue as a poisoned message: the receiver that takes it gets
+        :class:`CorruptedData` once, and later receives go on normally.
+
+        ``fill`` is not called when no slot is claimed; waits and fails like :meth:`put`
+        (Ctrl-C within one wait slice).
+        """
+        with _zerocopy.InPlaceCall(fill, self._message_size) as call:
+            key = call.key
+            status = self._wait(
+                lambda h, ms, fl: lib.shmq_send_in_place(h, _zerocopy.FILL, key, ms, fl),
+                block,
+                timeout,
+            )
+        if call.error is not None:
+            raise call.error
+        if status != Status.OK:
+            self._raise_send(status, block, timeout)
+
+    def get_in_place(
+        self,
+        read: Callable[[memoryview, "MessageInfo"], T],
+        block: bool = True,
+        timeout: Optional[float] = None,
+    ) -> T:
+        """Zero-copy receive: takes the next message and calls ``read(view, info)`` once
+        with a read-only ``memoryview`` of its bytes *where they lie in shared memory* and a
+        :class:`MessageInfo` (id, timestamp_ns, length, redelivered); returns what ``read``
+        returns. The slot is freed when ``read`` returns, so ``read`` should be short.
+
+        The view is released when ``read`` returns: copy what you keep (``bytes(view)``);
+        a kept slice is detected (:class:`BufferError`). If ``read`` raises, the exception
+        propagates from ``get_in_place`` and the message counts as received (it is not
+        delivered again). The bytes were verified (checksum) before ``read`` runs, but they
+        are shared memory that a hostile process mapping the segment could change: use
+        :meth:`get` when peers are untrusted.
+
+        Waits and fails like :meth:`get` (:class:`Empty`, :class:`Closed`; Ctrl-C within one
+        wait slice).
+        """
+        with _zerocopy.InPlaceCall(read, self._message_size) as call:
+            key = call.key
+            status = self._wait(
+                lambda h, ms, fl: lib.shmq_receive_in_place(h, _zerocopy.READ, key, ms, fl),
+                block,
+                timeout,
+            )
+        if call.error is not None:
+            raise call.error
+        if status != Status.OK:
+            self._raise_receive(status, block, timeout)
+        return call.result  # type: ignore[no-any-return]
 
     def __iter__(self) -> Iterator[bytes]:
         """Yields messages' bytes, waiting for each, until the queue is shut down and drained."""

@@ -1,0 +1,164 @@
+"""Zero-copy sends and receives: a ``memoryview`` over the slot in shared memory, lent to a
+Python callback for the duration of one C call (``shmq_send_in_place`` /
+``shmq_receive_in_place``).
+
+How it works. One module-level C callback of each kind (``FillFn``/``ReadFn``) serves every
+call; the ``ctx`` pointer the library passes back is a key into ``_calls``, where the Python
+call keeps its user function, the lent view's bookkeeping and any exception. No ctypes
+callback object is made per message, and calls can nest (a callback may use another queue).
+
+The lent view is released when the callback returns, so using it afterwards raises
+``ValueError: operation forbidden on released memoryview object``. A *slice* of it, or an
+object exporting its buffer (``numpy.frombuffer``), would outlive that release and still
+point into shared memory; such an escape is detected (a leftover reference to the lent
+memory) and reported as :class:`BufferError` after the call (a send is then cancelled).
+
+Exceptions inside the callback never cross the C frames: the trampoline stores them, tells
+the library to drop the message (a fill returns -1), and the caller re-raises them once the
+C call has returned.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import operator
+import sys
+from typing import Any, Callable, NamedTuple, Optional
+
+from ._lib import FillFn, QueueInfo, ReadFn
+from ._status import MESSAGE_REDELIVERED
+from .errors import InvalidArgument
+
+__all__ = ["MessageInfo", "InPlaceCall", "FILL", "READ"]
+
+# sys.getrefcount is exact on CPython only; elsewhere the escape check is skipped (the view
+# is still released).
+_CHECK_ESCAPES = sys.implementation.name == "cpython"
+_INT64_MAX = (1 << 63) - 1
+
+
+class MessageInfo(NamedTuple):
+    """Metadata of a message received in place (:meth:`shmq.Queue.get_in_place`).
+
+    Attributes:
+        id: the sender's id (``put_message``), or the message's position in the queue.
+        timestamp_ns: the sender's timestamp, nanoseconds since the Unix epoch by default.
+        length: the message's length in bytes (``len`` of the view).
+        redelivered: the first receiver died while receiving it; it was delivered again.
+    """
+
+    id: int
+    timestamp_ns: int
+    length: int
+    redelivered: bool
+
+
+_array_types: dict[int, Any] = {}
+
+
+def _array_at(address: int, size: int) -> Any:
+    """A ctypes byte array over ``size`` bytes at ``address`` (array types are cached)."""
+    kind = _array_types.get(size)
+    if kind is None:
+        kind = _array_types[size] = ctypes.c_ubyte * size
+    return kind.from_address(address)
+
+
+class InPlaceCall:
+    """The state of one ``put_in_place``/``get_in_place`` while the C call runs."""
+
+    __slots__ = ("fn", "message_size", "result", "error", "called", "key")
+
+    _keys = itertools.count(1)  # next() on a count is atomic under the GIL
+    _active: dict[int, "InPlaceCall"] = {}
+
+    def __init__(self, fn: Callable[..., Any], message_size: int) -> None:
+        if not callable(fn):
+            raise TypeError(f"expected a callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.message_size = message_size
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+        self.called = False
+        self.key = next(InPlaceCall._keys)
+
+    def __enter__(self) -> "InPlaceCall":
+        InPlaceCall._active[self.key] = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        InPlaceCall._active.pop(self.key, None)
+
+    def lend(self, address: int, length: int, readonly: bool, *args: Any) -> Any:
+        """Calls ``fn(view, *args)`` with a view of ``length`` bytes at ``address`` (inside a
+        slot of ``message_size`` bytes), then releases the view. Returns what ``fn`` returns;
+        raises what it raises, or BufferError if the view escaped."""
+        self.called = True
+        backing = _array_at(address, self.message_size)
+        baseline = sys.getrefcount(backing)
+        view = memoryview(backing).cast("B")
+        if length != self.message_size:
+            view = view[:length]
+        if readonly:
+            view = view.toreadonly()
+        try:
+            return self.fn(view, *args)
+        finally:
+            escaped = False
+            try:
+                view.release()
+            except BufferError:  # something still exports the view's buffer
+                escaped = True
+            del view
+            if _CHECK_ESCAPES and sys.getrefcount(backing) != baseline:
+                escaped = True  # a slice (or another view) of it is still alive
+            if escaped and self.error is None:
+                self.error = BufferError(
+                    "a view of the message memory outlived the zero-copy callback (a slice or "
+                    "an exported buffer was kept); copy the bytes instead, e.g. bytes(view)"
+                )
+
+
+def _fill(ctx: int, slot: int, capacity: int) -> int:
+    # Everything inside try: an exception escaping a ctypes callback is only printed, and
+    # the library would then publish whatever the return slot holds.
+    call = None
+    try:
+        call = InPlaceCall._active[ctx]
+        n = operator.index(call.lend(slot, capacity, False))
+        if call.error is not None:
+            return -1
+        # Out of range: the library refuses the length (MESSAGE_TOO_LARGE or
+        # INVALID_ARGUMENT) and publishes the slot poisoned.
+        if n < 0:
+            call.error = InvalidArgument(
+                f"put_in_place: fill returned {n}, a negative length; the message was "
+                "cancelled (its slot goes through the queue poisoned: one receiver gets "
+                "CorruptedData for it)"
+            )
+            return -1
+        return n if n <= capacity else min(n, _INT64_MAX)
+    except BaseException as exc:  # noqa: B036 - re-raised by the caller after the C call
+        if call is not None:
+            call.error = exc  # the callback's own exception wins over an escape report
+        return -1
+
+
+def _read(ctx: int, data: int, length: int, info: Any) -> None:
+    call = None
+    try:
+        call = InPlaceCall._active[ctx]
+        raw: QueueInfo = info.contents
+        meta = MessageInfo(
+            int(raw.id), int(raw.timestamp_ns), int(length), bool(raw.flags & MESSAGE_REDELIVERED)
+        )
+        call.result = call.lend(data, length, True, meta)
+    except BaseException as exc:  # noqa: B036 - re-raised by the caller after the C call
+        if call is not None:
+            call.error = exc  # the callback's own exception wins over an escape report
+
+
+#: The two C callbacks; module-level so they live as long as the library may call them.
+FILL = FillFn(_fill)
+READ = ReadFn(_read)
