@@ -78,7 +78,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mode = args.get(1).map_or("copy", |s| s.as_str());
     let n: u64 = args.get(2).map_or(Ok(100_000), |s| s.parse())?;
     let size: usize = args.get(3).map_or(Ok(64), |s| s.parse())?;
-    let checksum = args.get(4).map_or(true, |s| s != "off");
+    let checksum = args.get(4).is_none_or(|s| s != "off");
     let name = format!("hotpath_{}", std::process::id());
     let queue = CrossProcessQueue::options()
         .checksum(checksum)
