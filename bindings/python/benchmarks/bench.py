@@ -182,6 +182,17 @@ class FasterFifo(Transport):
     name = "faster_fifo.Queue"
     note = "put/get (pickled bytes), 1 MB buffer"
 
+    def __init__(self) -> None:
+        version = getattr(faster_fifo, "__version__", None)
+        if version is None:
+            try:
+                from importlib.metadata import version as dist_version
+
+                version = dist_version("faster-fifo")
+            except Exception:  # noqa: BLE001 - the version is only informative
+                version = "unknown version"
+        self.note = f"{version}, put/get (pickled bytes), 1 MB buffer"
+
     def make(self, size: int) -> Any:
         return faster_fifo.Queue(1_000_000), faster_fifo.Queue(1_000_000)
 
