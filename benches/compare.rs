@@ -95,7 +95,7 @@ impl Config {
     }
 
     fn wants(&self, key: &str) -> bool {
-        self.only.as_deref().map_or(true, |o| key.contains(o))
+        self.only.as_deref().is_none_or(|o| key.contains(o))
     }
 
     /// `SHMQ_BENCH_TRANSPORT="shmq batch 32"` runs only the transport with that label (used to

@@ -1035,7 +1035,7 @@ pub extern "C" fn shmq_status_str(status: shmq_status_int) -> *const c_char {
 /// leave it unchanged.
 #[no_mangle]
 pub extern "C" fn shmq_last_error() -> *const c_char {
-    const EMPTY: *const c_char = b"\0".as_ptr().cast();
+    const EMPTY: *const c_char = c"".as_ptr();
     boundary("shmq_last_error", EMPTY, || {
         LAST_ERROR
             .try_with(|cell| match cell.try_borrow() {
