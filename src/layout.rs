@@ -8,16 +8,25 @@
 //! defined behaviour on our side. Loads of immutable fields use `Relaxed` because they are
 //! ordered after the `Acquire` load of `magic` that publishes them.
 
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use crate::sync::{AtomicU32, AtomicU64};
 
 /// "SHMQRING" read as a little-endian u64: identifies a segment as an shmq queue.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMQRING");
 /// Bumped whenever any byte's meaning changes; a mismatch is refused on connect.
 pub const LAYOUT_VERSION: u32 = 1;
 /// Size of the header; slots start here (page aligned).
+#[cfg(not(loom))]
 pub const HEADER_SIZE: usize = 4096;
 /// Size of the per-slot header that precedes each payload.
+#[cfg(not(loom))]
 pub const SLOT_HEADER_SIZE: usize = 64;
+// Under loom (`tests/loom_ring.rs`) an atomic is a handle into the model, of another size than
+// the real one: the structs keep their fields and the sizes follow them (multiples of the
+// structs' alignment, so slots stay aligned). Nothing else depends on the sizes there.
+#[cfg(loom)]
+pub const HEADER_SIZE: usize = std::mem::size_of::<Header>();
+#[cfg(loom)]
+pub const SLOT_HEADER_SIZE: usize = std::mem::size_of::<SlotHeader>();
 /// Alignment of slots and of payload sizes.
 pub const SLOT_ALIGN: usize = 64;
 /// Number of entries in the participant table (informational, see [`Participant`]).
@@ -132,7 +141,9 @@ pub struct Header {
     pub wake: WakeLine,
     pub stats: StatsLine,
     pub participants: [Participant; PARTICIPANT_SLOTS],
-    pub _reserved: [u8; HEADER_SIZE - 640 - PARTICIPANT_SLOTS * 32],
+    /// Up to [`HEADER_SIZE`], spelled as a literal because under loom that is computed from
+    /// this struct (the asserts below check it otherwise).
+    pub _reserved: [u8; 4096 - 640 - PARTICIPANT_SLOTS * 32],
 }
 
 /// The header of each slot; the payload follows at [`SLOT_HEADER_SIZE`].
@@ -220,6 +231,7 @@ pub fn segment_size(capacity: u32, message_size: u32) -> Option<usize> {
 }
 
 // The layout is a contract: pin it.
+#[cfg(not(loom))]
 const _: () = {
     use std::mem::{align_of, offset_of, size_of};
     assert!(size_of::<Identity>() == 128);

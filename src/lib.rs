@@ -29,6 +29,7 @@ pub mod ffi;
 pub mod layout;
 pub mod ring;
 mod segment;
+mod sync;
 mod wait;
 mod zerocopy;
 

@@ -27,6 +27,8 @@
 //! * A consumer never claims a message whose claim word says a producer is republishing it
 //!   one lap later; it helps the head past it instead. Owner id 0 is nobody: a position
 //!   claimed for owner 0 is skipped like a dead producer's.
+//! * A producer never claims a position whose claim word says a consumer is skipping it (same
+//!   lap, role consumer, `seq` still free): the tail is already past it.
 //! * Repair counters (`abandoned`, `redelivered`, `republished`) are bumped by whoever
 //!   completes the repair's final store, so a repairer killed halfway is counted once by
 //!   the process that finishes its work.
@@ -48,12 +50,12 @@
 
 use std::ptr;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use crate::layout::{
     self, Claim, Header, Role, SlotHeader, FLAG_CHECKSUM, HEADER_SIZE, LAYOUT_VERSION, MAGIC,
     POS_MASK, SLOT_FLAG_REDELIVERED, SLOT_HEADER_SIZE, TAIL_CLOSED,
 };
+use crate::sync::{spin_loop, AtomicU32, AtomicU64};
 
 /// Who the caller is and which other participants are alive.
 pub trait Peers {
@@ -179,10 +181,17 @@ impl Ring {
     ) -> Ring {
         let stride = layout::slot_stride(message_size).expect("validated geometry");
         let size = layout::segment_size(capacity, message_size).expect("validated geometry");
-        // SAFETY: the caller guarantees `base` is valid for `size` writable bytes.
-        unsafe { ptr::write_bytes(base, 0, HEADER_SIZE) };
-        // SAFETY: base is 128-aligned and HEADER_SIZE bytes are valid; all-zero bytes are a
-        // valid `Header` (it consists of atomics and byte arrays only).
+        // SAFETY: the caller guarantees `base` is valid for `size` writable bytes, aligned
+        // for a `Header` (128).
+        unsafe {
+            #[cfg(not(loom))]
+            ptr::write_bytes(base, 0, HEADER_SIZE);
+            #[cfg(loom)]
+            ptr::write(base as *mut Header, loom_memory::Zero::zero());
+        }
+        // SAFETY: base is 128-aligned and HEADER_SIZE bytes are valid and were just
+        // initialised (all-zero bytes are a valid `Header`: it consists of atomics and byte
+        // arrays only).
         let header = unsafe { &*(base as *const Header) };
         let id = &header.identity;
         id.layout_version.store(LAYOUT_VERSION, Relaxed);
@@ -196,9 +205,15 @@ impl Ring {
         // SAFETY: as above.
         let ring = unsafe { Ring::from_raw(base, capacity, message_size, flags) };
         for i in 0..capacity as u64 {
-            let slot = ring.slot(i);
             // SAFETY: the slot header lies inside the segment (i < capacity) and is 64-aligned.
-            unsafe { ptr::write_bytes(slot as *const SlotHeader as *mut u8, 0, SLOT_HEADER_SIZE) };
+            unsafe {
+                let at = ring.slots.add(i as usize * stride);
+                #[cfg(not(loom))]
+                ptr::write_bytes(at, 0, SLOT_HEADER_SIZE);
+                #[cfg(loom)]
+                ptr::write(at as *mut SlotHeader, loom_memory::Zero::zero());
+            }
+            let slot = ring.slot(i);
             slot.seq.store(2 * i, Relaxed);
             slot.claim.store(Claim::INITIAL, Relaxed);
         }
@@ -371,6 +386,20 @@ impl Ring {
                         .compare_exchange(t, t.wrapping_add(1), AcqRel, Relaxed);
                     continue;
                 }
+                if c.lap == lap && c.role == Role::Consumer {
+                    // A receiver is skipping `t` (its producer died, see `repair_head`): it
+                    // claims the slot before freeing it for the next lap, so `seq` still says
+                    // "free for `t`", but `t` is given up. Claiming from that claim would
+                    // publish a message at a position the head has passed (lost) and leave
+                    // the slot at `2t + 1`, full for every later lap. The repair moved only
+                    // after seeing the tail past `t`, and we saw its claim: our tail was
+                    // stale, and this CAS fails. (It succeeds only on a tail a hostile process
+                    // rewrote; moving it past the skipped position keeps us from spinning.)
+                    let _ = self
+                        .tail()
+                        .compare_exchange(t, t.wrapping_add(1), AcqRel, Relaxed);
+                    continue;
+                }
                 let mine = self.producer_claim(t, peers.me());
                 if slot
                     .claim
@@ -400,7 +429,7 @@ impl Ring {
                     }
                 }
             }
-            std::hint::spin_loop();
+            spin_loop();
         }
     }
 
@@ -750,7 +779,7 @@ impl Ring {
                     suspicious = 0;
                 }
             }
-            std::hint::spin_loop();
+            spin_loop();
         }
     }
 
@@ -853,6 +882,13 @@ impl Ring {
         let head = self.head().load(Acquire);
         for i in 0..self.capacity {
             let slot = self.slot(i);
+            // Claim before `seq`, as everywhere. Loaded after, the claim may be a later
+            // state's: a receiver that released (`seq` moved on) and went away, then a
+            // `repair_tail` that claimed the free slot for the next lap and gave that position
+            // up (producer claim of owner 0, which looks like a dead republisher's). Taking
+            // that claim would erase the only record of the abandoned position once the tail
+            // has moved past it: the head would wait for it forever.
+            let current = slot.claim.load(Acquire);
             let seq = slot.seq.load(Acquire);
             if seq & 1 == 0 {
                 continue;
@@ -861,7 +897,6 @@ impl Ring {
             if p >= head || p % self.capacity != i {
                 continue;
             }
-            let current = slot.claim.load(Acquire);
             let c = Claim::decode(current);
             let t = self.next_lap(p);
             let dead_receiver = c.role == Role::Consumer && c.lap == self.lap(p);
@@ -1068,6 +1103,72 @@ unsafe fn message_crc_sse42(id: u64, timestamp_ns: u64, len: u32, data: &[u8]) -
         state = _mm_crc32_u8(state, byte);
     }
     !state
+}
+
+/// Under loom an atomic is a handle that the model registers when the atomic is created, so
+/// zero bytes are not a zero atomic: [`Ring::initialize`] writes fresh zero atomics instead.
+/// Struct literals name every field, so a field added to the layout but not here is a build
+/// error, not an unregistered atomic.
+#[cfg(loom)]
+mod loom_memory {
+    use super::{AtomicU32, AtomicU64};
+    use crate::layout::{
+        Header, Identity, Participant, PositionLine, SlotHeader, StatsLine, WakeLine,
+    };
+
+    pub(super) trait Zero {
+        fn zero() -> Self;
+    }
+
+    impl Zero for AtomicU32 {
+        fn zero() -> Self {
+            AtomicU32::new(0)
+        }
+    }
+
+    impl Zero for AtomicU64 {
+        fn zero() -> Self {
+            AtomicU64::new(0)
+        }
+    }
+
+    impl Zero for u8 {
+        fn zero() -> Self {
+            0
+        }
+    }
+
+    impl<T: Zero, const N: usize> Zero for [T; N] {
+        fn zero() -> Self {
+            std::array::from_fn(|_| T::zero())
+        }
+    }
+
+    macro_rules! zero_structs {
+        ($($ty:ident { $($field:ident),* $(,)? })*) => {$(
+            impl Zero for $ty {
+                fn zero() -> Self {
+                    $ty { $($field: Zero::zero()),* }
+                }
+            }
+        )*};
+    }
+
+    zero_structs! {
+        Identity {
+            magic, layout_version, header_size, capacity, message_size, slot_stride, flags,
+            segment_size, creator_pid, creator_id, created_at_ns, mode, _reserved,
+        }
+        PositionLine { value, _pad }
+        WakeLine { not_empty, not_full, next_participant_id, _pad }
+        StatsLine {
+            bytes_sent, bytes_received, send_full, timeouts, checksum_failures, abandoned,
+            redelivered, republished, peak_depth, corrupted, _pad,
+        }
+        Participant { id, pid, start_time, connected_at_ns, _reserved }
+        Header { identity, tail, head, wake, stats, participants, _reserved }
+        SlotHeader { seq, claim, id, timestamp_ns, len, flags, crc, _reserved }
+    }
 }
 
 #[cfg(test)]

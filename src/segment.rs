@@ -269,7 +269,7 @@ impl Segment {
     }
 
     /// Takes the liveness lock for a participant id drawn from `counter`; returns the id.
-    pub fn register_participant(&self, counter: &std::sync::atomic::AtomicU32) -> io::Result<u32> {
+    pub fn register_participant(&self, counter: &crate::sync::AtomicU32) -> io::Result<u32> {
         for _ in 0..1024 {
             // Relaxed: the counter only hands out distinct numbers; the lock below is what
             // other processes synchronise with (through the kernel).

@@ -9,11 +9,11 @@
 //! killed while asleep leaves at most a stale bit, which the next waker clears: one spurious
 //! system call, never a lost wake-up or a permanent cost.
 
-use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::time::Duration;
 
 use crate::layout::WAITERS_BIT;
+use crate::sync::{fence, AtomicU32};
 
 /// Announces a sleeper on `word`; returns the value to pass to [`sleep`].
 ///
@@ -22,7 +22,7 @@ use crate::layout::WAITERS_BIT;
 /// fence, so either the waker sees the bit or the sleeper sees the new state.
 pub fn prepare(word: &AtomicU32) -> u32 {
     let value = word.fetch_or(WAITERS_BIT, SeqCst) | WAITERS_BIT;
-    std::sync::atomic::fence(SeqCst);
+    fence(SeqCst);
     value
 }
 
@@ -36,20 +36,8 @@ pub fn sleep(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
     let ts_ptr = ts
         .as_ref()
         .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `word` is a live, aligned 32-bit atomic; FUTEX_WAIT only reads it. The timeout
-    // pointer is null or points to a timespec that outlives the call. A relative FUTEX_WAIT
-    // timeout is measured on CLOCK_MONOTONIC.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT,
-            expected,
-            ts_ptr,
-            std::ptr::null::<u32>(),
-            0u32,
-        );
-    }
+    // A relative FUTEX_WAIT timeout is measured on CLOCK_MONOTONIC.
+    futex(word, libc::FUTEX_WAIT, expected, ts_ptr);
 }
 
 /// Called after making the condition true: wakes every sleeper if any announced itself.
@@ -58,7 +46,7 @@ pub fn sleep(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
 pub fn wake_all(word: &AtomicU32) {
     // SeqCst fence: pairs with `prepare` (see there); orders our earlier publication before
     // the load of the bit.
-    std::sync::atomic::fence(SeqCst);
+    fence(SeqCst);
     let mut value = word.load(Relaxed);
     loop {
         if value & WAITERS_BIT == 0 {
@@ -71,19 +59,39 @@ pub fn wake_all(word: &AtomicU32) {
             Err(v) => value = v,
         }
     }
-    // SAFETY: `word` is a live, aligned 32-bit atomic; FUTEX_WAKE does not dereference
-    // anything else.
-    unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
-    }
+    futex(word, libc::FUTEX_WAKE, i32::MAX as u32, std::ptr::null());
 }
 
 /// Wakes every sleeper unconditionally (used by shutdown, which must reach them all).
 pub fn wake_everyone(word: &AtomicU32) {
     let value = word.load(Relaxed);
     word.store(value.wrapping_add(1) & !WAITERS_BIT, Relaxed);
-    // SAFETY: as in `wake_all`.
+    futex(word, libc::FUTEX_WAKE, i32::MAX as u32, std::ptr::null());
+}
+
+/// The futex system call on `word` (FUTEX_WAIT or FUTEX_WAKE; `timeout` is null or FUTEX_WAIT's
+/// relative timeout). Its result is ignored: every caller re-checks its condition.
+#[inline]
+fn futex(word: &AtomicU32, op: libc::c_int, value: u32, timeout: *const libc::timespec) {
+    #[cfg(not(loom))]
+    // SAFETY: `word` is a live, aligned 32-bit atomic, which FUTEX_WAIT only reads and
+    // FUTEX_WAKE only uses as a key; `timeout` is null or points to a timespec that outlives
+    // the call; the remaining arguments are unused by both operations.
     unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            op,
+            value,
+            timeout,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+    // Loom's atomics have no address to sleep on; a wait that returns at once is allowed.
+    #[cfg(loom)]
+    {
+        let _ = (word, op, value, timeout);
+        loom::thread::yield_now();
     }
 }

@@ -1,0 +1,24 @@
+//! The atomics the ring is built from: `std`'s, or loom's model-checked ones when compiled
+//! with `--cfg loom` (`scripts/loom.sh`, `tests/loom_ring.rs`).
+//!
+//! The shared-memory structs ([`crate::layout`]), the ring ([`crate::ring`]) and the futex
+//! words ([`crate::wait`], which under loom yields instead of sleeping) go through this facade.
+//! The rest of the crate still compiles under loom, reaching the same header fields, but only
+//! the ring is exercised there (`tests/loom_ring.rs`): a mapped segment zero-filled by the
+//! kernel is not a set of loom atomics.
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64};
+
+/// A busy-wait hint inside a retry loop. Under loom it yields to the model's scheduler, which
+/// would otherwise report the retry loop as a livelock.
+#[inline(always)]
+pub(crate) fn spin_loop() {
+    #[cfg(not(loom))]
+    std::hint::spin_loop();
+    #[cfg(loom)]
+    loom::hint::spin_loop();
+}
