@@ -568,8 +568,11 @@ impl Ring {
         }
         let p = t - self.capacity;
         let slot = self.slot(t);
-        let seq = slot.seq.load(Acquire);
+        // Claim before `seq`, as everywhere (see `claim_push`): a claim loaded after `seq`
+        // may be a later state's. What `seq` moves on without the claim changing (a
+        // receiver's release) is re-checked after our claim CAS below.
         let current = slot.claim.load(Acquire);
+        let seq = slot.seq.load(Acquire);
         let c = Claim::decode(current);
         // Either a receiver of `p` holds the slot, or a producer that was republishing it
         // at `t` did; anything else is not ours to repair.
