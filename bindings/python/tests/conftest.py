@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -145,3 +146,45 @@ def procs() -> Iterator[Procs]:
     p = Procs()
     yield p
     p.kill_all()
+
+
+# A child that blocks in `call` on queue argv[1] and reports how a SIGINT ended it.
+BLOCKED_CALL = """
+import sys, time, shmq
+q = shmq.Queue.connect(sys.argv[1])
+print("ready", flush=True)
+started = time.monotonic()
+try:
+    {call}
+except KeyboardInterrupt:
+    print("interrupted after %.3f s" % (time.monotonic() - started), flush=True)
+    sys.exit(42)
+print("call returned", flush=True)
+"""
+
+
+def interrupt_blocked_call(queue_name: str, call: str) -> float:
+    """Runs `call` blocked in a child process, sends it SIGINT, asserts that it raised
+    KeyboardInterrupt; returns the seconds from the signal to the child's exit."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", BLOCKED_CALL.format(call=call), queue_name],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(0.3)  # let it block inside the library
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=10)
+        elapsed = time.monotonic() - sent
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 42, (out, err)
+    assert "interrupted" in out
+    return elapsed

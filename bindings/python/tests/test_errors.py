@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import os
 import queue
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 import shmq
-from conftest import child_env
+from conftest import child_env, interrupt_blocked_call
 
 SEGMENT = "/dev/shm/shmq.{}"
 
@@ -196,20 +194,6 @@ def test_internal_error_maps_from_its_status() -> None:
 
 # ----- Ctrl-C ------------------------------------------------------------------------------
 
-BLOCKED = """
-import sys, time, shmq
-q = shmq.Queue.connect(sys.argv[1])
-print("ready", flush=True)
-started = time.monotonic()
-try:
-    {call}
-except KeyboardInterrupt:
-    print("interrupted after %.3f s" % (time.monotonic() - started), flush=True)
-    sys.exit(42)
-print("call returned", flush=True)
-"""
-
-
 @pytest.mark.parametrize(
     "call, fill", [("q.get()", 0), ("q.put(b'x')", 2), ("next(iter(q))", 0), ("q.get_message()", 0)]
 )
@@ -217,27 +201,7 @@ def test_ctrl_c_interrupts_a_blocking_call_promptly(qname: str, call: str, fill:
     with shmq.Queue.create(qname, capacity=2, message_size=8) as q:
         for _ in range(fill):
             q.put(b"full")
-        child = subprocess.Popen(
-            [sys.executable, "-c", BLOCKED.format(call=call), qname],
-            env=child_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert child.stdout is not None
-            assert child.stdout.readline().strip() == "ready"
-            time.sleep(0.3)  # let it block inside the library
-            sent = time.monotonic()
-            child.send_signal(signal.SIGINT)
-            out, err = child.communicate(timeout=10)
-            elapsed = time.monotonic() - sent
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.communicate()
-        assert child.returncode == 42, (out, err)
-        assert "interrupted" in out
+        elapsed = interrupt_blocked_call(qname, call)
         assert elapsed < 5, f"KeyboardInterrupt took {elapsed:.2f} s"
         # Nothing was taken or added by the interrupted call.
         assert q.qsize() == fill

@@ -3,7 +3,6 @@ over the slot in shared memory, lent to a callback for the duration of one C cal
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ import time
 import pytest
 
 import shmq
-from conftest import child_env
+from conftest import child_env, interrupt_blocked_call
 
 
 def pattern(seq: int, length: int) -> bytes:
@@ -256,20 +255,6 @@ def test_across_processes_every_byte(qname: str) -> None:
         assert q.qsize() == 0 and q.stats().corrupted == 0
 
 
-BLOCKED = """
-import sys, time, shmq
-q = shmq.Queue.connect(sys.argv[1])
-print("ready", flush=True)
-started = time.monotonic()
-try:
-    {call}
-except KeyboardInterrupt:
-    print("interrupted after %.3f s" % (time.monotonic() - started), flush=True)
-    sys.exit(42)
-print("call returned", flush=True)
-"""
-
-
 @pytest.mark.parametrize(
     "call, fill",
     [("q.get_in_place(lambda v, i: None)", 0), ("q.put_in_place(lambda v: 1)", 2)],
@@ -278,24 +263,6 @@ def test_ctrl_c_interrupts_a_blocked_in_place_call(qname: str, call: str, fill: 
     with shmq.Queue.create(qname, capacity=2, message_size=8) as q:
         for _ in range(fill):
             q.put(b"full")
-        child = subprocess.Popen(
-            [sys.executable, "-c", BLOCKED.format(call=call), qname],
-            env=child_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert child.stdout is not None
-            assert child.stdout.readline().strip() == "ready"
-            time.sleep(0.3)  # let it block inside the library
-            child.send_signal(signal.SIGINT)
-            out, err = child.communicate(timeout=10)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.communicate()
-        assert child.returncode == 42, (out, err)
-        assert "interrupted" in out
+        interrupt_blocked_call(qname, call)
         assert q.qsize() == fill  # nothing taken or added
         assert q.stats().corrupted == 0
