@@ -1016,11 +1016,6 @@ impl Ring {
         ))
     }
 
-    /// Length recorded in a claimed slot (untrusted: compare with the message size).
-    pub fn claimed_len(&self, token: &PopToken) -> u32 {
-        self.slot_at(token.index).len.load(Relaxed)
-    }
-
     /// Frees a claimed slot for the producer one lap later.
     #[inline]
     pub fn release(&self, token: PopToken) {
