@@ -142,6 +142,11 @@ typedef enum shmq_status {
    * A bug in shmq (a caught panic); the last error has the detail.
    */
   SHMQ_ERR_INTERNAL = 15,
+  /**
+   * A single-producer/single-consumer queue's sending or receiving role is held by another
+   * live handle (the last error names it).
+   */
+  SHMQ_ERR_ROLE_TAKEN = 16,
 } shmq_status;
 
 /**

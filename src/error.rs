@@ -44,6 +44,13 @@ pub enum Error {
     InvalidArgument(String),
     /// The segment was made by an incompatible version of shmq.
     IncompatibleVersion { found: u32, expected: u32 },
+    /// A single-producer/single-consumer queue's sending (or receiving) role is held by
+    /// another live handle, `holder` (a participant id, as `shmq info` lists them).
+    RoleTaken {
+        name: String,
+        role: &'static str,
+        holder: u32,
+    },
 }
 
 impl Error {
@@ -66,6 +73,7 @@ impl Error {
             Error::PermissionDenied { .. } => "permission denied",
             Error::InvalidArgument(_) => "invalid argument",
             Error::IncompatibleVersion { .. } => "incompatible version",
+            Error::RoleTaken { .. } => "role taken",
         }
     }
 }
@@ -111,6 +119,11 @@ impl fmt::Display for Error {
             Error::IncompatibleVersion { found, expected } => write!(
                 f,
                 "segment has layout version {found}, this library reads version {expected}"
+            ),
+            Error::RoleTaken { name, role, holder } => write!(
+                f,
+                "queue '{name}' is single-producer/single-consumer and its {role} role is held \
+                 by live participant {holder}; close that handle first"
             ),
         }
     }

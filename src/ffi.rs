@@ -127,6 +127,9 @@ pub enum shmq_status {
     SHMQ_ERR_INCOMPATIBLE_VERSION = 14,
     /// A bug in shmq (a caught panic); the last error has the detail.
     SHMQ_ERR_INTERNAL = 15,
+    /// A single-producer/single-consumer queue's sending or receiving role is held by another
+    /// live handle (the last error names it).
+    SHMQ_ERR_ROLE_TAKEN = 16,
 }
 
 use shmq_status::*;
@@ -268,6 +271,7 @@ fn status_of(e: &Error) -> shmq_status {
         Error::PermissionDenied { .. } => SHMQ_ERR_PERMISSION_DENIED,
         Error::InvalidArgument(_) => SHMQ_ERR_INVALID_ARGUMENT,
         Error::IncompatibleVersion { .. } => SHMQ_ERR_INCOMPATIBLE_VERSION,
+        Error::RoleTaken { .. } => SHMQ_ERR_ROLE_TAKEN,
     }
 }
 

@@ -13,7 +13,7 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// "SHMQRING" read as a little-endian u64: identifies a segment as an shmq queue.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMQRING");
 /// Bumped whenever any byte's meaning changes; a mismatch is refused on connect.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Size of the header; slots start here (page aligned).
 #[cfg(not(loom))]
 pub const HEADER_SIZE: usize = 4096;
@@ -39,8 +39,11 @@ pub const MAX_MESSAGE_SIZE: u32 = 1 << 30;
 
 /// Header flag: every message carries a CRC32C that receivers verify.
 pub const FLAG_CHECKSUM: u32 = 1;
+/// Header flag: one sender and one receiver at a time (see [`RolesLine`]). The ring is then
+/// driven by plain loads and stores, without read-modify-write operations on the hot path.
+pub const FLAG_SPSC: u32 = 2;
 /// All header flags this version understands.
-pub const KNOWN_FLAGS: u32 = FLAG_CHECKSUM;
+pub const KNOWN_FLAGS: u32 = FLAG_CHECKSUM | FLAG_SPSC;
 
 /// Bit of `tail` set by `shutdown`: no position at or after the current tail is ever published.
 pub const TAIL_CLOSED: u64 = 1 << 63;
@@ -78,7 +81,11 @@ pub struct Identity {
 #[repr(C, align(128))]
 pub struct PositionLine {
     pub value: AtomicU64,
-    pub _pad: [AtomicU64; 15],
+    /// Single-producer/single-consumer queues only (0 otherwise). In the tail line: `p + 1`
+    /// while the sender is writing position `p`, 0 between sends. In the head line: one past
+    /// the last position the receiver has taken (its message may still be being read).
+    pub in_flight: AtomicU64,
+    pub _pad: [AtomicU64; 14],
 }
 
 /// Bytes `[384, 512)`: futex words and the participant id counter.
@@ -90,6 +97,23 @@ pub struct WakeLine {
     pub not_full: AtomicU32,
     /// Source of participant ids; id 0 means "nobody".
     pub next_participant_id: AtomicU32,
+    /// Non-zero once a process that cannot issue `membarrier` joined: every waker (and
+    /// single-producer sender) then uses a real fence. See `wait.rs`.
+    pub fence_required: AtomicU32,
+    pub _pad: [AtomicU32; 28],
+}
+
+/// Bytes `[2688, 2816)`: role leases of single-producer/single-consumer queues
+/// ([`FLAG_SPSC`]), and the shutdown word every queue sets.
+#[repr(C, align(128))]
+pub struct RolesLine {
+    /// Participant id holding the sending role, 0 if none. Taken by compare-and-swap, taken
+    /// over only from a holder whose liveness lock is gone.
+    pub sender: AtomicU32,
+    /// Participant id holding the receiving role, 0 if none.
+    pub receiver: AtomicU32,
+    /// Non-zero once `shutdown` was called (multi-producer queues also set [`TAIL_CLOSED`]).
+    pub closed: AtomicU32,
     pub _pad: [AtomicU32; 29],
 }
 
@@ -141,9 +165,10 @@ pub struct Header {
     pub wake: WakeLine,
     pub stats: StatsLine,
     pub participants: [Participant; PARTICIPANT_SLOTS],
+    pub roles: RolesLine,
     /// Up to [`HEADER_SIZE`], spelled as a literal because under loom that is computed from
     /// this struct (the asserts below check it otherwise).
-    pub _reserved: [u8; 4096 - 640 - PARTICIPANT_SLOTS * 32],
+    pub _reserved: [u8; 4096 - 640 - PARTICIPANT_SLOTS * 32 - 128],
 }
 
 /// The header of each slot; the payload follows at [`SLOT_HEADER_SIZE`].
@@ -247,6 +272,13 @@ const _: () = {
     assert!(offset_of!(Header, wake) == 384);
     assert!(offset_of!(Header, stats) == 512);
     assert!(offset_of!(Header, participants) == 640);
+    assert!(offset_of!(Header, roles) == 2688);
+    assert!(size_of::<RolesLine>() == 128);
+    assert!(offset_of!(RolesLine, sender) == 0);
+    assert!(offset_of!(RolesLine, receiver) == 4);
+    assert!(offset_of!(RolesLine, closed) == 8);
+    assert!(offset_of!(PositionLine, in_flight) == 8);
+    assert!(offset_of!(WakeLine, fence_required) == 12);
     assert!(offset_of!(Identity, magic) == 0);
     assert!(offset_of!(Identity, layout_version) == 8);
     assert!(offset_of!(Identity, header_size) == 12);

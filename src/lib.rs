@@ -29,19 +29,20 @@ pub mod ffi;
 pub mod layout;
 pub mod ring;
 mod segment;
+mod spsc;
 mod sync;
 mod wait;
 mod zerocopy;
 
 use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 use std::time::{Duration, Instant};
 
 pub use error::{Error, Result};
 pub use ring::MessageMeta as Received;
 pub use segment::{validate_name, MAX_NAME_LEN, SHM_DIR, SHM_PREFIX};
 
-use layout::{Header, FLAG_CHECKSUM, HEADER_SIZE, KNOWN_FLAGS, LAYOUT_VERSION, MAGIC};
+use layout::{Header, FLAG_CHECKSUM, FLAG_SPSC, HEADER_SIZE, KNOWN_FLAGS, LAYOUT_VERSION, MAGIC};
 use ring::{HeadRepair, MessageMeta, Peers, PopBlocked, PopToken, PushBlocked, ReadError, Ring};
 use segment::Segment;
 
@@ -178,6 +179,7 @@ pub struct QueueOptions {
     mode: u32,
     checksum: bool,
     open_mode: OpenMode,
+    spsc: bool,
 }
 
 impl Default for QueueOptions {
@@ -186,6 +188,7 @@ impl Default for QueueOptions {
             mode: DEFAULT_MODE,
             checksum: true,
             open_mode: OpenMode::CreateNew,
+            spsc: false,
         }
     }
 }
@@ -200,6 +203,20 @@ impl QueueOptions {
     /// Whether every message carries a CRC32C that receivers verify (default on).
     pub fn checksum(mut self, on: bool) -> Self {
         self.checksum = on;
+        self
+    }
+
+    /// One sender and one receiver at a time (default off: any number of each).
+    ///
+    /// The first handle that sends takes the queue's *sending role* and keeps it until it is
+    /// dropped; likewise for receiving. Another handle that tries gets [`Error::RoleTaken`],
+    /// until the holder closes its handle or dies (its role is then taken over, and what it
+    /// left half-done is repaired). In exchange, sends and receives use no atomic
+    /// read-modify-write instruction and no fence: several times the throughput of the
+    /// default mode between two processes (see `docs/PERFORMANCE.md`). Threads sharing one
+    /// handle may still both send: they take turns inside the handle.
+    pub fn single_producer_single_consumer(mut self, on: bool) -> Self {
+        self.spsc = on;
         self
     }
 
@@ -256,19 +273,26 @@ impl QueueOptions {
             Ok(s) => s,
             Err(Error::AlreadyExists { .. }) if self.open_mode == OpenMode::OpenOrCreate => {
                 let q = CrossProcessQueue::connect(name)?;
-                if q.capacity() != max_messages || q.message_size() != message_size {
+                if q.capacity() != max_messages
+                    || q.message_size() != message_size
+                    || q.is_single_producer_single_consumer() != self.spsc
+                {
                     return Err(Error::InvalidArgument(format!(
-                        "queue '{name}' exists with capacity {} and message size {}, \
-                         not {max_messages} and {message_size}",
+                        "queue '{name}' exists with capacity {}, message size {} and \
+                         single-producer/single-consumer {}, not {max_messages}, \
+                         {message_size} and {}",
                         q.capacity(),
-                        q.message_size()
+                        q.message_size(),
+                        q.is_single_producer_single_consumer(),
+                        self.spsc
                     )));
                 }
                 return Ok(q);
             }
             Err(e) => return Err(e),
         };
-        let flags = if self.checksum { FLAG_CHECKSUM } else { 0 };
+        let flags =
+            if self.checksum { FLAG_CHECKSUM } else { 0 } | if self.spsc { FLAG_SPSC } else { 0 };
         // SAFETY: the segment is a fresh, exclusive, page-aligned mapping of `size` bytes,
         // which is segment_size(capacity, msg_size); nobody can read it as a ring before the
         // magic is published below.
@@ -300,6 +324,8 @@ pub struct CrossProcessQueue {
     next_liveness_check: AtomicU64,
     next_orphan_scan: AtomicU64,
     clock_origin: Instant,
+    /// The roles this handle holds on a single-producer/single-consumer queue.
+    spsc: Option<spsc::Spsc>,
 }
 
 /// Liveness answers for one handle.
@@ -452,6 +478,12 @@ impl CrossProcessQueue {
     }
 
     fn attach(name: &str, segment: Segment, ring: Ring) -> Result<Self> {
+        if !segment::register_light_fences() {
+            // This process cannot be reached by a peer's `membarrier`: from now on every
+            // process on this queue uses real fences (see `wait.rs`).
+            // SeqCst: visible before this handle's first wait relies on it.
+            ring.header().wake.fence_required.store(1, SeqCst);
+        }
         let me = segment
             .register_participant(&ring.header().wake.next_participant_id)
             .map_err(|source| Error::AccessFailed {
@@ -466,6 +498,7 @@ impl CrossProcessQueue {
             .store(segment::process_start_time(), Relaxed);
         entry.connected_at_ns.store(segment::now_ns(), Relaxed);
         entry.id.store(me, Relaxed);
+        let spsc = ring.is_spsc().then(spsc::Spsc::default);
         Ok(CrossProcessQueue {
             ring,
             segment,
@@ -476,6 +509,7 @@ impl CrossProcessQueue {
             next_liveness_check: AtomicU64::new(0),
             next_orphan_scan: AtomicU64::new(0),
             clock_origin: Instant::now(),
+            spsc,
         })
     }
 
@@ -535,6 +569,12 @@ impl CrossProcessQueue {
 
     pub fn checksum_enabled(&self) -> bool {
         self.ring.checksum_enabled()
+    }
+
+    /// Whether the queue allows one sender and one receiver at a time (see
+    /// [`QueueOptions::single_producer_single_consumer`]).
+    pub fn is_single_producer_single_consumer(&self) -> bool {
+        self.ring.is_spsc()
     }
 
     /// This handle's participant id (what `shmq info` lists).
@@ -685,7 +725,7 @@ impl CrossProcessQueue {
             self.ring.not_empty_word()
         };
         loop {
-            let expected = wait::prepare(word);
+            let expected = wait::prepare(word, &self.ring.header().wake.fence_required);
             if let Attempt::Done(v) = attempt(true)? {
                 return Ok(Attempt::Done(v));
             }
@@ -713,12 +753,15 @@ impl CrossProcessQueue {
     #[inline]
     fn try_claim_push(&self, repair: bool) -> Result<Attempt<ring::PushToken>> {
         let peers = self.peers();
+        if let Some(spsc) = &self.spsc {
+            return spsc.try_claim_push(&self.ring, &peers, &self.name);
+        }
         match self.ring.claim_push(&peers) {
             Ok(token) => Ok(Attempt::Done(token)),
             Err(PushBlocked::Closed) => Err(Error::Closed),
             Err(PushBlocked::Full) => {
                 if repair && self.liveness_due() && self.ring.repair_tail(&peers) {
-                    wait::wake_all(self.ring.not_empty_word());
+                    wait::wake_receivers(self.ring.header());
                     return self.try_claim_push(false);
                 }
                 Ok(Attempt::WouldBlock)
@@ -743,10 +786,40 @@ impl CrossProcessQueue {
         let id = id.unwrap_or(token.position());
         self.ring.write(&token, id, timestamp, data);
         crashpoint::hit("push_written");
-        self.ring.publish(token);
-        wait::wake_all(self.ring.not_empty_word());
+        self.commit_push(token);
+        wait::wake_receivers(self.ring.header());
         self.count(&self.pending_sent, 1, data.len() as u64);
         Ok(Attempt::Done(id))
+    }
+
+    /// Publishes a claimed slot (and, on a single-producer queue, moves the tail and lets
+    /// the next send of this handle in).
+    #[inline]
+    fn commit_push(&self, token: ring::PushToken) {
+        let pos = token.position();
+        self.ring.publish(token);
+        if let Some(spsc) = &self.spsc {
+            spsc.published(&self.ring, pos);
+        }
+    }
+
+    /// [`commit_push`](Self::commit_push) of a slot whose message no receiver accepts.
+    fn commit_push_poisoned(&self, token: ring::PushToken) {
+        let pos = token.position();
+        self.ring.publish_poisoned(token);
+        if let Some(spsc) = &self.spsc {
+            spsc.published(&self.ring, pos);
+        }
+    }
+
+    /// Releases a claimed message's slot (and, on a single-consumer queue, moves the head).
+    #[inline]
+    fn commit_pop(&self, token: PopToken) {
+        let pos = token.position();
+        self.ring.release(token);
+        if let Some(spsc) = &self.spsc {
+            spsc.released(&self.ring, pos);
+        }
     }
 
     /// The general send: `timeout` `Some(ZERO)` = do not wait (fails with `QueueFull`),
@@ -835,8 +908,8 @@ impl CrossProcessQueue {
         crashpoint::hit("pop_head_moved");
         let result = self.ring.read(&token, buf);
         crashpoint::hit("pop_read");
-        self.ring.release(token);
-        wait::wake_all(self.ring.not_full_word());
+        self.commit_pop(token);
+        wait::wake_senders(self.ring.header());
         let stats = &self.ring.header().stats;
         match result {
             Ok(meta) => {
@@ -876,6 +949,9 @@ impl CrossProcessQueue {
     #[inline]
     fn try_claim_pop(&self, buf_len: usize, repair: bool) -> Result<Attempt<PopToken>> {
         let peers = self.peers();
+        if let Some(spsc) = &self.spsc {
+            return spsc.try_claim_pop(&self.ring, &peers, &self.name, buf_len);
+        }
         loop {
             match self.ring.claim_pop(&peers, buf_len) {
                 Ok(token) => return Ok(Attempt::Done(token)),
@@ -890,7 +966,7 @@ impl CrossProcessQueue {
                         match self.ring.repair_head(&peers) {
                             HeadRepair::Message(token) => return Ok(Attempt::Done(token)),
                             HeadRepair::Skipped => {
-                                wait::wake_all(self.ring.not_full_word());
+                                wait::wake_senders(self.ring.header());
                                 continue;
                             }
                             HeadRepair::Nothing => {}
@@ -1071,6 +1147,8 @@ pub struct QueueInfo {
     pub creator_pid: u32,
     pub created_at_ns: u64,
     pub shutdown: bool,
+    /// One sender and one receiver at a time.
+    pub single_producer_single_consumer: bool,
     /// The most recent connections (up to 64), live or not, excluding the caller's own
     /// liveness which is always reported alive.
     pub participants: Vec<ParticipantInfo>,
@@ -1118,7 +1196,9 @@ impl QueueInfo {
             owner_uid,
             creator_pid: id.creator_pid.load(Relaxed),
             created_at_ns: id.created_at_ns.load(Relaxed),
-            shutdown: h.tail.value.load(Relaxed) & layout::TAIL_CLOSED != 0,
+            shutdown: h.roles.closed.load(Relaxed) != 0
+                || h.tail.value.load(Relaxed) & layout::TAIL_CLOSED != 0,
+            single_producer_single_consumer: id.flags.load(Relaxed) & FLAG_SPSC != 0,
             participants,
         }
     }
@@ -1138,5 +1218,8 @@ pub struct ParticipantInfo {
 impl Drop for CrossProcessQueue {
     fn drop(&mut self) {
         self.flush_stats();
+        if let Some(spsc) = &mut self.spsc {
+            spsc.release_roles(&self.ring, self.me);
+        }
     }
 }

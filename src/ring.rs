@@ -52,8 +52,8 @@ use std::ptr;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 use crate::layout::{
-    self, Claim, Header, Role, SlotHeader, FLAG_CHECKSUM, HEADER_SIZE, LAYOUT_VERSION, MAGIC,
-    POS_MASK, SLOT_FLAG_REDELIVERED, SLOT_HEADER_SIZE, TAIL_CLOSED,
+    self, Claim, Header, Role, SlotHeader, FLAG_CHECKSUM, FLAG_SPSC, HEADER_SIZE, LAYOUT_VERSION,
+    MAGIC, POS_MASK, SLOT_FLAG_REDELIVERED, SLOT_HEADER_SIZE, TAIL_CLOSED,
 };
 use crate::sync::{spin_loop, AtomicU32, AtomicU64};
 
@@ -97,6 +97,25 @@ pub enum PopBlocked {
     Closed,
     /// The next message needs a larger buffer; nothing was dequeued.
     BufferTooSmall(usize),
+}
+
+/// What [`Ring::spsc_claim_push`] found.
+#[derive(Debug)]
+pub enum SpscPush {
+    Free(PushToken),
+    Full,
+    Corrupt(PushToken),
+}
+
+/// What [`Ring::spsc_claim_pop`] found.
+#[derive(Debug)]
+pub enum SpscPop {
+    Message(PopToken),
+    Empty,
+    BufferTooSmall(usize),
+    /// Already freed for the next lap (a receiver died before moving the head).
+    Released,
+    Corrupt,
 }
 
 /// What [`Ring::repair_head`] did.
@@ -144,6 +163,13 @@ pub struct PopToken {
     index: usize,
 }
 
+impl PopToken {
+    /// The position claimed.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+}
+
 /// How many times a load that looks inconsistent is re-read before the slot is treated
 /// as corrupted.
 const CONSISTENCY_RETRIES: u32 = 64;
@@ -156,6 +182,7 @@ pub struct Ring {
     stride: usize,
     message_size: usize,
     checksum: bool,
+    spsc: bool,
 }
 
 // SAFETY: the ring only touches its memory through atomics and through raw copies into or
@@ -241,6 +268,7 @@ impl Ring {
             stride: layout::slot_stride(message_size).expect("validated geometry"),
             message_size: message_size as usize,
             checksum: flags & FLAG_CHECKSUM != 0,
+            spsc: flags & FLAG_SPSC != 0,
         }
     }
 
@@ -294,7 +322,7 @@ impl Ring {
     }
 
     /// A token for a position claimed off the fast path.
-    fn pop_token(&self, pos: u64) -> PopToken {
+    pub(crate) fn pop_token(&self, pos: u64) -> PopToken {
         PopToken {
             pos,
             index: self.index(pos),
@@ -336,13 +364,96 @@ impl Ring {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.tail().load(Acquire) & TAIL_CLOSED != 0
+        self.header().roles.closed.load(Acquire) != 0
+            || self.tail().load(Acquire) & TAIL_CLOSED != 0
     }
 
     /// Marks the queue closed for sending. Returns false if it already was.
     pub fn close(&self) -> bool {
         // AcqRel: orders the close after our own earlier publications for any observer.
+        let first = self.header().roles.closed.swap(1, AcqRel) == 0;
+        if self.spsc {
+            // The single sender writes `tail` with plain stores: it checks `closed` instead
+            // (see `spsc.rs`).
+            return first;
+        }
         self.tail().fetch_or(TAIL_CLOSED, AcqRel) & TAIL_CLOSED == 0
+    }
+
+    /// Whether the queue has one sender and one receiver at a time ([`FLAG_SPSC`]).
+    pub fn is_spsc(&self) -> bool {
+        self.spsc
+    }
+
+    // ----- single producer, single consumer ([`FLAG_SPSC`], driven by `spsc.rs`) -----------
+
+    /// The single sender's claim of position `pos` (its own tail): the slot is free for it,
+    /// still holds the previous lap's message, or holds a value no correct peer writes.
+    #[inline]
+    pub fn spsc_claim_push(&self, pos: u64) -> SpscPush {
+        let index = self.index(pos);
+        // Acquire: pairs with the receiver's Release in `release`, so its reads of the
+        // previous lap's message happen-before our writes.
+        let seq = self.slot_at(index).seq.load(Acquire);
+        if seq == seq_free(pos) {
+            SpscPush::Free(PushToken { pos, index })
+        } else if seq == seq_full(pos.wrapping_sub(self.capacity)) {
+            SpscPush::Full
+        } else {
+            // Only a broken or hostile peer writes other values. The receiver skips such a
+            // slot when it reaches it; the sender overwrites it, so the ring stays usable.
+            SpscPush::Corrupt(PushToken { pos, index })
+        }
+    }
+
+    /// The single receiver's claim of position `pos` (its own head) for a buffer of
+    /// `buf_len` bytes.
+    #[inline]
+    pub fn spsc_claim_pop(&self, pos: u64, buf_len: usize) -> SpscPop {
+        let index = self.index(pos);
+        let slot = self.slot_at(index);
+        // Acquire: pairs with the sender's Release in `publish`.
+        let seq = slot.seq.load(Acquire);
+        if seq == seq_full(pos) {
+            // Relaxed: ordered after the Acquire above; the length is re-read (and checked
+            // against the message size) by `read`.
+            let len = slot.len.load(Relaxed) as usize;
+            if len > buf_len && len <= self.message_size {
+                return SpscPop::BufferTooSmall(len);
+            }
+            SpscPop::Message(PopToken { pos, index })
+        } else if seq == seq_free(pos) {
+            SpscPop::Empty
+        } else if seq == seq_free(self.next_lap(pos)) {
+            SpscPop::Released
+        } else {
+            SpscPop::Corrupt
+        }
+    }
+
+    /// Frees the slot of position `pos` without reading it (a corrupt slot skipped by the
+    /// single receiver).
+    pub fn spsc_skip(&self, pos: u64) {
+        // Release: as in `release`.
+        self.slot(pos)
+            .seq
+            .store(seq_free(self.next_lap(pos)), Release);
+        self.header().stats.corrupted.fetch_add(1, Relaxed);
+    }
+
+    /// Marks the message of position `pos` as handed out before (its receiver died).
+    pub fn spsc_mark_redelivered(&self, pos: u64) {
+        let slot = self.slot(pos);
+        // Relaxed: the single receiver owns the slot; `flags` is outside the checksum.
+        slot.flags
+            .store(slot.flags.load(Relaxed) | SLOT_FLAG_REDELIVERED, Relaxed);
+        self.header().stats.redelivered.fetch_add(1, Relaxed);
+    }
+
+    /// Whether the message of position `pos` is published (read by a sender taking over
+    /// from a dead one that may have died between publishing and moving the tail).
+    pub fn spsc_is_published(&self, pos: u64) -> bool {
+        self.slot(pos).seq.load(Acquire) == seq_full(pos)
     }
 
     // ----- sending -------------------------------------------------------------------------
@@ -1111,7 +1222,7 @@ unsafe fn message_crc_sse42(id: u64, timestamp_ns: u64, len: u32, data: &[u8]) -
 mod loom_memory {
     use super::{AtomicU32, AtomicU64};
     use crate::layout::{
-        Header, Identity, Participant, PositionLine, SlotHeader, StatsLine, WakeLine,
+        Header, Identity, Participant, PositionLine, RolesLine, SlotHeader, StatsLine, WakeLine,
     };
 
     pub(super) trait Zero {
@@ -1157,14 +1268,15 @@ mod loom_memory {
             magic, layout_version, header_size, capacity, message_size, slot_stride, flags,
             segment_size, creator_pid, creator_id, created_at_ns, mode, _reserved,
         }
-        PositionLine { value, _pad }
-        WakeLine { not_empty, not_full, next_participant_id, _pad }
+        PositionLine { value, in_flight, _pad }
+        WakeLine { not_empty, not_full, next_participant_id, fence_required, _pad }
+        RolesLine { sender, receiver, closed, _pad }
         StatsLine {
             bytes_sent, bytes_received, send_full, timeouts, checksum_failures, abandoned,
             redelivered, republished, peak_depth, corrupted, _pad,
         }
         Participant { id, pid, start_time, connected_at_ns, _reserved }
-        Header { identity, tail, head, wake, stats, participants, _reserved }
+        Header { identity, tail, head, wake, stats, participants, roles, _reserved }
         SlotHeader { seq, claim, id, timestamp_ns, len, flags, crc, _reserved }
     }
 }

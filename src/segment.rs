@@ -440,3 +440,63 @@ pub fn now_ns() -> u64 {
 pub fn pid() -> u32 {
     std::process::id()
 }
+
+// ----- asymmetric fences ---------------------------------------------------------------------
+
+/// `membarrier(2)` commands (linux/membarrier.h).
+const MEMBARRIER_CMD_QUERY: libc::c_long = 0;
+const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_long = 1 << 1;
+const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_long = 1 << 2;
+
+/// 0 = not asked yet, 1 = registered, 2 = unavailable (old kernel, seccomp filter).
+static MEMBARRIER: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+fn membarrier(cmd: libc::c_long) -> libc::c_long {
+    // SAFETY: membarrier takes two integer arguments besides the command and touches no
+    // memory of ours.
+    unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            cmd,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    }
+}
+
+/// Registers this process (once) as one whose threads other processes may force through a
+/// memory barrier with [`heavy_fence`]. Returns whether that works here; when it does not,
+/// the caller must make its peers use real fences (`WakeLine::fence_required`).
+pub fn register_light_fences() -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    // Relaxed: the flag only caches the answer of an idempotent system call.
+    match MEMBARRIER.load(Relaxed) {
+        1 => return true,
+        2 => return false,
+        _ => {}
+    }
+    let wanted = MEMBARRIER_CMD_GLOBAL_EXPEDITED | MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED;
+    let supported = membarrier(MEMBARRIER_CMD_QUERY);
+    let ok = supported >= 0
+        && supported & wanted == wanted
+        && membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
+    MEMBARRIER.store(if ok { 1 } else { 2 }, Relaxed);
+    ok
+}
+
+/// Whether this process registered for light fences (see [`register_light_fences`]).
+#[inline]
+pub fn light_fences_registered() -> bool {
+    // Relaxed: set once by `register_light_fences`, which every handle runs at attach, before
+    // this thread could reach a hot path through that handle.
+    MEMBARRIER.load(std::sync::atomic::Ordering::Relaxed) == 1
+}
+
+/// The heavy side of an asymmetric fence: a full fence here, and a barrier forced on every
+/// running thread of every registered process, so each of their program-order points is
+/// either before our fence or after it (see `wait.rs`). Returns false if the system call
+/// failed, in which case only our own fence was issued.
+pub fn heavy_fence() -> bool {
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    light_fences_registered() && membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0
+}

@@ -1,4 +1,5 @@
-//! Sleeping and waking across processes: Linux futexes on 32-bit words in the segment.
+//! Sleeping and waking across processes: Linux futexes on 32-bit words in the segment, with
+//! asymmetric fences so that the hot path pays no fence at all.
 //!
 //! The futexes are *shared* (no `FUTEX_PRIVATE_FLAG`), so the kernel keys them by the
 //! physical page and a waiter in one process is woken by a waker in another.
@@ -8,6 +9,23 @@
 //! condition bumps the word and clears the bit if it was set, then wakes everyone. A process
 //! killed while asleep leaves at most a stale bit, which the next waker clears: one spurious
 //! system call, never a lost wake-up or a permanent cost.
+//!
+//! # Asymmetric fences
+//! The waker's "publish, then load the bit" and the sleeper's "set the bit, then re-check" are
+//! a Dekker pair: each side needs a full (store-load) fence between its two steps, or both can
+//! miss each other. A fence per message costs as much as the rest of a send (it drains the
+//! store buffer, whose stores go to lines the peer core holds), while sleeping is rare. So the
+//! waker issues only a compiler barrier ([`light_fence`]) and the sleeper pays for both sides
+//! with `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)` ([`heavy_fence`]), which makes every
+//! running thread of every registered process pass a full barrier before it returns: the
+//! waker's load of the bit is then either before that barrier (so its publication is visible
+//! to the re-check) or after it (so it sees the bit). This is the pattern of liburcu and
+//! folly's `asymmetricHeavyBarrier`.
+//!
+//! It only holds if every waker's process registered (`segment::register_light_fences`, done
+//! at attach). A process that cannot (an old kernel, a seccomp filter) sets
+//! `WakeLine::fence_required` in the header when it joins, and from then on every process
+//! fences for real on that queue. Under loom both sides always use real fences.
 
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::time::Duration;
@@ -15,14 +33,51 @@ use std::time::Duration;
 use crate::layout::WAITERS_BIT;
 use crate::sync::{fence, AtomicU32};
 
+/// The light side of an asymmetric fence (see the module notes): a compiler barrier when
+/// every process on the queue can be reached by [`heavy_fence`], a real fence otherwise.
+/// `fence_required` is the header's `WakeLine::fence_required`.
+#[inline(always)]
+pub fn light_fence(fence_required: &AtomicU32) {
+    #[cfg(not(loom))]
+    {
+        // Relaxed: the flag is set once, at a join that precedes that process's first sleep
+        // (and so the first heavy fence that relies on us seeing it; a waker that misses it
+        // during that join costs at most one sleep slice, never a hang).
+        if crate::segment::light_fences_registered() && fence_required.load(Relaxed) == 0 {
+            std::sync::atomic::compiler_fence(SeqCst);
+            return;
+        }
+    }
+    #[cfg(loom)]
+    let _ = fence_required;
+    fence(SeqCst);
+}
+
+/// The heavy side of an asymmetric fence: a real fence plus `membarrier` (see the module
+/// notes). If the system call fails, marks the queue `fence_required` so that peers fence.
+pub fn heavy_fence(fence_required: &AtomicU32) {
+    #[cfg(not(loom))]
+    if !crate::segment::heavy_fence() {
+        // SeqCst: the flag must be visible before our re-check to any waker that then loads
+        // it; the first waker that misses it costs at most one sleep slice.
+        fence_required.store(1, SeqCst);
+        fence(SeqCst);
+    }
+    #[cfg(loom)]
+    {
+        let _ = fence_required;
+        fence(SeqCst);
+    }
+}
+
 /// Announces a sleeper on `word`; returns the value to pass to [`sleep`].
 ///
-/// Call it, re-check the condition, and only then sleep. `SeqCst` (an RMW followed by a
-/// fence) makes the announcement and the re-check's loads a Dekker pair with [`wake_all`]'s
+/// Call it, re-check the condition, and only then sleep. The RMW followed by a heavy fence
+/// makes the announcement and the re-check's loads a Dekker pair with [`wake_all`]'s light
 /// fence, so either the waker sees the bit or the sleeper sees the new state.
-pub fn prepare(word: &AtomicU32) -> u32 {
+pub fn prepare(word: &AtomicU32, fence_required: &AtomicU32) -> u32 {
     let value = word.fetch_or(WAITERS_BIT, SeqCst) | WAITERS_BIT;
-    fence(SeqCst);
+    heavy_fence(fence_required);
     value
 }
 
@@ -41,12 +96,12 @@ pub fn sleep(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
 }
 
 /// Called after making the condition true: wakes every sleeper if any announced itself.
-/// Costs one fence and one load when nobody sleeps.
+/// Costs a compiler barrier and one load when nobody sleeps.
 #[inline]
-pub fn wake_all(word: &AtomicU32) {
-    // SeqCst fence: pairs with `prepare` (see there); orders our earlier publication before
-    // the load of the bit.
-    fence(SeqCst);
+pub fn wake_all(word: &AtomicU32, fence_required: &AtomicU32) {
+    // Pairs with `prepare`'s heavy fence (see the module notes): orders our earlier
+    // publication before the load of the bit.
+    light_fence(fence_required);
     let mut value = word.load(Relaxed);
     loop {
         if value & WAITERS_BIT == 0 {
@@ -94,4 +149,16 @@ fn futex(word: &AtomicU32, op: libc::c_int, value: u32, timeout: *const libc::ti
         let _ = (word, op, value, timeout);
         loom::thread::yield_now();
     }
+}
+
+/// Wakes receivers sleeping on the queue of header `h` (after publishing messages).
+#[inline]
+pub fn wake_receivers(h: &crate::layout::Header) {
+    wake_all(&h.wake.not_empty, &h.wake.fence_required);
+}
+
+/// Wakes senders sleeping on the queue of header `h` (after freeing slots).
+#[inline]
+pub fn wake_senders(h: &crate::layout::Header) {
+    wake_all(&h.wake.not_full, &h.wake.fence_required);
 }

@@ -39,27 +39,27 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use crate::ring::{PopToken, PushToken, ReadError, Ring};
+use crate::ring::{PopToken, PushToken, ReadError};
 use crate::{crashpoint, timestamp_ns, wait, Attempt, CrossProcessQueue, Error, Received, Result};
 
 /// Settles a claimed push slot if the writer's closure unwinds: publishes it poisoned.
 struct PushGuard<'a> {
-    ring: &'a Ring,
+    queue: &'a CrossProcessQueue,
     token: Option<PushToken>,
 }
 
 impl Drop for PushGuard<'_> {
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
-            self.ring.publish_poisoned(token);
-            wait::wake_all(self.ring.not_empty_word());
+            self.queue.commit_push_poisoned(token);
+            wait::wake_receivers(self.queue.ring.header());
         }
     }
 }
 
 /// Releases a claimed pop slot when the reader is done, including on unwind.
 struct PopGuard<'a> {
-    ring: &'a Ring,
+    queue: &'a CrossProcessQueue,
     token: Option<PopToken>,
 }
 
@@ -67,8 +67,8 @@ impl Drop for PopGuard<'_> {
     #[inline]
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
-            self.ring.release(token);
-            wait::wake_all(self.ring.not_full_word());
+            self.queue.commit_pop(token);
+            wait::wake_senders(self.queue.ring.header());
         }
     }
 }
@@ -164,7 +164,7 @@ impl CrossProcessQueue {
         let size = self.message_size();
         let payload = self.ring.payload_ptr(&token);
         let mut guard = PushGuard {
-            ring: &self.ring,
+            queue: self,
             token: Some(token),
         };
         // SAFETY: the slot is claimed by this process until it is published (by the guard on
@@ -173,8 +173,8 @@ impl CrossProcessQueue {
         let len = fill(unsafe { std::slice::from_raw_parts_mut(payload, size) });
         let token = guard.token.take().expect("the guard still holds the claim");
         if len > size {
-            self.ring.publish_poisoned(token);
-            wait::wake_all(self.ring.not_empty_word());
+            self.commit_push_poisoned(token);
+            wait::wake_receivers(self.ring.header());
             return Err(Error::InvalidArgument(format!(
                 "send_in_place: the closure returned length {len}, beyond the message size {size}; \
                  the slot was published as a poisoned message"
@@ -183,8 +183,8 @@ impl CrossProcessQueue {
         let id = token.position();
         self.ring.finish_in_place(&token, id, timestamp_ns(), len);
         crashpoint::hit("push_written");
-        self.ring.publish(token);
-        wait::wake_all(self.ring.not_empty_word());
+        self.commit_push(token);
+        wait::wake_receivers(self.ring.header());
         self.count(&self.pending_sent, 1, len as u64);
         Ok(id)
     }
@@ -216,7 +216,7 @@ impl CrossProcessQueue {
     {
         crashpoint::hit("pop_head_moved");
         let guard = PopGuard {
-            ring: &self.ring,
+            queue: self,
             token: Some(token),
         };
         let claimed = guard.token.as_ref().expect("just set");
@@ -264,7 +264,7 @@ impl CrossProcessQueue {
             crashpoint::hit("push_tail_moved");
             self.ring.write(&token, token.position(), timestamp, data);
             crashpoint::hit("push_written");
-            self.ring.publish(token);
+            self.commit_push(token);
             sent += 1;
             bytes += data.len() as u64;
             let Some(next) = messages.get(sent) else {
@@ -277,7 +277,7 @@ impl CrossProcessQueue {
             }
             data = next.as_ref();
         }
-        wait::wake_all(self.ring.not_empty_word());
+        wait::wake_receivers(self.ring.header());
         self.count_batch(true, sent as u64, bytes);
         Ok(sent)
     }
@@ -312,7 +312,7 @@ impl CrossProcessQueue {
             let chunk = &mut buf[metas.len() * size..][..size];
             let result = self.ring.read(&token, chunk);
             crashpoint::hit("pop_read");
-            self.ring.release(token);
+            self.commit_pop(token);
             match result {
                 Ok(meta) => {
                     bytes += meta.len as u64;
@@ -331,7 +331,7 @@ impl CrossProcessQueue {
                 Ok(Attempt::WouldBlock) | Err(_) => break,
             }
         }
-        wait::wake_all(self.ring.not_full_word());
+        wait::wake_senders(self.ring.header());
         self.count_batch(false, metas.len() as u64, bytes);
         match failure {
             Some(e) => Err(e),
@@ -366,7 +366,7 @@ impl CrossProcessQueue {
                 Ok((meta, payload)) => {
                     // Releases the slot even if `read` unwinds.
                     let guard = PopGuardQuiet {
-                        ring: &self.ring,
+                        queue: self,
                         token: Some(token),
                     };
                     // SAFETY: as in `read_claimed_in_place`: len <= message_size, inside
@@ -379,7 +379,7 @@ impl CrossProcessQueue {
                     bytes += meta.len as u64;
                 }
                 Err(e) => {
-                    self.ring.release(token);
+                    self.commit_pop(token);
                     failure = Some(self.read_error(e));
                     break;
                 }
@@ -392,7 +392,7 @@ impl CrossProcessQueue {
                 Ok(Attempt::WouldBlock) | Err(_) => break,
             }
         }
-        wait::wake_all(self.ring.not_full_word());
+        wait::wake_senders(self.ring.header());
         self.count_batch(false, count as u64, bytes);
         match failure {
             Some(e) => Err(e),
@@ -404,16 +404,16 @@ impl CrossProcessQueue {
 /// Like [`PopGuard`] but without the wake-up check, which a batch does once at its end (on
 /// unwind too: the guard wakes then, so producers never miss the freed slots).
 struct PopGuardQuiet<'a> {
-    ring: &'a Ring,
+    queue: &'a CrossProcessQueue,
     token: Option<PopToken>,
 }
 
 impl Drop for PopGuardQuiet<'_> {
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
-            self.ring.release(token);
+            self.queue.commit_pop(token);
             if std::thread::panicking() {
-                wait::wake_all(self.ring.not_full_word());
+                wait::wake_senders(self.queue.ring.header());
             }
         }
     }

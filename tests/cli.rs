@@ -365,7 +365,7 @@ fn info_reports_configuration_counters_and_processes() {
     assert_eq!(v["message_size"], 64);
     assert_eq!(v["mode"], "0660");
     assert_eq!(v["checksum"], true);
-    assert_eq!(v["layout_version"], 1);
+    assert_eq!(v["layout_version"], shmq::layout::LAYOUT_VERSION);
     assert_ne!(
         v["creator_pid"],
         std::process::id(),
