@@ -3,8 +3,13 @@
 //! the libshmq.so that cargo built for this very test run, runs the suite plain and under
 //! AddressSanitizer + UndefinedBehaviorSanitizer, and runs C and Rust processes on one queue.
 //!
-//! The library is the `cdylib` that cargo builds beside this test binary
-//! (`<target dir>/<profile>/libshmq.so`), so this works with any `CARGO_TARGET_DIR`.
+//! The library is the `cdylib` that cargo builds beside this test binary, so this works with
+//! any `CARGO_TARGET_DIR`: `<target dir>/<profile>/deps/libshmq.so`, which the same rustc
+//! run as the test's own copy of the crate writes (`cargo test` refreshes it but not the
+//! `<profile>/libshmq.so` that `cargo build` puts beside it, which may be stale), else
+//! `<profile>/libshmq.so`. C programs run with `LD_LIBRARY_PATH` set to that directory alone:
+//! cargo's own `LD_LIBRARY_PATH` lists `<profile>` first, which would override the programs'
+//! RUNPATH and load the possibly stale copy.
 
 mod common;
 
@@ -72,13 +77,31 @@ fn profile_dir() -> PathBuf {
     dir
 }
 
+/// The directory of the libshmq.so built with this test binary (see the module notes).
+fn lib_dir() -> PathBuf {
+    let profile = profile_dir();
+    let deps = profile.join("deps");
+    if deps.join("libshmq.so").exists() {
+        deps
+    } else {
+        profile
+    }
+}
+
+/// A command running the C program `path` against [`lib_dir`]'s library.
+fn c_command(path: PathBuf) -> Command {
+    let mut command = Command::new(path);
+    command.env("LD_LIBRARY_PATH", lib_dir());
+    command
+}
+
 fn run_make(dir: &Path, out: &Path, extra: &[&str]) -> Result<(), String> {
     let output = Command::new("make")
         .arg("-s")
         .arg("-C")
         .arg(dir)
         .arg(format!("OUT={}", out.display()))
-        .arg(format!("LIBDIR={}", profile_dir().display()))
+        .arg(format!("LIBDIR={}", lib_dir().display()))
         .args(extra)
         .env_remove("CFLAGS")
         .output()
@@ -166,7 +189,7 @@ fn run_c_suite(sanitized: bool) {
         if sanitized { "s" } else { "p" }
     );
     let _cleanup = PrefixCleanup(prefix.clone());
-    let child = Command::new(dir.join("test_api"))
+    let child = c_command(dir.join("test_api"))
         .args(["--prefix", &prefix])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -278,7 +301,7 @@ fn rust_child(role: &str, name: &str, first: u64, count: u64) -> Child {
 }
 
 fn c_child(args: &[&str]) -> Child {
-    Command::new(c_programs(false).join("xlang"))
+    c_command(c_programs(false).join("xlang"))
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -385,7 +408,7 @@ fn c_examples_mix_with_a_rust_worker() {
     run_make(&root().join("examples-c"), &examples, &[]).unwrap_or_else(|e| panic!("{e}"));
     let name = tq.name.as_str();
     let spawn_c = |program: &str, args: &[&str]| {
-        Command::new(examples.join(program))
+        c_command(examples.join(program))
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
