@@ -58,6 +58,17 @@
 #define SHMQ_CREATE_REPLACE 4u
 
 /**
+ * `shmq_create_with` flag: a single-producer/single-consumer queue. The first handle that
+ * sends takes the queue's sending role and keeps it until `shmq_close`; likewise for
+ * receiving. Another handle that tries gets `SHMQ_ERR_ROLE_TAKEN` until the holder closes
+ * its handle or dies (its role is then taken over and what it left half-done repaired).
+ * In exchange, sends and receives use no atomic read-modify-write and no fence: several
+ * times the throughput between two processes. Threads sharing one handle take turns.
+ * With `SHMQ_CREATE_OPEN_EXISTING`, the existing queue must be of the same kind.
+ */
+#define SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER 8u
+
+/**
  * Flag for `shmq_send_message_ex` / `shmq_receive_message_ex`: this call is one slice of a
  * longer wait (a binding that waits in short slices to stay interruptible, as the Python
  * package does); if it ends without success it is not counted in the queue's `timeouts` or
@@ -293,7 +304,8 @@ enum shmq_status shmq_create(const char *name,
 /**
  * `shmq_create` with options. `mode`: permission bits of the segment (0 = default 0600;
  * the umask does not apply; bits outside 0777 are refused). `flags`: 0 or a combination of
- * `SHMQ_CREATE_NO_CHECKSUM` and one of `SHMQ_CREATE_OPEN_EXISTING` / `SHMQ_CREATE_REPLACE`.
+ * `SHMQ_CREATE_NO_CHECKSUM`, `SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER` and one of
+ * `SHMQ_CREATE_OPEN_EXISTING` / `SHMQ_CREATE_REPLACE`.
  *
  * # Safety
  * `name` is NULL or a NUL-terminated string; `out` is NULL or writable.
@@ -350,6 +362,16 @@ enum shmq_status shmq_shutdown(struct shmq_queue *q);
  * `q` is NULL or a live handle.
  */
 int shmq_is_shutdown(const struct shmq_queue *q);
+
+/**
+ * 1 if the queue is single-producer/single-consumer (created with
+ * `SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER`, by any process), 0 if not, -1 if `q` is
+ * NULL.
+ *
+ * # Safety
+ * `q` is NULL or a live handle.
+ */
+int shmq_is_single_producer_single_consumer(const struct shmq_queue *q);
 
 /**
  * Messages in the queue now (including ones being written or read); 0 if `q` is NULL.

@@ -117,7 +117,8 @@ static void test_status_codes(void) {
     CHECK(SHMQ_ERR_ACCESS_FAILED == 10 && SHMQ_ERR_MESSAGE_TOO_LARGE == 11);
     CHECK(SHMQ_ERR_BUFFER_TOO_SMALL == 12 && SHMQ_ERR_CORRUPTED_DATA == 13);
     CHECK(SHMQ_ERR_INCOMPATIBLE_VERSION == 14 && SHMQ_ERR_INTERNAL == 15);
-    for (int i = 0; i <= 15; i++) {
+    CHECK(SHMQ_ERR_ROLE_TAKEN == 16);
+    for (int i = 0; i <= 16; i++) {
         const char *text = shmq_status_str((shmq_status)i);
         CHECK(text != NULL && strcmp(text, "unknown status") != 0 && text[0] != '\0');
         for (int j = 0; j < i; j++) {
@@ -125,8 +126,9 @@ static void test_status_codes(void) {
         }
     }
     CHECK(strcmp(shmq_status_str(SHMQ_ERR_INTERNAL), "internal error") == 0);
+    CHECK(strcmp(shmq_status_str(SHMQ_ERR_ROLE_TAKEN), "role taken") == 0);
     /* Any integer is accepted (C may pass what it likes). */
-    const int out_of_range[] = {-1, 16, 1000, INT_MAX, INT_MIN};
+    const int out_of_range[] = {-1, 17, 1000, INT_MAX, INT_MIN};
     for (size_t i = 0; i < sizeof out_of_range / sizeof out_of_range[0]; i++) {
         CHECK(strcmp(shmq_status_str((shmq_status)out_of_range[i]), "unknown status") == 0);
     }
@@ -306,6 +308,8 @@ static void test_null_arguments(void) {
     CHECK(shmq_capacity(NULL) == 0);
     CHECK(shmq_message_size(NULL) == 0);
     CHECK(shmq_is_shutdown(NULL) == -1);
+    CHECK(shmq_is_single_producer_single_consumer(NULL) == -1);
+    CHECK_LAST_ERROR_HAS("shmq_is_single_producer_single_consumer: invalid argument: 'q' is NULL");
     shmq_close(NULL); /* a no-op */
 
     drop_queue(q, name);
@@ -334,8 +338,11 @@ static void test_invalid_arguments(void) {
     CHECK_STATUS(shmq_create(name, UINT32_MAX, UINT32_MAX, &out), SHMQ_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(shmq_create_with(name, 2, 16, 01000, 0, &out), SHMQ_ERR_INVALID_ARGUMENT);
     CHECK_LAST_ERROR_HAS("mode");
-    CHECK_STATUS(shmq_create_with(name, 2, 16, 0, 8u, &out), SHMQ_ERR_INVALID_ARGUMENT);
-    CHECK_LAST_ERROR_HAS("unknown flags 0x8");
+    CHECK_STATUS(shmq_create_with(name, 2, 16, 0, 16u, &out), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("unknown flags 0x10");
+    CHECK_STATUS(shmq_create_with(name, 2, 16, 0, 0x80000000u | SHMQ_CREATE_NO_CHECKSUM, &out),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("unknown flags 0x80000000");
     CHECK_STATUS(shmq_create_with(name, 2, 16, 0,
                                   SHMQ_CREATE_OPEN_EXISTING | SHMQ_CREATE_REPLACE, &out),
                  SHMQ_ERR_INVALID_ARGUMENT);
@@ -1020,6 +1027,253 @@ static void test_zerocopy_across_processes(void) {
     drop_queue(q, name);
 }
 
+/* ----- single-producer/single-consumer queues --------------------------------------------- */
+
+/* Creates a single-producer/single-consumer queue; NULL on failure. */
+static shmq_queue *make_spsc_queue(char *name, size_t name_len, uint32_t cap, uint32_t size) {
+    shmq_queue *q = NULL;
+    fresh_name(name, name_len);
+    CHECK_STATUS(shmq_create_with(name, cap, size, 0, SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER,
+                                  &q),
+                 SHMQ_OK);
+    CHECK(q != NULL);
+    return q;
+}
+
+/* Receives one message on `q` at once and checks that it is `want`. */
+static void expect_message(shmq_queue *q, const char *want) {
+    char buf[64];
+    size_t len = 0;
+    CHECK_STATUS(shmq_receive(q, buf, sizeof buf, &len, 0), SHMQ_OK);
+    CHECK(len == strlen(want) && memcmp(buf, want, len) == 0);
+}
+
+static void test_spsc_flag_and_getter(void) {
+    char name[96], plain_name[96];
+    shmq_queue *q = make_spsc_queue(name, sizeof name, 4, 32);
+    shmq_queue *plain = make_queue(plain_name, sizeof plain_name, 4, 32);
+    if (q == NULL || plain == NULL) return;
+    CHECK(SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER == 8u);
+    CHECK(shmq_is_single_producer_single_consumer(q) == 1);
+    CHECK(shmq_is_single_producer_single_consumer(plain) == 0);
+    /* A connected handle sees the mode the creator chose. */
+    shmq_queue *other = NULL;
+    CHECK_STATUS(shmq_connect(name, &other), SHMQ_OK);
+    CHECK(other != NULL && shmq_is_single_producer_single_consumer(other) == 1);
+    shmq_close(other);
+
+    /* OPEN_EXISTING connects only to a queue of the same kind. */
+    shmq_queue *again = NULL;
+    CHECK_STATUS(shmq_create_with(name, 4, 32, 0, SHMQ_CREATE_OPEN_EXISTING, &again),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("single-producer/single-consumer");
+    CHECK(again == NULL);
+    CHECK_STATUS(shmq_create_with(plain_name, 4, 32, 0,
+                                  SHMQ_CREATE_OPEN_EXISTING |
+                                      SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER,
+                                  &again),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK(again == NULL);
+    CHECK_STATUS(shmq_create_with(name, 4, 32, 0,
+                                  SHMQ_CREATE_OPEN_EXISTING |
+                                      SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER,
+                                  &again),
+                 SHMQ_OK);
+    CHECK(again != NULL && shmq_is_single_producer_single_consumer(again) == 1);
+    shmq_close(again);
+
+    /* REPLACE with the flag turns a default queue into a single-producer one. */
+    shmq_queue *fresh = NULL;
+    CHECK_STATUS(shmq_create_with(plain_name, 4, 32, 0,
+                                  SHMQ_CREATE_REPLACE | SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER,
+                                  &fresh),
+                 SHMQ_OK);
+    CHECK(fresh != NULL && shmq_is_single_producer_single_consumer(fresh) == 1);
+    CHECK(shmq_is_single_producer_single_consumer(plain) == 0); /* the old one is unchanged */
+    shmq_close(plain);
+
+    /* One handle may hold both roles: messages come back in order, with their metadata. */
+    CHECK_STATUS(shmq_send(q, "one", 3, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_send_message(q, 77, 88, "two", 3, -1), SHMQ_OK);
+    CHECK_STATUS(shmq_send(q, "three", 5, 1000), SHMQ_OK);
+    CHECK(shmq_len(q) == 3);
+    expect_message(q, "one");
+    char buf[32];
+    shmq_message_info info;
+    CHECK_STATUS(shmq_receive_message(q, buf, sizeof buf, &info, 0), SHMQ_OK);
+    CHECK(info.id == 77 && info.timestamp_ns == 88 && info.len == 3 && info.flags == 0);
+    expect_message(q, "three");
+    /* Full, empty and timeouts behave as on any queue. */
+    for (int i = 0; i < 4; i++) CHECK_STATUS(shmq_send(q, "f", 1, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_send(q, "f", 1, 0), SHMQ_ERR_FULL);
+    CHECK_STATUS(shmq_send(q, "f", 1, 20), SHMQ_ERR_TIMEOUT);
+    for (int i = 0; i < 4; i++) expect_message(q, "f");
+    size_t len = 0;
+    CHECK_STATUS(shmq_receive(q, buf, sizeof buf, &len, 0), SHMQ_ERR_EMPTY);
+    CHECK_STATUS(shmq_receive(q, buf, sizeof buf, &len, 20), SHMQ_ERR_TIMEOUT);
+    /* Shutdown and drain. */
+    CHECK_STATUS(shmq_send(q, "last", 4, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_shutdown(q), SHMQ_OK);
+    CHECK_STATUS(shmq_send(q, "late", 4, 0), SHMQ_ERR_CLOSED);
+    expect_message(q, "last");
+    CHECK_STATUS(shmq_receive(q, buf, sizeof buf, &len, -1), SHMQ_ERR_CLOSED);
+    drop_queue(q, name);
+    drop_queue(fresh, plain_name);
+}
+
+static void test_spsc_role_taken(void) {
+    char name[96];
+    shmq_queue *q = make_spsc_queue(name, sizeof name, 8, 32);
+    if (q == NULL) return;
+    shmq_queue *other = NULL;
+    CHECK_STATUS(shmq_connect(name, &other), SHMQ_OK);
+    if (other == NULL) return;
+
+    /* `q` takes the sending role with its first send. */
+    CHECK_STATUS(shmq_send(q, "a", 1, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_send(q, "b", 1, 0), SHMQ_OK);
+
+    /* A second handle's sends are refused at once (a waiting send too), nothing is sent. */
+    CHECK_STATUS(shmq_send(other, "x", 1, 0), SHMQ_ERR_ROLE_TAKEN);
+    CHECK_LAST_ERROR_HAS("shmq_send: queue '");
+    CHECK_LAST_ERROR_HAS(name);
+    CHECK_LAST_ERROR_HAS("sending role");
+    CHECK_LAST_ERROR_HAS("live participant");
+    /* The name is said once (the error already carries it). */
+    const char *first = strstr(shmq_last_error(), name);
+    CHECK(first != NULL && strstr(first + strlen(name), name) == NULL);
+    CHECK_STATUS(shmq_send(other, "x", 1, 10000), SHMQ_ERR_ROLE_TAKEN); /* not TIMEOUT */
+    CHECK_STATUS(shmq_send_message_ex(other, 1, 2, "x", 1, -1, SHMQ_WAIT_SLICE),
+                 SHMQ_ERR_ROLE_TAKEN);
+    struct zc_fill f = {1, 1, 1, 0, 0};
+    CHECK_STATUS(shmq_send_in_place(other, zc_fill_fn, &f, 0, 0), SHMQ_ERR_ROLE_TAKEN);
+    CHECK_LAST_ERROR_HAS("shmq_send_in_place");
+    CHECK(f.calls == 0);
+    CHECK(shmq_len(other) == 2);
+
+    /* `other` takes the receiving role; now `q` may not receive. */
+    expect_message(other, "a");
+    char buf[32];
+    size_t len = 12345;
+    CHECK_STATUS(shmq_receive(q, buf, sizeof buf, &len, 10000), SHMQ_ERR_ROLE_TAKEN);
+    CHECK_LAST_ERROR_HAS("receiving role");
+    CHECK(len == 12345); /* outputs untouched */
+    shmq_message_info info;
+    memset(&info, 0x5A, sizeof info);
+    CHECK_STATUS(shmq_receive_message(q, buf, sizeof buf, &info, 0), SHMQ_ERR_ROLE_TAKEN);
+    CHECK(info.len == (size_t)0x5A5A5A5A5A5A5A5Au);
+    struct zc_read r = {.seq = 0};
+    CHECK_STATUS(shmq_receive_in_place(q, zc_read_fn, &r, 0, 0), SHMQ_ERR_ROLE_TAKEN);
+    CHECK(r.calls == 0);
+    CHECK(shmq_len(q) == 1);
+    /* Calls that take no role still work on either handle. */
+    shmq_queue_stats st;
+    st.struct_size = (uint32_t)sizeof st;
+    CHECK_STATUS(shmq_stats(other, &st), SHMQ_OK);
+    CHECK(st.messages_sent == 2 && st.messages_received == 1 && st.depth == 1);
+
+    /* Closing the holder frees its role: `other` now sends; nothing was lost or doubled. */
+    shmq_close(q);
+    CHECK_STATUS(shmq_send(other, "c", 1, 0), SHMQ_OK);
+    expect_message(other, "b");
+    expect_message(other, "c");
+    CHECK_STATUS(shmq_receive(other, buf, sizeof buf, &len, 0), SHMQ_ERR_EMPTY);
+
+    /* A new handle finds both roles held by `other`. */
+    shmq_queue *third = NULL;
+    CHECK_STATUS(shmq_connect(name, &third), SHMQ_OK);
+    CHECK_STATUS(shmq_send(third, "y", 1, 0), SHMQ_ERR_ROLE_TAKEN);
+    CHECK_STATUS(shmq_receive(third, buf, sizeof buf, &len, 0), SHMQ_ERR_ROLE_TAKEN);
+    shmq_close(other);
+    CHECK_STATUS(shmq_send(third, "z", 1, 0), SHMQ_OK);
+    expect_message(third, "z");
+    drop_queue(third, name);
+}
+
+/* A child that connects to `name`, must be refused the sending role, tells the parent so
+ * on `ready`, waits for "go" on `go`, then sends "c1".."c<count>" and closes (or, if
+ * `vanish`, sends them and exits without closing: its role is then taken over). */
+static int spsc_child(const char *name, int ready, int go, int count, int vanish) {
+    shmq_queue *q = NULL;
+    if (shmq_connect(name, &q) != SHMQ_OK) return 10;
+    if (!vanish) {
+        if (shmq_send(q, "early", 5, 0) != SHMQ_ERR_ROLE_TAKEN) return 11;
+        if (strstr(shmq_last_error(), "sending role") == NULL) return 12;
+        if (write(ready, "r", 1) != 1) return 13;
+        char c;
+        if (read(go, &c, 1) != 1) return 14;
+    }
+    for (int i = 1; i <= count; i++) {
+        char text[16];
+        int n = snprintf(text, sizeof text, "c%d", i);
+        if (shmq_send(q, text, (size_t)n, 10000) != SHMQ_OK) return 15;
+    }
+    if (vanish) _exit(0); /* no shmq_close: the sending role stays with a dead process */
+    shmq_close(q);
+    return 0;
+}
+
+static void test_spsc_roles_across_processes(void) {
+    enum { COUNT = 200 };
+    char name[96];
+    shmq_queue *tx = make_spsc_queue(name, sizeof name, 16, 32);
+    if (tx == NULL) return;
+    shmq_queue *rx = NULL;
+    CHECK_STATUS(shmq_connect(name, &rx), SHMQ_OK);
+    CHECK_STATUS(shmq_send(tx, "p0", 2, 0), SHMQ_OK); /* this process holds the sending role */
+    int ready[2], go[2];
+    CHECK(pipe(ready) == 0 && pipe(go) == 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) _exit(spsc_child(name, ready[1], go[0], COUNT, 0));
+    char c = 0;
+    CHECK(read(ready[0], &c, 1) == 1 && c == 'r'); /* the child was refused */
+    shmq_close(tx);                                 /* frees the role */
+    CHECK(write(go[1], "g", 1) == 1);
+    /* The receiver gets p0, then every child message once, in order. */
+    char buf[32];
+    size_t len = 0;
+    CHECK_STATUS(shmq_receive(rx, buf, sizeof buf, &len, 10000), SHMQ_OK);
+    CHECK(len == 2 && memcmp(buf, "p0", 2) == 0);
+    int in_order = 0;
+    for (int i = 1; i <= COUNT; i++) {
+        char want[16];
+        int n = snprintf(want, sizeof want, "c%d", i);
+        if (shmq_receive(rx, buf, sizeof buf, &len, 10000) != SHMQ_OK) break;
+        if (len != (size_t)n || memcmp(buf, want, len) != 0) break;
+        in_order++;
+    }
+    CHECK(in_order == COUNT);
+    int wstatus = 0;
+    CHECK(waitpid(pid, &wstatus, 0) == pid);
+    CHECK(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+
+    /* A holder that dies without closing: its role is taken over by the next sender. */
+    fflush(stdout);
+    fflush(stderr);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) _exit(spsc_child(name, -1, -1, 3, 1));
+    CHECK(waitpid(pid, &wstatus, 0) == pid);
+    CHECK(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+    shmq_queue *next = NULL;
+    CHECK_STATUS(shmq_connect(name, &next), SHMQ_OK);
+    CHECK_STATUS(shmq_send(next, "after", 5, 0), SHMQ_OK);
+    expect_message(rx, "c1");
+    expect_message(rx, "c2");
+    expect_message(rx, "c3");
+    expect_message(rx, "after");
+    CHECK(shmq_len(rx) == 0);
+    for (int i = 0; i < 2; i++) {
+        close(ready[i]);
+        close(go[i]);
+    }
+    shmq_close(next);
+    drop_queue(rx, name);
+}
+
 /* ----- main ------------------------------------------------------------------------------- */
 
 struct test {
@@ -1047,6 +1301,9 @@ static const struct test tests[] = {
     {"zerocopy_arguments", test_zerocopy_arguments},
     {"zerocopy_timeouts_and_shutdown", test_zerocopy_timeouts_and_shutdown},
     {"zerocopy_across_processes", test_zerocopy_across_processes},
+    {"spsc_flag_and_getter", test_spsc_flag_and_getter},
+    {"spsc_role_taken", test_spsc_role_taken},
+    {"spsc_roles_across_processes", test_spsc_roles_across_processes},
 };
 
 int main(int argc, char **argv) {
