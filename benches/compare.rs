@@ -354,7 +354,7 @@ enum Shmq {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Limit,
-    Shmq { mode: Shmq, crc: bool },
+    Shmq { mode: Shmq, crc: bool, spsc: bool },
     Mq,
     Seqpacket,
     Pipe,
@@ -364,14 +364,18 @@ impl Kind {
     fn label(&self) -> String {
         match self {
             Kind::Limit => "hardware limit".into(),
-            Kind::Shmq { mode, crc } => {
+            Kind::Shmq { mode, crc, spsc } => {
                 let m = match mode {
                     Shmq::Block => "blocking",
                     Shmq::Poll => "polling",
                     Shmq::Batch => "batch 32",
                     Shmq::ZeroCopy => "zero-copy",
                 };
-                format!("shmq {m}{}", if *crc { "" } else { ", crc off" })
+                format!(
+                    "shmq {}{m}{}",
+                    if *spsc { "spsc " } else { "" },
+                    if *crc { "" } else { ", crc off" }
+                )
             }
             Kind::Mq => "POSIX mq".into(),
             Kind::Seqpacket => "Unix SEQPACKET".into(),
@@ -419,10 +423,11 @@ impl Chan {
         let pid = std::process::id();
         match kind {
             Kind::Limit => Chan::Limit(LimitRing::new(size)),
-            Kind::Shmq { mode, crc } => {
+            Kind::Shmq { mode, crc, spsc } => {
                 let name = format!("bench{pid}_{n}");
                 let queue = CrossProcessQueue::options()
                     .checksum(crc)
+                    .single_producer_single_consumer(spsc)
                     .create(&name, DEPTH, size)
                     .expect("create shmq queue");
                 Chan::Shmq { name, queue, mode }
@@ -1184,30 +1189,46 @@ fn main() {
     let shmq_block = Kind::Shmq {
         mode: Shmq::Block,
         crc: true,
+        spsc: false,
     };
     let shmq_block_nocrc = Kind::Shmq {
         mode: Shmq::Block,
         crc: false,
+        spsc: false,
     };
     let shmq_poll = Kind::Shmq {
         mode: Shmq::Poll,
         crc: true,
+        spsc: false,
     };
     let shmq_batch = Kind::Shmq {
         mode: Shmq::Batch,
         crc: true,
+        spsc: false,
     };
     let shmq_batch_nocrc = Kind::Shmq {
         mode: Shmq::Batch,
         crc: false,
+        spsc: false,
     };
     let shmq_zc = Kind::Shmq {
         mode: Shmq::ZeroCopy,
         crc: true,
+        spsc: false,
     };
     let shmq_zc_nocrc = Kind::Shmq {
         mode: Shmq::ZeroCopy,
         crc: false,
+        spsc: false,
+    };
+    // Single-producer/single-consumer queues: the same forms without atomic read-modify-writes.
+    let spsc = |k: Kind| match k {
+        Kind::Shmq { mode, crc, .. } => Kind::Shmq {
+            mode,
+            crc,
+            spsc: true,
+        },
+        other => other,
     };
     let peers = [Kind::Mq, Kind::Seqpacket, Kind::Pipe];
     let mut rtt_csv = String::from("transport,ns\n");
@@ -1220,6 +1241,8 @@ fn main() {
             shmq_block,
             shmq_block_nocrc,
             shmq_zc,
+            spsc(shmq_poll),
+            spsc(shmq_block),
         ]
         .into_iter()
         .chain(peers)
@@ -1249,7 +1272,7 @@ fn main() {
     }
     // Round trips with both processes on one core (spinning transports collapse).
     if cfg.wants("rtt_same") {
-        for kind in [Kind::Limit, shmq_poll, shmq_block]
+        for kind in [Kind::Limit, shmq_poll, shmq_block, spsc(shmq_block)]
             .into_iter()
             .chain(peers)
         {
@@ -1313,6 +1336,13 @@ fn main() {
         shmq_batch_nocrc,
         shmq_zc,
         shmq_zc_nocrc,
+        spsc(shmq_block),
+        spsc(shmq_block_nocrc),
+        spsc(shmq_poll),
+        spsc(shmq_batch),
+        spsc(shmq_batch_nocrc),
+        spsc(shmq_zc),
+        spsc(shmq_zc_nocrc),
         Kind::Mq,
         Kind::Seqpacket,
         Kind::Pipe,
@@ -1359,6 +1389,8 @@ fn main() {
         shmq_block,
         shmq_poll,
         shmq_batch,
+        spsc(shmq_block),
+        spsc(shmq_batch),
         Kind::Mq,
         Kind::Seqpacket,
         Kind::Pipe,
@@ -1381,6 +1413,9 @@ fn main() {
             shmq_block,
             shmq_batch,
             shmq_zc_nocrc,
+            spsc(shmq_block),
+            spsc(shmq_batch),
+            spsc(shmq_zc_nocrc),
             Kind::Seqpacket,
             Kind::Pipe,
         ];

@@ -13,7 +13,7 @@
 //!
 //! and the total instruction count divided by N is the cost of one send + receive.
 //!
-//! `cargo run --release --example hotpath -- MODE [N [SIZE [on|off]]]`
+//! `cargo run --release --example hotpath -- MODE [N [SIZE [on|off [mpmc|spsc]]]]`
 
 use std::time::Duration;
 
@@ -79,9 +79,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: u64 = args.get(2).map_or(Ok(100_000), |s| s.parse())?;
     let size: usize = args.get(3).map_or(Ok(64), |s| s.parse())?;
     let checksum = args.get(4).is_none_or(|s| s != "off");
+    let spsc = args.get(5).is_some_and(|s| s == "spsc");
     let name = format!("hotpath_{}", std::process::id());
     let queue = CrossProcessQueue::options()
         .checksum(checksum)
+        .single_producer_single_consumer(spsc)
         .open_mode(OpenMode::Replace)
         .create(&name, 256, size.max(1))?;
     let start = std::time::Instant::now();
@@ -90,7 +92,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(queue);
     CrossProcessQueue::unlink(&name)?;
     println!(
-        "{mode} n={n} size={size} checksum={checksum}: {:.1} ns per send+receive (sum {sum})",
+        "{mode} n={n} size={size} checksum={checksum} spsc={spsc}: {:.1} ns per send+receive (sum {sum})",
         elapsed.as_nanos() as f64 / n as f64
     );
     Ok(())

@@ -325,7 +325,7 @@ pub struct CrossProcessQueue {
     next_orphan_scan: AtomicU64,
     clock_origin: Instant,
     /// The roles this handle holds on a single-producer/single-consumer queue.
-    spsc: Option<spsc::Spsc>,
+    spsc: Option<Box<spsc::Spsc>>,
 }
 
 /// Liveness answers for one handle.
@@ -498,7 +498,7 @@ impl CrossProcessQueue {
             .store(segment::process_start_time(), Relaxed);
         entry.connected_at_ns.store(segment::now_ns(), Relaxed);
         entry.id.store(me, Relaxed);
-        let spsc = ring.is_spsc().then(spsc::Spsc::default);
+        let spsc = ring.is_spsc().then(Box::<spsc::Spsc>::default);
         Ok(CrossProcessQueue {
             ring,
             segment,
@@ -638,6 +638,10 @@ impl CrossProcessQueue {
     /// count and the bytes share a word), a flush every [`STATS_BATCH`] messages.
     #[inline]
     fn count(&self, pending: &AtomicU64, messages: u64, bytes: u64) {
+        if self.spsc.is_some() {
+            // Counted under the role's lock by `commit_push` / `commit_pop`.
+            return;
+        }
         if bytes >= PENDING_BYTES_LIMIT {
             // Too large to pack (a huge batch): count it directly.
             let stats = &self.ring.header().stats;
@@ -661,6 +665,10 @@ impl CrossProcessQueue {
 
     /// Moves this handle's pending byte counts into the shared statistics.
     fn flush_stats(&self) {
+        if let Some(spsc) = &self.spsc {
+            spsc.flush_stats(&self.ring, None);
+            return;
+        }
         // Relaxed throughout: statistics are monotonic counters read as a snapshot; they
         // order nothing else.
         if self.pending_sent.load(Relaxed) | self.pending_received.load(Relaxed) == 0 {
@@ -677,6 +685,15 @@ impl CrossProcessQueue {
             stats.bytes_received.fetch_add(received, Relaxed);
         }
         stats.peak_depth.fetch_max(self.ring.depth(), Relaxed);
+    }
+
+    /// Flushes the pending counts of one direction before a wait (on a single-producer
+    /// queue, without touching the other role's lock).
+    fn flush_side(&self, producer: bool) {
+        match &self.spsc {
+            Some(spsc) => spsc.flush_stats(&self.ring, Some(producer)),
+            None => self.flush_stats(),
+        }
     }
 
     /// A snapshot of the queue's statistics (flushing this handle's pending counts first).
@@ -700,7 +717,7 @@ impl CrossProcessQueue {
             return Ok(Attempt::Done(v));
         }
         if timeout == Some(Duration::ZERO) {
-            self.flush_stats();
+            self.flush_side(producer);
             return attempt(true);
         }
         let deadline = timeout.map(|t| Instant::now() + t);
@@ -718,7 +735,7 @@ impl CrossProcessQueue {
                 return Ok(Attempt::Done(v));
             }
         }
-        self.flush_stats();
+        self.flush_side(producer);
         let word = if producer {
             self.ring.not_full_word()
         } else {
@@ -786,7 +803,7 @@ impl CrossProcessQueue {
         let id = id.unwrap_or(token.position());
         self.ring.write(&token, id, timestamp, data);
         crashpoint::hit("push_written");
-        self.commit_push(token);
+        self.commit_push(token, data.len());
         wait::wake_receivers(self.ring.header());
         self.count(&self.pending_sent, 1, data.len() as u64);
         Ok(Attempt::Done(id))
@@ -795,11 +812,11 @@ impl CrossProcessQueue {
     /// Publishes a claimed slot (and, on a single-producer queue, moves the tail and lets
     /// the next send of this handle in).
     #[inline]
-    fn commit_push(&self, token: ring::PushToken) {
+    fn commit_push(&self, token: ring::PushToken, bytes: usize) {
         let pos = token.position();
         self.ring.publish(token);
         if let Some(spsc) = &self.spsc {
-            spsc.published(&self.ring, pos);
+            spsc.published(&self.ring, pos, bytes as u64);
         }
     }
 
@@ -808,17 +825,17 @@ impl CrossProcessQueue {
         let pos = token.position();
         self.ring.publish_poisoned(token);
         if let Some(spsc) = &self.spsc {
-            spsc.published(&self.ring, pos);
+            spsc.published(&self.ring, pos, 0);
         }
     }
 
     /// Releases a claimed message's slot (and, on a single-consumer queue, moves the head).
     #[inline]
-    fn commit_pop(&self, token: PopToken) {
+    fn commit_pop(&self, token: PopToken, bytes: usize) {
         let pos = token.position();
         self.ring.release(token);
         if let Some(spsc) = &self.spsc {
-            spsc.released(&self.ring, pos);
+            spsc.released(&self.ring, pos, bytes as u64);
         }
     }
 
@@ -908,7 +925,7 @@ impl CrossProcessQueue {
         crashpoint::hit("pop_head_moved");
         let result = self.ring.read(&token, buf);
         crashpoint::hit("pop_read");
-        self.commit_pop(token);
+        self.commit_pop(token, result.as_ref().map_or(0, |m| m.len));
         wait::wake_senders(self.ring.header());
         let stats = &self.ring.header().stats;
         match result {

@@ -99,14 +99,6 @@ pub enum PopBlocked {
     BufferTooSmall(usize),
 }
 
-/// What [`Ring::spsc_claim_push`] found.
-#[derive(Debug)]
-pub enum SpscPush {
-    Free(PushToken),
-    Full,
-    Corrupt(PushToken),
-}
-
 /// What [`Ring::spsc_claim_pop`] found.
 #[derive(Debug)]
 pub enum SpscPop {
@@ -387,22 +379,13 @@ impl Ring {
 
     // ----- single producer, single consumer ([`FLAG_SPSC`], driven by `spsc.rs`) -----------
 
-    /// The single sender's claim of position `pos` (its own tail): the slot is free for it,
-    /// still holds the previous lap's message, or holds a value no correct peer writes.
+    /// A token for the single sender's position `pos`, which it knows to be free (the
+    /// receiver's head is less than a lap behind: see `spsc.rs`).
     #[inline]
-    pub fn spsc_claim_push(&self, pos: u64) -> SpscPush {
-        let index = self.index(pos);
-        // Acquire: pairs with the receiver's Release in `release`, so its reads of the
-        // previous lap's message happen-before our writes.
-        let seq = self.slot_at(index).seq.load(Acquire);
-        if seq == seq_free(pos) {
-            SpscPush::Free(PushToken { pos, index })
-        } else if seq == seq_full(pos.wrapping_sub(self.capacity)) {
-            SpscPush::Full
-        } else {
-            // Only a broken or hostile peer writes other values. The receiver skips such a
-            // slot when it reaches it; the sender overwrites it, so the ring stays usable.
-            SpscPush::Corrupt(PushToken { pos, index })
+    pub fn spsc_push_token(&self, pos: u64) -> PushToken {
+        PushToken {
+            pos,
+            index: self.index(pos),
         }
     }
 

@@ -40,11 +40,11 @@
 //! skipped by the receiver, each counted under `corrupted`, so hostile bytes cannot wedge the
 //! queue or make it read out of bounds.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use crate::layout::Header;
-use crate::ring::{Peers, PopToken, PushToken, Ring, SpscPop, SpscPush};
+use crate::ring::{Peers, PopToken, PushToken, Ring, SpscPop};
 use crate::sync::AtomicU32;
 use crate::{wait, Attempt, Error, Result};
 
@@ -59,40 +59,157 @@ pub(crate) struct Spsc {
 }
 
 /// One role as this handle holds it.
+///
+/// Threads sharing the handle take turns through a *biased* lock: the thread that used the
+/// role last owns it and enters with two plain stores and a load (`busy`, light fence,
+/// `contenders`); another thread announces itself in `contenders`, issues a heavy fence
+/// (`membarrier`, see `wait.rs`) and waits for the owner to leave. So the usual case, one
+/// thread per role, pays no atomic read-modify-write per message, and mixed use stays
+/// correct (and pays a system call per change of thread).
 #[derive(Default)]
+#[repr(align(128))] // the two sides are used by different threads: no false sharing
 struct Side {
-    /// In-process turn-taking between threads sharing the handle: held from a claim until
-    /// the slot is published or released.
-    locked: AtomicBool,
-    /// Whether this handle holds the role's lease in the header. Only read or written with
-    /// `locked` held (or with `&mut` access at drop).
+    /// Token of the thread that owns the fast path ([`thread_token`]), 0 for none.
+    owner: AtomicU64,
+    /// Set by the owner while it is inside an operation on the fast path.
+    busy: AtomicBool,
+    /// Threads waiting for (or holding) the slow path.
+    contenders: AtomicU32,
+    /// Serialises the slow path.
+    slow: AtomicBool,
+    /// Whether the current holder came in by the slow path (only touched by the holder).
+    entered_slow: AtomicBool,
+    /// Whether this handle holds the role's lease in the header. Only read or written by
+    /// the lock's holder (or with `&mut` access at drop).
     leased: AtomicBool,
+    /// Messages and bytes done under the lock and not yet added to the shared statistics.
+    /// Only touched by the lock's holder, so plain loads and stores suffice.
+    pending_messages: AtomicU64,
+    pending_bytes: AtomicU64,
+    /// The sending side's last look at the receiver's `head` (holder-only): slots below
+    /// `head_seen + capacity` are free without reading their sequence words, so a send
+    /// touches no cache line the receiver writes until the ring looks full (Lamport's ring
+    /// with cached indices, as in rtrb).
+    head_seen: AtomicU64,
+}
+
+thread_local! {
+    /// A token unique to this thread among the live threads of the process.
+    static TOKEN: u64 = {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        // Relaxed: uniqueness needs only the atomicity of the increment.
+        NEXT.fetch_add(1, Relaxed)
+    };
+}
+
+#[inline(always)]
+fn thread_token() -> u64 {
+    TOKEN.with(|t| *t)
+}
+
+/// Spins, then yields, while `cond` holds.
+fn wait_while(mut cond: impl FnMut() -> bool) {
+    let mut spins = 0u32;
+    while cond() {
+        spins += 1;
+        if spins < 64 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
 }
 
 impl Side {
     #[inline]
-    fn lock(&self) {
-        let mut spins = 0u32;
-        // Acquire: pairs with `unlock`'s Release, so the previous holder's stores to the
-        // ring (its tail or head) are visible to us.
-        while self
-            .locked
-            .compare_exchange_weak(false, true, Acquire, Relaxed)
-            .is_err()
-        {
-            spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
+    fn lock(&self, fence_required: &AtomicU32) {
+        let me = thread_token();
+        // Relaxed: only this thread ever stores its own token; another value means "not us".
+        if self.owner.load(Relaxed) == me {
+            // Relaxed, then a light fence: pairs with a contender's heavy fence between its
+            // `contenders` increment and its load of `busy` (a Dekker pair).
+            self.busy.store(true, Relaxed);
+            wait::light_fence(fence_required);
+            if self.contenders.load(Relaxed) == 0 {
+                // Relaxed: holder-only field.
+                self.entered_slow.store(false, Relaxed);
+                return;
             }
+            // Release: our last operation's stores are visible to the contender that sees
+            // `busy == false`.
+            self.busy.store(false, Release);
         }
+        // Acquire: pairs with the previous slow holder's Release in `unlock`.
+        wait_while(|| {
+            self.slow
+                .compare_exchange_weak(false, true, Acquire, Relaxed)
+                .is_err()
+        });
+        // SeqCst, then a heavy fence: see the fast path.
+        self.contenders.fetch_add(1, SeqCst);
+        wait::heavy_fence(fence_required);
+        // Acquire: the owner's operation (and its stores) happen-before ours.
+        wait_while(|| self.busy.load(Acquire));
+        // Relaxed: holder-only field.
+        self.entered_slow.store(true, Relaxed);
     }
 
     #[inline]
     fn unlock(&self) {
-        // Release: see `lock`.
-        self.locked.store(false, Release);
+        // Relaxed: holder-only field.
+        if self.entered_slow.load(Relaxed) {
+            // Relaxed: published by the Release below and by `busy` on the fast path.
+            self.owner.store(thread_token(), Relaxed);
+            self.contenders.fetch_sub(1, Release);
+            // Release: pairs with the next slow holder's Acquire.
+            self.slow.store(false, Release);
+        } else {
+            // Release: our stores happen-before the next holder's operation.
+            self.busy.store(false, Release);
+        }
+    }
+
+    /// Counts one message of `bytes` (called by the lock's holder); flushes every
+    /// [`crate::STATS_BATCH`] messages.
+    #[inline]
+    fn count(&self, bytes: u64, total: &crate::sync::AtomicU64, ring: &Ring) {
+        // Relaxed loads and stores: holder-only fields (the lock orders holders).
+        let messages = self.pending_messages.load(Relaxed) + 1;
+        let bytes = self.pending_bytes.load(Relaxed).wrapping_add(bytes);
+        if messages >= crate::STATS_BATCH {
+            self.flush_counts(bytes, total, ring);
+        } else {
+            self.pending_messages.store(messages, Relaxed);
+            self.pending_bytes.store(bytes, Relaxed);
+        }
+    }
+
+    fn flush_counts(&self, bytes: u64, total: &crate::sync::AtomicU64, ring: &Ring) {
+        // Relaxed: statistics order nothing.
+        if bytes != 0 {
+            total.fetch_add(bytes, Relaxed);
+        }
+        ring.header()
+            .stats
+            .peak_depth
+            .fetch_max(ring.depth(), Relaxed);
+        self.pending_messages.store(0, Relaxed);
+        self.pending_bytes.store(0, Relaxed);
+    }
+
+    /// Flushes the counts of this side (takes the lock; not to be called while holding it).
+    fn flush(&self, total: &crate::sync::AtomicU64, ring: &Ring) {
+        // Relaxed: a racy peek to skip the lock when there is nothing to flush; a count
+        // missed here is flushed by the next one.
+        if self.pending_messages.load(Relaxed) == 0 {
+            return;
+        }
+        self.lock(&ring.header().wake.fence_required);
+        let bytes = self.pending_bytes.load(Relaxed);
+        if self.pending_messages.load(Relaxed) != 0 {
+            self.flush_counts(bytes, total, ring);
+        }
+        self.unlock();
     }
 }
 
@@ -139,7 +256,7 @@ impl Spsc {
         peers: &dyn Peers,
         name: &str,
     ) -> Result<Attempt<PushToken>> {
-        self.tx.lock();
+        self.tx.lock(&ring.header().wake.fence_required);
         let result = self.claim_push_locked(ring, peers, name);
         if !matches!(result, Ok(Attempt::Done(_))) {
             self.tx.unlock();
@@ -169,23 +286,30 @@ impl Spsc {
             wait::wake_receivers(h);
             return Err(Error::Closed);
         }
-        match ring.spsc_claim_push(tail) {
-            SpscPush::Free(token) => Ok(Attempt::Done(token)),
-            SpscPush::Corrupt(token) => {
-                h.stats.corrupted.fetch_add(1, Relaxed);
-                Ok(Attempt::Done(token))
-            }
-            SpscPush::Full => {
+        let capacity = ring.capacity();
+        // Relaxed: holder-only cache.
+        if tail.wrapping_sub(self.tx.head_seen.load(Relaxed)) >= capacity {
+            // Acquire: pairs with the receiver's Release store of the head, made after it
+            // released the slots below it, so its reads of them happen-before our writes.
+            let head = h.head.value.load(Acquire);
+            self.tx.head_seen.store(head, Relaxed);
+            if tail.wrapping_sub(head) >= capacity {
                 h.tail.in_flight.store(0, Release);
-                Ok(Attempt::WouldBlock)
+                return Ok(Attempt::WouldBlock);
             }
         }
+        // The slot's sequence word is not read: whatever it holds (even bytes a hostile
+        // process wrote), the receiver has released the position a lap ago, and the
+        // publication overwrites it.
+        Ok(Attempt::Done(ring.spsc_push_token(tail)))
     }
 
-    /// Completes a send claimed by [`Spsc::try_claim_push`] after the ring published `pos`.
+    /// Completes a send of `bytes` claimed by [`Spsc::try_claim_push`] after the ring
+    /// published `pos`.
     #[inline]
-    pub fn published(&self, ring: &Ring, pos: u64) {
+    pub fn published(&self, ring: &Ring, pos: u64, bytes: u64) {
         let h = ring.header();
+        self.tx.count(bytes, &h.stats.bytes_sent, ring);
         // Release (both): a receiver or `len` that sees the new tail, or `in_flight == 0`,
         // also sees the publication before it.
         h.tail.value.store(pos.wrapping_add(1), Release);
@@ -205,7 +329,7 @@ impl Spsc {
         name: &str,
         buf_len: usize,
     ) -> Result<Attempt<PopToken>> {
-        self.rx.lock();
+        self.rx.lock(&ring.header().wake.fence_required);
         let result = self.claim_pop_locked(ring, peers, name, buf_len);
         if !matches!(result, Ok(Attempt::Done(_))) {
             self.rx.unlock();
@@ -306,18 +430,34 @@ impl Spsc {
         }
     }
 
-    /// Completes a receive claimed by [`Spsc::try_claim_pop`] after the ring released `pos`.
+    /// Completes a receive of `bytes` claimed by [`Spsc::try_claim_pop`] after the ring
+    /// released `pos`.
     #[inline]
-    pub fn released(&self, ring: &Ring, pos: u64) {
+    pub fn released(&self, ring: &Ring, pos: u64, bytes: u64) {
+        self.rx
+            .count(bytes, &ring.header().stats.bytes_received, ring);
         // Release: `len` and a receiver taking over see the release before the new head.
         ring.header().head.value.store(pos.wrapping_add(1), Release);
         self.rx.unlock();
+    }
+
+    /// Adds this handle's pending counts to the shared statistics: of the sending side
+    /// (`sender`), the receiving side, or both (`None`).
+    pub fn flush_stats(&self, ring: &Ring, sender: Option<bool>) {
+        let stats = &ring.header().stats;
+        if sender != Some(false) {
+            self.tx.flush(&stats.bytes_sent, ring);
+        }
+        if sender != Some(true) {
+            self.rx.flush(&stats.bytes_received, ring);
+        }
     }
 
     // ----- roles -----------------------------------------------------------------------------
 
     /// Makes sure this handle holds `role`, taking it if free or if its holder is dead
     /// (repairing what that holder left). Called with the side's lock held.
+    #[inline(always)]
     fn take_lease(
         &self,
         side: &Side,
@@ -330,6 +470,18 @@ impl Spsc {
         if side.leased.load(Relaxed) {
             return Ok(());
         }
+        Self::acquire_lease(side, role, ring, peers, name)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn acquire_lease(
+        side: &Side,
+        role: Role,
+        ring: &Ring,
+        peers: &dyn Peers,
+        name: &str,
+    ) -> Result<()> {
         let word = role.word(ring.header());
         let me = peers.me();
         // Acquire: pairs with the Release of a holder giving the role back (`release_roles`),

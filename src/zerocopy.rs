@@ -61,13 +61,15 @@ impl Drop for PushGuard<'_> {
 struct PopGuard<'a> {
     queue: &'a CrossProcessQueue,
     token: Option<PopToken>,
+    /// Bytes of the message, once verified (0 for a dropped one).
+    len: usize,
 }
 
 impl Drop for PopGuard<'_> {
     #[inline]
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
-            self.queue.commit_pop(token);
+            self.queue.commit_pop(token, self.len);
             wait::wake_senders(self.queue.ring.header());
         }
     }
@@ -183,7 +185,7 @@ impl CrossProcessQueue {
         let id = token.position();
         self.ring.finish_in_place(&token, id, timestamp_ns(), len);
         crashpoint::hit("push_written");
-        self.commit_push(token);
+        self.commit_push(token, len);
         wait::wake_receivers(self.ring.header());
         self.count(&self.pending_sent, 1, len as u64);
         Ok(id)
@@ -215,9 +217,10 @@ impl CrossProcessQueue {
         F: FnOnce(Received, &[u8]) -> R,
     {
         crashpoint::hit("pop_head_moved");
-        let guard = PopGuard {
+        let mut guard = PopGuard {
             queue: self,
             token: Some(token),
+            len: 0,
         };
         let claimed = guard.token.as_ref().expect("just set");
         let (meta, payload) = self.ring.read_in_place(claimed).map_err(|e| {
@@ -228,6 +231,7 @@ impl CrossProcessQueue {
         // the payload area of the slot, which stays claimed by this process (no correct peer
         // writes it) until the guard releases it after the borrow below has ended.
         let bytes = unsafe { std::slice::from_raw_parts(payload, meta.len) };
+        guard.len = meta.len;
         let r = read(meta, bytes);
         crashpoint::hit("pop_read");
         drop(guard);
@@ -264,7 +268,7 @@ impl CrossProcessQueue {
             crashpoint::hit("push_tail_moved");
             self.ring.write(&token, token.position(), timestamp, data);
             crashpoint::hit("push_written");
-            self.commit_push(token);
+            self.commit_push(token, data.len());
             sent += 1;
             bytes += data.len() as u64;
             let Some(next) = messages.get(sent) else {
@@ -312,7 +316,7 @@ impl CrossProcessQueue {
             let chunk = &mut buf[metas.len() * size..][..size];
             let result = self.ring.read(&token, chunk);
             crashpoint::hit("pop_read");
-            self.commit_pop(token);
+            self.commit_pop(token, result.as_ref().map_or(0, |m| m.len));
             match result {
                 Ok(meta) => {
                     bytes += meta.len as u64;
@@ -368,6 +372,7 @@ impl CrossProcessQueue {
                     let guard = PopGuardQuiet {
                         queue: self,
                         token: Some(token),
+                        len: meta.len,
                     };
                     // SAFETY: as in `read_claimed_in_place`: len <= message_size, inside
                     // the slot, which stays claimed until the guard drops after the borrow.
@@ -379,7 +384,7 @@ impl CrossProcessQueue {
                     bytes += meta.len as u64;
                 }
                 Err(e) => {
-                    self.commit_pop(token);
+                    self.commit_pop(token, 0);
                     failure = Some(self.read_error(e));
                     break;
                 }
@@ -406,12 +411,13 @@ impl CrossProcessQueue {
 struct PopGuardQuiet<'a> {
     queue: &'a CrossProcessQueue,
     token: Option<PopToken>,
+    len: usize,
 }
 
 impl Drop for PopGuardQuiet<'_> {
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
-            self.queue.commit_pop(token);
+            self.queue.commit_pop(token, self.len);
             if std::thread::panicking() {
                 wait::wake_senders(self.queue.ring.header());
             }
