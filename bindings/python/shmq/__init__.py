@@ -34,6 +34,7 @@ from .errors import (
     MessageTooLarge,
     NotFound,
     PermissionDenied,
+    RoleTaken,
     Timeout,
 )
 from .queue import (
@@ -77,5 +78,6 @@ __all__ = [
     "CorruptedData",
     "IncompatibleVersion",
     "InternalError",
+    "RoleTaken",
     "__version__",
 ]

@@ -159,6 +159,7 @@ def _declare(cdll: ctypes.CDLL) -> None:
         "shmq_capacity": (c_uint32, [QueuePtr]),
         "shmq_message_size": (c_uint32, [QueuePtr]),
         "shmq_is_shutdown": (c_int, [QueuePtr]),
+        "shmq_is_single_producer_single_consumer": (c_int, [QueuePtr]),
         "shmq_stats": (c_int, [QueuePtr, ctypes.POINTER(StatsStruct)]),
         # Returned strings are static or thread-local inside the library: read, never freed.
         "shmq_status_str": (c_char_p, [c_int]),

@@ -30,6 +30,7 @@ class Status(enum.IntEnum):
     ERR_CORRUPTED_DATA = 13
     ERR_INCOMPATIBLE_VERSION = 14
     ERR_INTERNAL = 15
+    ERR_ROLE_TAKEN = 16
 
     @property
     def c_name(self) -> str:
@@ -41,5 +42,6 @@ class Status(enum.IntEnum):
 CREATE_NO_CHECKSUM = 1
 CREATE_OPEN_EXISTING = 2
 CREATE_REPLACE = 4
+CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER = 8
 MESSAGE_REDELIVERED = 1
 WAIT_SLICE = 1

@@ -29,6 +29,7 @@ __all__ = [
     "CorruptedData",
     "IncompatibleVersion",
     "InternalError",
+    "RoleTaken",
     "error_for",
 ]
 
@@ -172,6 +173,16 @@ class InternalError(Error):
     STATUS = Status.ERR_INTERNAL
 
 
+class RoleTaken(Error):
+    """A single-producer/single-consumer queue's sending (or receiving) role is held by
+    another live handle, in this process or another: close that handle first.
+
+    Raised at once, whatever the timeout: waiting would not free the role.
+    """
+
+    STATUS = Status.ERR_ROLE_TAKEN
+
+
 _BY_STATUS: dict[int, type[Error]] = {
     cls.STATUS: cls
     for cls in (
@@ -190,6 +201,7 @@ _BY_STATUS: dict[int, type[Error]] = {
         CorruptedData,
         IncompatibleVersion,
         InternalError,
+        RoleTaken,
     )
     if cls.STATUS is not None
 }

@@ -22,7 +22,7 @@ def test_hierarchy() -> None:
         shmq.Full, shmq.Empty, shmq.Timeout, shmq.Closed, shmq.InvalidArgument,
         shmq.AlreadyExists, shmq.NotFound, shmq.PermissionDenied, shmq.CreationFailed,
         shmq.AccessFailed, shmq.MessageTooLarge, shmq.BufferTooSmall, shmq.CorruptedData,
-        shmq.IncompatibleVersion, shmq.InternalError,
+        shmq.IncompatibleVersion, shmq.InternalError, shmq.RoleTaken,
     ):
         assert issubclass(cls, shmq.Error)
     assert issubclass(shmq.Full, queue.Full) and issubclass(shmq.Empty, queue.Empty)

@@ -30,12 +30,19 @@ def test_status_codes_match_the_header(header: str) -> None:
     in_header = {name: int(value) for name, value in re.findall(r"(SHMQ_\w+)\s*=\s*(\d+)", text)}
     in_python = {status.c_name: int(status) for status in shmq.Status}
     assert in_header == in_python
-    assert len(in_header) == 16
+    assert len(in_header) == 17
+    assert in_header["SHMQ_ERR_ROLE_TAKEN"] == 16 == shmq.Status.ERR_ROLE_TAKEN
 
 
 def test_flags_match_the_header(header: str) -> None:
     defines = {name: int(value) for name, value in re.findall(r"#define (SHMQ_\w+) (\d+)u?\b", header)}
-    for name in ("CREATE_NO_CHECKSUM", "CREATE_OPEN_EXISTING", "CREATE_REPLACE", "MESSAGE_REDELIVERED"):
+    for name in (
+        "CREATE_NO_CHECKSUM",
+        "CREATE_OPEN_EXISTING",
+        "CREATE_REPLACE",
+        "CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER",
+        "MESSAGE_REDELIVERED",
+    ):
         assert defines[f"SHMQ_{name}"] == getattr(_status, name), name
 
 
