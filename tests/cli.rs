@@ -18,6 +18,7 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 // Exit codes, as documented in `shmq --help` and docs/OPERATING.md.
 const OK: i32 = 0;
+const FAILURE: i32 = 1;
 const INVALID: i32 = 2;
 const NOT_FOUND: i32 = 3;
 const TIMEOUT: i32 = 4;
@@ -700,6 +701,104 @@ fn bench_runs_two_processes_and_cleans_up() {
     assert!(out.stdout.contains("throughput"), "{out:?}");
     assert!(out.stdout.contains("msg/s"), "{out:?}");
     assert!(out.stdout.contains("p99"), "{out:?}");
+}
+
+#[test]
+fn single_producer_single_consumer_create_info_roles_and_bench() {
+    let q = TestQueue::new("cli_spsc");
+    let long = TestQueue::new("cli_spsc_long");
+    let plain = TestQueue::new("cli_spsc_plain");
+    ok(&["create", &q.name, "-c", "8", "-s", "64", "--spsc"]);
+    ok(&[
+        "create",
+        &long.name,
+        "-c",
+        "8",
+        "-s",
+        "64",
+        "--single-producer-single-consumer",
+    ]);
+    create(&plain, "8", "64");
+    for (queue, spsc) in [(&q, true), (&long, true), (&plain, false)] {
+        let handle = CrossProcessQueue::connect(&queue.name).unwrap();
+        assert_eq!(
+            handle.is_single_producer_single_consumer(),
+            spsc,
+            "{}",
+            queue.name
+        );
+        let v = json(&ok(&["info", &queue.name, "--json"]).stdout);
+        assert_eq!(v["single_producer_single_consumer"], spsc, "{v}");
+        let text = ok(&["info", &queue.name]).stdout;
+        let line = if spsc {
+            "concurrency    single producer, single consumer"
+        } else {
+            "concurrency    multiple producers, multiple consumers"
+        };
+        assert!(text.contains(line), "{line:?} in\n{text}");
+    }
+    // --exist-ok only accepts a queue of the same kind.
+    fails(
+        &run(&["create", &q.name, "-c", "8", "-s", "64", "--exist-ok"]),
+        INVALID,
+        &q.name,
+    );
+    ok(&[
+        "create",
+        &q.name,
+        "-c",
+        "8",
+        "-s",
+        "64",
+        "--exist-ok",
+        "--spsc",
+    ]);
+
+    // Each command takes a role only for its own run.
+    ok(&["send", &q.name, "one"]);
+    ok(&["send", &q.name, "two"]);
+    assert_eq!(ok(&["recv", &q.name, "--timeout", "0"]).stdout, "one\n");
+
+    // A live handle holding the sending role: `shmq send` fails at once, naming it.
+    let holder = CrossProcessQueue::connect(&q.name).unwrap();
+    holder.send_bytes(b"three").unwrap();
+    let refused = run(&["send", &q.name, "--timeout", "10000", "x"]);
+    fails(&refused, FAILURE, &q.name);
+    let who = format!(
+        "sending role is held by live participant {}",
+        holder.participant_id()
+    );
+    assert!(refused.stderr.contains(&who), "{who:?} in {refused:?}");
+    assert_eq!(refused.stderr.matches(&q.name).count(), 2, "{refused:?}");
+    // ... and the receiving role likewise.
+    let mut buf = [0u8; 64];
+    holder.recv_with(&mut buf, Some(Duration::ZERO)).unwrap();
+    let refused = run(&["recv", &q.name, "--timeout", "0"]);
+    fails(&refused, FAILURE, &q.name);
+    assert!(refused.stderr.contains("receiving role"), "{refused:?}");
+    // Closing the handle frees both roles.
+    drop(holder);
+    ok(&["send", &q.name, "four"]);
+    let out = ok(&["recv", &q.name, "--count", "2", "--timeout", "0"]);
+    assert_eq!(out.stdout, "three\nfour\n");
+
+    // bench measures either kind of queue.
+    let out = ok(&["bench", "-n", "2000", "-l", "20", "--spsc", "--json"]);
+    let v = json(&out.stdout);
+    assert_eq!(v["single_producer_single_consumer"], true, "{v}");
+    assert_eq!(v["messages"], 2000);
+    let out = ok(&[
+        "bench",
+        "-n",
+        "1000",
+        "-l",
+        "10",
+        "--single-producer-single-consumer",
+    ]);
+    assert!(
+        out.stdout.contains("single-producer/single-consumer queue"),
+        "{out:?}"
+    );
 }
 
 #[test]

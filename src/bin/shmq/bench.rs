@@ -35,6 +35,9 @@ pub struct BenchArgs {
     /// Print the figures as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Measure a single-producer/single-consumer queue (see `shmq create --spsc`).
+    #[arg(long = "single-producer-single-consumer", visible_alias = "spsc")]
+    pub single_producer_single_consumer: bool,
 }
 
 #[derive(Args, Debug)]
@@ -112,7 +115,9 @@ fn fail(queue: &str, reason: impl Into<String>) -> Failure {
 
 pub fn bench(a: BenchArgs) -> CmdResult {
     let name = format!("bench-{}-{}", std::process::id(), mono_ns() % 1_000_000_000);
-    let queue = CrossProcessQueue::create(&name, a.capacity, a.size)
+    let queue = CrossProcessQueue::options()
+        .single_producer_single_consumer(a.single_producer_single_consumer)
+        .create(&name, a.capacity, a.size)
         .map_err(|e| Failure::from_error(&name, e))?;
     let mut cleanup = Cleanup {
         name: name.clone(),
@@ -232,6 +237,7 @@ pub fn bench(a: BenchArgs) -> CmdResult {
             "messages": a.messages,
             "message_size": a.size,
             "capacity": a.capacity,
+            "single_producer_single_consumer": a.single_producer_single_consumer,
             "elapsed_s": elapsed,
             "send_elapsed_s": send_elapsed,
             "throughput_msgs_per_s": msgs_per_s,
@@ -252,10 +258,15 @@ pub fn bench(a: BenchArgs) -> CmdResult {
     let us =
         |v: Option<u64>| v.map_or_else(|| "-".into(), |ns| format!("{:.1} us", ns as f64 / 1e3));
     println!(
-        "shmq {} bench: 1 producer and 1 consumer process, {cpus} CPUs, capacity {}, {} byte messages",
+        "shmq {} bench: 1 producer and 1 consumer process, {cpus} CPUs, capacity {}, {} byte messages{}",
         shmq::VERSION,
         a.capacity,
-        a.size
+        a.size,
+        if a.single_producer_single_consumer {
+            ", single-producer/single-consumer queue"
+        } else {
+            ""
+        }
     );
     println!(
         "throughput  {} messages in {elapsed:.3} s: {:.0} msg/s, {:.1} MB/s",

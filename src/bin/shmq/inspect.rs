@@ -143,6 +143,7 @@ fn info_json(info: &QueueInfo, stats: &Stats, live: Option<usize>) -> Value {
         "slot_stride": info.slot_stride,
         "segment_size": info.segment_size,
         "checksum": info.checksum,
+        "single_producer_single_consumer": info.single_producer_single_consumer,
         "mode": format!("{:04o}", info.mode),
         "owner_uid": info.owner_uid,
         "owner": user_name(info.owner_uid),
@@ -188,6 +189,15 @@ fn info_text(info: &QueueInfo, s: &Stats, live: Option<usize>) -> String {
         t,
         "checksums      {}",
         if info.checksum { "on (CRC32C)" } else { "off" }
+    );
+    let _ = writeln!(
+        t,
+        "concurrency    {}",
+        if info.single_producer_single_consumer {
+            "single producer, single consumer (one sending and one receiving handle at a time)"
+        } else {
+            "multiple producers, multiple consumers"
+        }
     );
     let _ = writeln!(t, "mode           {:04o}", info.mode);
     let _ = writeln!(

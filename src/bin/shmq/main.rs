@@ -78,6 +78,7 @@ enum Command {
         "  shmq create jobs --capacity 1024 --message-size 4096\n",
         "  shmq create jobs -c 100 -s 256 --mode 0660 --replace\n",
         "  shmq create jobs -c 100 -s 256 --exist-ok   # idempotent in scripts\n",
+        "  shmq create frames -c 1024 -s 4096 --spsc    # one sender, one receiver: faster\n",
         exit_codes!(),
     ))]
     Create(ops::CreateArgs),
@@ -202,6 +203,13 @@ impl Failure {
                 (code::INVALID, e.to_string())
             }
             E::CorruptedData(_) | E::IncompatibleVersion { .. } => (code::CORRUPTED, e.to_string()),
+            E::RoleTaken { role, holder, .. } => (
+                code::FAILURE,
+                format!(
+                    "single-producer/single-consumer queue whose {role} role is held by live \
+                     participant {holder} (see `shmq info {queue}`); close that handle first"
+                ),
+            ),
             _ => (code::FAILURE, e.to_string()),
         };
         Failure::new(Some(queue), code, reason)

@@ -24,6 +24,11 @@ pub struct CreateArgs {
     /// Do not compute and verify a CRC32C per message.
     #[arg(long)]
     pub no_checksum: bool,
+    /// One sender and one receiver at a time, several times faster between two processes:
+    /// the first handle that sends keeps the sending role until it closes (likewise for
+    /// receiving); other handles that try fail with "role ... is held".
+    #[arg(long = "single-producer-single-consumer", visible_alias = "spsc")]
+    pub single_producer_single_consumer: bool,
     /// Remove an existing queue of that name first (processes attached to it keep the old one).
     #[arg(long, conflicts_with = "exist_ok")]
     pub replace: bool,
@@ -53,6 +58,7 @@ pub fn create(a: CreateArgs) -> CmdResult {
     CrossProcessQueue::options()
         .mode(a.mode)
         .checksum(!a.no_checksum)
+        .single_producer_single_consumer(a.single_producer_single_consumer)
         .open_mode(open_mode)
         .create(&a.name, a.capacity, a.message_size)
         .map(drop)
