@@ -38,7 +38,10 @@
 //!
 //! Corrupt sequence words (written by no correct peer) are overwritten by the sender and
 //! skipped by the receiver, each counted under `corrupted`, so hostile bytes cannot wedge the
-//! queue or make it read out of bounds.
+//! queue or make it read out of bounds. The receiver skips (or passes) a slot only once the
+//! tail is past it, and checks an empty-looking slot against the tail now and then, so that
+//! the head never overtakes the tail and a published slot reset to "free" is not waited on
+//! for ever; a sender that finds the head ahead of its tail anyway continues from the head.
 
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -91,7 +94,15 @@ struct Side {
     /// touches no cache line the receiver writes until the ring looks full (Lamport's ring
     /// with cached indices, as in rtrb).
     head_seen: AtomicU64,
+    /// The receiving side's count of empty-looking slots (holder-only): every
+    /// [`EMPTY_CHECK_INTERVAL`]th one is checked against the tail, which a hostile reset
+    /// of a published slot's sequence word would otherwise hide for ever, without reading the
+    /// sender's line on every poll.
+    empty_polls: AtomicU32,
 }
+
+/// See [`Side::empty_polls`].
+const EMPTY_CHECK_INTERVAL: u32 = 16;
 
 thread_local! {
     /// A token unique to this thread among the live threads of the process.
@@ -197,6 +208,15 @@ impl Side {
         self.pending_bytes.store(0, Relaxed);
     }
 
+    /// Counts an empty-looking slot; true when it is due for a check against the tail.
+    #[inline]
+    fn empty_polls_due(&self) -> bool {
+        // Relaxed: holder-only field (the lock orders holders).
+        let n = self.empty_polls.load(Relaxed).wrapping_add(1);
+        self.empty_polls.store(n, Relaxed);
+        n % EMPTY_CHECK_INTERVAL == 0
+    }
+
     /// Flushes the counts of this side (takes the lock; not to be called while holding it).
     fn flush(&self, total: &crate::sync::AtomicU64, ring: &Ring) {
         // Relaxed: a racy peek to skip the lock when there is nothing to flush; a count
@@ -293,6 +313,17 @@ impl Spsc {
             // released the slots below it, so its reads of them happen-before our writes.
             let head = h.head.value.load(Acquire);
             self.tx.head_seen.store(head, Relaxed);
+            if (head.wrapping_sub(tail) as i64) > 0 {
+                // The receiver is past positions we never published: it read or skipped
+                // bytes a hostile process wrote. Continue from its head, or the ring would
+                // look full for ever.
+                h.stats.corrupted.fetch_add(1, Relaxed);
+                // Relaxed: a receiver only asks whether it is 0 (it was not, and is not), and
+                // a sender taking over after our death sees all our stores.
+                h.tail.in_flight.store(head.wrapping_add(1), Relaxed);
+                h.tail.value.store(head, Release);
+                return Ok(Attempt::Done(ring.spsc_push_token(head)));
+            }
             if tail.wrapping_sub(head) >= capacity {
                 h.tail.in_flight.store(0, Release);
                 return Ok(Attempt::WouldBlock);
@@ -371,6 +402,18 @@ impl Spsc {
                     })
                 }
                 SpscPop::Empty => {
+                    if self.rx.empty_polls_due()
+                        && sender_passed(ring, pos)
+                        && matches!(ring.spsc_claim_pop(pos, 0), SpscPop::Empty)
+                    {
+                        // The sender published `pos` (the tail, read with Acquire, says so,
+                        // and the slot read after it still looks empty): hostile bytes reset
+                        // its sequence word. Waiting would wait for ever: skip it.
+                        ring.spsc_skip(pos);
+                        h.head.value.store(pos.wrapping_add(1), Release);
+                        wait::wake_senders(h);
+                        continue;
+                    }
                     // Acquire: pairs with `Ring::close`.
                     if h.roles.closed.load(Acquire) == 0 {
                         return Ok(Attempt::WouldBlock);
@@ -384,6 +427,15 @@ impl Spsc {
                             return Ok(Attempt::WouldBlock);
                         }
                     }
+                }
+                // Not published yet (the tail has not passed it), so hostile bytes, which
+                // the sender overwrites when it publishes `pos`: passing or skipping it would
+                // put the head past the tail and lose that message. (Once closed, nothing
+                // will overwrite it: skip it, so the receiver can report `Closed`.)
+                SpscPop::Released | SpscPop::Corrupt
+                    if !sender_passed(ring, pos) && h.roles.closed.load(Acquire) == 0 =>
+                {
+                    return Ok(Attempt::WouldBlock);
                 }
                 SpscPop::Released => {
                     // Release: as in `released`.
@@ -533,12 +585,28 @@ impl Spsc {
     }
 }
 
+/// Whether the sender has moved its tail past `pos` (so `pos` was published).
+fn sender_passed(ring: &Ring, pos: u64) -> bool {
+    // Acquire: pairs with the sender's Release store of the tail, made after it published
+    // every position below it, so a sequence word read after this shows that publication.
+    (ring.header().tail.value.load(Acquire).wrapping_sub(pos) as i64) > 0
+}
+
 /// A dead sender may have published position `in_flight - 1` without moving the tail.
 fn repair_after_dead_sender(ring: &Ring) {
     let h = ring.header();
     // Acquire: see `take_lease` (the dead holder's stores are visible by then anyway).
     let in_flight = h.tail.in_flight.load(Acquire);
-    if in_flight != 0 && ring.spsc_is_published(in_flight.wrapping_sub(1)) {
+    // Published: the message is still there, or the receiver has already taken and released
+    // it (it does not wait for the tail). The tail must pass it in both cases: left behind
+    // the head, it would make the ring look full for ever (and a rewrite of the position
+    // would go to a slot the receiver has passed).
+    if in_flight != 0
+        && matches!(
+            ring.spsc_claim_pop(in_flight.wrapping_sub(1), usize::MAX),
+            SpscPop::Message(_) | SpscPop::Released
+        )
+    {
         h.tail.value.store(in_flight, Release);
     }
     h.tail.in_flight.store(0, Release);
