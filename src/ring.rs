@@ -433,12 +433,6 @@ impl Ring {
         self.header().stats.redelivered.fetch_add(1, Relaxed);
     }
 
-    /// Whether the message of position `pos` is published (read by a sender taking over
-    /// from a dead one that may have died between publishing and moving the tail).
-    pub fn spsc_is_published(&self, pos: u64) -> bool {
-        self.slot(pos).seq.load(Acquire) == seq_full(pos)
-    }
-
     // ----- sending -------------------------------------------------------------------------
 
     /// Claims the slot at the tail for `peers.me()`.
