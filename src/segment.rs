@@ -486,6 +486,7 @@ pub fn register_light_fences() -> bool {
 
 /// Whether this process registered for light fences (see [`register_light_fences`]).
 #[inline]
+#[cfg_attr(loom, allow(dead_code))] // under loom, wait.rs always uses real fences
 pub fn light_fences_registered() -> bool {
     // Relaxed: set once by `register_light_fences`, which every handle runs at attach, before
     // this thread could reach a hot path through that handle.
@@ -496,6 +497,7 @@ pub fn light_fences_registered() -> bool {
 /// running thread of every registered process, so each of their program-order points is
 /// either before our fence or after it (see `wait.rs`). Returns false if the system call
 /// failed, in which case only our own fence was issued.
+#[cfg_attr(loom, allow(dead_code))] // under loom, wait.rs always uses real fences
 pub fn heavy_fence() -> bool {
     std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     light_fences_registered() && membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0
