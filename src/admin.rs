@@ -8,7 +8,7 @@
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
-use crate::layout::{Header, HEADER_SIZE, LAYOUT_VERSION, MAGIC, TAIL_CLOSED};
+use crate::layout::{Header, HEADER_SIZE, LAYOUT_VERSION, MAGIC};
 use crate::segment::{self, Segment};
 use crate::{Error, QueueInfo, Result, Stats};
 
@@ -76,8 +76,7 @@ impl QueueView {
 
     /// Whether the queue was shut down for sending.
     pub fn is_shutdown(&self) -> bool {
-        // Relaxed: a snapshot for display; nothing is read on the strength of it.
-        self.header().tail.value.load(Relaxed) & TAIL_CLOSED != 0
+        self.header().is_shut_down()
     }
 
     /// Whether the queue's name was removed (`shmq rm`) or replaced since the view opened.

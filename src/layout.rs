@@ -171,6 +171,17 @@ pub struct Header {
     pub _reserved: [u8; 4096 - 640 - PARTICIPANT_SLOTS * 32 - 128],
 }
 
+impl Header {
+    /// Whether `shutdown` was called: the roles line's `closed` word (every queue) or, as a
+    /// multi-producer queue also records it, [`TAIL_CLOSED`] in `tail`.
+    pub fn is_shut_down(&self) -> bool {
+        // Acquire: pairs with the AcqRel of `Ring::close`, so an observer of the close also
+        // sees the closer's earlier publications.
+        self.roles.closed.load(std::sync::atomic::Ordering::Acquire) != 0
+            || self.tail.value.load(std::sync::atomic::Ordering::Acquire) & TAIL_CLOSED != 0
+    }
+}
+
 /// The header of each slot; the payload follows at [`SLOT_HEADER_SIZE`].
 ///
 /// `seq` encodes the slot's state for position `p` (Vyukov's per-cell sequence, doubled so

@@ -1213,8 +1213,7 @@ impl QueueInfo {
             owner_uid,
             creator_pid: id.creator_pid.load(Relaxed),
             created_at_ns: id.created_at_ns.load(Relaxed),
-            shutdown: h.roles.closed.load(Relaxed) != 0
-                || h.tail.value.load(Relaxed) & layout::TAIL_CLOSED != 0,
+            shutdown: h.is_shut_down(),
             single_producer_single_consumer: id.flags.load(Relaxed) & FLAG_SPSC != 0,
             participants,
         }

@@ -314,7 +314,7 @@ impl Ring {
     }
 
     /// A token for a position claimed off the fast path.
-    pub(crate) fn pop_token(&self, pos: u64) -> PopToken {
+    fn pop_token(&self, pos: u64) -> PopToken {
         PopToken {
             pos,
             index: self.index(pos),
@@ -356,8 +356,7 @@ impl Ring {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.header().roles.closed.load(Acquire) != 0
-            || self.tail().load(Acquire) & TAIL_CLOSED != 0
+        self.header().is_shut_down()
     }
 
     /// Marks the queue closed for sending. Returns false if it already was.

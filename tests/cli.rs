@@ -782,6 +782,23 @@ fn single_producer_single_consumer_create_info_roles_and_bench() {
     let out = ok(&["recv", &q.name, "--count", "2", "--timeout", "0"]);
     assert_eq!(out.stdout, "three\nfour\n");
 
+    // Shutdown of a single-producer queue (a word of its own, not a bit of the tail) shows in
+    // the read-only views as well as in `info`.
+    ok(&["shutdown", &q.name]);
+    assert_eq!(
+        json(&ok(&["info", &q.name, "--json"]).stdout)["shutdown"],
+        true
+    );
+    let listed = json(&ok(&["ls", "--json"]).stdout);
+    let entry = listed
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["name"] == q.name.as_str()))
+        .unwrap_or_else(|| panic!("{} not in {listed}", q.name));
+    assert_eq!(entry["shutdown"], true, "{entry}");
+    let watched = ok(&["watch", &q.name, "-i", "10", "-n", "1", "--json"]).stdout;
+    let sample = json(watched.lines().next().unwrap_or_default());
+    assert_eq!(sample["shutdown"], true, "{sample}");
+
     // bench measures either kind of queue.
     let out = ok(&["bench", "-n", "2000", "-l", "20", "--spsc", "--json"]);
     let v = json(&out.stdout);
