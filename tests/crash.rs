@@ -14,13 +14,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{TestQueue, ROLE_ENV};
+use common::{Proc, TestQueue, ROLE_ENV};
 use shmq::{CrossProcessQueue, Error};
 
 /// Generous bound for anything that should happen "soon" (never a timing assertion).
@@ -70,87 +66,20 @@ fn crash_child() {
 
 // ----- the parent side -------------------------------------------------------------------
 
-/// A child process, killed and reaped when dropped (so a failing test leaves no strays).
-struct Proc {
-    child: Child,
-    lines: Receiver<String>,
-    stderr: Option<JoinHandle<String>>,
-}
-
+/// This file's view of a child ([`common::Proc`] running `crash_child`).
 impl Proc {
     fn spawn(q: &TestQueue, role: &str, id: u64, point: Option<&str>, timeout_ms: u64) -> Proc {
-        let exe = std::env::current_exe().expect("test binary path");
-        let mut cmd = Command::new(exe);
-        cmd.args([
-            "--exact",
-            "crash_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROLE_ENV, role)
-        .env("Q", &q.name)
-        .env("ID", id.to_string())
-        .env("TIMEOUT_MS", timeout_ms.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        match point {
-            Some(p) => cmd.env("SHMQ_CRASH_AT", p),
-            None => cmd.env_remove("SHMQ_CRASH_AT"),
-        };
-        let mut child = cmd.spawn().expect("spawn child");
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut err = child.stderr.take().unwrap();
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
-        Proc {
-            child,
-            lines,
-            stderr: Some(stderr),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The process state letter from /proc (R, S, T, Z, ...), or None once reaped.
-    fn state(&self) -> Option<char> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
-        stat.rsplit_once(')')?.1.trim_start().chars().next()
+        let env = [
+            ("Q", q.name.clone()),
+            ("ID", id.to_string()),
+            ("TIMEOUT_MS", timeout_ms.to_string()),
+        ];
+        Proc::start("crash_child", role, &env, point)
     }
 
     /// Waits until the process stopped itself at its crash point.
     fn wait_stopped(&mut self) {
-        let deadline = Instant::now() + SOON;
-        loop {
-            match self.state() {
-                Some('T') | Some('t') => return,
-                Some('Z') | None => {
-                    let out = self.output();
-                    panic!("child exited before its crash point:\n{out}");
-                }
-                _ => {}
-            }
-            assert!(
-                Instant::now() < deadline,
-                "child never reached its crash point"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        self.stopped_within(SOON);
     }
 
     /// Waits for the READY line (the child has connected and is about to act).
@@ -164,33 +93,15 @@ impl Proc {
         }
     }
 
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child, which has not been reaped yet.
-        let rc = unsafe { libc::kill(self.pid() as i32, sig) };
-        assert_eq!(rc, 0, "kill({}, {sig})", self.pid());
-    }
-
     /// Waits for the child to end and returns the rest of its stdout.
     fn output(&mut self) -> String {
         let _ = self.child.wait();
-        let mut out = String::new();
-        while let Ok(l) = self.lines.recv_timeout(SOON) {
-            out.push_str(&l);
-            out.push('\n');
-        }
-        out
+        lines_text(self.rest(SOON))
     }
 
     /// SIGKILLs the (stopped) child; returns its stdout and checks that it stopped at `point`.
     fn kill_at(mut self, point: &str) -> String {
-        self.signal(libc::SIGKILL);
-        let out = self.output();
-        let err = self.stderr.take().unwrap().join().unwrap();
-        assert!(
-            err.contains(&format!("SHMQ_CRASH_POINT {point}\n")),
-            "child did not stop at {point}; stderr:\n{err}"
-        );
-        out
+        lines_text(self.killed_at(point, SOON))
     }
 
     /// Resumes a stopped child and waits for it to finish successfully; returns its stdout.
@@ -208,11 +119,9 @@ impl Proc {
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Lines as one text, each ending in a newline.
+fn lines_text(lines: Vec<String>) -> String {
+    lines.into_iter().map(|l| l + "\n").collect()
 }
 
 /// One queue, the parent's handle, and the ledger of what was promised and delivered.

@@ -24,14 +24,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{TestQueue, ROLE_ENV};
+use common::{Proc, TestQueue, ROLE_ENV};
 use shmq::layout::{HEADER_SIZE, SLOT_HEADER_SIZE};
 use shmq::{CrossProcessQueue, Error, OpenMode, Received};
 
@@ -384,80 +381,34 @@ fn spsc_child() {
 
 // ----- the parent side -------------------------------------------------------------------
 
-/// A child process running `spsc_child` in a role; killed and reaped when dropped (so a
-/// failing test leaves no strays).
-struct Proc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    stderr: Option<JoinHandle<String>>,
-}
-
+/// This file's view of a child ([`common::Proc`] running `spsc_child` in a role): it reads
+/// only the marked lines, without the marker (`@@`) and what libtest printed before it.
 impl Proc {
     fn spawn(q: &TestQueue, role: &str, env: &[(&str, String)], crash_at: Option<&str>) -> Proc {
-        let exe = std::env::current_exe().expect("test binary path");
-        let mut cmd = Command::new(exe);
-        cmd.args([
-            "--exact",
-            "spsc_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROLE_ENV, role)
-        .env("Q", &q.name)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        match crash_at {
-            Some(p) => cmd.env("SHMQ_CRASH_AT", p),
-            None => cmd.env_remove("SHMQ_CRASH_AT"),
-        };
-        let mut child = cmd.spawn().expect("spawn child");
-        let stdin = child.stdin.take();
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                // Only the marked lines: libtest prints its own before and after.
-                if let Some((_, rest)) = line.split_once("@@") {
-                    if tx.send(rest.to_string()).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        let mut err = child.stderr.take().unwrap();
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
-        Proc {
-            child,
-            stdin,
-            lines,
-            stderr: Some(stderr),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
+        let mut all = vec![("Q", q.name.clone())];
+        all.extend(env.iter().cloned());
+        Proc::start("spsc_child", role, &all, crash_at)
     }
 
     /// The next marked line, within `limit`.
     fn line(&mut self, limit: Duration) -> String {
-        match self.lines.recv_timeout(limit) {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                let err = self.stderr.take().map(|h| h.join().unwrap());
-                panic!("no line from child within {limit:?} ({e}); stderr:\n{err:?}")
+        let deadline = Instant::now() + limit;
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(l) => {
+                    if let Some(m) = marked(&l) {
+                        return m;
+                    }
+                }
+                Err(e) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    let err = self.take_stderr();
+                    panic!("no line from child within {limit:?} ({e}); stderr:\n{err}")
+                }
             }
         }
     }
@@ -493,72 +444,35 @@ impl Proc {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                let err = self.stderr.take().unwrap().join().unwrap();
+                let err = self.take_stderr();
                 panic!("child hung (killed after {limit:?}); stderr:\n{err}");
             }
             std::thread::sleep(Duration::from_millis(5));
         };
-        let mut out = Vec::new();
-        while let Ok(l) = self.lines.recv_timeout(SOON) {
-            out.push(l);
-        }
-        let err = self.stderr.take().unwrap().join().unwrap();
+        let out: Vec<String> = self.rest(SOON).iter().filter_map(|l| marked(l)).collect();
+        let err = self.take_stderr();
         assert!(status.success(), "child failed ({status}):\n{out:?}\n{err}");
         out
     }
 
-    /// The process state letter from /proc (R, S, T, Z, ...), or None once reaped.
-    fn state(&self) -> Option<char> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
-        stat.rsplit_once(')')?.1.trim_start().chars().next()
-    }
-
     /// Waits until the child stopped itself (SIGSTOP) at its crash point.
     fn wait_stopped(&mut self) {
-        let deadline = Instant::now() + SOON;
-        loop {
-            match self.state() {
-                Some('T') | Some('t') => return,
-                Some('Z') | None => {
-                    let _ = self.child.wait();
-                    let err = self.stderr.take().unwrap().join().unwrap();
-                    panic!("child exited before its crash point; stderr:\n{err}");
-                }
-                _ => {}
-            }
-            assert!(
-                Instant::now() < deadline,
-                "child never reached its crash point"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        self.stopped_within(SOON);
     }
 
     /// SIGKILLs the stopped child, reaps it (its liveness lock is gone after that), checks
     /// that it stopped at `point`, and returns its marked lines.
     fn kill_at(mut self, point: &str) -> Vec<String> {
-        // SAFETY: kill(2) on our own child, which has not been reaped yet.
-        let rc = unsafe { libc::kill(self.pid() as i32, libc::SIGKILL) };
-        assert_eq!(rc, 0, "kill");
-        let _ = self.child.wait();
-        let err = self.stderr.take().unwrap().join().unwrap();
-        assert!(
-            err.contains(&format!("SHMQ_CRASH_POINT {point}\n")),
-            "child did not stop at {point}; stderr:\n{err}"
-        );
-        let mut out = Vec::new();
-        while let Ok(l) = self.lines.recv_timeout(SOON) {
-            out.push(l);
-        }
-        out
+        self.killed_at(point, SOON)
+            .iter()
+            .filter_map(|l| marked(l))
+            .collect()
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// What follows the `@@` marker of a child's line, if it has one.
+fn marked(line: &str) -> Option<String> {
+    line.split_once("@@").map(|(_, rest)| rest.to_string())
 }
 
 /// `RECV id redelivered` lines, in order.

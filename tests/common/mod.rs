@@ -84,3 +84,143 @@ const MARK: &str = "@@ ";
 pub fn report(line: impl std::fmt::Display) {
     println!("\n{MARK}{line}");
 }
+
+/// A child running this test binary's ignored test `entry` in `role` (as [`spawn_role`]),
+/// for tests that watch it closely: its stdout lines arrive on a channel as they are printed,
+/// its stderr is collected, its stdin is a pipe, and it can stop itself at a crash point
+/// (`crash_at`, feature `crash-points`). Killed and reaped when dropped, so a failing test
+/// leaves no strays.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub stdin: Option<std::process::ChildStdin>,
+    /// Every stdout line, unfiltered (libtest prints lines of its own around the child's).
+    pub lines: std::sync::mpsc::Receiver<String>,
+    pub stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Proc {
+    pub fn start(entry: &str, role: &str, env: &[(&str, String)], crash_at: Option<&str>) -> Proc {
+        use std::io::{BufRead, Read};
+        let exe = std::env::current_exe().expect("test binary path");
+        let mut cmd = Command::new(exe);
+        cmd.args([
+            "--exact",
+            entry,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ROLE_ENV, role)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        match crash_at {
+            Some(p) => cmd.env("SHMQ_CRASH_AT", p),
+            None => cmd.env_remove("SHMQ_CRASH_AT"),
+        };
+        let mut child = cmd.spawn().expect("spawn child test process");
+        let stdin = child.stdin.take();
+        let out = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut err = child.stderr.take().expect("piped stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        Proc {
+            child,
+            stdin,
+            lines,
+            stderr: Some(stderr),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The process state letter from /proc (R, S, T, Z, ...), or None once reaped.
+    pub fn state(&self) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        stat.rsplit_once(')')?.1.trim_start().chars().next()
+    }
+
+    /// Waits (at most `limit`) until the child stopped itself (SIGSTOP) at its crash point;
+    /// panics with its stderr if it exited first.
+    pub fn stopped_within(&mut self, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            match self.state() {
+                Some('T') | Some('t') => return,
+                Some('Z') | None => {
+                    let _ = self.child.wait();
+                    let err = self.take_stderr();
+                    panic!("child exited before its crash point; stderr:\n{err}");
+                }
+                _ => {}
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "child never reached its crash point"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child, which has not been reaped yet.
+        let rc = unsafe { libc::kill(self.pid() as i32, sig) };
+        assert_eq!(rc, 0, "kill({}, {sig})", self.pid());
+    }
+
+    /// The child's whole stderr (once it has exited); empty if already taken.
+    pub fn take_stderr(&mut self) -> String {
+        self.stderr
+            .take()
+            .map(|h| h.join().unwrap())
+            .unwrap_or_default()
+    }
+
+    /// The stdout lines not received yet, until the child's stdout closes (or `limit` passes
+    /// without a line).
+    pub fn rest(&self, limit: std::time::Duration) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(l) = self.lines.recv_timeout(limit) {
+            out.push(l);
+        }
+        out
+    }
+
+    /// SIGKILLs the (stopped) child, reaps it (its liveness lock is gone after that) and
+    /// checks from its stderr that it stopped at `point`. Returns its remaining stdout lines.
+    pub fn killed_at(&mut self, point: &str, limit: std::time::Duration) -> Vec<String> {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+        let out = self.rest(limit);
+        let err = self.take_stderr();
+        assert!(
+            err.contains(&format!("SHMQ_CRASH_POINT {point}\n")),
+            "child did not stop at {point}; stderr:\n{err}"
+        );
+        out
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
