@@ -63,16 +63,25 @@ pub(crate) struct Spsc {
 
 /// One role as this handle holds it.
 ///
-/// Threads sharing the handle take turns through a *biased* lock: the thread that used the
-/// role last owns it and enters with two plain stores and a load (`busy`, light fence,
-/// `contenders`); another thread announces itself in `contenders`, issues a heavy fence
-/// (`membarrier`, see `wait.rs`) and waits for the owner to leave. So the usual case, one
-/// thread per role, pays no atomic read-modify-write per message, and mixed use stays
-/// correct (and pays a system call per change of thread).
+/// Threads sharing the handle take turns through a *biased* lock: the thread that owns the
+/// role enters with two plain stores and a load (`busy`, light fence, `contenders`); any
+/// other thread takes the slow path: it announces itself in `contenders`, issues a heavy
+/// fence (`membarrier`, see `wait.rs`) and waits for the owner to leave. So the usual case,
+/// one thread per role, pays no atomic read-modify-write per message, and mixed use stays
+/// correct (and pays a system call per operation on the slow path).
+///
+/// Ownership changes hands only through 0: the owner gives it up itself (when contention sent
+/// it down the slow path), and a slow-path holder takes it only while it is 0. So a thread
+/// that reads its own token in `owner` is the owner (no other thread can have changed it
+/// since), and only the owner ever writes `busy`. (A thread that reads a token that is being
+/// replaced would otherwise store `busy` for an owner it no longer is.) The cost: a role
+/// whose owner thread stops using it without contention (the handle moved to another
+/// thread) stays on the slow path for the other threads.
 #[derive(Default)]
 #[repr(align(128))] // the two sides are used by different threads: no false sharing
 struct Side {
-    /// Token of the thread that owns the fast path ([`thread_token`]), 0 for none.
+    /// Token of the thread that owns the fast path ([`thread_token`]), 0 for none. Moves
+    /// from a token to 0 only by that thread, and from 0 to a token only under `slow`.
     owner: AtomicU64,
     /// Set by the owner while it is inside an operation on the fast path.
     busy: AtomicBool,
@@ -169,8 +178,16 @@ impl Side {
     fn unlock(&self) {
         // Relaxed: holder-only field.
         if self.entered_slow.load(Relaxed) {
-            // Relaxed: published by the Release below and by `busy` on the fast path.
-            self.owner.store(thread_token(), Relaxed);
+            let me = thread_token();
+            // Relaxed: `owner` changes only under `slow`, except owner -> 0 by the owner
+            // itself, which is also here; the fast path reads it for its own token only.
+            let owner = self.owner.load(Relaxed);
+            if owner == me {
+                // Contention sent the owner down the slow path: let another thread have it.
+                self.owner.store(0, Relaxed);
+            } else if owner == 0 {
+                self.owner.store(me, Relaxed);
+            }
             self.contenders.fetch_sub(1, Release);
             // Release: pairs with the next slow holder's Acquire.
             self.slow.store(false, Release);
