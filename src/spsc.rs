@@ -15,10 +15,11 @@
 //!   for receiving. Another live handle gets [`Error::RoleTaken`]. A role whose holder's
 //!   liveness lock is gone (see `docs/LIVENESS.md`) is taken over, and the new holder repairs
 //!   what the dead one left (below). Threads sharing one handle take turns through an
-//!   in-process lock held from a claim to its publication or release.
+//!   in-process lock held from a claim to its publication or release (see [`Side`]).
 //! * **Sending position `p`** (the sender's own `tail`): store `in_flight = p + 1`, light
-//!   fence, check `closed`, check the slot's `seq == 2p` (else the queue is full), write the
-//!   slot, store `seq = 2p + 1` (Release), `tail = p + 1`, `in_flight = 0`.
+//!   fence, check `closed`; the slot is free if `p - head < capacity`, judged from a cached
+//!   `head` that is reloaded (Acquire) only when the ring looks full; write the slot, store
+//!   `seq = 2p + 1` (Release), `tail = p + 1`, `in_flight = 0`.
 //! * **Receiving position `p`** (its own `head`): `seq == 2p + 1` (Acquire), store the head
 //!   line's `in_flight = p + 1` (the message is taken), read it, store `seq = 2(p + capacity)`
 //!   (Release), `head = p + 1`.
