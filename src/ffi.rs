@@ -743,7 +743,7 @@ fn send_impl(
             let bytes = unsafe { bytes_arg(function, data.cast(), len) }?;
             let (id, timestamp) = match id_and_timestamp {
                 Some((id, ts)) => (Some(id), ts),
-                None => (None, crate::segment::now_ns()),
+                None => (None, crate::clock::realtime_ns()),
             };
             queue
                 .send_with(id, timestamp, bytes, timeout)

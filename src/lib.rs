@@ -23,6 +23,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod admin;
+mod clock;
 pub mod crashpoint;
 mod error;
 pub mod ffi;
@@ -65,25 +66,6 @@ const PENDING_SHIFT: u32 = 40;
 /// Byte counts from this size up are flushed at once (they would overflow the packing).
 const PENDING_BYTES_LIMIT: u64 = 1 << (PENDING_SHIFT - 1);
 
-/// Nanoseconds since the Unix epoch, for message timestamps on the hot path: the same clock
-/// as [`segment::now_ns`] (`CLOCK_REALTIME` through the vDSO) without `SystemTime`'s
-/// `Result` and `Duration` arithmetic. A clock before the epoch reads as 0, as there.
-#[inline]
-fn timestamp_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_REALTIME always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    if ts.tv_sec < 0 {
-        return 0;
-    }
-    (ts.tv_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(ts.tv_nsec as u64)
-}
-
 /// A message as the original design note defines it. `id` and `timestamp` travel in the
 /// slot header, so every language sees them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,7 +83,7 @@ impl Message {
         Message {
             id,
             data: data.into(),
-            timestamp: segment::now_ns(),
+            timestamp: clock::realtime_ns(),
         }
     }
 }
@@ -910,12 +892,12 @@ impl CrossProcessQueue {
     /// `QueueFull`. The id is the message's position in the queue; it is returned.
     #[inline]
     pub fn send_bytes(&self, data: &[u8]) -> Result<u64> {
-        self.send_with(None, timestamp_ns(), data, Some(Duration::ZERO))
+        self.send_with(None, clock::realtime_ns(), data, Some(Duration::ZERO))
     }
 
     /// [`send_bytes`](Self::send_bytes) that waits for room: `None` without limit.
     pub fn send_bytes_timeout(&self, data: &[u8], timeout: Option<Duration>) -> Result<u64> {
-        self.send_with(None, timestamp_ns(), data, timeout)
+        self.send_with(None, clock::realtime_ns(), data, timeout)
     }
 
     // ----- receiving -------------------------------------------------------------------------
@@ -1116,7 +1098,7 @@ impl CrossProcessQueue {
     ) -> Result<()> {
         let bytes =
             postcard::to_stdvec(value).map_err(|e| Error::SerializationFailed(e.to_string()))?;
-        self.send_with(None, segment::now_ns(), &bytes, timeout)
+        self.send_with(None, clock::realtime_ns(), &bytes, timeout)
             .map(drop)
     }
 

@@ -40,7 +40,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use crate::ring::{PopToken, PushToken, ReadError};
-use crate::{crashpoint, timestamp_ns, wait, Attempt, CrossProcessQueue, Error, Received, Result};
+use crate::{clock, crashpoint, wait, Attempt, CrossProcessQueue, Error, Received, Result};
 
 /// Settles a claimed push slot if the writer's closure unwinds: publishes it poisoned.
 struct PushGuard<'a> {
@@ -183,7 +183,8 @@ impl CrossProcessQueue {
             )));
         }
         let id = token.position();
-        self.ring.finish_in_place(&token, id, timestamp_ns(), len);
+        self.ring
+            .finish_in_place(&token, id, clock::realtime_ns(), len);
         crashpoint::hit("push_written");
         self.commit_push(token, len);
         wait::wake_receivers(self.ring.header());
@@ -260,7 +261,7 @@ impl CrossProcessQueue {
             return Ok(0);
         };
         let mut token = self.claim_for_send(timeout)?;
-        let timestamp = timestamp_ns();
+        let timestamp = clock::realtime_ns();
         let mut sent = 0usize;
         let mut bytes = 0u64;
         let mut data = first.as_ref();
