@@ -1035,6 +1035,9 @@ fn round_trips(kind: Kind, size: usize, iters: u64, same_core: bool, cap: Durati
 
 /// CPU time (user + system) a receiver blocked on an empty shmq queue uses over `secs`.
 fn blocked_receiver_cpu(secs: f64) -> (f64, f64) {
+    // Maps the control block before forking (when this is the only workload selected,
+    // nothing else has): a child mapping it first would wait on a private copy.
+    reset_ctl();
     let name = format!("benchidle{}", std::process::id());
     let q = CrossProcessQueue::create(&name, DEPTH, 64).expect("create");
     let child = {
