@@ -57,6 +57,13 @@ pub const DEFAULT_MODE: u32 = 0o600;
 const CONNECT_WAIT: Duration = Duration::from_secs(1);
 /// Longest single sleep of a blocked call; it then re-checks for dead peers to repair.
 const SLEEP_SLICE: Duration = Duration::from_millis(50);
+/// How long a blocked call polls before it sleeps. A futex sleep and wake-up costs the
+/// waker a system call and the sleeper tens of microseconds on a VM, so a peer that answers
+/// within this is answered at polling speed, and a stream of messages never puts its
+/// receiver to sleep; a queue that stays empty or full costs this much CPU per wait.
+const SPIN_LIMIT: Duration = Duration::from_micros(10);
+/// While polling, the caller yields its core this often, so a peer on the same core runs.
+const SPIN_YIELD_EVERY: Duration = Duration::from_micros(1);
 /// Minimum interval between liveness checks (each is a system call) by one handle.
 const LIVENESS_INTERVAL_NS: u64 = 1_000_000;
 /// Pending byte counts are flushed to the shared statistics after this many messages.
@@ -702,19 +709,26 @@ impl CrossProcessQueue {
             self.flush_side(producer);
             return attempt(true);
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
-        // Bounded spin: a peer on another core usually answers within microseconds; yields
-        // let a peer on the same core run.
-        for step in 0..10u32 {
-            if step < 6 {
-                for _ in 0..(1u32 << step) {
-                    std::hint::spin_loop();
-                }
-            } else {
-                std::thread::yield_now();
-            }
+        let spin_start = Instant::now();
+        let deadline = timeout.map(|t| spin_start + t);
+        // Poll, one pause between attempts (a peer on another core usually answers within
+        // microseconds), yielding now and then for a peer on this core. The clock is read
+        // every few attempts only.
+        let mut next_yield = SPIN_YIELD_EVERY;
+        for polls in 1u32.. {
+            std::hint::spin_loop();
             if let Attempt::Done(v) = attempt(false)? {
                 return Ok(Attempt::Done(v));
+            }
+            if polls % 8 == 0 {
+                let spun = spin_start.elapsed();
+                if spun >= SPIN_LIMIT || deadline.is_some_and(|d| spin_start + spun >= d) {
+                    break;
+                }
+                if spun >= next_yield {
+                    std::thread::yield_now();
+                    next_yield = spun + SPIN_YIELD_EVERY;
+                }
             }
         }
         self.flush_side(producer);
