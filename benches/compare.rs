@@ -11,7 +11,10 @@
 //! `sched_setaffinity`. Every message has every byte written by the sender (an 8-byte
 //! sequence number, then a fill byte derived from it) and every byte checked by the receiver;
 //! a single mismatch fails the run. Queue depth is 256 wherever the transport lets us set it.
-//! Each figure is the median of 5 runs (3 for the message-size sweep).
+//! Each figure is the median of 5 runs (3 for the message-size sweep). The runs are rounds:
+//! each round measures every transport of a workload once, in turn, and a ratio to the limit
+//! is the median of the ratios within each round, so that the VM's speed drifting between
+//! rounds (2x and more here) moves a figure and its limit together.
 //!
 //! Results are printed as a table with ratios to the limit and to the best peer, and written
 //! to `target/shmq-bench/` (or `$SHMQ_BENCH_OUT`) as `results.csv` and `rtt_samples.csv` for
@@ -1087,9 +1090,18 @@ fn percentile(v: &[f64], p: f64) -> f64 {
     s[((s.len() - 1) as f64 * p) as usize]
 }
 
+/// One transport's figure in one workload.
+struct Row {
+    label: String,
+    value: f64,
+    is_peer: bool,
+    /// The figure of each round (empty for single measurements), for per-round ratios.
+    rounds: Vec<f64>,
+}
+
 struct Report {
-    /// workload key -> transport label -> value
-    values: BTreeMap<String, Vec<(String, f64, bool)>>,
+    /// workload key -> rows in run order
+    values: BTreeMap<String, Vec<Row>>,
     csv: String,
     notes: Vec<String>,
     alloc_checks: usize,
@@ -1097,11 +1109,41 @@ struct Report {
 
 impl Report {
     fn add(&mut self, key: &str, kind: Kind, value: f64) {
-        self.values
-            .entry(key.to_string())
-            .or_default()
-            .push((kind.label(), value, kind.is_peer()));
+        self.add_row(key, kind, value, Vec::new());
+    }
+
+    /// Adds the median of `rounds` (one figure per round, rounds in the same order for every
+    /// transport of the workload).
+    fn add_rounds(&mut self, key: &str, kind: Kind, rounds: Vec<f64>) {
+        self.add_row(key, kind, median(rounds.clone()), rounds);
+    }
+
+    fn add_row(&mut self, key: &str, kind: Kind, value: f64, rounds: Vec<f64>) {
+        self.values.entry(key.to_string()).or_default().push(Row {
+            label: kind.label(),
+            value,
+            is_peer: kind.is_peer(),
+            rounds,
+        });
         let _ = writeln!(self.csv, "{key},{},{value}", kind.label());
+    }
+}
+
+/// `row` as a multiple (latency) or share (throughput) of `limit`: the median of the
+/// per-round ratios when both were measured in the same rounds (the VM's speed drifts
+/// between rounds, and both figures of a round saw the same machine), else the ratio of
+/// the medians.
+fn ratio(row: &Row, limit: &Row) -> f64 {
+    if !row.rounds.is_empty() && row.rounds.len() == limit.rounds.len() {
+        median(
+            row.rounds
+                .iter()
+                .zip(&limit.rounds)
+                .map(|(v, l)| v / l)
+                .collect(),
+        )
+    } else {
+        row.value / limit.value
     }
 }
 
@@ -1135,25 +1177,23 @@ fn print_workload(
     let lower_better = key.starts_with("rtt");
     let limit = limit_key
         .and_then(|k| report.values.get(k))
-        .and_then(|r| r.iter().find(|(l, _, _)| l == "hardware limit"))
-        .or_else(|| rows.iter().find(|(l, _, _)| l == "hardware limit"))
-        .map(|r| r.1);
-    let best_peer = rows.iter().filter(|r| r.2).map(|r| r.1).reduce(|a, b| {
-        if lower_better == (a < b) {
-            a
-        } else {
-            b
-        }
-    });
+        .and_then(|r| r.iter().find(|r| r.label == "hardware limit"))
+        .or_else(|| rows.iter().find(|r| r.label == "hardware limit"));
+    let best_peer = rows
+        .iter()
+        .filter(|r| r.is_peer)
+        .map(|r| r.value)
+        .reduce(|a, b| if lower_better == (a < b) { a } else { b });
     println!("\n{title}");
     println!(
         "  {:<26} {:>12} {:>16} {:>16}",
         "transport", "value", "vs limit", "vs best peer"
     );
-    for (label, v, _) in rows {
+    for row in rows {
+        let (label, v) = (&row.label, &row.value);
         // Ratios read as "a multiple of the limit" (latency) or "a share of it" (throughput),
         // and "how many times better than the best peer".
-        let vs_limit = limit.map(|l| v / l);
+        let vs_limit = limit.map(|l| ratio(row, l));
         let vs_peer = best_peer.map(|p| if lower_better { p / v } else { v / p });
         println!(
             "  {:<26} {:>12} {:>16} {:>16} {}",
@@ -1238,7 +1278,7 @@ fn main() {
 
     // Round trips, 64 B, split cores.
     if cfg.wants("rtt64") {
-        for kind in [
+        let kinds = [
             Kind::Limit,
             shmq_poll,
             shmq_block,
@@ -1249,24 +1289,26 @@ fn main() {
         ]
         .into_iter()
         .chain(peers)
-        {
-            if !cfg.wants_kind(kind) {
-                continue;
-            }
-            let iters = if kind.is_peer() {
-                cfg.rtt_iters / 2
-            } else {
-                cfg.rtt_iters
-            };
-            let mut p50s = Vec::new();
-            let mut all = Vec::new();
-            for _ in 0..cfg.runs {
+        .filter(|&k| cfg.wants_kind(k))
+        .collect::<Vec<_>>();
+        // Rounds outermost: each round measures every transport once, so a drift of the
+        // VM's speed between rounds affects them all alike (see `ratio`).
+        let mut p50s = vec![Vec::new(); kinds.len()];
+        let mut last = vec![Vec::new(); kinds.len()];
+        for _ in 0..cfg.runs {
+            for (i, &kind) in kinds.iter().enumerate() {
+                let iters = if kind.is_peer() {
+                    cfg.rtt_iters / 2
+                } else {
+                    cfg.rtt_iters
+                };
                 let s = round_trips(kind, 64, iters, false, cfg.run_cap);
-                p50s.push(percentile(&s, 0.5));
-                all = s;
+                p50s[i].push(percentile(&s, 0.5));
+                last[i] = s;
             }
-            let p50 = median(p50s);
-            report.add("rtt64", kind, p50);
+        }
+        for ((kind, p50s), all) in kinds.into_iter().zip(p50s).zip(last) {
+            report.add_rounds("rtt64", kind, p50s);
             report.add("rtt64_p99", kind, percentile(&all, 0.99));
             for s in all.iter().step_by((all.len() / 2000).max(1)) {
                 let _ = writeln!(rtt_csv, "{},{s:.0}", kind.label());
@@ -1303,28 +1345,38 @@ fn main() {
         if !cfg.wants(key) {
             return;
         }
-        for &kind in kinds {
-            if !cfg.wants_kind(kind) {
-                continue;
-            }
-            let mut n = cfg.messages(size);
+        let kinds: Vec<Kind> = kinds
+            .iter()
+            .copied()
+            .filter(|&k| cfg.wants_kind(k))
+            .collect();
+        let count = |kind: Kind| {
+            let n = cfg.messages(size);
             if placement == Placement::SameCore && kind.spins() {
-                n = n.min(20_000); // a spinning ring on one core moves one ring per time slice
+                n.min(20_000) // a spinning ring on one core moves one ring per time slice
+            } else {
+                n
             }
-            let mut rates = Vec::new();
-            let mut allocs = 0.0f64;
-            for _ in 0..runs {
-                let t = throughput(kind, size, n, p, c, placement, cfg.run_cap);
-                rates.push(t.msgs_per_s);
-                allocs = allocs.max(t.allocs_per_msg);
+        };
+        // Rounds outermost, as for the round trips.
+        let mut rates = vec![Vec::new(); kinds.len()];
+        let mut allocs = vec![0.0f64; kinds.len()];
+        for _ in 0..runs {
+            for (i, &kind) in kinds.iter().enumerate() {
+                let t = throughput(kind, size, count(kind), p, c, placement, cfg.run_cap);
+                rates[i].push(t.msgs_per_s);
+                allocs[i] = allocs[i].max(t.allocs_per_msg);
             }
-            report.add(key, kind, median(rates));
+        }
+        for ((kind, rates), allocs) in kinds.into_iter().zip(rates).zip(allocs) {
+            report.add_rounds(key, kind, rates);
             if matches!(kind, Kind::Shmq { .. }) {
                 report.alloc_checks += 1;
                 if allocs > 0.0 {
                     report.notes.push(format!(
-                        "{key} {}: {allocs:.5} heap allocations per message ({n} messages)",
-                        kind.label()
+                        "{key} {}: {allocs:.5} heap allocations per message ({} messages)",
+                        kind.label(),
+                        count(kind)
                     ));
                 }
             }
@@ -1445,7 +1497,10 @@ fn main() {
     };
 
     // ----- print ------------------------------------------------------------------------
-    println!("\n=== results (ratios: latency as a multiple of the limit; throughput as a share of it) ===");
+    println!(
+        "\n=== results (ratios: latency as a multiple of the limit, throughput as a share of it; \
+         each the median of the ratios within a round, every round measuring every transport) ==="
+    );
     print_workload(
         &report,
         "rtt64",
@@ -1525,8 +1580,8 @@ fn main() {
         report
             .values
             .get(key)
-            .and_then(|r| r.iter().find(|x| x.0 == label))
-            .map(|x| x.1)
+            .and_then(|r| r.iter().find(|x| x.label == label))
+            .map(|x| x.value)
     };
     println!("\nChecksums on vs off (msgs/s):");
     for key in ["tput64", "tput4k"] {
