@@ -21,6 +21,7 @@ pub const POINTS: &[&str] = &[
     "pop_claimed",     // consumer: slot claimed, head not yet advanced
     "pop_head_moved",  // consumer: head advanced, message not yet copied
     "pop_read",        // consumer: message copied, slot not yet released
+    "push_batch_next", // producer in send_batch: earlier messages published, next slot claimed
     "repair_tail_observed", // producer found a dead-looking receiver's slot (pause point)
     "repair_tail_claimed", // producer republishing a dead receiver's message: slot claimed
     "repair_tail_head_moved", // ... head moved past the old position, tail not yet advanced

@@ -835,6 +835,83 @@ impl CrossProcessQueue {
         }
     }
 
+    // ----- batches: one claim after another ---------------------------------------------------
+    //
+    // A multi-producer ring claims each message of a batch like a single one. A
+    // single-producer/single-consumer side stays locked from the batch's first claim to
+    // its end instead, and moves the tail once (sending) or skips the per-message checks
+    // of a plain claim (receiving): see `spsc.rs`.
+
+    /// Publishes a claimed slot of a send batch.
+    #[inline]
+    fn commit_push_in_batch(&self, token: ring::PushToken, bytes: usize) {
+        if self.spsc.is_some() {
+            self.ring.publish(token);
+        } else {
+            self.commit_push(token, bytes);
+        }
+    }
+
+    /// Claims the slot after `pos` (just published by [`commit_push_in_batch`]) without
+    /// waiting; `None` ends the batch.
+    ///
+    /// [`commit_push_in_batch`]: Self::commit_push_in_batch
+    #[inline]
+    fn claim_next_push(&self, pos: u64) -> Option<ring::PushToken> {
+        match &self.spsc {
+            Some(spsc) => spsc.claim_next_push(&self.ring, pos),
+            // Full, or shut down meanwhile: what was sent stays sent.
+            None => match self.try_claim_push(false) {
+                Ok(Attempt::Done(token)) => Some(token),
+                Ok(Attempt::WouldBlock) | Err(_) => None,
+            },
+        }
+    }
+
+    /// Ends a send batch of `messages` (`bytes` in all) whose last position is `last`.
+    #[inline]
+    fn finish_push_batch(&self, last: u64, messages: usize, bytes: u64) {
+        if let Some(spsc) = &self.spsc {
+            spsc.published_batch(&self.ring, last, messages as u64, bytes);
+        }
+    }
+
+    /// Releases a claimed message of a receive batch.
+    #[inline]
+    fn commit_pop_in_batch(&self, token: PopToken, bytes: usize) {
+        let pos = token.position();
+        match &self.spsc {
+            Some(spsc) => {
+                self.ring.release(token);
+                spsc.released_in_batch(&self.ring, pos);
+            }
+            None => self.commit_pop(token, bytes),
+        }
+    }
+
+    /// Claims the message after `pos` (just released by [`commit_pop_in_batch`]), if one
+    /// is there for a buffer of `buf_len` bytes; `None` ends the batch.
+    ///
+    /// [`commit_pop_in_batch`]: Self::commit_pop_in_batch
+    #[inline]
+    fn claim_next_pop(&self, pos: u64, buf_len: usize) -> Option<PopToken> {
+        match &self.spsc {
+            Some(spsc) => spsc.claim_next_pop(&self.ring, pos.wrapping_add(1), buf_len),
+            None => match self.try_claim_pop(buf_len, false) {
+                Ok(Attempt::Done(token)) => Some(token),
+                Ok(Attempt::WouldBlock) | Err(_) => None,
+            },
+        }
+    }
+
+    /// Ends a receive batch of `messages` (`bytes` in all).
+    #[inline]
+    fn finish_pop_batch(&self, messages: usize, bytes: u64) {
+        if let Some(spsc) = &self.spsc {
+            spsc.finish_pop_batch(&self.ring, messages as u64, bytes);
+        }
+    }
+
     /// The general send: `timeout` `Some(ZERO)` = do not wait (fails with `QueueFull`),
     /// `None` = wait without limit, otherwise wait at most that long (fails with `Timeout`).
     /// Returns the message id (`id`, or the message's position in the queue if `None`).

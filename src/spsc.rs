@@ -198,12 +198,12 @@ impl Side {
         }
     }
 
-    /// Counts one message of `bytes` (called by the lock's holder); flushes every
+    /// Counts `messages` of `bytes` in all (called by the lock's holder); flushes every
     /// [`crate::STATS_BATCH`] messages.
     #[inline]
-    fn count(&self, bytes: u64, total: &crate::sync::AtomicU64, ring: &Ring) {
+    fn count(&self, messages: u64, bytes: u64, total: &crate::sync::AtomicU64, ring: &Ring) {
         // Relaxed loads and stores: holder-only fields (the lock orders holders).
-        let messages = self.pending_messages.load(Relaxed) + 1;
+        let messages = self.pending_messages.load(Relaxed) + messages;
         let bytes = self.pending_bytes.load(Relaxed).wrapping_add(bytes);
         if messages >= crate::STATS_BATCH {
             self.flush_counts(bytes, total, ring);
@@ -357,11 +357,49 @@ impl Spsc {
     /// published `pos`.
     #[inline]
     pub fn published(&self, ring: &Ring, pos: u64, bytes: u64) {
+        self.published_batch(ring, pos, 1, bytes);
+    }
+
+    /// The next position of a batch: called, with the side still locked, after the ring
+    /// published `pos` (claimed by [`Spsc::try_claim_push`] or by this). Returns `None` when
+    /// the ring looks full; the batch then ends with [`Spsc::published_batch`].
+    ///
+    /// `closed` is not checked again: `in_flight` has not been 0 since the batch's first
+    /// claim checked it, so a receiver that saw `closed` still waits for this send (module
+    /// notes, "Shutdown"). `in_flight` moves to the new position after `pos` was published,
+    /// so a sender taking over after our death finds every position before it published
+    /// (see [`repair_after_dead_sender`]).
+    #[inline]
+    pub fn claim_next_push(&self, ring: &Ring, pos: u64) -> Option<PushToken> {
         let h = ring.header();
-        self.tx.count(bytes, &h.stats.bytes_sent, ring);
+        let next = pos.wrapping_add(1);
+        let capacity = ring.capacity();
+        // Relaxed: holder-only cache, as in `claim_push_locked`.
+        if next.wrapping_sub(self.tx.head_seen.load(Relaxed)) >= capacity {
+            // Acquire: as in `claim_push_locked`.
+            let head = h.head.value.load(Acquire);
+            self.tx.head_seen.store(head, Relaxed);
+            // A head ahead of `next` (hostile bytes) also ends the batch here; the next
+            // plain claim deals with it.
+            if next.wrapping_sub(head) >= capacity {
+                return None;
+            }
+        }
+        // Relaxed: read by a receiver only after a heavy fence, and by a sender taking over
+        // after our death, when the kernel has made all our stores visible.
+        h.tail.in_flight.store(next.wrapping_add(1), Relaxed);
+        Some(ring.spsc_push_token(next))
+    }
+
+    /// Completes a send of `messages` (`bytes` in all) ending with position `last`, claimed
+    /// by [`Spsc::try_claim_push`] and [`Spsc::claim_next_push`] and each published.
+    #[inline]
+    pub fn published_batch(&self, ring: &Ring, last: u64, messages: u64, bytes: u64) {
+        let h = ring.header();
+        self.tx.count(messages, bytes, &h.stats.bytes_sent, ring);
         // Release (both): a receiver or `len` that sees the new tail, or `in_flight == 0`,
-        // also sees the publication before it.
-        h.tail.value.store(pos.wrapping_add(1), Release);
+        // also sees the publications before it.
+        h.tail.value.store(last.wrapping_add(1), Release);
         h.tail.in_flight.store(0, Release);
         self.tx.unlock();
     }
@@ -504,10 +542,42 @@ impl Spsc {
     /// released `pos`.
     #[inline]
     pub fn released(&self, ring: &Ring, pos: u64, bytes: u64) {
-        self.rx
-            .count(bytes, &ring.header().stats.bytes_received, ring);
+        self.released_in_batch(ring, pos);
+        self.finish_pop_batch(ring, 1, bytes);
+    }
+
+    /// Moves the head past `pos`, released by the ring, keeping the side locked for the
+    /// next message of a batch ([`Spsc::claim_next_pop`]).
+    #[inline]
+    pub fn released_in_batch(&self, ring: &Ring, pos: u64) {
         // Release: `len` and a receiver taking over see the release before the new head.
         ring.header().head.value.store(pos.wrapping_add(1), Release);
+    }
+
+    /// The message at `pos` (the head, just moved past the previous message of a batch) if
+    /// it is published and fits in `buf_len` bytes; `None` ends the batch (whatever else the
+    /// slot holds is dealt with by the next plain receive).
+    #[inline]
+    pub fn claim_next_pop(&self, ring: &Ring, pos: u64, buf_len: usize) -> Option<PopToken> {
+        match ring.spsc_claim_pop(pos, buf_len) {
+            SpscPop::Message(token) => {
+                // Relaxed: as in `claim_pop_locked`.
+                ring.header()
+                    .head
+                    .in_flight
+                    .store(pos.wrapping_add(1), Relaxed);
+                Some(token)
+            }
+            _ => None,
+        }
+    }
+
+    /// Completes a receive of `messages` (`bytes` in all), each released with
+    /// [`Spsc::released_in_batch`]: counts them and unlocks the side.
+    #[inline]
+    pub fn finish_pop_batch(&self, ring: &Ring, messages: u64, bytes: u64) {
+        self.rx
+            .count(messages, bytes, &ring.header().stats.bytes_received, ring);
         self.rx.unlock();
     }
 
@@ -610,22 +680,30 @@ fn sender_passed(ring: &Ring, pos: u64) -> bool {
     (ring.header().tail.value.load(Acquire).wrapping_sub(pos) as i64) > 0
 }
 
-/// A dead sender may have published position `in_flight - 1` without moving the tail.
+/// A dead sender may have published positions up to `in_flight - 1` without moving the
+/// tail: a batch publishes every position before the one `in_flight` names, and that one
+/// perhaps (see [`Spsc::claim_next_push`]).
 fn repair_after_dead_sender(ring: &Ring) {
     let h = ring.header();
     // Acquire: see `take_lease` (the dead holder's stores are visible by then anyway).
     let in_flight = h.tail.in_flight.load(Acquire);
-    // Published: the message is still there, or the receiver has already taken and released
-    // it (it does not wait for the tail). The tail must pass it in both cases: left behind
-    // the head, it would make the ring look full for ever (and a rewrite of the position
-    // would go to a slot the receiver has passed).
-    if in_flight != 0
-        && matches!(
-            ring.spsc_claim_pop(in_flight.wrapping_sub(1), usize::MAX),
+    let tail = h.tail.value.load(Relaxed);
+    let writing = in_flight.wrapping_sub(1);
+    // Only a position the dead sender could have been writing: at most a ring ahead of the
+    // tail (anything else is hostile bytes, and the tail stays).
+    if in_flight != 0 && writing.wrapping_sub(tail) < ring.capacity() {
+        // Published: the message is still there, or the receiver has already taken and
+        // released it (it does not wait for the tail). The tail must pass it in both cases:
+        // left behind the head, it would make the ring look full for ever (and a rewrite of
+        // the position would go to a slot the receiver has passed). Not published: the
+        // tail moves up to it, past the batch's earlier positions, which are.
+        let published = matches!(
+            ring.spsc_claim_pop(writing, usize::MAX),
             SpscPop::Message(_) | SpscPop::Released
-        )
-    {
-        h.tail.value.store(in_flight, Release);
+        );
+        h.tail
+            .value
+            .store(if published { in_flight } else { writing }, Release);
     }
     h.tail.in_flight.store(0, Release);
 }

@@ -33,8 +33,14 @@
 //! repairer can identify, so a process dying right after it would wedge the queue. So
 //! [`CrossProcessQueue::send_batch`] and [`CrossProcessQueue::recv_batch`] still make one claim
 //! per message, but amortise everything else over the batch: one wait (for the first
-//! message only), one wake-up check (a `SeqCst` fence and a load of the futex word, plus a
+//! message only), one wake-up check (a compiler barrier and a load of the futex word, plus a
 //! `futex` call only if someone sleeps), one timestamp and one statistics update per batch.
+//!
+//! A single-producer/single-consumer side has no claim words: it keeps its role's lock from
+//! the batch's first claim to the end, checks `closed` once, judges room for each further
+//! message from its cached head, and moves the tail once, at the end (`tail.in_flight` names
+//! the position being written, so a sender taking over after a death mid-batch moves the tail
+//! past the positions published before it: see `spsc.rs`).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -265,23 +271,25 @@ impl CrossProcessQueue {
         let mut sent = 0usize;
         let mut bytes = 0u64;
         let mut data = first.as_ref();
-        loop {
+        let last = loop {
             crashpoint::hit("push_tail_moved");
-            self.ring.write(&token, token.position(), timestamp, data);
+            let pos = token.position();
+            self.ring.write(&token, pos, timestamp, data);
             crashpoint::hit("push_written");
-            self.commit_push(token, data.len());
+            self.commit_push_in_batch(token, data.len());
             sent += 1;
             bytes += data.len() as u64;
             let Some(next) = messages.get(sent) else {
-                break;
+                break pos;
             };
-            match self.try_claim_push(false) {
-                Ok(Attempt::Done(t)) => token = t,
-                // Full, or shut down meanwhile: what was sent stays sent.
-                Ok(Attempt::WouldBlock) | Err(_) => break,
+            match self.claim_next_push(pos) {
+                Some(t) => token = t,
+                None => break pos,
             }
+            crashpoint::hit("push_batch_next");
             data = next.as_ref();
-        }
+        };
+        self.finish_push_batch(last, sent, bytes);
         wait::wake_receivers(self.ring.header());
         self.count_batch(true, sent as u64, bytes);
         Ok(sent)
@@ -314,10 +322,11 @@ impl CrossProcessQueue {
         let mut failure = None;
         loop {
             crashpoint::hit("pop_head_moved");
+            let pos = token.position();
             let chunk = &mut buf[metas.len() * size..][..size];
             let result = self.ring.read(&token, chunk);
             crashpoint::hit("pop_read");
-            self.commit_pop(token, result.as_ref().map_or(0, |m| m.len));
+            self.commit_pop_in_batch(token, result.as_ref().map_or(0, |m| m.len));
             match result {
                 Ok(meta) => {
                     bytes += meta.len as u64;
@@ -331,11 +340,12 @@ impl CrossProcessQueue {
             if metas.len() == max {
                 break;
             }
-            match self.try_claim_pop(size, false) {
-                Ok(Attempt::Done(t)) => token = t,
-                Ok(Attempt::WouldBlock) | Err(_) => break,
+            match self.claim_next_pop(pos, size) {
+                Some(t) => token = t,
+                None => break,
             }
         }
+        self.finish_pop_batch(metas.len(), bytes);
         wait::wake_senders(self.ring.header());
         self.count_batch(false, metas.len() as u64, bytes);
         match failure {

@@ -50,6 +50,16 @@ fn crash_child() {
                 Err(e) => println!("@@ERR {e}"),
             }
         }
+        "send_batch" => {
+            // Ids ID, ID + 1, ID + 2 in one batch (their message ids are their positions; the
+            // payload carries the id).
+            let id: u64 = std::env::var("ID").expect("ID").parse().unwrap();
+            let batch: Vec<Vec<u8>> = (id..id + 3).map(payload).collect();
+            match q.send_batch(&batch, Some(timeout)) {
+                Ok(n) => (id..id + n as u64).for_each(|id| println!("@@SENT {id}")),
+                Err(e) => println!("@@ERR {e}"),
+            }
+        }
         "recv" => {
             let mut buf = vec![0u8; q.message_size()];
             match q.recv_with(&mut buf, Some(timeout)) {
@@ -171,14 +181,16 @@ impl Scenario {
         self.redelivered_flags += redelivered as u64;
     }
 
-    /// Receives once from the parent; `None` when nothing came within `wait`.
+    /// Receives once from the parent; `None` when nothing came within `wait`. Returns the id
+    /// the payload carries (a batch's messages have their positions as message ids).
     fn recv(&mut self, wait: Duration) -> Option<u64> {
         let mut buf = [0u8; 64];
         match self.h.recv_with(&mut buf, Some(wait)) {
             Ok(m) => {
-                assert_eq!(&buf[..m.len], &payload(m.id)[..], "payload of {}", m.id);
-                self.note(m.id, m.redelivered);
-                Some(m.id)
+                let id = u64::from_le_bytes(buf[..8].try_into().unwrap());
+                assert_eq!(&buf[..m.len], &payload(id)[..], "payload of {id}");
+                self.note(id, m.redelivered);
+                Some(id)
             }
             Err(Error::Timeout) => None,
             Err(e) => panic!("receive: {e}"),
@@ -202,6 +214,17 @@ impl Scenario {
         let mut p = Proc::spawn(&self.q, "send", id, Some(point), 10_000);
         p.wait_stopped();
         (p, id)
+    }
+
+    /// A child that sends the next three ids in one batch and stops at `point`.
+    fn child_send_batch(&mut self, point: &str) -> (Proc, [u64; 3]) {
+        let id = 1000 + self.next_id;
+        self.next_id += 3;
+        let ids = [id, id + 1, id + 2];
+        self.unacked.extend(ids);
+        let mut p = Proc::spawn(&self.q, "send_batch", id, Some(point), 10_000);
+        p.wait_stopped();
+        (p, ids)
     }
 
     /// A child that receives once and stops at `point`.
@@ -338,6 +361,28 @@ fn killed_at_push_tail_moved() {
 #[test]
 fn killed_at_push_written() {
     producer_killed("push_written");
+}
+
+/// A producer killed inside a batch, after publishing the batch's first message and claiming
+/// the slot of the second: the first is delivered, the claimed position skipped.
+#[test]
+fn killed_at_push_batch_next() {
+    let mut s = Scenario::new("push_batch_next", 4);
+    s.send();
+    let (child, ids) = s.child_send_batch("push_batch_next");
+    s.absorb(&child.kill_at("push_batch_next"));
+    s.send();
+    s.recv_all();
+    assert_eq!(
+        s.received.get(&ids[0]),
+        Some(&1),
+        "the batch's published message is delivered"
+    );
+    assert!(
+        !s.received.contains_key(&ids[1]) && !s.received.contains_key(&ids[2]),
+        "an unpublished message was delivered"
+    );
+    s.finish(1, 0);
 }
 
 /// A producer killed after claiming, with nobody sending afterwards: receivers are not

@@ -252,6 +252,15 @@ fn spsc_child() {
                 }
             }
         }
+        "send_batch_ids" => {
+            // Sends FROM.. COUNT messages in one batch, reporting each that was sent.
+            let from = env_u64("FROM");
+            let batch: Vec<Vec<u8>> = (from..from + env_u64("COUNT")).map(payload).collect();
+            match q.send_batch(&batch, Some(SOON)) {
+                Ok(n) => (from..from + n as u64).for_each(|id| say(format!("SENT {id}"))),
+                Err(e) => panic!("send_batch {from}: {e}"),
+            }
+        }
         "recv_ids" => {
             // Receives COUNT messages (0: until shut down and drained), reporting each.
             let count = env_u64("COUNT");
@@ -850,6 +859,76 @@ fn sender_killed_at_push_written_in_place() {
 #[test]
 fn sender_killed_after_publishing_before_moving_the_tail() {
     sender_killed("push_written", "plain", true);
+}
+
+/// A sender killed inside a batch, after publishing the batch's first message (the tail not
+/// yet moved: a batch moves it once, at its end) and claiming the next position: the heir
+/// moves the tail past the published message, which is delivered, and writes its own
+/// messages from the claimed position on.
+#[cfg(feature = "crash-points")]
+#[test]
+fn sender_killed_inside_a_batch() {
+    let tq = TestQueue::new("ksend_batch");
+    let q = spsc_queue(&tq, 4);
+    let mut l = Ledger {
+        acked: Vec::new(),
+        got: Vec::new(),
+    };
+    let mut victim = Proc::spawn(
+        &tq,
+        "send_batch_ids",
+        &[("FROM", "100".to_string()), ("COUNT", "3".to_string())],
+        Some("push_batch_next"),
+    );
+    victim.wait_stopped();
+    const TAIL: u64 = 128;
+    const TAIL_IN_FLIGHT: u64 = 136;
+    assert_eq!(
+        (peek_u64(&tq.name, TAIL), peek_u64(&tq.name, TAIL_IN_FLIGHT)),
+        (0, 2),
+        "position 0 published, the tail not moved, position 1 being written"
+    );
+    let out = victim.kill_at("push_batch_next");
+    assert!(sent(&out).is_empty(), "a killed send cannot have returned");
+    let heir = Proc::spawn(
+        &tq,
+        "send_ids",
+        &[("FROM", "6".to_string()), ("COUNT", "2".to_string())],
+        None,
+    );
+    l.absorb_sent(&heir.finish_within(SOON));
+    for _ in 0..3 {
+        l.recv(&q, "plain");
+    }
+    // Several more laps from this process.
+    for lap in 0..3u64 {
+        for i in 0..4 {
+            let id = 200 + lap * 4 + i;
+            send_one(&q, "plain", id, Some(SOON)).expect("send");
+            l.acked.push(id);
+        }
+        for _ in 0..4 {
+            l.recv(&q, "plain");
+        }
+    }
+    let mut buf = [0u8; MSG];
+    assert!(q.receive_into(&mut buf).unwrap().is_none(), "nothing extra");
+    let ids: Vec<u64> = l.got.iter().map(|&(id, _)| id).collect();
+    let mut want = vec![100, 6, 7];
+    want.extend(200..212);
+    assert_eq!(
+        ids, want,
+        "the published message, then every acknowledged one, in order"
+    );
+    assert!(l.got.iter().all(|&(_, r)| !r), "nothing redelivered");
+    let stats = q.stats();
+    let total = want.len() as u64;
+    assert_eq!(
+        (stats.messages_sent, stats.messages_received, stats.depth),
+        (total, total, 0),
+        "{stats:?}"
+    );
+    assert_eq!((stats.abandoned, stats.corrupted), (0, 0), "{stats:?}");
 }
 
 /// A receiver in another process stops at `point` in its first receive and is killed; a
