@@ -22,6 +22,7 @@ pub const POINTS: &[&str] = &[
     "pop_head_moved",  // consumer: head advanced, message not yet copied
     "pop_read",        // consumer: message copied, slot not yet released
     "push_batch_next", // producer in send_batch: earlier messages published, next slot claimed
+    "pop_batch_next",  // consumer in recv_batch: earlier messages copied (held), next one claimed
     "repair_tail_observed", // producer found a dead-looking receiver's slot (pause point)
     "repair_tail_claimed", // producer republishing a dead receiver's message: slot claimed
     "repair_tail_head_moved", // ... head moved past the old position, tail not yet advanced

@@ -13,7 +13,7 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// "SHMQRING" read as a little-endian u64: identifies a segment as an shmq queue.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMQRING");
 /// Bumped whenever any byte's meaning changes; a mismatch is refused on connect.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Size of the header; slots start here (page aligned).
 #[cfg(not(loom))]
 pub const HEADER_SIZE: usize = 4096;
@@ -82,8 +82,11 @@ pub struct Identity {
 pub struct PositionLine {
     pub value: AtomicU64,
     /// Single-producer/single-consumer queues only (0 otherwise). In the tail line: `p + 1`
-    /// while the sender is writing position `p`, 0 between sends. In the head line: one past
-    /// the last position the receiver has taken (its message may still be being read).
+    /// while the sender is writing position `p` (every position from the tail up to `p` is
+    /// published: a batch moves the tail once, at its end), 0 between sends. In the head
+    /// line: one past the last position the receiver has taken; every position from the head
+    /// up to it is taken and not yet released, or released in order (a batch holds its
+    /// messages until all are copied).
     pub in_flight: AtomicU64,
     pub _pad: [AtomicU64; 14],
 }

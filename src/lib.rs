@@ -70,6 +70,8 @@ const LIVENESS_INTERVAL_NS: u64 = 1_000_000;
 const STATS_BATCH: u64 = 64;
 /// A handle's pending statistics word: messages above this bit, bytes below it.
 const PENDING_SHIFT: u32 = 40;
+/// Most messages one `recv_batch` takes: it holds their slots until all are copied.
+pub const RECV_BATCH_MAX: usize = 64;
 /// Byte counts from this size up are flushed at once (they would overflow the packing).
 const PENDING_BYTES_LIMIT: u64 = 1 << (PENDING_SHIFT - 1);
 
@@ -839,8 +841,8 @@ impl CrossProcessQueue {
     //
     // A multi-producer ring claims each message of a batch like a single one. A
     // single-producer/single-consumer side stays locked from the batch's first claim to
-    // its end instead, and moves the tail once (sending) or skips the per-message checks
-    // of a plain claim (receiving): see `spsc.rs`.
+    // its end instead, and moves the tail (sending) or the head (receiving) once: see
+    // `spsc.rs`. A receive batch releases its slots only once all are copied.
 
     /// Publishes a claimed slot of a send batch.
     #[inline]
@@ -876,23 +878,22 @@ impl CrossProcessQueue {
         }
     }
 
-    /// Releases a claimed message of a receive batch.
-    #[inline]
-    fn commit_pop_in_batch(&self, token: PopToken, bytes: usize) {
-        let pos = token.position();
-        match &self.spsc {
-            Some(spsc) => {
-                self.ring.release(token);
-                spsc.released_in_batch(&self.ring, pos);
-            }
-            None => self.commit_pop(token, bytes),
+    /// Releases the claimed messages of a receive batch, `bytes` in all, once every one of
+    /// them is copied (on a single-consumer queue the head then moves past them, and the
+    /// side is unlocked).
+    fn release_batch(&self, held: &mut [Option<PopToken>], bytes: u64) {
+        let mut last = None;
+        for token in held.iter_mut().filter_map(Option::take) {
+            last = Some(token.position());
+            self.ring.release(token);
+        }
+        if let (Some(spsc), Some(last)) = (&self.spsc, last) {
+            spsc.released_batch(&self.ring, last, held.len() as u64, bytes);
         }
     }
 
-    /// Claims the message after `pos` (just released by [`commit_pop_in_batch`]), if one
+    /// Claims the message after `pos` (claimed earlier in the batch, and still held), if one
     /// is there for a buffer of `buf_len` bytes; `None` ends the batch.
-    ///
-    /// [`commit_pop_in_batch`]: Self::commit_pop_in_batch
     #[inline]
     fn claim_next_pop(&self, pos: u64, buf_len: usize) -> Option<PopToken> {
         match &self.spsc {
@@ -901,14 +902,6 @@ impl CrossProcessQueue {
                 Ok(Attempt::Done(token)) => Some(token),
                 Ok(Attempt::WouldBlock) | Err(_) => None,
             },
-        }
-    }
-
-    /// Ends a receive batch of `messages` (`bytes` in all).
-    #[inline]
-    fn finish_pop_batch(&self, messages: usize, bytes: u64) {
-        if let Some(spsc) = &self.spsc {
-            spsc.finish_pop_batch(&self.ring, messages as u64, bytes);
         }
     }
 

@@ -542,26 +542,19 @@ impl Spsc {
     /// released `pos`.
     #[inline]
     pub fn released(&self, ring: &Ring, pos: u64, bytes: u64) {
-        self.released_in_batch(ring, pos);
-        self.finish_pop_batch(ring, 1, bytes);
+        self.released_batch(ring, pos, 1, bytes);
     }
 
-    /// Moves the head past `pos`, released by the ring, keeping the side locked for the
-    /// next message of a batch ([`Spsc::claim_next_pop`]).
-    #[inline]
-    pub fn released_in_batch(&self, ring: &Ring, pos: u64) {
-        // Release: `len` and a receiver taking over see the release before the new head.
-        ring.header().head.value.store(pos.wrapping_add(1), Release);
-    }
-
-    /// The message at `pos` (the head, just moved past the previous message of a batch) if
-    /// it is published and fits in `buf_len` bytes; `None` ends the batch (whatever else the
-    /// slot holds is dealt with by the next plain receive).
+    /// The message at `pos`, the position after one this receive already holds (claimed by
+    /// [`Spsc::try_claim_pop`] or by this, not yet released), if it is published and fits in
+    /// `buf_len` bytes; `None` ends the batch (whatever else the slot holds is dealt with by
+    /// the next plain receive). The side stays locked.
     #[inline]
     pub fn claim_next_pop(&self, ring: &Ring, pos: u64, buf_len: usize) -> Option<PopToken> {
         match ring.spsc_claim_pop(pos, buf_len) {
             SpscPop::Message(token) => {
-                // Relaxed: as in `claim_pop_locked`.
+                // Relaxed: as in `claim_pop_locked`. Positions from the head up to this one
+                // are now taken (see `repair_after_dead_receiver`).
                 ring.header()
                     .head
                     .in_flight
@@ -572,12 +565,17 @@ impl Spsc {
         }
     }
 
-    /// Completes a receive of `messages` (`bytes` in all), each released with
-    /// [`Spsc::released_in_batch`]: counts them and unlocks the side.
+    /// Completes a receive of `messages` (`bytes` in all) ending with position `last`, each
+    /// released by the ring in order: moves the head past them, counts them, unlocks.
     #[inline]
-    pub fn finish_pop_batch(&self, ring: &Ring, messages: u64, bytes: u64) {
+    pub fn released_batch(&self, ring: &Ring, last: u64, messages: u64, bytes: u64) {
         self.rx
             .count(messages, bytes, &ring.header().stats.bytes_received, ring);
+        // Release: `len` and a receiver taking over see the releases before the new head.
+        ring.header()
+            .head
+            .value
+            .store(last.wrapping_add(1), Release);
         self.rx.unlock();
     }
 
@@ -708,18 +706,28 @@ fn repair_after_dead_sender(ring: &Ring) {
     h.tail.in_flight.store(0, Release);
 }
 
-/// A dead receiver may have taken the message at the head (deliver it again, flagged), or
-/// released it without moving the head (pass it).
+/// A dead receiver may have taken messages from the head on (one, or a batch: up to
+/// `head.in_flight`) without releasing them (deliver them again, flagged), or released the
+/// first ones of them without moving the head (pass those: releases go in order).
 fn repair_after_dead_receiver(ring: &Ring) {
     let h = ring.header();
     // Acquire: as in `repair_after_dead_sender`.
     let head = h.head.value.load(Acquire);
     let taken = h.head.in_flight.load(Acquire);
-    if taken == head.wrapping_add(1) {
-        match ring.spsc_claim_pop(head, usize::MAX) {
-            SpscPop::Released => h.head.value.store(taken, Release),
-            SpscPop::Message(_) => ring.spsc_mark_redelivered(head),
-            _ => {}
+    // A receive takes at most a batch (anything else is hostile bytes: nothing to repair).
+    if (1..=crate::RECV_BATCH_MAX as u64).contains(&taken.wrapping_sub(head)) {
+        let mut pos = head;
+        while pos != taken && matches!(ring.spsc_claim_pop(pos, usize::MAX), SpscPop::Released) {
+            pos = pos.wrapping_add(1);
+        }
+        if pos != head {
+            h.head.value.store(pos, Release);
+        }
+        while pos != taken {
+            if matches!(ring.spsc_claim_pop(pos, usize::MAX), SpscPop::Message(_)) {
+                ring.spsc_mark_redelivered(pos);
+            }
+            pos = pos.wrapping_add(1);
         }
     }
     // Relaxed: read only by a later receiver taking over from us (see `claim_pop_locked`).

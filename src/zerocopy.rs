@@ -46,7 +46,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use crate::ring::{PopToken, PushToken, ReadError};
-use crate::{clock, crashpoint, wait, Attempt, CrossProcessQueue, Error, Received, Result};
+use crate::{
+    clock, crashpoint, wait, Attempt, CrossProcessQueue, Error, Received, Result, RECV_BATCH_MAX,
+};
 
 /// Settles a claimed push slot if the writer's closure unwinds: publishes it poisoned.
 struct PushGuard<'a> {
@@ -295,13 +297,17 @@ impl CrossProcessQueue {
         Ok(sent)
     }
 
-    /// Receives up to `buf.len() / message_size` messages with one wait and one wake-up
-    /// check. Message `i` is copied to `buf[i * message_size..]` and its metadata pushed as
-    /// `metas[i]` (`metas` is cleared first; reserve its capacity to avoid allocating). Waits
-    /// per `timeout` (as in [`recv_with`](Self::recv_with)) only for the first message and
-    /// returns how many were received (at least one). A message that fails verification is
-    /// dropped and ends the batch with `CorruptedData`; the messages received before it are
-    /// still in `buf` and `metas`.
+    /// Receives up to `buf.len() / message_size` messages, at most [`RECV_BATCH_MAX`], with
+    /// one wait and one wake-up check. Message `i` is copied to `buf[i * message_size..]` and
+    /// its metadata pushed as `metas[i]` (`metas` is cleared first; reserve its capacity to
+    /// avoid allocating). Waits per `timeout` (as in [`recv_with`](Self::recv_with)) only for
+    /// the first message and returns how many were received (at least one). A message that
+    /// fails verification is dropped and ends the batch with `CorruptedData`; the messages
+    /// received before it are still in `buf` and `metas`.
+    ///
+    /// The slots stay claimed until every message of the batch is copied, so a process that
+    /// dies inside the call leaves them all to be delivered again (flagged `redelivered`), as
+    /// a single receive does with its one message.
     pub fn recv_batch(
         &self,
         buf: &mut [u8],
@@ -310,7 +316,7 @@ impl CrossProcessQueue {
     ) -> Result<usize> {
         metas.clear();
         let size = self.message_size();
-        let max = buf.len() / size;
+        let max = (buf.len() / size).min(RECV_BATCH_MAX);
         if max == 0 {
             return Err(Error::BufferTooSmall {
                 needed: size,
@@ -318,6 +324,9 @@ impl CrossProcessQueue {
             });
         }
         let mut token = self.claim_for_recv(timeout)?;
+        // Claimed slots, released together once the whole batch is copied.
+        let mut held: [Option<PopToken>; RECV_BATCH_MAX] = [const { None }; RECV_BATCH_MAX];
+        let mut claimed = 0;
         let mut bytes = 0u64;
         let mut failure = None;
         loop {
@@ -326,7 +335,8 @@ impl CrossProcessQueue {
             let chunk = &mut buf[metas.len() * size..][..size];
             let result = self.ring.read(&token, chunk);
             crashpoint::hit("pop_read");
-            self.commit_pop_in_batch(token, result.as_ref().map_or(0, |m| m.len));
+            held[claimed] = Some(token);
+            claimed += 1;
             match result {
                 Ok(meta) => {
                     bytes += meta.len as u64;
@@ -337,15 +347,16 @@ impl CrossProcessQueue {
                     break;
                 }
             }
-            if metas.len() == max {
+            if claimed == max {
                 break;
             }
             match self.claim_next_pop(pos, size) {
                 Some(t) => token = t,
                 None => break,
             }
+            crashpoint::hit("pop_batch_next");
         }
-        self.finish_pop_batch(metas.len(), bytes);
+        self.release_batch(&mut held[..claimed], bytes);
         wait::wake_senders(self.ring.header());
         self.count_batch(false, metas.len() as u64, bytes);
         match failure {

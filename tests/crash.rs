@@ -70,6 +70,20 @@ fn crash_child() {
                 Err(e) => println!("@@ERR {e}"),
             }
         }
+        "recv_batch" => {
+            let mut buf = vec![0u8; 3 * q.message_size()];
+            let mut metas = Vec::with_capacity(3);
+            match q.recv_batch(&mut buf, &mut metas, Some(timeout)) {
+                Ok(_) => {
+                    for (i, m) in metas.iter().enumerate() {
+                        let bytes = &buf[i * q.message_size()..][..m.len];
+                        assert_eq!(bytes, &payload(m.id)[..], "payload of {}", m.id);
+                        println!("@@RECV {} {}", m.id, m.redelivered);
+                    }
+                }
+                Err(e) => println!("@@ERR {e}"),
+            }
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -461,6 +475,25 @@ fn killed_at_pop_head_moved_republished() {
 #[test]
 fn killed_at_pop_read_republished() {
     consumer_killed_republished("pop_read");
+}
+
+/// A receiver killed inside a batch, after copying the batch's first message and claiming the
+/// second: both are delivered again (flagged), since the call never returned them.
+#[test]
+fn killed_at_pop_batch_next() {
+    let mut s = Scenario::new("pop_batch_next", 4);
+    let first = s.send();
+    let second = s.send();
+    s.send();
+    let mut child = Proc::spawn(&s.q, "recv_batch", 0, Some("pop_batch_next"), 10_000);
+    child.wait_stopped();
+    s.absorb(&child.kill_at("pop_batch_next"));
+    assert!(s.received.is_empty());
+    s.recv_all();
+    for id in [first, second] {
+        assert_eq!(s.received.get(&id), Some(&1), "{id} not delivered again");
+    }
+    s.finish(0, 2);
 }
 
 /// A receiver killed mid-receive, then shutdown: the message still comes before `Closed`.

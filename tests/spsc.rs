@@ -277,6 +277,19 @@ fn spsc_child() {
                 n += 1;
             }
         }
+        "recv_batch_ids" => {
+            // Receives one batch of up to COUNT messages, reporting each.
+            let count = env_u64("COUNT") as usize;
+            let mut buf = vec![0u8; count * MSG];
+            let mut metas = Vec::with_capacity(count);
+            q.recv_batch(&mut buf, &mut metas, Some(SOON))
+                .expect("recv_batch");
+            for (i, m) in metas.iter().enumerate() {
+                let bytes = &buf[i * MSG..][..m.len];
+                check_payload(seq_of(bytes), bytes);
+                say(format!("RECV {} {}", seq_of(bytes), m.redelivered));
+            }
+        }
         "recv_blocking" => {
             let mut buf = [0u8; MSG];
             let meta = q
@@ -997,6 +1010,62 @@ fn receiver_killed(point: &str, mode: &str) {
         (1, 0, 0, 0),
         "{stats:?}"
     );
+}
+
+/// A receiver killed inside a batch, after copying its first message and taking the second
+/// (the head not yet moved: a batch moves it once, at its end): the heir gets both again,
+/// flagged, then the rest.
+#[cfg(feature = "crash-points")]
+#[test]
+fn receiver_killed_inside_a_batch() {
+    let tq = TestQueue::new("krecv_batch");
+    let q = spsc_queue(&tq, 8);
+    for id in 1..=5 {
+        send_one(&q, "plain", id, Some(SOON)).expect("send");
+    }
+    let mut victim = Proc::spawn(
+        &tq,
+        "recv_batch_ids",
+        &[("COUNT", "4".to_string())],
+        Some("pop_batch_next"),
+    );
+    victim.wait_stopped();
+    const HEAD: u64 = 256;
+    const HEAD_IN_FLIGHT: u64 = 264;
+    assert_eq!(
+        (peek_u64(&tq.name, HEAD), peek_u64(&tq.name, HEAD_IN_FLIGHT)),
+        (0, 2),
+        "positions 0 and 1 taken, neither released"
+    );
+    let out = victim.kill_at("pop_batch_next");
+    assert!(
+        received(&out).is_empty(),
+        "a killed receive cannot have returned"
+    );
+    let heir = Proc::spawn(
+        &tq,
+        "recv_ids",
+        &[("COUNT", "0".to_string()), ("MODE", "plain".to_string())],
+        None,
+    );
+    for id in 6..=13 {
+        send_one(&q, "plain", id, Some(SOON)).expect("send");
+    }
+    q.shutdown().unwrap();
+    let got = received(&heir.finish_within(SOON));
+    let mut want = vec![(1, true), (2, true)];
+    want.extend((3..=13).map(|id| (id, false)));
+    assert_eq!(
+        got, want,
+        "the taken messages again (flagged), then the rest in order"
+    );
+    let stats = q.stats();
+    assert_eq!(
+        (stats.messages_sent, stats.messages_received, stats.depth),
+        (13, 13, 0),
+        "{stats:?}"
+    );
+    assert_eq!((stats.redelivered, stats.corrupted), (2, 0), "{stats:?}");
 }
 
 #[cfg(feature = "crash-points")]
