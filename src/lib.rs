@@ -827,13 +827,13 @@ impl CrossProcessQueue {
         }
     }
 
-    /// Releases a claimed message's slot (and, on a single-consumer queue, moves the head).
+    /// Releases a claimed message's slot: frees it for the next lap, or on a
+    /// single-consumer queue moves the head past it (which is what frees it there).
     #[inline]
     fn commit_pop(&self, token: PopToken, bytes: usize) {
-        let pos = token.position();
-        self.ring.release(token);
-        if let Some(spsc) = &self.spsc {
-            spsc.released(&self.ring, pos, bytes as u64);
+        match &self.spsc {
+            Some(spsc) => spsc.released(&self.ring, token.position(), bytes as u64),
+            None => self.ring.release(token),
         }
     }
 
@@ -882,13 +882,14 @@ impl CrossProcessQueue {
     /// them is copied (on a single-consumer queue the head then moves past them, and the
     /// side is unlocked).
     fn release_batch(&self, held: &mut [Option<PopToken>], bytes: u64) {
-        let mut last = None;
-        for token in held.iter_mut().filter_map(Option::take) {
-            last = Some(token.position());
-            self.ring.release(token);
-        }
-        if let (Some(spsc), Some(last)) = (&self.spsc, last) {
-            spsc.released_batch(&self.ring, last, held.len() as u64, bytes);
+        let tokens = held.iter_mut().filter_map(Option::take);
+        match &self.spsc {
+            Some(spsc) => {
+                if let Some(last) = tokens.last() {
+                    spsc.released_batch(&self.ring, last.position(), held.len() as u64, bytes);
+                }
+            }
+            None => tokens.for_each(|token| self.ring.release(token)),
         }
     }
 

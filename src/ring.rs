@@ -105,7 +105,8 @@ pub enum SpscPop {
     Message(PopToken),
     Empty,
     BufferTooSmall(usize),
-    /// Already freed for the next lap (a receiver died before moving the head).
+    /// Freed for the next lap without being read: a corrupt slot the receiver skipped
+    /// ([`Ring::spsc_skip`]) before it died, without moving the head.
     Released,
     Corrupt,
 }
@@ -404,7 +405,9 @@ impl Ring {
                 return SpscPop::BufferTooSmall(len);
             }
             SpscPop::Message(PopToken { pos, index })
-        } else if seq == seq_free(pos) {
+        } else if seq == seq_free(pos) || seq == seq_full(pos.wrapping_sub(self.capacity)) {
+            // Never written (first lap, or skipped a lap ago), or still the previous lap's
+            // message: the single receiver does not free slots (see `spsc.rs`).
             SpscPop::Empty
         } else if seq == seq_free(self.next_lap(pos)) {
             SpscPop::Released

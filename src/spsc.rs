@@ -21,8 +21,11 @@
 //!   `head` that is reloaded (Acquire) only when the ring looks full; write the slot, store
 //!   `seq = 2p + 1` (Release), `tail = p + 1`, `in_flight = 0`.
 //! * **Receiving position `p`** (its own `head`): `seq == 2p + 1` (Acquire), store the head
-//!   line's `in_flight = p + 1` (the message is taken), read it, store `seq = 2(p + capacity)`
-//!   (Release), `head = p + 1`.
+//!   line's `in_flight = p + 1` (the message is taken), read it, store `head = p + 1`
+//!   (Release). That store alone frees the slot: the sender judges room by the head, so the
+//!   receiver never writes a slot (the slot's header line then crosses between the cores
+//!   once per message, not twice), and a consumed slot keeps `seq = 2p + 1` until the
+//!   sender publishes position `p + capacity` there.
 //! * **Shutdown** sets `RolesLine::closed` (the tail cannot carry a flag: the sender writes it
 //!   with plain stores). A receiver that finds the queue empty and closed reports `Closed`
 //!   only once the sender is quiet: after a *heavy* fence (`membarrier`, see `wait.rs`) it
@@ -33,9 +36,8 @@
 //! * **Taking over from a dead sender**: if its `in_flight` names a position whose message
 //!   was published, the tail moves past it; otherwise the half-written slot is simply written
 //!   again (no receiver reads a slot before its `seq` says published).
-//! * **Taking over from a dead receiver**: a position it had taken (`in_flight`) but not
-//!   released is delivered again with the `redelivered` flag; one it had released but whose
-//!   head it had not moved is passed.
+//! * **Taking over from a dead receiver**: the positions it had taken (from the head up to
+//!   `in_flight`: one, or a batch) are delivered again with the `redelivered` flag.
 //!
 //! Corrupt sequence words (written by no correct peer) are overwritten by the sender and
 //! skipped by the receiver, each counted under `corrupted`, so hostile bytes cannot wedge the
@@ -538,8 +540,8 @@ impl Spsc {
         }
     }
 
-    /// Completes a receive of `bytes` claimed by [`Spsc::try_claim_pop`] after the ring
-    /// released `pos`.
+    /// Completes a receive of `bytes` at `pos`, claimed by [`Spsc::try_claim_pop`] and read:
+    /// moves the head past it, which frees the slot.
     #[inline]
     pub fn released(&self, ring: &Ring, pos: u64, bytes: u64) {
         self.released_batch(ring, pos, 1, bytes);
@@ -565,13 +567,14 @@ impl Spsc {
         }
     }
 
-    /// Completes a receive of `messages` (`bytes` in all) ending with position `last`, each
-    /// released by the ring in order: moves the head past them, counts them, unlocks.
+    /// Completes a receive of `messages` (`bytes` in all) ending with position `last`, all
+    /// read: moves the head past them (freeing their slots), counts them, unlocks.
     #[inline]
     pub fn released_batch(&self, ring: &Ring, last: u64, messages: u64, bytes: u64) {
         self.rx
             .count(messages, bytes, &ring.header().stats.bytes_received, ring);
-        // Release: `len` and a receiver taking over see the releases before the new head.
+        // Release: our reads of the slots happen-before the sender's Acquire load of the head
+        // that lets it overwrite them.
         ring.header()
             .head
             .value
@@ -690,8 +693,9 @@ fn repair_after_dead_sender(ring: &Ring) {
     // Only a position the dead sender could have been writing: at most a ring ahead of the
     // tail (anything else is hostile bytes, and the tail stays).
     if in_flight != 0 && writing.wrapping_sub(tail) < ring.capacity() {
-        // Published: the message is still there, or the receiver has already taken and
-        // released it (it does not wait for the tail). The tail must pass it in both cases:
+        // Published: the message is there, whether the receiver has read it or not (it
+        // does not wait for the tail, and reading leaves the slot as it is), or the
+        // receiver skipped it as corrupt (`Released`). The tail must pass it in each case:
         // left behind the head, it would make the ring look full for ever (and a rewrite of
         // the position would go to a slot the receiver has passed). Not published: the
         // tail moves up to it, past the batch's earlier positions, which are.
@@ -707,8 +711,8 @@ fn repair_after_dead_sender(ring: &Ring) {
 }
 
 /// A dead receiver may have taken messages from the head on (one, or a batch: up to
-/// `head.in_flight`) without releasing them (deliver them again, flagged), or released the
-/// first ones of them without moving the head (pass those: releases go in order).
+/// `head.in_flight`) without moving the head past them: deliver them again, flagged. (A
+/// slot it skipped as corrupt without moving the head shows `Released`: pass it.)
 fn repair_after_dead_receiver(ring: &Ring) {
     let h = ring.header();
     // Acquire: as in `repair_after_dead_sender`.
@@ -717,10 +721,8 @@ fn repair_after_dead_receiver(ring: &Ring) {
     // A receive takes at most a batch (anything else is hostile bytes: nothing to repair).
     if (1..=crate::RECV_BATCH_MAX as u64).contains(&taken.wrapping_sub(head)) {
         let mut pos = head;
-        while pos != taken && matches!(ring.spsc_claim_pop(pos, usize::MAX), SpscPop::Released) {
+        if matches!(ring.spsc_claim_pop(pos, usize::MAX), SpscPop::Released) {
             pos = pos.wrapping_add(1);
-        }
-        if pos != head {
             h.head.value.store(pos, Release);
         }
         while pos != taken {

@@ -793,8 +793,8 @@ fn sender_killed(point: &str, mode: &str, published: bool) {
     if published {
         assert_eq!(
             peek_u64(&tq.name, slot),
-            2 * 5,
-            "slot 1 is still free for position 5"
+            2 + 1,
+            "slot 1 still holds position 1's (received) message: position 5 is unpublished"
         );
         poke_u64(&tq.name, slot, 2 * 5 + 1);
     }
