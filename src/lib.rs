@@ -1233,6 +1233,11 @@ pub struct QueueInfo {
     pub shutdown: bool,
     /// One sender and one receiver at a time.
     pub single_producer_single_consumer: bool,
+    /// Single-producer/single-consumer queues: who holds the sending role (`None` when
+    /// nobody does, and on multi-producer queues).
+    pub sender: Option<RoleHolder>,
+    /// Single-producer/single-consumer queues: who holds the receiving role.
+    pub receiver: Option<RoleHolder>,
     /// The most recent connections (up to 64), live or not, excluding the caller's own
     /// liveness which is always reported alive.
     pub participants: Vec<ParticipantInfo>,
@@ -1266,6 +1271,17 @@ impl QueueInfo {
             })
             .collect();
         participants.sort_by_key(|p| p.id);
+        let spsc = id.flags.load(Relaxed) & FLAG_SPSC != 0;
+        let holder = |word: &sync::AtomicU32| {
+            // Relaxed: informational, like the participant table.
+            let id = word.load(Relaxed);
+            (spsc && id != 0).then(|| RoleHolder {
+                id,
+                pid: participants.iter().find(|p| p.id == id).map(|p| p.pid),
+                alive: is_alive(id),
+            })
+        };
+        let (sender, receiver) = (holder(&h.roles.sender), holder(&h.roles.receiver));
         QueueInfo {
             name: name.to_string(),
             layout_version: id.layout_version.load(Relaxed),
@@ -1281,10 +1297,25 @@ impl QueueInfo {
             creator_pid: id.creator_pid.load(Relaxed),
             created_at_ns: id.created_at_ns.load(Relaxed),
             shutdown: h.is_shut_down(),
-            single_producer_single_consumer: id.flags.load(Relaxed) & FLAG_SPSC != 0,
+            single_producer_single_consumer: spsc,
+            sender,
+            receiver,
             participants,
         }
     }
+}
+
+/// The holder of a single-producer/single-consumer queue's sending or receiving role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoleHolder {
+    /// Participant id ([`CrossProcessQueue::participant_id`] of the holding handle).
+    pub id: u32,
+    /// Its process id, if it is still in the participant table (the 64 most recent
+    /// connections).
+    pub pid: Option<u32>,
+    /// Whether its handle is still open. A role whose holder is gone is taken over by the
+    /// next handle that sends (or receives).
+    pub alive: bool,
 }
 
 /// One entry of the participant table.

@@ -729,6 +729,16 @@ fn single_producer_single_consumer_create_info_roles_and_bench() {
         );
         let v = json(&ok(&["info", &queue.name, "--json"]).stdout);
         assert_eq!(v["single_producer_single_consumer"], spsc, "{v}");
+        // Roles exist only on single-producer queues (none taken yet).
+        let roles = &v["roles"];
+        if spsc {
+            assert!(
+                roles["sender"].is_null() && roles["receiver"].is_null(),
+                "{v}"
+            );
+        } else {
+            assert!(roles.is_null(), "{v}");
+        }
         let text = ok(&["info", &queue.name]).stdout;
         let line = if spsc {
             "concurrency    single producer, single consumer"
@@ -762,6 +772,26 @@ fn single_producer_single_consumer_create_info_roles_and_bench() {
     // A live handle holding the sending role: `shmq send` fails at once, naming it.
     let holder = CrossProcessQueue::connect(&q.name).unwrap();
     holder.send_bytes(b"three").unwrap();
+    // `info` names the holder (this process) of the sending role; the receiving one is free.
+    let roles = json(&ok(&["info", &q.name, "--json"]).stdout)["roles"].clone();
+    assert_eq!(
+        roles["sender"],
+        serde_json::json!({
+            "id": holder.participant_id(),
+            "pid": std::process::id(),
+            "alive": true
+        }),
+        "{roles}"
+    );
+    assert!(roles["receiver"].is_null(), "{roles}");
+    let text = ok(&["info", &q.name]).stdout;
+    let line = format!(
+        "sending role   participant {} (pid {}, alive)",
+        holder.participant_id(),
+        std::process::id()
+    );
+    assert!(text.contains(&line), "{line:?} in\n{text}");
+    assert!(text.contains("receiving role free"), "{text}");
     let refused = run(&["send", &q.name, "--timeout", "10000", "x"]);
     fails(&refused, FAILURE, &q.name);
     let who = format!(

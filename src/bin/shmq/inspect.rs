@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::{json, Value};
 use shmq::admin::{self, Found, QueueView};
-use shmq::{QueueInfo, Stats};
+use shmq::{QueueInfo, RoleHolder, Stats};
 
 use crate::{code, CmdResult, Failure};
 
@@ -144,6 +144,10 @@ fn info_json(info: &QueueInfo, stats: &Stats, live: Option<usize>) -> Value {
         "segment_size": info.segment_size,
         "checksum": info.checksum,
         "single_producer_single_consumer": info.single_producer_single_consumer,
+        "roles": info.single_producer_single_consumer.then(|| json!({
+            "sender": info.sender.map(role_json),
+            "receiver": info.receiver.map(role_json),
+        })),
         "mode": format!("{:04o}", info.mode),
         "owner_uid": info.owner_uid,
         "owner": user_name(info.owner_uid),
@@ -156,6 +160,27 @@ fn info_json(info: &QueueInfo, stats: &Stats, live: Option<usize>) -> Value {
         "stats": stats_json(stats),
         "participants": participants,
     })
+}
+
+fn role_json(r: RoleHolder) -> Value {
+    json!({ "id": r.id, "pid": r.pid, "alive": r.alive })
+}
+
+/// "participant 7 (pid 1234, alive)", or "free".
+fn role_text(r: Option<RoleHolder>) -> String {
+    match r {
+        None => "free".to_string(),
+        Some(r) => format!(
+            "participant {} ({}{})",
+            r.id,
+            r.pid.map_or(String::new(), |p| format!("pid {p}, ")),
+            if r.alive {
+                "alive"
+            } else {
+                "gone: the next handle takes it over"
+            }
+        ),
+    }
 }
 
 fn info_text(info: &QueueInfo, s: &Stats, live: Option<usize>) -> String {
@@ -199,6 +224,10 @@ fn info_text(info: &QueueInfo, s: &Stats, live: Option<usize>) -> String {
             "multiple producers, multiple consumers"
         }
     );
+    if info.single_producer_single_consumer {
+        let _ = writeln!(t, "sending role   {}", role_text(info.sender));
+        let _ = writeln!(t, "receiving role {}", role_text(info.receiver));
+    }
     let _ = writeln!(t, "mode           {:04o}", info.mode);
     let _ = writeln!(
         t,
