@@ -3,8 +3,12 @@
 //! once except for redeliveries of messages whose receiver was killed while holding them,
 //! and the queue drains to empty.
 //!
-//! * Producers send ids `incarnation << 32 | n` and append `id` to their ack file only
-//!   after `send` returned success: an acknowledged message is one the queue promised.
+//! * Producers send ids `incarnation << 32 | n` (one at a time, in place, or three in a
+//!   batch) and append `id` to their ack file only after the send returned success: an
+//!   acknowledged message is one the queue promised.
+//! * It runs on a multi-producer queue (two producers, two consumers) and on a
+//!   single-producer/single-consumer one, where each restarted process takes over the role
+//!   of the one killed before it.
 //! * Consumers receive with `recv_in_place` and append `id redelivered` to their record file
 //!   *inside* the closure, while the slot is still claimed. A consumer killed before the
 //!   record leaves a message nobody recorded, which must be redelivered; one killed after
@@ -61,28 +65,38 @@ fn storm_child() {
     let q = CrossProcessQueue::connect(&name).expect("connect");
     match role.as_str() {
         "producer" => {
-            for n in 0.. {
+            let mut n = 0u64;
+            loop {
                 let id = incarnation << 32 | n;
-                loop {
-                    // Every 8th message is written in place, slowly: a kill then often lands
-                    // while the slot is claimed and unpublished.
-                    let r = if n % 8 == 7 {
-                        q.send_in_place(Some(Duration::from_secs(1)), |slot| {
-                            std::thread::sleep(Duration::from_micros(300));
-                            slot[..24].copy_from_slice(&payload(id));
-                            24
-                        })
-                    } else {
-                        q.send_with(Some(id), 0, &payload(id), Some(Duration::from_secs(1)))
-                    };
-                    match r {
-                        Ok(_) => break,
-                        Err(Error::Timeout) => continue,
-                        Err(Error::Closed) => return,
-                        Err(e) => panic!("send: {e}"),
+                // Every 16th turn sends three messages in one batch; every 8th message is
+                // written in place, slowly: a kill then often lands while a slot is claimed
+                // and unpublished (or, in a batch, between two messages).
+                // How many consecutive ids from `id` on were sent.
+                let sent = if n % 16 == 8 {
+                    let batch = [id, id + 1, id + 2].map(payload);
+                    q.send_batch(&batch, Some(Duration::from_secs(1)))
+                } else if n % 8 == 7 {
+                    q.send_in_place(Some(Duration::from_secs(1)), |slot| {
+                        std::thread::sleep(Duration::from_micros(300));
+                        slot[..24].copy_from_slice(&payload(id));
+                        24
+                    })
+                    .map(|_| 1)
+                } else {
+                    q.send_with(Some(id), 0, &payload(id), Some(Duration::from_secs(1)))
+                        .map(|_| 1)
+                };
+                match sent {
+                    Ok(k) => {
+                        let lines: String =
+                            (id..id + k as u64).map(|id| format!("{id}\n")).collect();
+                        append(&mut file, &lines);
+                        n += k as u64;
                     }
+                    Err(Error::Timeout) => {}
+                    Err(Error::Closed) => return,
+                    Err(e) => panic!("send: {e}"),
                 }
-                append(&mut file, &format!("{id}\n"));
             }
         }
         "consumer" => loop {
@@ -194,6 +208,17 @@ fn read_lines(dir: &Path, prefix: &str) -> Vec<String> {
 
 #[test]
 fn kill_storm() {
+    storm("storm", PRODUCERS, CONSUMERS, false);
+}
+
+/// The same on a single-producer/single-consumer queue: one producer and one consumer at a
+/// time, each new one taking over the role of the one killed before it.
+#[test]
+fn kill_storm_single_producer_single_consumer() {
+    storm("storm_spsc", 1, 1, true);
+}
+
+fn storm(tag: &str, producers: usize, consumers: usize, spsc: bool) {
     let secs: u64 = std::env::var("SHMQ_STORM_SECS").map_or(12, |s| s.parse().unwrap());
     let seed: u64 = std::env::var("SHMQ_STORM_SEED").map_or_else(
         |_| {
@@ -205,12 +230,15 @@ fn kill_storm() {
         },
         |s| s.parse().unwrap(),
     );
-    println!("kill storm: {secs} s, seed {seed} (SHMQ_STORM_SEED replays it)");
+    println!("{tag}: {secs} s, seed {seed} (SHMQ_STORM_SEED replays it)");
     let mut rng = Rng(seed);
-    let q = TestQueue::new("storm");
+    let q = TestQueue::new(tag);
     // Small capacity: the ring laps constantly and producers often find it full, so both
     // repair paths (republish at the tail, adoption) run.
-    let parent = CrossProcessQueue::create(&q.name, 8, 64).unwrap();
+    let parent = CrossProcessQueue::options()
+        .single_producer_single_consumer(spsc)
+        .create(&q.name, 8, 64)
+        .unwrap();
     let dir = std::env::temp_dir().join(format!("shmq-storm-{}", q.name));
     std::fs::create_dir_all(&dir).unwrap();
     let mut storm = Storm {
@@ -220,11 +248,11 @@ fn kill_storm() {
         incarnation: 0,
         kills: BTreeMap::new(),
     };
-    for _ in 0..PRODUCERS {
+    for _ in 0..producers {
         let w = storm.spawn("producer");
         storm.workers.push(w);
     }
-    for _ in 0..CONSUMERS {
+    for _ in 0..consumers {
         let w = storm.spawn("consumer");
         storm.workers.push(w);
     }
@@ -309,7 +337,7 @@ fn kill_storm() {
     let unacked_received = received.keys().filter(|id| !acked.contains(id)).count();
     let consumer_kills = storm.kills.get("consumer").copied().unwrap_or(0);
     println!(
-        "kill storm: kills {:?}, acknowledged {}, received {} distinct ({} unacknowledged), \
+        "{tag}: kills {:?}, acknowledged {}, received {} distinct ({} unacknowledged), \
          redelivered records {}, lost {}, stats {:?}",
         storm.kills,
         acked.len(),
