@@ -29,8 +29,8 @@ def rows(path):
 
 COLORS = ["#222222", "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
           "#e377c2", "#17becf", "#bcbd22"]
-W, H = 760, 440
-L, R, T, B = 70, 210, 40, 55  # margins
+W, H = 790, 440
+L, R, T, B = 70, 240, 40, 55  # margins (the right one holds the legend)
 
 
 def svg_start(title):
@@ -76,7 +76,8 @@ def fmt_ns(v):
 
 
 def fmt_bytes(v):
-    return f"{v / 1024:g} KiB" if v >= 1024 else f"{v:g} B"
+    # Ticks are powers of ten: decimal units read as round numbers (1 kB, not 0.976562 KiB).
+    return f"{v / 1000:g} kB" if v >= 1000 else f"{v:g} B"
 
 
 def latency_histogram(samples_path, out_path):
