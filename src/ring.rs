@@ -577,23 +577,26 @@ impl Ring {
     #[inline]
     pub fn write(&self, token: &PushToken, id: u64, timestamp_ns: u64, data: &[u8]) {
         assert!(data.len() <= self.message_size, "caller checks the length");
-        let slot = self.slot_at(token.index);
-        let len = data.len() as u32;
-        slot.id.store(id, Relaxed);
-        slot.timestamp_ns.store(timestamp_ns, Relaxed);
-        slot.len.store(len, Relaxed);
-        slot.flags.store(0, Relaxed);
-        let crc = if self.checksum {
-            message_crc(id, timestamp_ns, len, data)
-        } else {
-            0
-        };
-        slot.crc.store(crc, Relaxed);
+        // The payload first, then the header fields right before `publish` stores `seq` in
+        // the same line: a receiver polling that line takes it away from us at each look,
+        // and the header stores and the publication then need it back only once.
         // SAFETY: the slot is claimed by us, its payload area holds message_size >= len bytes,
         // and `data` is private memory that cannot overlap the mapping.
         unsafe {
             ptr::copy_nonoverlapping(data.as_ptr(), self.payload_at(token.index), data.len())
         };
+        let len = data.len() as u32;
+        let crc = if self.checksum {
+            message_crc(id, timestamp_ns, len, data)
+        } else {
+            0
+        };
+        let slot = self.slot_at(token.index);
+        slot.id.store(id, Relaxed);
+        slot.timestamp_ns.store(timestamp_ns, Relaxed);
+        slot.len.store(len, Relaxed);
+        slot.flags.store(0, Relaxed);
+        slot.crc.store(crc, Relaxed);
     }
 
     /// Pointer to the payload area of a claimed slot (`message_size` bytes), for zero-copy
