@@ -610,6 +610,14 @@ impl CrossProcessQueue {
             .is_ok()
     }
 
+    /// Whether a repair of the receive side is due (without claiming it, unlike
+    /// [`liveness_due`](Self::liveness_due) and [`orphan_scan_due`](Self::orphan_scan_due)).
+    fn receive_repair_due(&self) -> bool {
+        let now = self.now_ns();
+        // Relaxed: rate limiters only.
+        now >= self.next_liveness_check.load(Relaxed) || now >= self.next_orphan_scan.load(Relaxed)
+    }
+
     /// Rate limiter for the full-ring scan for orphaned messages (O(capacity)).
     fn orphan_scan_due(&self) -> bool {
         let now = self.now_ns();
@@ -1034,7 +1042,15 @@ impl CrossProcessQueue {
     fn try_claim_pop(&self, buf_len: usize, repair: bool) -> Result<Attempt<PopToken>> {
         let peers = self.peers();
         if let Some(spsc) = &self.spsc {
-            return spsc.try_claim_pop(&self.ring, &peers, &self.name, buf_len);
+            return spsc.try_claim_pop(&self.ring, &peers, &self.name, buf_len, repair);
+        }
+        // Nothing published at the head, not shut down, and no repair to make: that is all
+        // `claim_pop` would find out too, after reading the producers' tail line.
+        if self.ring.head_unpublished()
+            && !self.ring.close_requested()
+            && !(repair && self.receive_repair_due())
+        {
+            return Ok(Attempt::WouldBlock);
         }
         loop {
             match self.ring.claim_pop(&peers, buf_len) {

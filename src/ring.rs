@@ -360,6 +360,14 @@ impl Ring {
         self.header().is_shut_down()
     }
 
+    /// Whether `shutdown` was called, from the roles line alone (`close` sets it before the
+    /// tail's bit), so that looking does not touch the producers' tail line.
+    #[inline]
+    pub fn close_requested(&self) -> bool {
+        // Acquire: as in `Header::is_shut_down`.
+        self.header().roles.closed.load(Acquire) != 0
+    }
+
     /// Marks the queue closed for sending. Returns false if it already was.
     pub fn close(&self) -> bool {
         // AcqRel: orders the close after our own earlier publications for any observer.
@@ -758,6 +766,18 @@ impl Ring {
     }
 
     // ----- receiving -----------------------------------------------------------------------
+
+    /// Whether the slot at the head is still free for its position: nothing published
+    /// there yet. Reads only the head and that slot, not the producers' `tail` line, so a
+    /// consumer polling an empty queue with it does not take that line from the producer
+    /// (whose next claim would then wait for it). [`Ring::claim_pop`] tells empty from
+    /// in-progress and closed, and helps or repairs; this is only the cheap look before it.
+    #[inline]
+    pub fn head_unpublished(&self) -> bool {
+        // Acquire: as in `claim_pop` (a `false` leads to it anyway).
+        let h = self.head().load(Acquire);
+        self.slot(h).seq.load(Acquire) == seq_free(h)
+    }
 
     /// Claims the message at the head for `peers.me()`, if it fits in `buf_len` bytes.
     #[inline]

@@ -106,10 +106,11 @@ struct Side {
     /// touches no cache line the receiver writes until the ring looks full (Lamport's ring
     /// with cached indices, as in rtrb).
     head_seen: AtomicU64,
-    /// The receiving side's count of empty-looking slots (holder-only): every
-    /// [`EMPTY_CHECK_INTERVAL`]th one is checked against the tail, which a hostile reset
-    /// of a published slot's sequence word would otherwise hide for ever, without reading the
-    /// sender's line on every poll.
+    /// The receiving side's count of empty-looking slots met by attempts that may repair
+    /// (holder-only): every [`EMPTY_CHECK_INTERVAL`]th one is checked against the tail, which
+    /// a hostile reset of a published slot's sequence word would otherwise hide for ever.
+    /// Not on every poll, and never while a blocked call polls before sleeping: each read of
+    /// the sender's line takes it from the sender, whose next store to it then waits.
     empty_polls: AtomicU32,
 }
 
@@ -417,9 +418,10 @@ impl Spsc {
         peers: &dyn Peers,
         name: &str,
         buf_len: usize,
+        repair: bool,
     ) -> Result<Attempt<PopToken>> {
         self.rx.lock(&ring.header().wake.fence_required);
-        let result = self.claim_pop_locked(ring, peers, name, buf_len);
+        let result = self.claim_pop_locked(ring, peers, name, buf_len, repair);
         if !matches!(result, Ok(Attempt::Done(_))) {
             self.rx.unlock();
         }
@@ -433,6 +435,7 @@ impl Spsc {
         peers: &dyn Peers,
         name: &str,
         buf_len: usize,
+        repair: bool,
     ) -> Result<Attempt<PopToken>> {
         self.take_lease(&self.rx, Role::Receiver, ring, peers, name)?;
         let h = ring.header();
@@ -460,7 +463,8 @@ impl Spsc {
                     })
                 }
                 SpscPop::Empty => {
-                    if self.rx.empty_polls_due()
+                    if repair
+                        && self.rx.empty_polls_due()
                         && sender_passed(ring, pos)
                         && matches!(ring.spsc_claim_pop(pos, 0), SpscPop::Empty)
                     {
