@@ -34,8 +34,9 @@
 //!   nothing, or the receiver sees the send in flight and waits for it (unless the sender is
 //!   dead). So a send that succeeds is never stranded behind a receiver that saw `Closed`.
 //! * **Taking over from a dead sender**: if its `in_flight` names a position whose message
-//!   was published, the tail moves past it; otherwise the half-written slot is simply written
-//!   again (no receiver reads a slot before its `seq` says published).
+//!   was published, the tail moves past it; otherwise the tail moves up to it (a batch
+//!   publishes the positions before it) and the half-written slot is simply written again (no
+//!   receiver reads a slot before its `seq` says published).
 //! * **Taking over from a dead receiver**: the positions it had taken (from the head up to
 //!   `in_flight`: one, or a batch) are delivered again with the `redelivered` flag.
 //!

@@ -62,6 +62,12 @@ fn check_payload(seq: u64, bytes: &[u8]) {
     assert_eq!(bytes, &payload(seq)[..], "contents of message {seq}");
 }
 
+/// Offsets of the position words in the header (docs/LAYOUT.md).
+const TAIL: u64 = 128;
+const TAIL_IN_FLIGHT: u64 = 136;
+const HEAD: u64 = 256;
+const HEAD_IN_FLIGHT: u64 = 264;
+
 /// Offset of slot `i`'s header in a queue of message size 64 (stride 128).
 fn slot_offset(i: u64) -> u64 {
     HEADER_SIZE as u64 + i * (SLOT_HEADER_SIZE as u64 + MSG as u64)
@@ -894,8 +900,6 @@ fn sender_killed_inside_a_batch() {
         Some("push_batch_next"),
     );
     victim.wait_stopped();
-    const TAIL: u64 = 128;
-    const TAIL_IN_FLIGHT: u64 = 136;
     assert_eq!(
         (peek_u64(&tq.name, TAIL), peek_u64(&tq.name, TAIL_IN_FLIGHT)),
         (0, 2),
@@ -1030,8 +1034,6 @@ fn receiver_killed_inside_a_batch() {
         Some("pop_batch_next"),
     );
     victim.wait_stopped();
-    const HEAD: u64 = 256;
-    const HEAD_IN_FLIGHT: u64 = 264;
     assert_eq!(
         (peek_u64(&tq.name, HEAD), peek_u64(&tq.name, HEAD_IN_FLIGHT)),
         (0, 2),
@@ -1266,8 +1268,8 @@ fn scribbled_sequence_words_are_survived() {
     let mut writes = 0u64;
     while Instant::now() < end {
         let slot = slot_offset(rnd() % capacity);
-        let tail = peek_u64(&tq.name, 128);
-        let head = peek_u64(&tq.name, 256);
+        let tail = peek_u64(&tq.name, TAIL);
+        let head = peek_u64(&tq.name, HEAD);
         let r = rnd();
         // Values near the live positions (they look almost right), and random ones.
         let value = match r % 6 {
@@ -1369,8 +1371,8 @@ fn a_free_slot_that_looks_taken_wedges_neither_side() {
         // Get past the first lap, so that "previous lap" exists.
         exact_laps(&q, next, 2);
         next += 2 * cap;
-        let tail = peek_u64(&tq.name, 128);
-        assert_eq!(peek_u64(&tq.name, 256), tail, "empty");
+        let tail = peek_u64(&tq.name, TAIL);
+        assert_eq!(peek_u64(&tq.name, HEAD), tail, "empty");
         poke_u64(&tq.name, slot_offset(tail % cap), value(tail, cap));
         let first = q.receive_into(&mut buf);
         let corrupt = match first {
