@@ -18,7 +18,7 @@
 //!
 //! Results are printed as a table with ratios to the limit and to the best peer, and written
 //! to `target/shmq-bench/` (or `$SHMQ_BENCH_OUT`) as `results.csv` and `rtt_samples.csv` for
-//! `benches/plot.py`.
+//! `benches/plot.py`, and `rounds.csv` with every round's figure.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
@@ -1617,8 +1617,19 @@ fn main() {
     let _ = std::fs::create_dir_all(&cfg.out_dir);
     let _ = std::fs::write(format!("{}/results.csv", cfg.out_dir), &report.csv);
     let _ = std::fs::write(format!("{}/rtt_samples.csv", cfg.out_dir), &rtt_csv);
+    // Every round's figure, so that a drift of the VM between rounds can be seen (a
+    // transport's figure moving with the limit's) rather than only guessed from the medians.
+    let mut rounds_csv = String::from("workload,round,transport,value\n");
+    for (key, rows) in &report.values {
+        for row in rows {
+            for (i, v) in row.rounds.iter().enumerate() {
+                let _ = writeln!(rounds_csv, "{key},{i},{},{v}", row.label);
+            }
+        }
+    }
+    let _ = std::fs::write(format!("{}/rounds.csv", cfg.out_dir), &rounds_csv);
     println!(
-        "\nwrote {0}/results.csv and {0}/rtt_samples.csv; total time {1:.1} s",
+        "\nwrote {0}/results.csv, rtt_samples.csv and rounds.csv; total time {1:.1} s",
         cfg.out_dir,
         started.elapsed().as_secs_f64()
     );
