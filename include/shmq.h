@@ -77,6 +77,12 @@
 #define SHMQ_WAIT_SLICE 1u
 
 /**
+ * Most messages one `shmq_receive_batch` takes: it holds their slots until all are copied
+ * (so that a receiver dying inside the call leaves every one of them to be delivered again).
+ */
+#define SHMQ_RECEIVE_BATCH_MAX 64u
+
+/**
  * `shmq_message_info.flags` bit: the message had been handed to a receiver that died
  * before finishing with it, and is delivered again (it may have been partly processed).
  */
@@ -542,6 +548,62 @@ const char *shmq_last_error(void);
  * The library's version ("MAJOR.MINOR.PATCH", static text, never NULL).
  */
 const char *shmq_version(void);
+
+/**
+ * Sends `count` messages in order, message `i` being `lens[i]` bytes at `msgs[i]` (NULL
+ * allowed when `lens[i]` is 0), with one wait and one wake-up check. Waits per `timeout_ms`
+ * (as `shmq_send`) only for room for the first message, then sends as many as fit without
+ * waiting, and stores how many were sent in `*out_sent` (at least 1, or 0 when `count` is
+ * 0). Ids are the messages' positions, all share one timestamp. `flags`: 0 or
+ * `SHMQ_WAIT_SLICE`.
+ *
+ * Fails before sending anything with `SHMQ_ERR_MESSAGE_TOO_LARGE` if any message exceeds
+ * the message size, `SHMQ_ERR_INVALID_ARGUMENT` for a NULL `msgs[i]` of non-zero length, and
+ * as `shmq_send` when there is no room for the first (`SHMQ_ERR_FULL`, `SHMQ_ERR_TIMEOUT`,
+ * `SHMQ_ERR_CLOSED`); `*out_sent` is written only on success. Send the rest again (from
+ * `msgs + *out_sent`) to send them all.
+ *
+ * # Safety
+ * `q` is NULL or a live handle; when `count > 0`, `msgs` and `lens` are NULL or readable
+ * for `count` elements and each `msgs[i]` is NULL or readable for `lens[i]` bytes;
+ * `out_sent` is NULL or writable.
+ */
+enum shmq_status shmq_send_batch(struct shmq_queue *q,
+                                 const void *const *msgs,
+                                 const size_t *lens,
+                                 size_t count,
+                                 size_t *out_sent,
+                                 int timeout_ms,
+                                 uint32_t flags);
+
+/**
+ * Receives up to `max_messages` messages (at most `SHMQ_RECEIVE_BATCH_MAX`, and at most
+ * `buf_len / shmq_message_size(q)`) with one wait and one wake-up check. Message `i` is
+ * copied to `buf + i * shmq_message_size(q)` and its metadata to `infos[i]`;
+ * `*out_count` is how many were received (at least 1). Waits per `timeout_ms` (as
+ * `shmq_receive`: `SHMQ_ERR_EMPTY`, `SHMQ_ERR_TIMEOUT`, `SHMQ_ERR_CLOSED` once shut down and
+ * drained) only for the first message. `flags`: 0 or `SHMQ_WAIT_SLICE`.
+ *
+ * The slots stay claimed until every message is copied, so a receiver dying inside the
+ * call leaves all of them to be delivered again (flagged `SHMQ_MESSAGE_REDELIVERED`).
+ * `SHMQ_ERR_BUFFER_TOO_SMALL` if `buf_len` is below the message size,
+ * `SHMQ_ERR_INVALID_ARGUMENT` if `max_messages` is 0. A message that fails verification is
+ * dropped and ends the batch with `SHMQ_ERR_CORRUPTED_DATA`: the messages received before
+ * it are in `buf` and `infos`, and `*out_count` says how many (it is written on success and
+ * on this error only).
+ *
+ * # Safety
+ * `q` is NULL or a live handle; `buf` is NULL or writable for `buf_len` bytes; `infos` is
+ * NULL or writable for `max_messages` elements; `out_count` is NULL or writable.
+ */
+enum shmq_status shmq_receive_batch(struct shmq_queue *q,
+                                    void *buf,
+                                    size_t buf_len,
+                                    struct shmq_message_info *infos,
+                                    size_t max_messages,
+                                    size_t *out_count,
+                                    int timeout_ms,
+                                    uint32_t flags);
 
 /**
  * Zero-copy send: claims a slot (waiting per `timeout_ms`, as `shmq_send`), calls `fill`

@@ -94,6 +94,11 @@ fn with_wait_flags<R>(
     }
 }
 
+/// Most messages one `shmq_receive_batch` takes: it holds their slots until all are copied
+/// (so that a receiver dying inside the call leaves every one of them to be delivered again).
+pub const SHMQ_RECEIVE_BATCH_MAX: u32 = 64u32;
+const _: () = assert!(SHMQ_RECEIVE_BATCH_MAX as usize == crate::RECV_BATCH_MAX);
+
 /// `shmq_message_info.flags` bit: the message had been handed to a receiver that died
 /// before finishing with it, and is delivered again (it may have been partly processed).
 pub const SHMQ_MESSAGE_REDELIVERED: u32 = 1u32;
@@ -1021,16 +1026,7 @@ fn receive_message_impl(
                 timeout_ms,
                 &mut store_needed,
             )?;
-            let filled = shmq_message_info {
-                id: meta.id,
-                timestamp_ns: meta.timestamp_ns,
-                len: meta.len,
-                flags: if meta.redelivered {
-                    SHMQ_MESSAGE_REDELIVERED
-                } else {
-                    0
-                },
-            };
+            let filled = message_info(&meta);
             // SAFETY: `info` checked non-NULL; writable and aligned by the contract.
             unsafe { info.write(filled) };
             Ok(())
@@ -1091,6 +1087,213 @@ pub extern "C" fn shmq_last_error() -> *const c_char {
 pub extern "C" fn shmq_version() -> *const c_char {
     const V: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
     V.as_ptr().cast()
+}
+
+// ----- batches ----------------------------------------------------------------------------------
+//
+// `CrossProcessQueue::send_batch` / `recv_batch` (src/zerocopy.rs): one wait, one wake-up
+// check and one timestamp for many messages; on a single-producer/single-consumer queue one
+// lock and one move of the tail or head as well.
+
+/// Sends `count` messages in order, message `i` being `lens[i]` bytes at `msgs[i]` (NULL
+/// allowed when `lens[i]` is 0), with one wait and one wake-up check. Waits per `timeout_ms`
+/// (as `shmq_send`) only for room for the first message, then sends as many as fit without
+/// waiting, and stores how many were sent in `*out_sent` (at least 1, or 0 when `count` is
+/// 0). Ids are the messages' positions, all share one timestamp. `flags`: 0 or
+/// `SHMQ_WAIT_SLICE`.
+///
+/// Fails before sending anything with `SHMQ_ERR_MESSAGE_TOO_LARGE` if any message exceeds
+/// the message size, `SHMQ_ERR_INVALID_ARGUMENT` for a NULL `msgs[i]` of non-zero length, and
+/// as `shmq_send` when there is no room for the first (`SHMQ_ERR_FULL`, `SHMQ_ERR_TIMEOUT`,
+/// `SHMQ_ERR_CLOSED`); `*out_sent` is written only on success. Send the rest again (from
+/// `msgs + *out_sent`) to send them all.
+///
+/// # Safety
+/// `q` is NULL or a live handle; when `count > 0`, `msgs` and `lens` are NULL or readable
+/// for `count` elements and each `msgs[i]` is NULL or readable for `lens[i]` bytes;
+/// `out_sent` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_send_batch(
+    q: *mut shmq_queue,
+    msgs: *const *const std::ffi::c_void,
+    lens: *const usize,
+    count: usize,
+    out_sent: *mut usize,
+    timeout_ms: c_int,
+    flags: u32,
+) -> shmq_status {
+    const F: &str = "shmq_send_batch";
+    boundary(F, SHMQ_ERR_INTERNAL, || {
+        done(with_wait_flags(F, flags, || {
+            // SAFETY: `q` is NULL or a live handle (C contract).
+            let queue = unsafe { handle(F, q) }?;
+            if out_sent.is_null() {
+                return Err(null(F, "out_sent"));
+            }
+            let timeout = timeout_arg(F, timeout_ms)?;
+            let (msgs, lens): (&[*const std::ffi::c_void], &[usize]) = if count == 0 {
+                (&[], &[])
+            } else {
+                if msgs.is_null() {
+                    return Err(null(F, "msgs"));
+                }
+                if lens.is_null() {
+                    return Err(null(F, "lens"));
+                }
+                if count > isize::MAX as usize / std::mem::size_of::<usize>() {
+                    return Err(invalid(
+                        F,
+                        format_args!("count {count} exceeds the largest array"),
+                    ));
+                }
+                // SAFETY: both non-NULL (checked) and readable for `count` elements (C
+                // contract); `count` elements fit in isize::MAX bytes (checked); the slices
+                // only live for the call.
+                unsafe {
+                    (
+                        std::slice::from_raw_parts(msgs, count),
+                        std::slice::from_raw_parts(lens, count),
+                    )
+                }
+            };
+            // Every message checked before the first is sent: the batch fails whole.
+            let size = queue.message_size();
+            for (i, (&data, &len)) in msgs.iter().zip(lens).enumerate() {
+                if len > size {
+                    set_last_error(format_args!(
+                        "{F}: queue '{}': message {i} is {len} bytes, the message size is \
+                         {size}; nothing was sent",
+                        queue.name()
+                    ));
+                    return Err(Fail(SHMQ_ERR_MESSAGE_TOO_LARGE));
+                }
+                if data.is_null() && len != 0 {
+                    return Err(invalid(
+                        F,
+                        format_args!("msgs[{i}] is NULL, its length {len}"),
+                    ));
+                }
+            }
+            let message = |i: usize| -> &[u8] {
+                if lens[i] == 0 {
+                    return &[];
+                }
+                // SAFETY: checked above: msgs[i] is non-NULL for a non-zero length, which is
+                // at most the message size (<= 1 GiB); readable for lens[i] bytes (C
+                // contract); the slice only lives for the call.
+                unsafe { std::slice::from_raw_parts(msgs[i].cast::<u8>(), lens[i]) }
+            };
+            let sent = queue
+                .send_batch_with(count, message, timeout)
+                .map_err(|e| fail(F, Some(queue.name()), e))?;
+            // SAFETY: `out_sent` checked non-NULL; writable by the contract.
+            unsafe { out_sent.write(sent) };
+            Ok(())
+        }))
+    })
+}
+
+/// Receives up to `max_messages` messages (at most `SHMQ_RECEIVE_BATCH_MAX`, and at most
+/// `buf_len / shmq_message_size(q)`) with one wait and one wake-up check. Message `i` is
+/// copied to `buf + i * shmq_message_size(q)` and its metadata to `infos[i]`;
+/// `*out_count` is how many were received (at least 1). Waits per `timeout_ms` (as
+/// `shmq_receive`: `SHMQ_ERR_EMPTY`, `SHMQ_ERR_TIMEOUT`, `SHMQ_ERR_CLOSED` once shut down and
+/// drained) only for the first message. `flags`: 0 or `SHMQ_WAIT_SLICE`.
+///
+/// The slots stay claimed until every message is copied, so a receiver dying inside the
+/// call leaves all of them to be delivered again (flagged `SHMQ_MESSAGE_REDELIVERED`).
+/// `SHMQ_ERR_BUFFER_TOO_SMALL` if `buf_len` is below the message size,
+/// `SHMQ_ERR_INVALID_ARGUMENT` if `max_messages` is 0. A message that fails verification is
+/// dropped and ends the batch with `SHMQ_ERR_CORRUPTED_DATA`: the messages received before
+/// it are in `buf` and `infos`, and `*out_count` says how many (it is written on success and
+/// on this error only).
+///
+/// # Safety
+/// `q` is NULL or a live handle; `buf` is NULL or writable for `buf_len` bytes; `infos` is
+/// NULL or writable for `max_messages` elements; `out_count` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_receive_batch(
+    q: *mut shmq_queue,
+    buf: *mut std::ffi::c_void,
+    buf_len: usize,
+    infos: *mut shmq_message_info,
+    max_messages: usize,
+    out_count: *mut usize,
+    timeout_ms: c_int,
+    flags: u32,
+) -> shmq_status {
+    const F: &str = "shmq_receive_batch";
+    boundary(F, SHMQ_ERR_INTERNAL, || {
+        done(with_wait_flags(F, flags, || {
+            // SAFETY: `q` is NULL or a live handle (C contract).
+            let queue = unsafe { handle(F, q) }?;
+            if out_count.is_null() {
+                return Err(null(F, "out_count"));
+            }
+            if infos.is_null() {
+                return Err(null(F, "infos"));
+            }
+            if buf.is_null() {
+                return Err(null(F, "buf"));
+            }
+            if max_messages == 0 {
+                return Err(invalid(F, format_args!("max_messages is 0")));
+            }
+            let timeout = timeout_arg(F, timeout_ms)?;
+            let size = queue.message_size();
+            if buf_len < size {
+                set_last_error(format_args!(
+                    "{F}: queue '{}': buf_len {buf_len} is below the message size {size}",
+                    queue.name()
+                ));
+                return Err(Fail(SHMQ_ERR_BUFFER_TOO_SMALL));
+            }
+            // No more of the caller's memory than the batch can fill.
+            let max = max_messages
+                .min(SHMQ_RECEIVE_BATCH_MAX as usize)
+                .min(buf_len / size);
+            // SAFETY: non-NULL (checked), writable for buf_len >= max * size bytes (C
+            // contract); max * size <= 64 GiB fits in isize; the slice lives for the call and
+            // aliases nothing of ours.
+            let slice = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), max * size) };
+            let mut count = 0usize;
+            let result = queue.recv_batch_with(slice, timeout, |meta| {
+                // SAFETY: `count` < max <= max_messages, and `infos` is writable for
+                // `max_messages` elements (C contract).
+                unsafe { infos.add(count).write(message_info(&meta)) };
+                count += 1;
+            });
+            let store = |n: usize| {
+                // SAFETY: `out_count` checked non-NULL; writable by the contract.
+                unsafe { out_count.write(n) }
+            };
+            match result {
+                Ok(_) => {
+                    store(count);
+                    Ok(())
+                }
+                Err(e @ Error::CorruptedData(_)) => {
+                    store(count);
+                    Err(fail(F, Some(queue.name()), e))
+                }
+                Err(e) => Err(fail(F, Some(queue.name()), e)),
+            }
+        }))
+    })
+}
+
+/// The C view of a received message's metadata.
+fn message_info(meta: &crate::Received) -> shmq_message_info {
+    shmq_message_info {
+        id: meta.id,
+        timestamp_ns: meta.timestamp_ns,
+        len: meta.len,
+        flags: if meta.redelivered {
+            SHMQ_MESSAGE_REDELIVERED
+        } else {
+            0
+        },
+    }
 }
 
 // ----- zero-copy send and receive (callbacks) ---------------------------------------------------
@@ -1229,16 +1432,7 @@ pub unsafe extern "C" fn shmq_receive_in_place(
             let timeout = timeout_arg(F, timeout_ms)?;
             queue
                 .recv_in_place(timeout, |meta, bytes| {
-                    let info = shmq_message_info {
-                        id: meta.id,
-                        timestamp_ns: meta.timestamp_ns,
-                        len: meta.len,
-                        flags: if meta.redelivered {
-                            SHMQ_MESSAGE_REDELIVERED
-                        } else {
-                            0
-                        },
-                    };
+                    let info = message_info(&meta);
                     // SAFETY: `bytes` points into the claimed slot's payload (never NULL,
                     // even when empty), readable for `bytes.len()` bytes until
                     // `recv_in_place` releases the slot after this closure; `info` lives

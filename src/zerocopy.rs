@@ -258,21 +258,32 @@ impl CrossProcessQueue {
         messages: &[T],
         timeout: Option<Duration>,
     ) -> Result<usize> {
+        self.send_batch_with(messages.len(), |i| messages[i].as_ref(), timeout)
+    }
+
+    /// [`send_batch`](Self::send_batch) of `count` messages that `message(i)` yields (the C
+    /// ABI's arrays of pointers and lengths).
+    pub(crate) fn send_batch_with<'a>(
+        &self,
+        count: usize,
+        message: impl Fn(usize) -> &'a [u8],
+        timeout: Option<Duration>,
+    ) -> Result<usize> {
         let size = self.message_size();
-        if let Some(m) = messages.iter().find(|m| m.as_ref().len() > size) {
+        if let Some(m) = (0..count).map(&message).find(|m| m.len() > size) {
             return Err(Error::MessageTooLarge {
-                len: m.as_ref().len(),
+                len: m.len(),
                 max: size,
             });
         }
-        let Some(first) = messages.first() else {
+        if count == 0 {
             return Ok(0);
-        };
+        }
         let mut token = self.claim_for_send(timeout)?;
         let timestamp = clock::realtime_ns();
         let mut sent = 0usize;
         let mut bytes = 0u64;
-        let mut data = first.as_ref();
+        let mut data = message(0);
         let last = loop {
             crashpoint::hit("push_tail_moved");
             let pos = token.position();
@@ -281,15 +292,15 @@ impl CrossProcessQueue {
             self.commit_push_in_batch(token, data.len());
             sent += 1;
             bytes += data.len() as u64;
-            let Some(next) = messages.get(sent) else {
+            if sent == count {
                 break pos;
-            };
+            }
             match self.claim_next_push(pos) {
                 Some(t) => token = t,
                 None => break pos,
             }
             crashpoint::hit("push_batch_next");
-            data = next.as_ref();
+            data = message(sent);
         };
         self.finish_push_batch(last, sent, bytes);
         wait::wake_receivers(self.ring.header());
@@ -315,6 +326,19 @@ impl CrossProcessQueue {
         timeout: Option<Duration>,
     ) -> Result<usize> {
         metas.clear();
+        self.recv_batch_with(buf, timeout, |meta| metas.push(meta))
+    }
+
+    /// [`recv_batch`](Self::recv_batch) handing message `i`'s metadata to `on_message` (in
+    /// order, `i` from 0) instead of a vector: the messages it saw before an error are in
+    /// `buf` too. `on_message` runs while the batch's slots are held, so it must not panic
+    /// (the two callers push to a vector and write to the C caller's array).
+    pub(crate) fn recv_batch_with(
+        &self,
+        buf: &mut [u8],
+        timeout: Option<Duration>,
+        mut on_message: impl FnMut(Received),
+    ) -> Result<usize> {
         let size = self.message_size();
         let max = (buf.len() / size).min(RECV_BATCH_MAX);
         if max == 0 {
@@ -327,12 +351,13 @@ impl CrossProcessQueue {
         // Claimed slots, released together once the whole batch is copied.
         let mut held: [Option<PopToken>; RECV_BATCH_MAX] = [const { None }; RECV_BATCH_MAX];
         let mut claimed = 0;
+        let mut received = 0;
         let mut bytes = 0u64;
         let mut failure = None;
         loop {
             crashpoint::hit("pop_head_moved");
             let pos = token.position();
-            let chunk = &mut buf[metas.len() * size..][..size];
+            let chunk = &mut buf[received * size..][..size];
             let result = self.ring.read(&token, chunk);
             crashpoint::hit("pop_read");
             held[claimed] = Some(token);
@@ -340,7 +365,8 @@ impl CrossProcessQueue {
             match result {
                 Ok(meta) => {
                     bytes += meta.len as u64;
-                    metas.push(meta);
+                    received += 1;
+                    on_message(meta);
                 }
                 Err(e) => {
                     failure = Some(self.read_error(e));
@@ -358,10 +384,10 @@ impl CrossProcessQueue {
         }
         self.release_batch(&mut held[..claimed], bytes);
         wait::wake_senders(self.ring.header());
-        self.count_batch(false, metas.len() as u64, bytes);
+        self.count_batch(false, received as u64, bytes);
         match failure {
             Some(e) => Err(e),
-            None => Ok(metas.len()),
+            None => Ok(received),
         }
     }
 

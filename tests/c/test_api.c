@@ -1027,6 +1027,233 @@ static void test_zerocopy_across_processes(void) {
     drop_queue(q, name);
 }
 
+/* ----- batches ---------------------------------------------------------------------------- */
+
+/* Message `seq` of the batch tests: `batch_len(seq)` bytes of zc_byte(seq, i). */
+static size_t batch_len(uint64_t seq) { return (size_t)(seq * 13u % 65u); }
+
+static void batch_fill(uint8_t *dst, uint64_t seq) {
+    for (size_t i = 0; i < batch_len(seq); i++) dst[i] = zc_byte(seq, i);
+}
+
+/* Counts the bytes of `data` (`len` long) that are not message `seq`'s. */
+static int batch_bad_bytes(const uint8_t *data, size_t len, uint64_t seq) {
+    if (len != batch_len(seq)) return 1;
+    int bad = 0;
+    for (size_t i = 0; i < len; i++) bad += data[i] != zc_byte(seq, i);
+    return bad;
+}
+
+static void test_batch_round_trip(void) {
+    char name[96];
+    shmq_queue *q = make_queue(name, sizeof name, 8, 64);
+    if (q == NULL) return;
+    uint8_t data[12][64];
+    const void *msgs[12];
+    size_t lens[12];
+    for (uint64_t i = 0; i < 12; i++) {
+        batch_fill(data[i], i);
+        lens[i] = batch_len(i);
+        msgs[i] = lens[i] == 0 ? NULL : data[i]; /* message 0 is empty: NULL is allowed */
+    }
+    size_t sent = 777;
+    CHECK_STATUS(shmq_send_batch(q, msgs, lens, 0, &sent, 0, 0), SHMQ_OK);
+    CHECK(sent == 0);
+    uint64_t before = now_ns();
+    CHECK_STATUS(shmq_send_batch(q, msgs, lens, 5, &sent, 0, 0), SHMQ_OK);
+    uint64_t after = now_ns();
+    CHECK(sent == 5 && shmq_len(q) == 5);
+
+    uint8_t buf[8 * 64];
+    shmq_message_info infos[8];
+    size_t count = 0;
+    CHECK_STATUS(shmq_receive_batch(q, buf, sizeof buf, infos, 8, &count, 0, 0), SHMQ_OK);
+    CHECK(count == 5);
+    for (size_t i = 0; i < count && i < 5; i++) {
+        CHECK(infos[i].id == i); /* positions: the queue is fresh */
+        CHECK(infos[i].len == batch_len(i) && infos[i].flags == 0);
+        CHECK(infos[i].timestamp_ns == infos[0].timestamp_ns); /* one stamp per batch */
+        CHECK(batch_bad_bytes(buf + i * 64, infos[i].len, i) == 0);
+    }
+    CHECK(infos[0].timestamp_ns >= before - 1000000 && infos[0].timestamp_ns <= after + 1000000);
+
+    /* Twelve into eight free slots: as many as fit, in order, without waiting. */
+    CHECK_STATUS(shmq_send_batch(q, msgs, lens, 12, &sent, 0, 0), SHMQ_OK);
+    CHECK(sent == 8 && shmq_len(q) == 8);
+    /* The rest, from where it stopped: nothing fits now. */
+    size_t untouched = 777;
+    CHECK_STATUS(shmq_send_batch(q, msgs + 8, lens + 8, 4, &untouched, 0, 0), SHMQ_ERR_FULL);
+    CHECK(untouched == 777);
+    /* At most max_messages, and at most what buf holds. */
+    CHECK_STATUS(shmq_receive_batch(q, buf, sizeof buf, infos, 3, &count, 0, 0), SHMQ_OK);
+    CHECK(count == 3);
+    for (size_t i = 0; i < count && i < 3; i++)
+        CHECK(batch_bad_bytes(buf + i * 64, infos[i].len, i) == 0);
+    CHECK_STATUS(shmq_receive_batch(q, buf, 2 * 64 + 10, infos, 8, &count, 0, 0), SHMQ_OK);
+    CHECK(count == 2);
+    for (size_t i = 0; i < count && i < 2; i++)
+        CHECK(batch_bad_bytes(buf + i * 64, infos[i].len, 3 + i) == 0);
+    CHECK_STATUS(shmq_receive_batch(q, buf, sizeof buf, infos, SHMQ_RECEIVE_BATCH_MAX, &count,
+                                    0, 0),
+                 SHMQ_OK);
+    CHECK(count == 3);
+    for (size_t i = 0; i < count && i < 3; i++)
+        CHECK(batch_bad_bytes(buf + i * 64, infos[i].len, 5 + i) == 0);
+    CHECK(shmq_len(q) == 0);
+    drop_queue(q, name);
+}
+
+static void test_batch_arguments(void) {
+    char name[96];
+    shmq_queue *q = make_queue(name, sizeof name, 4, 64);
+    if (q == NULL) return;
+    uint8_t small[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    uint8_t big[65] = {0};
+    const void *msgs[3] = {small, NULL, small};
+    size_t lens[3] = {8, 8, 8};
+    size_t sent = 777;
+    CHECK_STATUS(shmq_send_batch(NULL, msgs, lens, 1, &sent, 0, 0), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(shmq_send_batch(q, msgs, lens, 1, NULL, 0, 0), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("out_sent");
+    CHECK_STATUS(shmq_send_batch(q, NULL, lens, 1, &sent, 0, 0), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("msgs");
+    CHECK_STATUS(shmq_send_batch(q, msgs, NULL, 1, &sent, 0, 0), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("lens");
+    /* A NULL message of non-zero length, or one too large: nothing of the batch is sent. */
+    CHECK_STATUS(shmq_send_batch(q, msgs, lens, 3, &sent, 0, 0), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("msgs[1]");
+    msgs[1] = big;
+    lens[1] = sizeof big;
+    CHECK_STATUS(shmq_send_batch(q, msgs, lens, 3, &sent, 0, 0), SHMQ_ERR_MESSAGE_TOO_LARGE);
+    CHECK_LAST_ERROR_HAS("message 1 is 65 bytes");
+    CHECK(sent == 777 && shmq_len(q) == 0);
+    CHECK_STATUS(shmq_send_batch(q, msgs, lens, 1, &sent, -7, 0), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(shmq_send_batch(q, msgs, lens, 1, &sent, 0, 99), SHMQ_ERR_INVALID_ARGUMENT);
+
+    uint8_t buf[4 * 64];
+    shmq_message_info infos[4];
+    size_t count = 777;
+    CHECK_STATUS(shmq_receive_batch(NULL, buf, sizeof buf, infos, 4, &count, 0, 0),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(shmq_receive_batch(q, NULL, sizeof buf, infos, 4, &count, 0, 0),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("buf");
+    CHECK_STATUS(shmq_receive_batch(q, buf, sizeof buf, NULL, 4, &count, 0, 0),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("infos");
+    CHECK_STATUS(shmq_receive_batch(q, buf, sizeof buf, infos, 4, NULL, 0, 0),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("out_count");
+    CHECK_STATUS(shmq_receive_batch(q, buf, sizeof buf, infos, 0, &count, 0, 0),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(shmq_receive_batch(q, buf, 63, infos, 4, &count, 0, 0),
+                 SHMQ_ERR_BUFFER_TOO_SMALL);
+    /* Empty: at once, or after the timeout; the count is left alone. */
+    CHECK_STATUS(shmq_receive_batch(q, buf, sizeof buf, infos, 4, &count, 0, 0), SHMQ_ERR_EMPTY);
+    uint64_t t0 = monotonic_ms();
+    CHECK_STATUS(shmq_receive_batch(q, buf, sizeof buf, infos, 4, &count, 50, 0),
+                 SHMQ_ERR_TIMEOUT);
+    CHECK(monotonic_ms() - t0 >= 45);
+    CHECK(count == 777);
+    /* Full: at once, or after the timeout. */
+    lens[1] = 8;
+    msgs[1] = small;
+    const void *four[4] = {small, small, small, small};
+    size_t four_lens[4] = {8, 8, 8, 8};
+    CHECK_STATUS(shmq_send_batch(q, four, four_lens, 4, &sent, 0, 0), SHMQ_OK);
+    CHECK(sent == 4);
+    sent = 777;
+    CHECK_STATUS(shmq_send_batch(q, msgs, lens, 1, &sent, 0, 0), SHMQ_ERR_FULL);
+    CHECK_STATUS(shmq_send_batch(q, msgs, lens, 1, &sent, 50, 0), SHMQ_ERR_TIMEOUT);
+    CHECK(sent == 777);
+    /* Shut down: sends are refused, receives drain, then SHMQ_ERR_CLOSED. */
+    CHECK_STATUS(shmq_shutdown(q), SHMQ_OK);
+    CHECK_STATUS(shmq_send_batch(q, msgs, lens, 1, &sent, 0, 0), SHMQ_ERR_CLOSED);
+    CHECK_STATUS(shmq_receive_batch(q, buf, sizeof buf, infos, 4, &count, -1, 0), SHMQ_OK);
+    CHECK(count == 4 && infos[3].len == 8 && memcmp(buf + 3 * 64, small, 8) == 0);
+    CHECK_STATUS(shmq_receive_batch(q, buf, sizeof buf, infos, 4, &count, -1, 0),
+                 SHMQ_ERR_CLOSED);
+    drop_queue(q, name);
+}
+
+/* Another process sends BATCH_COUNT messages in batches of 1..7 (lengths and contents from
+ * their sequence number); this one receives them in batches of up to 16 and checks every byte
+ * and the order. The queue is small, so both sides wait for each other many times. */
+#define BATCH_COUNT 5000
+
+static int batch_producer(const char *name) {
+    shmq_queue *q = NULL;
+    if (shmq_connect(name, &q) != SHMQ_OK) return 20;
+    static uint8_t data[7][64];
+    const void *msgs[7];
+    size_t lens[7];
+    uint64_t seq = 0;
+    int rc = 0;
+    while (seq < BATCH_COUNT && rc == 0) {
+        size_t n = 1 + (size_t)(seq % 7u);
+        if (n > BATCH_COUNT - seq) n = (size_t)(BATCH_COUNT - seq);
+        for (size_t i = 0; i < n; i++) {
+            batch_fill(data[i], seq + i);
+            lens[i] = batch_len(seq + i);
+            msgs[i] = data[i];
+        }
+        size_t sent = 0;
+        if (shmq_send_batch(q, msgs, lens, n, &sent, 10000, 0) != SHMQ_OK || sent == 0 ||
+            sent > n)
+            rc = 21;
+        seq += sent;
+    }
+    shmq_close(q);
+    return rc;
+}
+
+static void batch_across_processes(uint32_t create_flags) {
+    char name[96];
+    shmq_queue *q = NULL;
+    fresh_name(name, sizeof name);
+    CHECK_STATUS(shmq_create_with(name, 8, 64, 0, create_flags, &q), SHMQ_OK);
+    if (q == NULL) return;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) _exit(batch_producer(name));
+    static uint8_t buf[16 * 64];
+    shmq_message_info infos[16];
+    uint64_t seq = 0;
+    int bad = 0;
+    while (seq < BATCH_COUNT && bad == 0) {
+        size_t count = 0;
+        int status = shmq_receive_batch(q, buf, sizeof buf, infos, 16, &count, 10000, 0);
+        if (status != SHMQ_OK || count == 0 || count > 16) {
+            fprintf(stderr, "[%s] at %llu: status %d, count %zu\n", current_test,
+                    (unsigned long long)seq, status, count);
+            bad++;
+            break;
+        }
+        for (size_t i = 0; i < count; i++, seq++) {
+            if (infos[i].id != seq || batch_bad_bytes(buf + i * 64, infos[i].len, seq) != 0) {
+                fprintf(stderr, "[%s] message %llu: id %llu, len %zu\n", current_test,
+                        (unsigned long long)seq, (unsigned long long)infos[i].id, infos[i].len);
+                bad++;
+                break;
+            }
+        }
+    }
+    CHECK(bad == 0 && seq == BATCH_COUNT);
+    int wstatus = 0;
+    CHECK(waitpid(pid, &wstatus, 0) == pid);
+    CHECK(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+    CHECK(shmq_len(q) == 0);
+    drop_queue(q, name);
+}
+
+static void test_batch_across_processes(void) { batch_across_processes(0); }
+
+static void test_batch_across_processes_spsc(void) {
+    batch_across_processes(SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER);
+}
+
 /* ----- single-producer/single-consumer queues --------------------------------------------- */
 
 /* Creates a single-producer/single-consumer queue; NULL on failure. */
@@ -1301,6 +1528,10 @@ static const struct test tests[] = {
     {"zerocopy_arguments", test_zerocopy_arguments},
     {"zerocopy_timeouts_and_shutdown", test_zerocopy_timeouts_and_shutdown},
     {"zerocopy_across_processes", test_zerocopy_across_processes},
+    {"batch_round_trip", test_batch_round_trip},
+    {"batch_arguments", test_batch_arguments},
+    {"batch_across_processes", test_batch_across_processes},
+    {"batch_across_processes_spsc", test_batch_across_processes_spsc},
     {"spsc_flag_and_getter", test_spsc_flag_and_getter},
     {"spsc_role_taken", test_spsc_role_taken},
     {"spsc_roles_across_processes", test_spsc_roles_across_processes},
