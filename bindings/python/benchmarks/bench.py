@@ -5,9 +5,11 @@
     python3 bindings/python/benchmarks/bench.py --quick    # < 30 s
 
 Transports: shmq (``put``/``get``; ``put``/``get_into`` a reused buffer; ``put_in_place``/
-``get_in_place`` memoryviews), ``multiprocessing.Queue``, ``multiprocessing.Pipe``
-(``send_bytes``/``recv_bytes``) and ``faster_fifo.Queue`` (skipped, with a note, when the
-package is not installed: ``pip install faster-fifo``). All of them block (no busy polling).
+``get_in_place`` memoryviews; ``put_many``/``get_many`` of 32), ``multiprocessing.Queue``,
+``multiprocessing.Pipe`` (``send_bytes``/``recv_bytes``) and ``faster_fifo.Queue`` (``put``/
+``get``, and ``put_many``/``get_many`` of 32; skipped, with a note, when the package is not
+installed: ``pip install faster-fifo``). All of them block (no busy polling). The batch forms
+are measured for throughput only.
 
 Workloads, each between two processes (this one and a forked child, pinned to different
 cores when there are two or more), for 64-byte and 4 KiB messages:
@@ -26,6 +28,7 @@ median over R runs (5, or 3 with --quick).
 from __future__ import annotations
 
 import argparse
+import collections
 import multiprocessing as mp
 import os
 import statistics
@@ -73,6 +76,9 @@ def check(ok: bool, seq: int) -> None:
 class Transport:
     name = ""
     note = ""
+    #: Messages per send call. Above 1, ``send`` takes a ``range`` of sequence numbers and the
+    #: transport is measured for throughput only (a round trip has one message in flight).
+    batch = 1
 
     def make(self, size: int) -> Any:
         raise NotImplementedError
@@ -136,6 +142,34 @@ class Shmq(Transport):
     def close(self, state: Any) -> None:
         for suffix in ("ab", "ba"):
             shmq.unlink(state + suffix, missing_ok=True)
+
+
+class ShmqBatch(Shmq):
+    batch = 32
+    note = "put_many of 32 messages, get_many of up to 32"
+
+    def __init__(self) -> None:
+        super().__init__("copy")
+        self.mode = "batch"
+        self.name = "shmq put_many/get_many (32)"
+
+    def endpoint(self, state: Any, role: str, size: int) -> tuple[Callable, Callable]:
+        out = shmq.Queue.connect(state + ("ab" if role == "a" else "ba"))
+        inq = shmq.Queue.connect(state + ("ba" if role == "a" else "ab"))
+        pending: collections.deque[bytes] = collections.deque()
+
+        def send(seqs: range) -> None:
+            items = [expected(seq, size) for seq in seqs]
+            sent = 0
+            while sent < len(items):
+                sent += out.put_many(items[sent:], timeout=TIMEOUT)
+
+        def recv(seq: int) -> None:
+            if not pending:
+                pending.extend(inq.get_many(self.batch, timeout=TIMEOUT))
+            check(pending.popleft() == expected(seq, size), seq)
+
+        return send, recv
 
 
 class MpQueue(Transport):
@@ -209,6 +243,30 @@ class FasterFifo(Transport):
         return send, recv
 
 
+class FasterFifoBatch(FasterFifo):
+    name = "faster_fifo put_many/get_many (32)"
+    batch = 32
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.note = self.note.replace("put/get", "put_many of 32, get_many of up to 32")
+
+    def endpoint(self, state: Any, role: str, size: int) -> tuple[Callable, Callable]:
+        ab, ba = state
+        out, inq = (ab, ba) if role == "a" else (ba, ab)
+        pending: collections.deque[bytes] = collections.deque()
+
+        def send(seqs: range) -> None:
+            out.put_many([expected(seq, size) for seq in seqs], timeout=TIMEOUT)
+
+        def recv(seq: int) -> None:
+            if not pending:
+                pending.extend(inq.get_many(max_messages_to_get=self.batch, timeout=TIMEOUT))
+            check(pending.popleft() == expected(seq, size), seq)
+
+        return send, recv
+
+
 # ----- one run -------------------------------------------------------------------------------
 
 
@@ -224,7 +282,10 @@ def child_main(transport: Transport, state: Any, size: int, workload: str, count
     send, recv = transport.endpoint(state, "b", size)
     ready.set()
     start.wait()
-    if workload == "throughput":
+    if workload == "throughput" and transport.batch > 1:
+        for first in range(0, count, transport.batch):
+            send(range(first, min(first + transport.batch, count)))
+    elif workload == "throughput":
         for seq in range(count):
             send(seq)
     else:
@@ -289,11 +350,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         4096: (10_000, 2_000) if args.quick else (100_000, 20_000),
     }
 
-    transports: list[Transport] = [Shmq("copy"), Shmq("into"), Shmq("inplace"), MpQueue(),
-                                   MpPipe()]
+    transports: list[Transport] = [Shmq("copy"), Shmq("into"), Shmq("inplace"), ShmqBatch(),
+                                   MpQueue(), MpPipe()]
     notes = []
     if faster_fifo is not None:
-        transports.append(FasterFifo())
+        transports += [FasterFifo(), FasterFifoBatch()]
     else:
         notes.append("faster_fifo: not installed (pip install faster-fifo), skipped")
     if args.only:
@@ -309,19 +370,29 @@ def main(argv: Optional[list[str]] = None) -> int:
         row = results[t.name] = {}
         for size in SIZES:
             for workload, count in (("throughput", counts[size][0]), ("rtt", counts[size][1])):
+                if workload == "rtt" and t.batch > 1:
+                    continue
                 samples = [run_once(t, size, workload, count) for _ in range(runs)]
                 row[f"{workload}{size}"] = statistics.median(samples)
         print(f"  {t.name}: done ({time.monotonic() - started:.0f} s)", file=sys.stderr,
               flush=True)
 
     peers = [n for n in results if not n.startswith("shmq")]
+    batched = {t.name: t.batch > 1 for t in transports}
 
     def ratio(name: str, key: str, higher_better: bool) -> str:
-        if name not in peers and peers:
-            best = (max if higher_better else min)(results[p][key] for p in peers)
+        # Batches against batches, one message per call against one message per call.
+        measured = [
+            results[p][key] for p in peers if key in results[p] and batched[p] == batched[name]
+        ]
+        if name not in peers and measured and key in results[name]:
+            best = (max if higher_better else min)(measured)
             r = results[name][key] / best if higher_better else best / results[name][key]
             return f" ({r:.1f}×)"
         return ""
+
+    def rtt(row: dict[str, float], key: str) -> str:
+        return f"{row[key]:.1f} µs" if key in row else "–"
 
     print()
     print("| transport | msgs/s, 64 B | msgs/s, 4 KiB (MB/s) | round trip p50, 64 B "
@@ -331,10 +402,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         mbs = row["throughput4096"] * 4096 / 1e6
         print(f"| {name} | {row['throughput64'] / 1e3:,.0f} k{ratio(name, 'throughput64', True)} "
               f"| {row['throughput4096'] / 1e3:,.0f} k ({mbs:,.0f}){ratio(name, 'throughput4096', True)} "
-              f"| {row['rtt64']:.1f} µs{ratio(name, 'rtt64', False)} "
-              f"| {row['rtt4096']:.1f} µs{ratio(name, 'rtt4096', False)} |")
+              f"| {rtt(row, 'rtt64')}{ratio(name, 'rtt64', False)} "
+              f"| {rtt(row, 'rtt4096')}{ratio(name, 'rtt4096', False)} |")
     print()
-    print("(×: shmq against the best of the other transports in this run; higher is better.)")
+    print("(×: shmq against the best of the other transports of the same kind (batches or one "
+          "message per call) in this run; higher is better.)")
     for t in transports:
         if t.note:
             notes.append(f"{t.name}: {t.note}")

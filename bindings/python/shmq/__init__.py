@@ -38,6 +38,7 @@ from .errors import (
     Timeout,
 )
 from .queue import (
+    RECEIVE_BATCH_MAX,
     WAIT_SLICE_MS,
     Message,
     MessageInfo,
@@ -62,6 +63,7 @@ __all__ = [
     "library_version",
     "library_path",
     "WAIT_SLICE_MS",
+    "RECEIVE_BATCH_MAX",
     "Error",
     "Full",
     "Empty",

@@ -149,6 +149,32 @@ def _declare(cdll: ctypes.CDLL) -> None:
             c_int,
             [QueuePtr, c_void_p, c_size_t, ctypes.POINTER(QueueInfo), c_int, c_uint32],
         ),
+        # Batches (Queue.put_many / Queue.get_many).
+        "shmq_send_batch": (
+            c_int,
+            [
+                QueuePtr,
+                ctypes.POINTER(c_void_p),
+                ctypes.POINTER(c_size_t),
+                c_size_t,
+                ctypes.POINTER(c_size_t),
+                c_int,
+                c_uint32,
+            ],
+        ),
+        "shmq_receive_batch": (
+            c_int,
+            [
+                QueuePtr,
+                c_void_p,
+                c_size_t,
+                ctypes.POINTER(QueueInfo),
+                c_size_t,
+                ctypes.POINTER(c_size_t),
+                c_int,
+                c_uint32,
+            ],
+        ),
         # Zero-copy: the library calls back into Python (see shmq/_zerocopy.py).
         "shmq_send_in_place": (c_int, [QueuePtr, FillFn, c_void_p, c_int, c_uint32]),
         "shmq_receive_in_place": (c_int, [QueuePtr, ReadFn, c_void_p, c_int, c_uint32]),

@@ -7,7 +7,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, TypeVar, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar, Union
 
 from . import _lib, _zerocopy
 from ._zerocopy import MessageInfo
@@ -23,7 +23,17 @@ from ._status import (
 )
 from .errors import BufferTooSmall, Closed, Empty, Error, Full, InvalidArgument, error_for
 
-__all__ = ["Queue", "Message", "MessageInfo", "Stats", "unlink", "status_str", "library_version", "BytesLike"]
+__all__ = [
+    "Queue",
+    "Message",
+    "MessageInfo",
+    "Stats",
+    "unlink",
+    "status_str",
+    "library_version",
+    "BytesLike",
+    "RECEIVE_BATCH_MAX",
+]
 
 #: Anything that exposes a contiguous buffer: ``bytes``, ``bytearray``, ``memoryview``,
 #: ``array.array``, a NumPy array, ...
@@ -35,6 +45,13 @@ BytesLike = Union[bytes, bytearray, memoryview, Any]
 WAIT_SLICE_MS = 100
 
 _U64_MAX = (1 << 64) - 1
+
+#: Most messages one call into the library takes in :meth:`Queue.get_many`
+#: (``SHMQ_RECEIVE_BATCH_MAX``); ``get_many`` makes several calls for more.
+RECEIVE_BATCH_MAX = 64
+
+# Largest per-thread receive buffer of get_many: fewer messages per call for large ones.
+_BATCH_BUFFER_BYTES = 1 << 20
 
 T = TypeVar("T")
 
@@ -87,6 +104,13 @@ def _readable(data: BytesLike) -> tuple[Any, int]:
         return copy, len(copy)
     view = view.cast("B")
     return (ctypes.c_char * view.nbytes).from_buffer(view), view.nbytes
+
+
+def _address(obj: Any) -> Optional[int]:
+    """The address of the bytes behind an object :func:`_readable` returned."""
+    if isinstance(obj, bytes):
+        return ctypes.cast(ctypes.c_char_p(obj), ctypes.c_void_p).value
+    return ctypes.addressof(obj)
 
 
 def _writable(buffer: BytesLike) -> tuple[Any, int]:
@@ -584,6 +608,123 @@ class Queue:
         if status != Status.OK:
             self._raise_receive(status, block, timeout)
         return got.value
+
+    # ----- batches ------------------------------------------------------------------------
+
+    def put_many(
+        self, items: Sequence[BytesLike], block: bool = True, timeout: Optional[float] = None
+    ) -> int:
+        """Sends the messages of ``items`` in order, many per call into the library (one
+        wait, one wake-up check and one timestamp for each call; ``shmq_send_batch``).
+
+        With ``block`` (the default) waits for room as :meth:`put` does: until all are sent
+        if ``timeout`` is ``None``, else for at most ``timeout`` seconds in all. Without
+        ``block``, sends what fits at once. Returns how many were sent, in order:
+        ``len(items)`` unless room (or time) ran out, or the queue was shut down, after the
+        first. Raises like :meth:`put` when not even the first could be sent
+        (:class:`Full`, :class:`Closed`), and :class:`MessageTooLarge` before sending
+        anything if any item is longer than :attr:`message_size`.
+        """
+        count = len(items)
+        if count == 0:
+            return 0
+        _check_timeout(timeout)
+        # The objects behind the pointers stay referenced here until the calls are done.
+        readable = [_readable(item) for item in items]
+        pointers = (ctypes.c_void_p * count)(*(_address(obj) for obj, _ in readable))
+        lengths = (ctypes.c_size_t * count)(*(length for _, length in readable))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out = ctypes.c_size_t()
+        sent = 0
+        while sent < count:
+            # Pointers to elements `sent..` of both arrays (which stay referenced above).
+            ptrs = ctypes.cast(
+                ctypes.addressof(pointers) + sent * ctypes.sizeof(ctypes.c_void_p),
+                ctypes.POINTER(ctypes.c_void_p),
+            )
+            lens = ctypes.cast(
+                ctypes.addressof(lengths) + sent * ctypes.sizeof(ctypes.c_size_t),
+                ctypes.POINTER(ctypes.c_size_t),
+            )
+            left = count - sent
+            status = self._wait(
+                lambda h, ms, fl: lib.shmq_send_batch(
+                    h, ptrs, lens, left, ctypes.byref(out), ms, fl
+                ),
+                block,
+                None if deadline is None else max(0.0, deadline - time.monotonic()),
+            )
+            if status != Status.OK:
+                if sent == 0:
+                    self._raise_send(status, block, timeout)
+                break
+            sent += out.value
+            if not block:
+                break
+        return sent
+
+    def _batch_scratch(self) -> tuple[Any, Any, int]:
+        """This thread's buffers for :meth:`get_many`: payloads, infos, messages per call."""
+        scratch = getattr(self._local, "batch", None)
+        if scratch is None:
+            size = max(1, self._message_size)
+            per_call = max(1, min(RECEIVE_BATCH_MAX, _BATCH_BUFFER_BYTES // size))
+            scratch = self._local.batch = (
+                ctypes.create_string_buffer(per_call * size),
+                (QueueInfo * per_call)(),
+                per_call,
+            )
+        return scratch
+
+    def get_many(
+        self,
+        max_messages: int = RECEIVE_BATCH_MAX,
+        block: bool = True,
+        timeout: Optional[float] = None,
+    ) -> list[bytes]:
+        """Receives up to ``max_messages`` messages: waits for the first as :meth:`get`
+        does, then takes those already queued behind it, many per call into the library
+        (``shmq_receive_batch``). Returns at least one.
+
+        Raises :class:`Empty` and :class:`Closed` as :meth:`get` does when there is none. A
+        message that fails verification is dropped and raises :class:`CorruptedData`, whose
+        ``received`` attribute holds the messages taken before it (they are not lost). The
+        messages of one call into the library are released together once all are copied, so
+        a process killed inside it leaves them to be delivered again.
+        """
+        if isinstance(max_messages, bool) or not isinstance(max_messages, int):
+            raise TypeError("max_messages must be an int")
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        buf, infos, per_call = self._batch_scratch()
+        size = max(1, self._message_size)
+        got = ctypes.c_size_t()
+        received: list[bytes] = []
+        while len(received) < max_messages:
+            want = min(per_call, max_messages - len(received))
+            first = not received
+            status = self._wait(
+                lambda h, ms, fl: lib.shmq_receive_batch(
+                    h, buf, want * size, infos, want, ctypes.byref(got), ms, fl
+                ),
+                block if first else False,
+                timeout if first else None,
+            )
+            if status in (Status.OK, Status.ERR_CORRUPTED_DATA):
+                base = ctypes.addressof(buf)
+                for i in range(got.value):
+                    received.append(ctypes.string_at(base + i * size, infos[i].len))
+            if status == Status.ERR_CORRUPTED_DATA:
+                error = _error(status)
+                error.received = received  # type: ignore[attr-defined]
+                raise error
+            if status != Status.OK:
+                if first:
+                    self._raise_receive(status, block, timeout)
+                break  # nothing more queued right now (or shut down: the next get says so)
+            if got.value < want:
+                break
+        return received
 
     # ----- zero-copy ---------------------------------------------------------------------
 

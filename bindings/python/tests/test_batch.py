@@ -1,0 +1,165 @@
+"""Batches: ``Queue.put_many`` / ``Queue.get_many`` (``shmq_send_batch`` /
+``shmq_receive_batch``: many messages per call into the library)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+import shmq
+from conftest import child_env
+
+
+def pattern(seq: int) -> bytes:
+    """Message ``seq``: its number, then bytes derived from it (lengths 8 to 71)."""
+    return seq.to_bytes(8, "little") + bytes((seq * 31 + i) & 0xFF for i in range(seq % 64))
+
+
+def test_round_trip_in_order_with_every_kind_of_bytes(qname: str) -> None:
+    with shmq.Queue.create(qname, capacity=16, message_size=64) as q:
+        items = [b"", b"one", bytearray(b"two"), memoryview(b"three"), memoryview(b"xfourx")[1:-1]]
+        assert q.put_many(items) == 5
+        assert q.qsize() == 5
+        assert q.get_many() == [b"", b"one", b"two", b"three", b"four"]
+        assert q.put_many([]) == 0
+        with pytest.raises(shmq.Empty):
+            q.get_many(block=False)
+
+
+def test_get_many_takes_at_most_max_messages_and_only_what_is_queued(qname: str) -> None:
+    with shmq.Queue.create(qname, capacity=200, message_size=64) as q:
+        assert q.put_many([pattern(i)[:64] for i in range(150)]) == 150
+        first = q.get_many(10)
+        assert first == [pattern(i)[:64] for i in range(10)]
+        # More than one call's worth (64 a call): several calls, in order.
+        rest = q.get_many(1000)
+        assert rest == [pattern(i)[:64] for i in range(10, 150)]
+        assert q.qsize() == 0
+        with pytest.raises(ValueError):
+            q.get_many(0)
+        with pytest.raises(TypeError):
+            q.get_many(True)
+
+
+def test_large_messages_are_received_in_smaller_calls(qname: str) -> None:
+    # 1 MiB of buffer per thread: 64 KiB messages come 16 per call.
+    size = 64 * 1024
+    with shmq.Queue.create(qname, capacity=40, message_size=size) as q:
+        items = [bytes([i]) * size for i in range(40)]
+        assert q.put_many(items) == 40
+        assert q.get_many(40) == items
+
+
+def test_put_many_sends_what_fits_without_blocking_and_all_when_blocking(qname: str) -> None:
+    with shmq.Queue.create(qname, capacity=4, message_size=16) as q:
+        assert q.put_many([b"a", b"b", b"c", b"d", b"e", b"f"], block=False) == 4
+        with pytest.raises(shmq.Full):
+            q.put_many([b"g"], block=False)
+        with pytest.raises(shmq.Full):
+            q.put_many([b"g"], timeout=0.05)
+        # Blocking: the rest goes in as a reader makes room (here, on a timer).
+        got: list[bytes] = []
+
+        def drain() -> None:
+            while len(got) < 8:
+                got.extend(q.get_many(timeout=5))
+
+        import threading
+
+        reader = threading.Thread(target=drain)
+        reader.start()
+        assert q.put_many([b"e", b"f", b"g", b"h"], timeout=5) == 4
+        reader.join(timeout=10)
+        assert got == [b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h"]
+
+
+def test_put_many_returns_the_count_when_time_runs_out_after_the_first(qname: str) -> None:
+    with shmq.Queue.create(qname, capacity=3, message_size=16) as q:
+        start = time.monotonic()
+        assert q.put_many([b"1", b"2", b"3", b"4", b"5"], timeout=0.2) == 3
+        assert time.monotonic() - start >= 0.15
+        assert q.get_many() == [b"1", b"2", b"3"]
+
+
+def test_errors_send_nothing(qname: str) -> None:
+    with shmq.Queue.create(qname, capacity=8, message_size=16) as q:
+        with pytest.raises(shmq.MessageTooLarge):
+            q.put_many([b"ok", b"x" * 17, b"ok"])
+        assert q.qsize() == 0
+        with pytest.raises(TypeError):
+            q.put_many([b"ok", "text"])  # type: ignore[list-item]
+        assert q.qsize() == 0
+        with pytest.raises(ValueError):
+            q.put_many([b"ok"], timeout=-1)
+        q.put_many([b"a", b"b"])
+        q.shutdown()
+        with pytest.raises(shmq.Closed):
+            q.put_many([b"late"])
+        assert q.get_many() == [b"a", b"b"]
+        with pytest.raises(shmq.Closed):
+            q.get_many()
+
+
+def test_stats_count_batches(qname: str) -> None:
+    with shmq.Queue.create(qname, capacity=64, message_size=32) as q:
+        q.put_many([b"x" * 10] * 50)
+        assert len(q.get_many(64)) == 50
+        stats = q.stats()
+        assert (stats.messages_sent, stats.messages_received) == (50, 50)
+        assert (stats.bytes_sent, stats.bytes_received) == (500, 500)
+
+
+def test_a_corrupted_message_keeps_the_ones_before_it(qname: str) -> None:
+    with shmq.Queue.create(qname, capacity=8, message_size=64) as q:
+        q.put_many([b"first", b"second", b"third"])
+        # Flip a payload byte of the second message (slot 1) in shared memory.
+        slot = 4096 + 1 * (64 + 64) + 64
+        with open(f"/dev/shm/shmq.{qname}", "r+b") as f:
+            f.seek(slot)
+            byte = f.read(1)
+            f.seek(slot)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        with pytest.raises(shmq.CorruptedData) as caught:
+            q.get_many()
+        assert caught.value.received == [b"first"]  # type: ignore[attr-defined]
+        assert q.get_many() == [b"third"]
+        assert q.stats().checksum_failures == 1
+
+
+PRODUCER = """
+import sys, shmq
+name, count = sys.argv[1], int(sys.argv[2])
+def pattern(seq):
+    return seq.to_bytes(8, "little") + bytes((seq * 31 + i) & 0xFF for i in range(seq % 64))
+q = shmq.Queue.connect(name)
+seq = 0
+while seq < count:
+    n = min(1 + seq % 9, count - seq)
+    seq += q.put_many([pattern(s) for s in range(seq, seq + n)], timeout=30)
+q.close()
+"""
+
+
+@pytest.mark.parametrize("spsc", [False, True])
+def test_across_processes_in_order_every_byte(qname: str, spsc: bool) -> None:
+    count = 3000
+    with shmq.Queue.create(
+        qname, capacity=8, message_size=72, single_producer_single_consumer=spsc
+    ) as q:
+        child = subprocess.Popen(
+            [sys.executable, "-c", PRODUCER, qname, str(count)], env=child_env()
+        )
+        try:
+            got: list[bytes] = []
+            while len(got) < count:
+                got.extend(q.get_many(16, timeout=30))
+            assert got == [pattern(seq) for seq in range(count)]
+            assert child.wait(timeout=30) == 0
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        assert q.qsize() == 0
