@@ -141,7 +141,7 @@ fn write_seed_corpus() {
         std::fs::write(root.join("connect").join(file), &bytes).unwrap();
         if file == "valid_cap2_size8" {
             let mut v = bytes.clone();
-            v[8] = 2; // layout version 2
+            v[8] = 2; // an older layout version (2)
             std::fs::write(root.join("connect/version2"), &v).unwrap();
             v = bytes.clone();
             v.truncate(4096 + 100);
