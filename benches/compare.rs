@@ -357,10 +357,17 @@ enum Shmq {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Limit,
-    Shmq { mode: Shmq, crc: bool, spsc: bool },
+    Shmq {
+        mode: Shmq,
+        crc: bool,
+        spsc: bool,
+    },
     Mq,
     Seqpacket,
     Pipe,
+    /// Boost.Interprocess `message_queue`, when the Boost headers and a C++ compiler are
+    /// installed (see [`boost`]).
+    Boost,
 }
 
 impl Kind {
@@ -381,12 +388,13 @@ impl Kind {
                 )
             }
             Kind::Mq => "POSIX mq".into(),
+            Kind::Boost => "Boost message_queue".into(),
             Kind::Seqpacket => "Unix SEQPACKET".into(),
             Kind::Pipe => "pipe".into(),
         }
     }
     fn is_peer(&self) -> bool {
-        matches!(self, Kind::Mq | Kind::Seqpacket | Kind::Pipe)
+        matches!(self, Kind::Mq | Kind::Seqpacket | Kind::Pipe | Kind::Boost)
     }
     fn spins(&self) -> bool {
         matches!(
@@ -397,6 +405,91 @@ impl Kind {
                     ..
                 }
         )
+    }
+}
+
+impl Kind {
+    /// Whether this transport can run here (Boost only when it could be built).
+    fn available(&self) -> bool {
+        *self != Kind::Boost || boost().is_some()
+    }
+}
+
+// ----- Boost.Interprocess message_queue, built at run time when present ------------------------
+
+type BmqCreate = unsafe extern "C" fn(*const libc::c_char, usize, usize) -> libc::c_int;
+type BmqOpen = unsafe extern "C" fn(*const libc::c_char) -> *mut libc::c_void;
+type BmqSend = unsafe extern "C" fn(*mut libc::c_void, *const libc::c_void, usize) -> libc::c_int;
+type BmqReceive = unsafe extern "C" fn(*mut libc::c_void, *mut libc::c_void, usize) -> libc::c_long;
+type BmqRemove = unsafe extern "C" fn(*const libc::c_char) -> libc::c_int;
+
+/// The C interface of `benches/boost_mq.cpp`, loaded with `dlopen`.
+struct BoostLib {
+    create: BmqCreate,
+    open: BmqOpen,
+    send: BmqSend,
+    receive: BmqReceive,
+    remove: BmqRemove,
+}
+
+/// Boost's message_queue, compiled (`c++ -O2 -shared`) and loaded the first time it is asked
+/// for, in the parent before any fork; `None` (with the reason printed once) if the headers
+/// or the compiler are missing.
+fn boost() -> Option<&'static BoostLib> {
+    static LIB: std::sync::OnceLock<Option<BoostLib>> = std::sync::OnceLock::new();
+    LIB.get_or_init(|| match load_boost() {
+        Ok(lib) => Some(lib),
+        Err(why) => {
+            println!("Boost message_queue: skipped ({why})");
+            None
+        }
+    })
+    .as_ref()
+}
+
+fn load_boost() -> Result<BoostLib, String> {
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/boost_mq.cpp");
+    let dir = std::env::temp_dir().join(format!("shmq-bench-boost-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let lib = dir.join("libshmq_bench_boost.so");
+    let out = std::process::Command::new("c++")
+        .args(["-O2", "-std=c++17", "-shared", "-fPIC", src, "-o"])
+        .arg(&lib)
+        .args(["-lpthread", "-lrt"])
+        .output()
+        .map_err(|e| format!("no C++ compiler: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let first = err.lines().next().unwrap_or("").to_string();
+        return Err(format!("cannot build it, install libboost-dev: {first}"));
+    }
+    let path = std::ffi::CString::new(lib.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path; the library's initialisers are those of a plain C++
+    // shared object (no global state of ours).
+    let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    let _ = std::fs::remove_dir_all(&dir); // the mapping stays valid after the unlink
+    if handle.is_null() {
+        return Err("dlopen failed".into());
+    }
+    let sym = |name: &std::ffi::CStr| {
+        // SAFETY: a live handle and a NUL-terminated symbol name.
+        let p = unsafe { libc::dlsym(handle, name.as_ptr()) };
+        if p.is_null() {
+            Err(format!("{name:?} missing"))
+        } else {
+            Ok(p)
+        }
+    };
+    // SAFETY (each transmute): the symbols are the extern "C" functions of boost_mq.cpp with
+    // exactly these signatures; the library stays loaded for the whole process.
+    unsafe {
+        Ok(BoostLib {
+            create: std::mem::transmute::<*mut libc::c_void, BmqCreate>(sym(c"bmq_create")?),
+            open: std::mem::transmute::<*mut libc::c_void, BmqOpen>(sym(c"bmq_open")?),
+            send: std::mem::transmute::<*mut libc::c_void, BmqSend>(sym(c"bmq_send")?),
+            receive: std::mem::transmute::<*mut libc::c_void, BmqReceive>(sym(c"bmq_receive")?),
+            remove: std::mem::transmute::<*mut libc::c_void, BmqRemove>(sym(c"bmq_remove")?),
+        })
     }
 }
 
@@ -411,6 +504,9 @@ enum Chan {
     Mq {
         name: std::ffi::CString,
         fd: libc::mqd_t,
+    },
+    Boost {
+        name: std::ffi::CString,
     },
     Fd {
         rx: i32,
@@ -467,6 +563,14 @@ impl Chan {
                 }
                 Chan::Mq { name, fd }
             }
+            Kind::Boost => {
+                let lib = boost().expect("Boost is available (Kind::available)");
+                let name = std::ffi::CString::new(format!("shmqbench{pid}_{n}")).unwrap();
+                // SAFETY: a NUL-terminated name; the function catches every C++ exception.
+                let r = unsafe { (lib.create)(name.as_ptr(), DEPTH, size) };
+                assert_eq!(r, 0, "Boost message_queue create");
+                Chan::Boost { name }
+            }
             Kind::Seqpacket => {
                 let mut fds = [0i32; 2];
                 // SAFETY: writes two fds into our array.
@@ -501,6 +605,11 @@ impl Chan {
                 drop(queue);
                 let _ = CrossProcessQueue::unlink(&name);
             }
+            Chan::Boost { name } => {
+                let lib = boost().expect("created, so loaded");
+                // SAFETY: a NUL-terminated name.
+                unsafe { (lib.remove)(name.as_ptr()) };
+            }
             Chan::Mq { name, fd } => {
                 // SAFETY: our descriptor and name.
                 unsafe {
@@ -533,6 +642,10 @@ impl Chan {
                 bufs: (0..BATCH).map(|_| vec![0u8; size]).collect(),
             },
             Chan::Mq { fd, .. } => Tx::Mq { fd: *fd, buf },
+            Chan::Boost { name } => Tx::Boost {
+                q: open_boost(name),
+                buf,
+            },
             Chan::Fd { tx, .. } => Tx::Fd { fd: *tx, buf },
         }
     }
@@ -552,13 +665,31 @@ impl Chan {
                 metas: Vec::with_capacity(BATCH),
             },
             Chan::Mq { fd, .. } => Rx::Mq { fd: *fd, buf },
+            Chan::Boost { name } => Rx::Boost {
+                q: open_boost(name),
+                buf,
+            },
             Chan::Fd { rx, .. } => Rx::Fd { fd: *rx, buf },
         }
     }
 }
 
+/// Opens a Boost queue this process then uses until it exits (handles are not closed: the
+/// roles end with `_exit`).
+fn open_boost(name: &std::ffi::CStr) -> *mut libc::c_void {
+    let lib = boost().expect("created, so loaded");
+    // SAFETY: a NUL-terminated name; the function catches every C++ exception.
+    let q = unsafe { (lib.open)(name.as_ptr()) };
+    assert!(!q.is_null(), "Boost message_queue open");
+    q
+}
+
 enum Tx {
     Limit(LimitTx),
+    Boost {
+        q: *mut libc::c_void,
+        buf: Vec<u8>,
+    },
     Shmq {
         q: CrossProcessQueue,
         mode: Shmq,
@@ -637,6 +768,14 @@ impl Tx {
                     q.send_batch(&refs[..k], None).expect("send_batch")
                 }
             },
+            Tx::Boost { q, buf } => {
+                fill(&mut buf[..size], seq);
+                let lib = boost().expect("opened, so loaded");
+                // SAFETY: `q` is an open queue; our buffer of `size` bytes.
+                let r = unsafe { (lib.send)(*q, buf.as_ptr() as *const _, size) };
+                assert_eq!(r, 0, "Boost send");
+                1
+            }
             Tx::Mq { fd, buf } => {
                 fill(&mut buf[..size], seq);
                 // SAFETY: our buffer of `size` bytes.
@@ -655,6 +794,10 @@ impl Tx {
 
 enum Rx {
     Limit(LimitRx),
+    Boost {
+        q: *mut libc::c_void,
+        buf: Vec<u8>,
+    },
     Shmq {
         q: CrossProcessQueue,
         mode: Shmq,
@@ -730,6 +873,15 @@ impl Rx {
                     n
                 }
             },
+            Rx::Boost { q, buf } => {
+                let lib = boost().expect("opened, so loaded");
+                // SAFETY: `q` is an open queue; our buffer of at least `size` bytes (the
+                // queue's message size).
+                let n = unsafe { (lib.receive)(*q, buf.as_mut_ptr() as *mut _, buf.len()) };
+                assert!(n >= 0, "Boost receive");
+                f(check(&buf[..n as usize], size));
+                1
+            }
             Rx::Mq { fd, buf } => {
                 // SAFETY: our buffer of at least `size` bytes (the queue's message size).
                 let n = unsafe {
@@ -1273,7 +1425,7 @@ fn main() {
         },
         other => other,
     };
-    let peers = [Kind::Mq, Kind::Seqpacket, Kind::Pipe];
+    let peers = [Kind::Mq, Kind::Seqpacket, Kind::Pipe, Kind::Boost];
     let mut rtt_csv = String::from("transport,ns\n");
 
     // Round trips, 64 B, split cores.
@@ -1289,7 +1441,7 @@ fn main() {
         ]
         .into_iter()
         .chain(peers)
-        .filter(|&k| cfg.wants_kind(k))
+        .filter(|&k| cfg.wants_kind(k) && k.available())
         .collect::<Vec<_>>();
         // Rounds outermost: each round measures every transport once, so a drift of the
         // VM's speed between rounds affects them all alike (see `ratio`).
@@ -1321,7 +1473,7 @@ fn main() {
             .into_iter()
             .chain(peers)
         {
-            if !cfg.wants_kind(kind) {
+            if !cfg.wants_kind(kind) || !kind.available() {
                 continue;
             }
             let iters = if kind.spins() { 20 } else { cfg.rtt_iters / 4 };
@@ -1348,7 +1500,7 @@ fn main() {
         let kinds: Vec<Kind> = kinds
             .iter()
             .copied()
-            .filter(|&k| cfg.wants_kind(k))
+            .filter(|&k| cfg.wants_kind(k) && k.available())
             .collect();
         let count = |kind: Kind| {
             let n = cfg.messages(size);
@@ -1401,6 +1553,7 @@ fn main() {
         Kind::Mq,
         Kind::Seqpacket,
         Kind::Pipe,
+        Kind::Boost,
     ];
     tput(
         &mut report,
@@ -1428,6 +1581,7 @@ fn main() {
         Kind::Mq,
         Kind::Seqpacket,
         Kind::Pipe,
+        Kind::Boost,
     ];
     tput(
         &mut report,
@@ -1449,6 +1603,7 @@ fn main() {
         Kind::Mq,
         Kind::Seqpacket,
         Kind::Pipe,
+        Kind::Boost,
     ];
     tput(
         &mut report,
@@ -1473,6 +1628,7 @@ fn main() {
             spsc(shmq_zc_nocrc),
             Kind::Seqpacket,
             Kind::Pipe,
+            Kind::Boost,
         ];
         if size <= mq_msgsize_max() {
             kinds.push(Kind::Mq);
