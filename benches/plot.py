@@ -28,7 +28,7 @@ def rows(path):
 
 
 COLORS = ["#222222", "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
-          "#e377c2", "#17becf", "#bcbd22"]
+          "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#e6ab02", "#a6cee3", "#b15928"]
 W, H = 790, 440
 L, R, T, B = 70, 240, 40, 55  # margins (the right one holds the legend)
 
@@ -66,7 +66,7 @@ def legend(out, names):
     for i, name in enumerate(names):
         y = T + 10 + i * 18
         x = W - R + 12
-        out.append(f'<line x1="{x}" y1="{y}" x2="{x + 22}" y2="{y}" stroke="{COLORS[i % 10]}" '
+        out.append(f'<line x1="{x}" y1="{y}" x2="{x + 22}" y2="{y}" stroke="{COLORS[i % len(COLORS)]}" '
                    f'stroke-width="2.5"/>')
         out.append(f'<text x="{x + 28}" y="{y + 4}">{name}</text>')
 
@@ -109,7 +109,7 @@ def latency_histogram(samples_path, out_path):
             x1 = L + (b + 1) / bins * pw
             y = T + ph - c / ymax * ph
             pts += [f"{x0:.1f},{y:.1f}", f"{x1:.1f},{y:.1f}"]
-        out.append(f'<polyline fill="none" stroke="{COLORS[i % 10]}" stroke-width="1.8" '
+        out.append(f'<polyline fill="none" stroke="{COLORS[i % len(COLORS)]}" stroke-width="1.8" '
                    f'points="{" ".join(pts)}"/>')
     legend(out, list(hists))
     out.append("</svg>")
@@ -143,10 +143,10 @@ def throughput_vs_size(results_path, out_path):
             x = L + (math.log10(s) - xlo) / (xhi - xlo) * pw
             y = T + ph - (math.log10(v) - ylo) / (yhi - ylo) * ph
             pts.append((x, y))
-        out.append(f'<polyline fill="none" stroke="{COLORS[i % 10]}" stroke-width="2" points="'
+        out.append(f'<polyline fill="none" stroke="{COLORS[i % len(COLORS)]}" stroke-width="2" points="'
                    + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts) + '"/>')
         for x, y in pts:
-            out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{COLORS[i % 10]}"/>')
+            out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{COLORS[i % len(COLORS)]}"/>')
     legend(out, list(series))
     out.append("</svg>")
     with open(out_path, "w") as f:
