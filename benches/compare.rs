@@ -393,6 +393,10 @@ impl Kind {
             Kind::Pipe => "pipe".into(),
         }
     }
+    /// Whether this transport can run here (Boost only when it could be built).
+    fn available(&self) -> bool {
+        *self != Kind::Boost || boost().is_some()
+    }
     fn is_peer(&self) -> bool {
         matches!(self, Kind::Mq | Kind::Seqpacket | Kind::Pipe | Kind::Boost)
     }
@@ -405,13 +409,6 @@ impl Kind {
                     ..
                 }
         )
-    }
-}
-
-impl Kind {
-    /// Whether this transport can run here (Boost only when it could be built).
-    fn available(&self) -> bool {
-        *self != Kind::Boost || boost().is_some()
     }
 }
 

@@ -293,7 +293,9 @@ impl QueueOptions {
         let identity = &queue.ring.header().identity;
         identity.creator_pid.store(segment::pid(), Relaxed);
         identity.creator_id.store(queue.me, Relaxed);
-        identity.created_at_ns.store(segment::now_ns(), Relaxed);
+        identity
+            .created_at_ns
+            .store(clock::kernel_realtime_ns(), Relaxed);
         queue.ring.publish_magic();
         Ok(queue)
     }
@@ -487,7 +489,9 @@ impl CrossProcessQueue {
         entry
             .start_time
             .store(segment::process_start_time(), Relaxed);
-        entry.connected_at_ns.store(segment::now_ns(), Relaxed);
+        entry
+            .connected_at_ns
+            .store(clock::kernel_realtime_ns(), Relaxed);
         entry.id.store(me, Relaxed);
         let spsc = ring.is_spsc().then(Box::<spsc::Spsc>::default);
         Ok(CrossProcessQueue {

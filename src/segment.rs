@@ -428,14 +428,6 @@ pub fn process_start_time() -> u64 {
         .unwrap_or(0)
 }
 
-/// Nanoseconds since the Unix epoch.
-pub fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
 /// This process's id.
 pub fn pid() -> u32 {
     std::process::id()
