@@ -1,7 +1,8 @@
 //! The per-message hot path in one thread, for instruction counts under callgrind.
 //!
 //! Each mode moves N messages of SIZE bytes through one queue (depth 256) in one thread:
-//! `copy` = `send_bytes` + `receive_into` pairs, `inplace` = `send_in_place` +
+//! `copy` = `send_bytes` + `receive_into` pairs, `fill` = the same calls a queue-full at a
+//! time (as two processes sharing one core take turns), `inplace` = `send_in_place` +
 //! `recv_in_place` pairs, `batch` = `send_batch` + `recv_batch` of 32. Only `hot_loop` is
 //! meant to be measured: callgrind counts it alone with
 //!
@@ -37,6 +38,22 @@ fn hot_loop(queue: &CrossProcessQueue, mode: &str, n: u64, size: usize) -> u64 {
                 sum = sum.wrapping_add(meta.len as u64 + buf[0] as u64);
             }
         }
+        "fill" => {
+            // Like two processes on one core: fill the queue, then drain it.
+            let depth = queue.capacity() as u64;
+            for _ in 0..n / depth {
+                for _ in 0..depth {
+                    queue.send_bytes(&data).expect("send");
+                }
+                for _ in 0..depth {
+                    let meta = queue
+                        .receive_into(&mut buf)
+                        .expect("receive")
+                        .expect("a message");
+                    sum = sum.wrapping_add(meta.len as u64 + buf[0] as u64);
+                }
+            }
+        }
         "inplace" => {
             for _ in 0..n {
                 queue
@@ -68,7 +85,7 @@ fn hot_loop(queue: &CrossProcessQueue, mode: &str, n: u64, size: usize) -> u64 {
                 sum = sum.wrapping_add(metas[BATCH - 1].len as u64);
             }
         }
-        other => panic!("unknown mode {other}: copy, inplace or batch"),
+        other => panic!("unknown mode {other}: copy, fill, inplace or batch"),
     }
     sum
 }

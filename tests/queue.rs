@@ -27,6 +27,9 @@ fn child() {
     let Ok(role) = std::env::var(ROLE_ENV) else {
         return;
     };
+    if let Ok(cpu) = std::env::var("PIN_CPU") {
+        pin_to_cpu(cpu.parse().unwrap());
+    }
     let q = CrossProcessQueue::connect(&env("Q")).expect("child connects");
     match role.as_str() {
         "producer" => {
@@ -89,40 +92,71 @@ fn child() {
     }
 }
 
-#[test]
-fn two_producers_two_consumers_200k_messages_exactly_once() {
-    const PER_PRODUCER: u64 = 100_000;
-    let tq = TestQueue::new("mpmc");
-    let q = CrossProcessQueue::create(&tq.name, 64, 64).unwrap();
+/// Restricts this process to one CPU.
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it, and
+    // sched_setaffinity reads `size_of::<cpu_set_t>()` bytes of it.
+    let ok = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    };
+    assert!(ok, "pin to CPU {cpu}: {}", std::io::Error::last_os_error());
+}
+
+/// The first CPU this process may run on.
+fn first_allowed_cpu() -> usize {
+    // SAFETY: as in `pin_to_cpu`; sched_getaffinity fills the set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+            0
+        );
+        (0..libc::CPU_SETSIZE as usize)
+            .find(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .expect("some CPU is allowed")
+    }
+}
+
+/// `producers` processes send `per_producer` messages each through a queue of depth 64 to
+/// `consumers` processes with the blocking calls; every message must arrive exactly once, in
+/// order per producer. `pin`: every child runs on that one CPU.
+fn exactly_once(
+    tag: &str,
+    queue: &CrossProcessQueue,
+    name: &str,
+    producers: u64,
+    consumers: usize,
+    per_producer: u64,
+    pin: Option<usize>,
+) {
     let dir = std::env::temp_dir();
-    let outs: Vec<_> = (0..2)
-        .map(|i| dir.join(format!("{}_{i}.ids", tq.name)))
+    let outs: Vec<_> = (0..consumers)
+        .map(|i| dir.join(format!("{name}_{tag}_{i}.ids")))
         .collect();
+    let mut placement = vec![("Q", name.to_string())];
+    if let Some(cpu) = pin {
+        placement.push(("PIN_CPU", cpu.to_string()));
+    }
     let mut kids = Children(Vec::new());
     for out in &outs {
-        kids.0.push(spawn_role(
-            "child",
-            "consumer",
-            &[("Q", tq.name.clone()), ("OUT", out.display().to_string())],
-        ));
+        let mut env = placement.clone();
+        env.push(("OUT", out.display().to_string()));
+        kids.0.push(spawn_role("child", "consumer", &env));
     }
-    for p in 0..2u64 {
-        kids.0.push(spawn_role(
-            "child",
-            "producer",
-            &[
-                ("Q", tq.name.clone()),
-                ("PRODUCER", p.to_string()),
-                ("COUNT", PER_PRODUCER.to_string()),
-            ],
-        ));
+    for p in 0..producers {
+        let mut env = placement.clone();
+        env.push(("PRODUCER", p.to_string()));
+        env.push(("COUNT", per_producer.to_string()));
+        kids.0.push(spawn_role("child", "producer", &env));
     }
-    let (consumers, producers) = kids.0.split_at_mut(2);
-    for p in producers {
+    let (consumer_kids, producer_kids) = kids.0.split_at_mut(consumers);
+    for p in producer_kids {
         finish(p);
     }
-    q.shutdown().unwrap();
-    for c in consumers {
+    queue.shutdown().unwrap();
+    for c in consumer_kids {
         finish(c);
     }
     let mut ids = Vec::new();
@@ -135,20 +169,43 @@ fn two_producers_two_consumers_200k_messages_exactly_once() {
                 .map(|c| u64::from_le_bytes(c.try_into().unwrap())),
         );
     }
-    assert_eq!(ids.len() as u64, 2 * PER_PRODUCER, "received count");
+    assert_eq!(ids.len() as u64, producers * per_producer, "received count");
     ids.sort_unstable();
-    let expected: Vec<u64> = (0..2u64)
-        .flat_map(|p| (0..PER_PRODUCER).map(move |s| (p << 32) | s))
+    let expected: Vec<u64> = (0..producers)
+        .flat_map(|p| (0..per_producer).map(move |s| (p << 32) | s))
         .collect();
     assert_eq!(ids, expected, "every message exactly once");
-    let stats = q.stats();
-    assert_eq!(stats.messages_sent, 2 * PER_PRODUCER);
-    assert_eq!(stats.messages_received, 2 * PER_PRODUCER);
+    let stats = queue.stats();
+    assert_eq!(stats.messages_sent, producers * per_producer);
+    assert_eq!(stats.messages_received, producers * per_producer);
     assert_eq!(
         stats.checksum_failures + stats.abandoned + stats.corrupted,
         0
     );
     assert!(stats.peak_depth <= 64);
+}
+
+#[test]
+fn two_producers_two_consumers_200k_messages_exactly_once() {
+    let tq = TestQueue::new("mpmc");
+    let q = CrossProcessQueue::create(&tq.name, 64, 64).unwrap();
+    exactly_once("split", &q, &tq.name, 2, 2, 100_000, None);
+}
+
+/// Every process on one CPU: a blocked call must let its peer run there (a waiter that only
+/// polled would hold the core until its spin ends), which changes how the calls wait.
+#[test]
+fn all_processes_on_one_cpu_exactly_once() {
+    let cpu = first_allowed_cpu();
+    let tq = TestQueue::new("onecpu");
+    let q = CrossProcessQueue::create(&tq.name, 64, 64).unwrap();
+    exactly_once("mpmc", &q, &tq.name, 2, 2, 20_000, Some(cpu));
+    let tq = TestQueue::new("onecpu_spsc");
+    let q = CrossProcessQueue::options()
+        .single_producer_single_consumer(true)
+        .create(&tq.name, 64, 64)
+        .unwrap();
+    exactly_once("spsc", &q, &tq.name, 1, 1, 20_000, Some(cpu));
 }
 
 #[test]
