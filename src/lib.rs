@@ -35,8 +35,8 @@ mod sync;
 mod wait;
 mod zerocopy;
 
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 
 pub use error::{Error, Result};
@@ -64,6 +64,9 @@ const SLEEP_SLICE: Duration = Duration::from_millis(50);
 const SPIN_LIMIT: Duration = Duration::from_micros(10);
 /// While polling, the caller yields its core this often, so a peer on the same core runs.
 const SPIN_YIELD_EVERY: Duration = Duration::from_micros(1);
+/// A yield that keeps the caller off its core this long let another task run there: when
+/// the peer shares the core, polling only delays it (see [`CrossProcessQueue::run`]).
+const YIELD_SWITCHED: Duration = Duration::from_micros(5);
 /// Minimum interval between liveness checks (each is a system call) by one handle.
 const LIVENESS_INTERVAL_NS: u64 = 1_000_000;
 /// Pending byte counts are flushed to the shared statistics after this many messages.
@@ -317,6 +320,10 @@ pub struct CrossProcessQueue {
     next_liveness_check: AtomicU64,
     next_orphan_scan: AtomicU64,
     clock_origin: Instant,
+    /// Per direction (receiving, sending): whether the last yield of a blocked call gave
+    /// the core to another task, so the next blocked call yields before it polls (see
+    /// [`run`](Self::run)).
+    yield_first: [AtomicBool; 2],
     /// The roles this handle holds on a single-producer/single-consumer queue.
     spsc: Option<Box<spsc::Spsc>>,
 }
@@ -502,6 +509,7 @@ impl CrossProcessQueue {
             pending_sent: AtomicU64::new(0),
             pending_received: AtomicU64::new(0),
             next_liveness_check: AtomicU64::new(0),
+            yield_first: Default::default(),
             next_orphan_scan: AtomicU64::new(0),
             clock_origin: Instant::now(),
             spsc,
@@ -723,25 +731,49 @@ impl CrossProcessQueue {
             self.flush_side(producer);
             return attempt(true);
         }
-        let spin_start = Instant::now();
-        let deadline = timeout.map(|t| spin_start + t);
         // Poll, one pause between attempts (a peer on another core usually answers within
-        // microseconds), yielding now and then for a peer on this core. The clock is read
-        // every few attempts only.
-        let mut next_yield = SPIN_YIELD_EVERY;
+        // microseconds), yielding now and then for a peer on this core.
+        //
+        // The clock is read every few attempts only, and not at all by a wait without a
+        // deadline that ends within its first few attempts: a receiver that keeps up with a
+        // stream finds the queue empty for a moment before most messages, and a clock read
+        // costs as much as an attempt.
+        //
+        // A peer on this core cannot answer while we poll: there, each microsecond polled is
+        // lost. So when a yield keeps us off the core for a while (another task ran: likely
+        // the peer, which then filled or drained the queue), the next wait yields at once;
+        // when a yield comes straight back (nobody else wanted the core), polling costs
+        // nobody and the next wait polls first again.
+        // Relaxed: a hint for this handle's own scheduling; it orders nothing.
+        let yield_first = &self.yield_first[usize::from(producer)];
+        let mut next_yield = if yield_first.load(Relaxed) {
+            Duration::ZERO
+        } else {
+            SPIN_YIELD_EVERY
+        };
+        let mut spin_start = (timeout.is_some() || next_yield.is_zero()).then(Instant::now);
+        let deadline = timeout.zip(spin_start).map(|(t, start)| start + t);
         for polls in 1u32.. {
             std::hint::spin_loop();
             if let Attempt::Done(v) = attempt(false)? {
                 return Ok(Attempt::Done(v));
             }
-            if polls % 8 == 0 {
-                let spun = spin_start.elapsed();
-                if spun >= SPIN_LIMIT || deadline.is_some_and(|d| spin_start + spun >= d) {
+            if polls % 8 == 0 || next_yield.is_zero() {
+                let start = *spin_start.get_or_insert_with(Instant::now);
+                let spun = start.elapsed();
+                if spun >= SPIN_LIMIT || deadline.is_some_and(|d| start + spun >= d) {
                     break;
                 }
                 if spun >= next_yield {
                     std::thread::yield_now();
-                    next_yield = spun + SPIN_YIELD_EVERY;
+                    let back = start.elapsed();
+                    let switched = back - spun >= YIELD_SWITCHED;
+                    yield_first.store(switched, Relaxed);
+                    next_yield = if switched {
+                        Duration::ZERO
+                    } else {
+                        back + SPIN_YIELD_EVERY
+                    };
                 }
             }
         }
