@@ -1,11 +1,16 @@
 //! Side-by-side benchmark: shmq against the hardware limit and against the transports a user
-//! would pick instead (POSIX mq, a Unix SEQPACKET socket, a pipe), in one run.
+//! would pick instead (POSIX mq, a Unix SEQPACKET socket, a pipe, and, when they can be built
+//! here, Boost.Interprocess message_queue and iceoryx2 publish-subscribe), in one run.
 //!
 //! ```text
 //! cargo bench --bench compare                      # full run (a few minutes)
 //! SHMQ_BENCH_QUICK=1 cargo bench --bench compare   # smoke run (< 60 s)
 //! SHMQ_BENCH_ONLY=tput64 cargo bench --bench compare   # only workloads whose key contains it
+//! SHMQ_BENCH_ICEORYX2=0 cargo bench --bench compare    # without iceoryx2 (no cargo build)
 //! ```
+//!
+//! iceoryx2 is compiled by the first run that asks for it (`benches/iceoryx2_peer`, a minute
+//! or two once; it needs crates.io then) and skipped, saying why, if it cannot be.
 //!
 //! Every workload runs in separate processes (`fork`), each pinned to a core with
 //! `sched_setaffinity`. Every message has every byte written by the sender (an 8-byte
@@ -368,6 +373,9 @@ enum Kind {
     /// Boost.Interprocess `message_queue`, when the Boost headers and a C++ compiler are
     /// installed (see [`boost`]).
     Boost,
+    /// iceoryx2 0.10 publish-subscribe, receiver busy-polling, when `benches/iceoryx2_peer`
+    /// could be built (see [`iceoryx2`]).
+    Iceoryx2,
 }
 
 impl Kind {
@@ -389,21 +397,32 @@ impl Kind {
             }
             Kind::Mq => "POSIX mq".into(),
             Kind::Boost => "Boost message_queue".into(),
+            Kind::Iceoryx2 => "iceoryx2 pub/sub".into(),
             Kind::Seqpacket => "Unix SEQPACKET".into(),
             Kind::Pipe => "pipe".into(),
         }
     }
-    /// Whether this transport can run here (Boost only when it could be built).
+    /// Whether this transport can run here (Boost and iceoryx2 only when they could be built).
     fn available(&self) -> bool {
-        *self != Kind::Boost || boost().is_some()
+        match self {
+            Kind::Boost => boost().is_some(),
+            Kind::Iceoryx2 => iceoryx2().is_some(),
+            _ => true,
+        }
     }
     fn is_peer(&self) -> bool {
-        matches!(self, Kind::Mq | Kind::Seqpacket | Kind::Pipe | Kind::Boost)
+        matches!(
+            self,
+            Kind::Mq | Kind::Seqpacket | Kind::Pipe | Kind::Boost | Kind::Iceoryx2
+        )
     }
+    /// Whether the receiver busy-polls (iceoryx2's pub/sub has no blocking receive without
+    /// its separate event service): on one core it holds the CPU until preempted.
     fn spins(&self) -> bool {
         matches!(
             self,
             Kind::Limit
+                | Kind::Iceoryx2
                 | Kind::Shmq {
                     mode: Shmq::Poll,
                     ..
@@ -490,6 +509,201 @@ fn load_boost() -> Result<BoostLib, String> {
     }
 }
 
+// ----- iceoryx2 publish-subscribe, built at run time ---------------------------------------------
+
+type IoxInit = unsafe extern "C" fn(*const libc::c_char) -> libc::c_int;
+type IoxCreate = unsafe extern "C" fn(*const libc::c_char, usize, usize) -> *mut libc::c_void;
+type IoxOpenTx = unsafe extern "C" fn(*const libc::c_char, usize) -> *mut libc::c_void;
+type IoxOpenRx = unsafe extern "C" fn(*const libc::c_char, usize) -> *mut libc::c_void;
+/// `iox_wait_subscribers` and `iox_wait_publishers`.
+type IoxWait = unsafe extern "C" fn(*mut libc::c_void, usize, u64) -> libc::c_int;
+type IoxSend = unsafe extern "C" fn(*mut libc::c_void, *const u8, usize) -> libc::c_long;
+type IoxTryReceive = unsafe extern "C" fn(*mut libc::c_void, *mut u8, usize) -> libc::c_long;
+type IoxClose = unsafe extern "C" fn(*mut libc::c_void) -> libc::c_int;
+type IoxCleanup = extern "C" fn() -> libc::c_long;
+
+/// `iox_try_receive`: no message there.
+const IOX_EMPTY: libc::c_long = -2;
+
+/// The C interface of `benches/iceoryx2_peer` (see its `src/lib.rs`), loaded with `dlopen`.
+struct IoxLib {
+    create: IoxCreate,
+    destroy: IoxClose,
+    open_tx: IoxOpenTx,
+    open_rx: IoxOpenRx,
+    wait_subscribers: IoxWait,
+    wait_publishers: IoxWait,
+    send: IoxSend,
+    try_receive: IoxTryReceive,
+    close_tx: IoxClose,
+    close_rx: IoxClose,
+    cleanup: IoxCleanup,
+}
+
+static ICEORYX2: std::sync::OnceLock<Option<IoxLib>> = std::sync::OnceLock::new();
+
+/// iceoryx2, built (`cargo build --release` of `benches/iceoryx2_peer`, its own project so
+/// that shmq's builds never compile it) and loaded the first time it is asked for, in the
+/// parent before any fork; `None` (with the reason printed once) if it cannot be built
+/// (offline, no cargo) or `SHMQ_BENCH_ICEORYX2=0`.
+fn iceoryx2() -> Option<&'static IoxLib> {
+    ICEORYX2
+        .get_or_init(|| match load_iceoryx2() {
+            Ok(lib) => Some(lib),
+            Err(why) => {
+                println!("iceoryx2: skipped ({why})");
+                None
+            }
+        })
+        .as_ref()
+}
+
+fn iceoryx2_opted_out() -> bool {
+    std::env::var("SHMQ_BENCH_ICEORYX2").is_ok_and(|v| v == "0")
+}
+
+fn load_iceoryx2() -> Result<IoxLib, String> {
+    if iceoryx2_opted_out() {
+        return Err("SHMQ_BENCH_ICEORYX2=0".into());
+    }
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/iceoryx2_peer");
+    let manifest = format!("{dir}/Cargo.toml");
+    if !std::path::Path::new(&manifest).exists() {
+        return Err(format!("{manifest} is missing"));
+    }
+    let lib = format!("{dir}/target/release/libshmq_bench_iceoryx2.so");
+    // The cargo running this bench (it sets CARGO), else the one on the PATH.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // Cargo decides what to rebuild; this only says why the bench may pause for minutes.
+    let modified = |p: &str| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let built = modified(&lib);
+    if ["Cargo.toml", "Cargo.lock", "src/lib.rs"]
+        .iter()
+        .any(|f| built.is_none() || modified(&format!("{dir}/{f}")) > built)
+    {
+        println!("iceoryx2: building benches/iceoryx2_peer (cargo build --release, minutes)");
+        let _ = std::io::stdout().flush();
+    }
+    let t = Instant::now();
+    let out = std::process::Command::new(&cargo)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--manifest-path",
+            &manifest,
+        ])
+        // Its own target directory, whatever CARGO_TARGET_DIR says for shmq's build.
+        .args(["--target-dir", &format!("{dir}/target")])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", cargo.to_string_lossy()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let first = err
+            .lines()
+            .find(|l| l.contains("error"))
+            .or_else(|| err.lines().next())
+            .map_or_else(|| out.status.to_string(), str::to_string);
+        return Err(format!("cargo build failed: {first}"));
+    }
+    if t.elapsed() > Duration::from_secs(5) {
+        println!("iceoryx2: built in {:.0} s", t.elapsed().as_secs_f64());
+    }
+    let path = std::ffi::CString::new(lib).unwrap();
+    // SAFETY: a NUL-terminated path; the library is a Rust cdylib whose only global state is
+    // its own (iceoryx2's logger and configuration).
+    let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    if handle.is_null() {
+        return Err("dlopen failed".into());
+    }
+    let sym = |name: &std::ffi::CStr| {
+        // SAFETY: a live handle and a NUL-terminated symbol name.
+        let p = unsafe { libc::dlsym(handle, name.as_ptr()) };
+        if p.is_null() {
+            Err(format!("{name:?} missing"))
+        } else {
+            Ok(p)
+        }
+    };
+    type P = *mut libc::c_void;
+    // SAFETY (each transmute): the symbols are the extern "C" functions of
+    // benches/iceoryx2_peer/src/lib.rs with exactly these signatures; the library stays
+    // loaded for the whole process.
+    let lib = unsafe {
+        IoxLib {
+            create: std::mem::transmute::<P, IoxCreate>(sym(c"iox_create")?),
+            destroy: std::mem::transmute::<P, IoxClose>(sym(c"iox_destroy")?),
+            open_tx: std::mem::transmute::<P, IoxOpenTx>(sym(c"iox_open_tx")?),
+            open_rx: std::mem::transmute::<P, IoxOpenRx>(sym(c"iox_open_rx")?),
+            wait_subscribers: std::mem::transmute::<P, IoxWait>(sym(c"iox_wait_subscribers")?),
+            wait_publishers: std::mem::transmute::<P, IoxWait>(sym(c"iox_wait_publishers")?),
+            send: std::mem::transmute::<P, IoxSend>(sym(c"iox_send")?),
+            try_receive: std::mem::transmute::<P, IoxTryReceive>(sym(c"iox_try_receive")?),
+            close_tx: std::mem::transmute::<P, IoxClose>(sym(c"iox_close_tx")?),
+            close_rx: std::mem::transmute::<P, IoxClose>(sym(c"iox_close_rx")?),
+            cleanup: std::mem::transmute::<P, IoxCleanup>(sym(c"iox_cleanup")?),
+        }
+    };
+    // SAFETY: as above.
+    let init = unsafe { std::mem::transmute::<P, IoxInit>(sym(c"iox_init")?) };
+    // This run's own iceoryx2 domain (files under $TMPDIR/<domain>/, shared memory named
+    // <domain>_*), so that `cleanup_iceoryx2` removes exactly what the run created.
+    let domain = std::ffi::CString::new(format!("shmqbench_iox2_{}", std::process::id())).unwrap();
+    // SAFETY: a NUL-terminated name; the function catches panics.
+    if unsafe { init(domain.as_ptr()) } != 0 {
+        return Err("iox_init failed".into());
+    }
+    Ok(lib)
+}
+
+/// Removes this run's iceoryx2 domain once every child is gone (`iox_cleanup`). Each role
+/// drops its ports and node before `_exit` (see [`IoxTx`]), which removes their files; what
+/// iceoryx2 never removes (its global management segment, its directories) and the files of a
+/// role that died without dropping its node (killed, say) go here: iceoryx2's own dead-node
+/// cleanup cannot see those, as forked children share the parent's cached process identity.
+fn cleanup_iceoryx2() {
+    if let Some(Some(lib)) = ICEORYX2.get() {
+        match (lib.cleanup)() {
+            0 => {}
+            -1 => println!("iceoryx2: could not remove all of its files"),
+            n => println!("iceoryx2: removed the files of {n} nodes that were not dropped"),
+        }
+    }
+}
+
+/// Removes the run's iceoryx2 domain when `main` ends, panicking or not (forked children
+/// leave with `_exit` and never drop it).
+struct Iceoryx2Domain;
+
+impl Drop for Iceoryx2Domain {
+    fn drop(&mut self) {
+        cleanup_iceoryx2();
+    }
+}
+
+/// A publisher this process opened; closed (with its node, whose files go too) when dropped,
+/// which is before a role's `_exit`.
+struct IoxTx(*mut libc::c_void);
+
+impl Drop for IoxTx {
+    fn drop(&mut self) {
+        let lib = iceoryx2().expect("opened, so loaded");
+        // SAFETY: our handle from iox_open_tx, not used afterwards.
+        unsafe { (lib.close_tx)(self.0) };
+    }
+}
+
+/// A subscriber this process opened; closed when dropped.
+struct IoxRx(*mut libc::c_void);
+
+impl Drop for IoxRx {
+    fn drop(&mut self) {
+        let lib = iceoryx2().expect("opened, so loaded");
+        // SAFETY: our handle from iox_open_rx, not used afterwards.
+        unsafe { (lib.close_rx)(self.0) };
+    }
+}
+
 /// One direction of a transport, created in the parent before forking.
 enum Chan {
     Limit(LimitRing),
@@ -504,6 +718,11 @@ enum Chan {
     },
     Boost {
         name: std::ffi::CString,
+    },
+    Iceoryx2 {
+        name: std::ffi::CString,
+        /// The parent's node and service handle, which keep the service alive.
+        owner: *mut libc::c_void,
     },
     Fd {
         rx: i32,
@@ -568,6 +787,15 @@ impl Chan {
                 assert_eq!(r, 0, "Boost message_queue create");
                 Chan::Boost { name }
             }
+            Kind::Iceoryx2 => {
+                let lib = iceoryx2().expect("iceoryx2 is available (Kind::available)");
+                // Unique per run and channel: a stale service of another run cannot clash.
+                let name = std::ffi::CString::new(format!("shmqbench{pid}_{n}")).unwrap();
+                // SAFETY: a NUL-terminated name; the function catches panics.
+                let owner = unsafe { (lib.create)(name.as_ptr(), DEPTH, size) };
+                assert!(!owner.is_null(), "iceoryx2 service create");
+                Chan::Iceoryx2 { name, owner }
+            }
             Kind::Seqpacket => {
                 let mut fds = [0i32; 2];
                 // SAFETY: writes two fds into our array.
@@ -607,6 +835,12 @@ impl Chan {
                 // SAFETY: a NUL-terminated name.
                 unsafe { (lib.remove)(name.as_ptr()) };
             }
+            Chan::Iceoryx2 { owner, .. } => {
+                let lib = iceoryx2().expect("created, so loaded");
+                // SAFETY: the parent's handle from iox_create, not used afterwards (children
+                // that inherited a copy have exited without touching it).
+                unsafe { (lib.destroy)(owner) };
+            }
             Chan::Mq { name, fd } => {
                 // SAFETY: our descriptor and name.
                 unsafe {
@@ -643,6 +877,19 @@ impl Chan {
                 q: open_boost(name),
                 buf,
             },
+            Chan::Iceoryx2 { name, .. } => {
+                let lib = iceoryx2().expect("created, so loaded");
+                // SAFETY: a NUL-terminated name; the function catches panics.
+                let port = IoxTx(unsafe { (lib.open_tx)(name.as_ptr(), size) });
+                assert!(!port.0.is_null(), "iceoryx2 publisher");
+                // Pub/sub without history delivers only to subscribers already connected (see
+                // `Chan::rx`). Every role opens its ports before the start barrier, each
+                // creating its own port before waiting for the other's, so this cannot deadlock.
+                // SAFETY: our live publisher handle.
+                let r = unsafe { (lib.wait_subscribers)(port.0, 1, 10_000) };
+                assert_eq!(r, 0, "iceoryx2: no subscriber within 10 s");
+                Tx::Iceoryx2 { port, buf }
+            }
             Chan::Fd { tx, .. } => Tx::Fd { fd: *tx, buf },
         }
     }
@@ -666,6 +913,19 @@ impl Chan {
                 q: open_boost(name),
                 buf,
             },
+            Chan::Iceoryx2 { name, .. } => {
+                let lib = iceoryx2().expect("created, so loaded");
+                // SAFETY: a NUL-terminated name; the function catches panics.
+                let port = IoxRx(unsafe { (lib.open_rx)(name.as_ptr(), DEPTH) });
+                assert!(!port.0.is_null(), "iceoryx2 subscriber");
+                // Until the subscriber has connected to the publisher, a publisher that has
+                // filled its buffer drops messages instead of waiting: connect before the
+                // start barrier rather than at the first receive.
+                // SAFETY: our live subscriber handle.
+                let r = unsafe { (lib.wait_publishers)(port.0, 1, 10_000) };
+                assert_eq!(r, 0, "iceoryx2: no publisher within 10 s");
+                Rx::Iceoryx2 { port, buf }
+            }
             Chan::Fd { rx, .. } => Rx::Fd { fd: *rx, buf },
         }
     }
@@ -685,6 +945,10 @@ enum Tx {
     Limit(LimitTx),
     Boost {
         q: *mut libc::c_void,
+        buf: Vec<u8>,
+    },
+    Iceoryx2 {
+        port: IoxTx,
         buf: Vec<u8>,
     },
     Shmq {
@@ -773,6 +1037,15 @@ impl Tx {
                 assert_eq!(r, 0, "Boost send");
                 1
             }
+            Tx::Iceoryx2 { port, buf } => {
+                fill(&mut buf[..size], seq);
+                let lib = iceoryx2().expect("opened, so loaded");
+                // SAFETY: our live publisher handle; our buffer of `size` bytes.
+                let r = unsafe { (lib.send)(port.0, buf.as_ptr(), size) };
+                // The number of subscribers reached: 0 would be a message lost.
+                assert_eq!(r, 1, "iceoryx2 send");
+                1
+            }
             Tx::Mq { fd, buf } => {
                 fill(&mut buf[..size], seq);
                 // SAFETY: our buffer of `size` bytes.
@@ -793,6 +1066,10 @@ enum Rx {
     Limit(LimitRx),
     Boost {
         q: *mut libc::c_void,
+        buf: Vec<u8>,
+    },
+    Iceoryx2 {
+        port: IoxRx,
         buf: Vec<u8>,
     },
     Shmq {
@@ -878,6 +1155,27 @@ impl Rx {
                 assert!(n >= 0, "Boost receive");
                 f(check(&buf[..n as usize], size));
                 1
+            }
+            Rx::Iceoryx2 { port, buf } => {
+                let lib = iceoryx2().expect("opened, so loaded");
+                let mut empty = 0u32;
+                loop {
+                    // SAFETY: our live subscriber handle; our buffer of `buf.len()` bytes.
+                    let n = unsafe { (lib.try_receive)(port.0, buf.as_mut_ptr(), buf.len()) };
+                    if n == IOX_EMPTY {
+                        // Busy polling, as iceoryx2 pub/sub is used without its event service.
+                        std::hint::spin_loop();
+                        empty = empty.wrapping_add(1);
+                        // A sender that failed sends no end marker: stop rather than spin on.
+                        if empty % 65_536 == 0 && ctl().failed.load(Relaxed) != 0 {
+                            panic!("iceoryx2 receive: another role failed");
+                        }
+                        continue;
+                    }
+                    assert!(n >= 0, "iceoryx2 receive: {n}");
+                    f(check(&buf[..n as usize], size));
+                    return 1;
+                }
             }
             Rx::Mq { fd, buf } => {
                 // SAFETY: our buffer of at least `size` bytes (the queue's message size).
@@ -1254,6 +1552,8 @@ struct Report {
     csv: String,
     notes: Vec<String>,
     alloc_checks: usize,
+    /// workload key -> (transport, why it was left out), printed under the workload's rows
+    left_out: BTreeMap<String, Vec<(String, String)>>,
 }
 
 impl Report {
@@ -1275,6 +1575,15 @@ impl Report {
             rounds,
         });
         let _ = writeln!(self.csv, "{key},{},{value}", kind.label());
+    }
+
+    /// Records that `kind` was not run in workload `key`, and why (printed with "–" for a
+    /// value; results.csv has no row, which plot.py's table also shows as "–").
+    fn leave_out(&mut self, key: &str, kind: Kind, why: &str) {
+        self.left_out
+            .entry(key.to_string())
+            .or_default()
+            .push((kind.label(), why.to_string()));
     }
 }
 
@@ -1359,6 +1668,9 @@ fn print_workload(
             extra(*v)
         );
     }
+    for (label, why) in report.left_out.get(key).into_iter().flatten() {
+        println!("  {label:<26} {:>12}   not run: {why}", "–");
+    }
 }
 
 fn main() {
@@ -1377,7 +1689,10 @@ fn main() {
         csv: String::from("workload,transport,value\n"),
         notes: Vec::new(),
         alloc_checks: 0,
+        left_out: BTreeMap::new(),
     };
+    // Removes the run's iceoryx2 files when main returns or panics.
+    let _iceoryx2_domain = Iceoryx2Domain;
     let shmq_block = Kind::Shmq {
         mode: Shmq::Block,
         crc: true,
@@ -1422,7 +1737,13 @@ fn main() {
         },
         other => other,
     };
-    let peers = [Kind::Mq, Kind::Seqpacket, Kind::Pipe, Kind::Boost];
+    let peers = [
+        Kind::Mq,
+        Kind::Seqpacket,
+        Kind::Pipe,
+        Kind::Boost,
+        Kind::Iceoryx2,
+    ];
     let mut rtt_csv = String::from("transport,ns\n");
 
     // Round trips, 64 B, split cores.
@@ -1551,6 +1872,7 @@ fn main() {
         Kind::Seqpacket,
         Kind::Pipe,
         Kind::Boost,
+        Kind::Iceoryx2,
     ];
     tput(
         &mut report,
@@ -1572,6 +1894,8 @@ fn main() {
         Placement::Split,
         cfg.runs,
     );
+    // Not iceoryx2: publish-subscribe hands every message to every subscriber, so two
+    // consumers would each get all of them; it is not a work queue.
     let mpmc = [
         shmq_block,
         shmq_batch,
@@ -1580,6 +1904,13 @@ fn main() {
         Kind::Pipe,
         Kind::Boost,
     ];
+    if cfg.wants("tput64_2p2c") && cfg.wants_kind(Kind::Iceoryx2) && !iceoryx2_opted_out() {
+        report.leave_out(
+            "tput64_2p2c",
+            Kind::Iceoryx2,
+            "pub/sub delivers every message to every subscriber, not a work queue",
+        );
+    }
     tput(
         &mut report,
         "tput64_2p2c",
@@ -1601,6 +1932,7 @@ fn main() {
         Kind::Seqpacket,
         Kind::Pipe,
         Kind::Boost,
+        Kind::Iceoryx2,
     ];
     tput(
         &mut report,
@@ -1626,6 +1958,7 @@ fn main() {
             Kind::Seqpacket,
             Kind::Pipe,
             Kind::Boost,
+            Kind::Iceoryx2,
         ];
         if size <= mq_msgsize_max() {
             kinds.push(Kind::Mq);
