@@ -1,6 +1,7 @@
 //! Side-by-side benchmark: shmq against the hardware limit and against the transports a user
 //! would pick instead (POSIX mq, a Unix SEQPACKET socket, a pipe, and, when they can be built
-//! here, Boost.Interprocess message_queue and iceoryx2 publish-subscribe), in one run.
+//! here, Boost.Interprocess message_queue and iceoryx2 publish-subscribe, the latter copying
+//! and zero-copy, beside shmq's own zero-copy forms), in one run.
 //!
 //! ```text
 //! cargo bench --bench compare                      # full run (a few minutes)
@@ -374,8 +375,13 @@ enum Kind {
     /// installed (see [`boost`]).
     Boost,
     /// iceoryx2 0.10 publish-subscribe, receiver busy-polling, when `benches/iceoryx2_peer`
-    /// could be built (see [`iceoryx2`]).
-    Iceoryx2,
+    /// could be built (see [`iceoryx2`]): each message copied from the sender's buffer into a
+    /// loaned sample and out of the received one into the receiver's, or, `zero_copy`, written
+    /// in the loaned sample and checked in the received one, in place (as shmq's
+    /// `send_in_place` / `recv_in_place`).
+    Iceoryx2 {
+        zero_copy: bool,
+    },
 }
 
 impl Kind {
@@ -397,7 +403,8 @@ impl Kind {
             }
             Kind::Mq => "POSIX mq".into(),
             Kind::Boost => "Boost message_queue".into(),
-            Kind::Iceoryx2 => "iceoryx2 pub/sub".into(),
+            Kind::Iceoryx2 { zero_copy: false } => "iceoryx2 pub/sub".into(),
+            Kind::Iceoryx2 { zero_copy: true } => "iceoryx2 pub/sub zero-copy".into(),
             Kind::Seqpacket => "Unix SEQPACKET".into(),
             Kind::Pipe => "pipe".into(),
         }
@@ -406,14 +413,14 @@ impl Kind {
     fn available(&self) -> bool {
         match self {
             Kind::Boost => boost().is_some(),
-            Kind::Iceoryx2 => iceoryx2().is_some(),
+            Kind::Iceoryx2 { .. } => iceoryx2().is_some(),
             _ => true,
         }
     }
     fn is_peer(&self) -> bool {
         matches!(
             self,
-            Kind::Mq | Kind::Seqpacket | Kind::Pipe | Kind::Boost | Kind::Iceoryx2
+            Kind::Mq | Kind::Seqpacket | Kind::Pipe | Kind::Boost | Kind::Iceoryx2 { .. }
         )
     }
     /// Whether the receiver busy-polls (iceoryx2's pub/sub has no blocking receive without
@@ -422,7 +429,7 @@ impl Kind {
         matches!(
             self,
             Kind::Limit
-                | Kind::Iceoryx2
+                | Kind::Iceoryx2 { .. }
                 | Kind::Shmq {
                     mode: Shmq::Poll,
                     ..
@@ -520,9 +527,12 @@ type IoxWait = unsafe extern "C" fn(*mut libc::c_void, usize, u64) -> libc::c_in
 type IoxSend = unsafe extern "C" fn(*mut libc::c_void, *const u8, usize) -> libc::c_long;
 type IoxTryReceive = unsafe extern "C" fn(*mut libc::c_void, *mut u8, usize) -> libc::c_long;
 type IoxClose = unsafe extern "C" fn(*mut libc::c_void) -> libc::c_int;
+type IoxLoan = unsafe extern "C" fn(*mut libc::c_void, usize) -> *mut u8;
+type IoxSendLoaned = unsafe extern "C" fn(*mut libc::c_void) -> libc::c_long;
+type IoxPeek = unsafe extern "C" fn(*mut libc::c_void, *mut *const u8) -> libc::c_long;
 type IoxCleanup = extern "C" fn() -> libc::c_long;
 
-/// `iox_try_receive`: no message there.
+/// `iox_try_receive`, `iox_peek`: no message there.
 const IOX_EMPTY: libc::c_long = -2;
 
 /// The C interface of `benches/iceoryx2_peer` (see its `src/lib.rs`), loaded with `dlopen`.
@@ -535,6 +545,11 @@ struct IoxLib {
     wait_publishers: IoxWait,
     send: IoxSend,
     try_receive: IoxTryReceive,
+    loan: IoxLoan,
+    send_loaned: IoxSendLoaned,
+    peek: IoxPeek,
+    /// `iox_release`.
+    release: IoxClose,
     close_tx: IoxClose,
     close_rx: IoxClose,
     cleanup: IoxCleanup,
@@ -639,6 +654,10 @@ fn load_iceoryx2() -> Result<IoxLib, String> {
             wait_publishers: std::mem::transmute::<P, IoxWait>(sym(c"iox_wait_publishers")?),
             send: std::mem::transmute::<P, IoxSend>(sym(c"iox_send")?),
             try_receive: std::mem::transmute::<P, IoxTryReceive>(sym(c"iox_try_receive")?),
+            loan: std::mem::transmute::<P, IoxLoan>(sym(c"iox_loan")?),
+            send_loaned: std::mem::transmute::<P, IoxSendLoaned>(sym(c"iox_send_loaned")?),
+            peek: std::mem::transmute::<P, IoxPeek>(sym(c"iox_peek")?),
+            release: std::mem::transmute::<P, IoxClose>(sym(c"iox_release")?),
             close_tx: std::mem::transmute::<P, IoxClose>(sym(c"iox_close_tx")?),
             close_rx: std::mem::transmute::<P, IoxClose>(sym(c"iox_close_rx")?),
             cleanup: std::mem::transmute::<P, IoxCleanup>(sym(c"iox_cleanup")?),
@@ -723,6 +742,7 @@ enum Chan {
         name: std::ffi::CString,
         /// The parent's node and service handle, which keep the service alive.
         owner: *mut libc::c_void,
+        zero_copy: bool,
     },
     Fd {
         rx: i32,
@@ -787,14 +807,18 @@ impl Chan {
                 assert_eq!(r, 0, "Boost message_queue create");
                 Chan::Boost { name }
             }
-            Kind::Iceoryx2 => {
+            Kind::Iceoryx2 { zero_copy } => {
                 let lib = iceoryx2().expect("iceoryx2 is available (Kind::available)");
                 // Unique per run and channel: a stale service of another run cannot clash.
                 let name = std::ffi::CString::new(format!("shmqbench{pid}_{n}")).unwrap();
                 // SAFETY: a NUL-terminated name; the function catches panics.
                 let owner = unsafe { (lib.create)(name.as_ptr(), DEPTH, size) };
                 assert!(!owner.is_null(), "iceoryx2 service create");
-                Chan::Iceoryx2 { name, owner }
+                Chan::Iceoryx2 {
+                    name,
+                    owner,
+                    zero_copy,
+                }
             }
             Kind::Seqpacket => {
                 let mut fds = [0i32; 2];
@@ -877,7 +901,9 @@ impl Chan {
                 q: open_boost(name),
                 buf,
             },
-            Chan::Iceoryx2 { name, .. } => {
+            Chan::Iceoryx2 {
+                name, zero_copy, ..
+            } => {
                 let lib = iceoryx2().expect("created, so loaded");
                 // SAFETY: a NUL-terminated name; the function catches panics.
                 let port = IoxTx(unsafe { (lib.open_tx)(name.as_ptr(), size) });
@@ -888,7 +914,12 @@ impl Chan {
                 // SAFETY: our live publisher handle.
                 let r = unsafe { (lib.wait_subscribers)(port.0, 1, 10_000) };
                 assert_eq!(r, 0, "iceoryx2: no subscriber within 10 s");
-                Tx::Iceoryx2 { port, buf }
+                Tx::Iceoryx2 {
+                    port,
+                    // The zero-copy form writes in the loaned sample: no buffer of its own.
+                    buf: if *zero_copy { Vec::new() } else { buf },
+                    zero_copy: *zero_copy,
+                }
             }
             Chan::Fd { tx, .. } => Tx::Fd { fd: *tx, buf },
         }
@@ -913,7 +944,9 @@ impl Chan {
                 q: open_boost(name),
                 buf,
             },
-            Chan::Iceoryx2 { name, .. } => {
+            Chan::Iceoryx2 {
+                name, zero_copy, ..
+            } => {
                 let lib = iceoryx2().expect("created, so loaded");
                 // SAFETY: a NUL-terminated name; the function catches panics.
                 let port = IoxRx(unsafe { (lib.open_rx)(name.as_ptr(), DEPTH) });
@@ -924,7 +957,12 @@ impl Chan {
                 // SAFETY: our live subscriber handle.
                 let r = unsafe { (lib.wait_publishers)(port.0, 1, 10_000) };
                 assert_eq!(r, 0, "iceoryx2: no publisher within 10 s");
-                Rx::Iceoryx2 { port, buf }
+                Rx::Iceoryx2 {
+                    port,
+                    // The zero-copy form checks the received sample: no buffer of its own.
+                    buf: if *zero_copy { Vec::new() } else { buf },
+                    zero_copy: *zero_copy,
+                }
             }
             Chan::Fd { rx, .. } => Rx::Fd { fd: *rx, buf },
         }
@@ -950,6 +988,7 @@ enum Tx {
     Iceoryx2 {
         port: IoxTx,
         buf: Vec<u8>,
+        zero_copy: bool,
     },
     Shmq {
         q: CrossProcessQueue,
@@ -1037,11 +1076,27 @@ impl Tx {
                 assert_eq!(r, 0, "Boost send");
                 1
             }
-            Tx::Iceoryx2 { port, buf } => {
-                fill(&mut buf[..size], seq);
+            Tx::Iceoryx2 {
+                port,
+                buf,
+                zero_copy,
+            } => {
                 let lib = iceoryx2().expect("opened, so loaded");
-                // SAFETY: our live publisher handle; our buffer of `size` bytes.
-                let r = unsafe { (lib.send)(port.0, buf.as_ptr(), size) };
+                let r = if *zero_copy {
+                    // SAFETY: our live publisher handle, used by this thread alone.
+                    let p = unsafe { (lib.loan)(port.0, size) };
+                    assert!(!p.is_null(), "iceoryx2 loan");
+                    // SAFETY: `size` bytes of the loaned sample, in the publisher's shared
+                    // memory, ours alone until `send_loaned` (no other reference to them).
+                    let slot = unsafe { std::slice::from_raw_parts_mut(p, size) };
+                    fill(slot, seq);
+                    // SAFETY: our live publisher handle; `fill` wrote every byte of the sample.
+                    unsafe { (lib.send_loaned)(port.0) }
+                } else {
+                    fill(&mut buf[..size], seq);
+                    // SAFETY: our live publisher handle; our buffer of `size` bytes.
+                    unsafe { (lib.send)(port.0, buf.as_ptr(), size) }
+                };
                 // The number of subscribers reached: 0 would be a message lost.
                 assert_eq!(r, 1, "iceoryx2 send");
                 1
@@ -1071,6 +1126,7 @@ enum Rx {
     Iceoryx2 {
         port: IoxRx,
         buf: Vec<u8>,
+        zero_copy: bool,
     },
     Shmq {
         q: CrossProcessQueue,
@@ -1156,12 +1212,40 @@ impl Rx {
                 f(check(&buf[..n as usize], size));
                 1
             }
-            Rx::Iceoryx2 { port, buf } => {
+            Rx::Iceoryx2 {
+                port,
+                buf,
+                zero_copy,
+            } => {
                 let lib = iceoryx2().expect("opened, so loaded");
                 let mut empty = 0u32;
                 loop {
-                    // SAFETY: our live subscriber handle; our buffer of `buf.len()` bytes.
-                    let n = unsafe { (lib.try_receive)(port.0, buf.as_mut_ptr(), buf.len()) };
+                    let n = if *zero_copy {
+                        let mut data = std::ptr::null();
+                        // SAFETY: our live subscriber handle, used by this thread alone; a
+                        // pointer of ours to write to.
+                        let n = unsafe { (lib.peek)(port.0, &mut data) };
+                        if n >= 0 {
+                            let bytes = if n == 0 {
+                                &[][..]
+                            } else {
+                                // SAFETY: the `n` bytes of the sample `peek` holds for us, in
+                                // shared memory, unchanged until we release it (the publisher
+                                // reuses a slot only once every subscriber has let it go).
+                                unsafe { std::slice::from_raw_parts(data, n as usize) }
+                            };
+                            let seq = check(bytes, size);
+                            // SAFETY: our live subscriber handle; `bytes` is not used again.
+                            let r = unsafe { (lib.release)(port.0) };
+                            assert_eq!(r, 0, "iceoryx2 release");
+                            f(seq);
+                            return 1;
+                        }
+                        n
+                    } else {
+                        // SAFETY: our live subscriber handle; our buffer of `buf.len()` bytes.
+                        unsafe { (lib.try_receive)(port.0, buf.as_mut_ptr(), buf.len()) }
+                    };
                     if n == IOX_EMPTY {
                         // Busy polling, as iceoryx2 pub/sub is used without its event service.
                         std::hint::spin_loop();
@@ -1637,12 +1721,20 @@ fn print_workload(
         .and_then(|k| report.values.get(k))
         .and_then(|r| r.iter().find(|r| r.label == "hardware limit"))
         .or_else(|| rows.iter().find(|r| r.label == "hardware limit"));
-    let best_peer = rows
-        .iter()
-        .filter(|r| r.is_peer)
-        .map(|r| r.value)
-        .reduce(|a, b| if lower_better == (a < b) { a } else { b });
-    println!("\n{title}");
+    // The best of the other transports, whatever its form: a zero-copy peer (iceoryx2's) is
+    // as much an alternative to every shmq form as a copying one.
+    let best = rows.iter().filter(|r| r.is_peer).reduce(|a, b| {
+        if lower_better == (a.value < b.value) {
+            a
+        } else {
+            b
+        }
+    });
+    let best_peer = best.map(|r| r.value);
+    match best {
+        Some(b) => println!("\n{title} (best peer: {})", b.label),
+        None => println!("\n{title}"),
+    }
     println!(
         "  {:<26} {:>12} {:>16} {:>16}",
         "transport", "value", "vs limit", "vs best peer"
@@ -1737,13 +1829,10 @@ fn main() {
         },
         other => other,
     };
-    let peers = [
-        Kind::Mq,
-        Kind::Seqpacket,
-        Kind::Pipe,
-        Kind::Boost,
-        Kind::Iceoryx2,
-    ];
+    let iox = Kind::Iceoryx2 { zero_copy: false };
+    let iox_zc = Kind::Iceoryx2 { zero_copy: true };
+    // The copying peers; iceoryx2's zero-copy form joins shmq's zero-copy forms where they run.
+    let peers = [Kind::Mq, Kind::Seqpacket, Kind::Pipe, Kind::Boost, iox];
     let mut rtt_csv = String::from("transport,ns\n");
 
     // Round trips, 64 B, split cores.
@@ -1759,6 +1848,7 @@ fn main() {
         ]
         .into_iter()
         .chain(peers)
+        .chain([iox_zc])
         .filter(|&k| cfg.wants_kind(k) && k.available())
         .collect::<Vec<_>>();
         // Rounds outermost: each round measures every transport once, so a drift of the
@@ -1872,7 +1962,8 @@ fn main() {
         Kind::Seqpacket,
         Kind::Pipe,
         Kind::Boost,
-        Kind::Iceoryx2,
+        iox,
+        iox_zc,
     ];
     tput(
         &mut report,
@@ -1904,10 +1995,10 @@ fn main() {
         Kind::Pipe,
         Kind::Boost,
     ];
-    if cfg.wants("tput64_2p2c") && cfg.wants_kind(Kind::Iceoryx2) && !iceoryx2_opted_out() {
+    if cfg.wants("tput64_2p2c") && cfg.wants_kind(iox) && !iceoryx2_opted_out() {
         report.leave_out(
             "tput64_2p2c",
-            Kind::Iceoryx2,
+            iox,
             "pub/sub delivers every message to every subscriber, not a work queue",
         );
     }
@@ -1932,7 +2023,7 @@ fn main() {
         Kind::Seqpacket,
         Kind::Pipe,
         Kind::Boost,
-        Kind::Iceoryx2,
+        iox,
     ];
     tput(
         &mut report,
@@ -1958,7 +2049,8 @@ fn main() {
             Kind::Seqpacket,
             Kind::Pipe,
             Kind::Boost,
-            Kind::Iceoryx2,
+            iox,
+            iox_zc,
         ];
         if size <= mq_msgsize_max() {
             kinds.push(Kind::Mq);

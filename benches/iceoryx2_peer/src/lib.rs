@@ -8,10 +8,15 @@
 //! node: the parent's node keeps the service alive (`iox_create` / `iox_destroy`), the sender
 //! and the receiver open it in their own processes (`iox_open_tx`, `iox_open_rx`).
 //!
+//! A message goes either by copy (`iox_send`, `iox_try_receive`: the caller's buffer is copied
+//! into or out of the sample) or in place (`iox_loan` + `iox_send_loaned`, `iox_peek` +
+//! `iox_release`: the caller writes or reads the sample's bytes in shared memory itself).
+//!
 //! Every function catches panics (iceoryx2 panics on what it considers fatal) and returns an
 //! error code instead: nothing unwinds into the caller.
 
 use std::ffi::{c_char, c_int, c_long, c_void, CStr};
+use std::mem::MaybeUninit;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -20,6 +25,8 @@ use iceoryx2::port::publisher::Publisher;
 use iceoryx2::port::subscriber::Subscriber;
 use iceoryx2::port::update_connections::UpdateConnections;
 use iceoryx2::prelude::*;
+use iceoryx2::sample::Sample;
+use iceoryx2::sample_mut_uninit::SampleMutUninit;
 use iceoryx2::service::port_factory::publish_subscribe::PortFactory as PubSub;
 
 type Svc = ipc::Service;
@@ -44,15 +51,19 @@ struct Owner {
     _node: Node<Svc>,
 }
 
-/// Fields drop in order: the port, then the service handle, then the node (which removes its
-/// own files when it goes).
+/// Fields drop in order: a sample still loaned or held, the port, then the service handle,
+/// then the node (which removes its own files when it goes).
 struct Tx {
+    /// The sample of `iox_loan`, until `iox_send_loaned` sends it.
+    loaned: Option<SampleMutUninit<Svc, [MaybeUninit<u8>], ()>>,
     publisher: Publisher<Svc, [u8], ()>,
     service: PubSub<Svc, [u8], ()>,
     _node: Node<Svc>,
 }
 
 struct Rx {
+    /// The sample of `iox_peek`, until `iox_release` (or the next `iox_peek`) drops it.
+    held: Option<Sample<Svc, [u8], ()>>,
     subscriber: Subscriber<Svc, [u8], ()>,
     service: PubSub<Svc, [u8], ()>,
     _node: Node<Svc>,
@@ -220,6 +231,7 @@ pub unsafe extern "C" fn iox_open_tx(name: *const c_char, message_size: usize) -
                 .create()
                 .ok()?;
             Some(Tx {
+                loaned: None,
                 publisher,
                 service,
                 _node: node,
@@ -251,6 +263,7 @@ pub unsafe extern "C" fn iox_open_rx(name: *const c_char, depth: usize) -> *mut 
                 .create()
                 .ok()?;
             Some(Rx {
+                held: None,
                 subscriber,
                 service,
                 _node: node,
@@ -369,6 +382,105 @@ pub unsafe extern "C" fn iox_try_receive(rx: *mut c_void, buf: *mut u8, cap: usi
             Ok(None) => IOX_EMPTY,
             Err(_) => -1,
         }
+    })
+}
+
+/// Loans a sample of `len` bytes for the caller to fill in place, then send with
+/// `iox_send_loaned`. Returns a pointer to its `len` bytes in shared memory (writable until
+/// `iox_send_loaned`, the next `iox_loan` or `iox_close_tx`; their initial contents are
+/// unspecified), or NULL on failure. A sample loaned before and not sent is dropped.
+///
+/// # Safety
+/// `tx` is a live handle from `iox_open_tx` of this process, used by one thread.
+#[no_mangle]
+pub unsafe extern "C" fn iox_loan(tx: *mut c_void, len: usize) -> *mut u8 {
+    guarded(std::ptr::null_mut(), || {
+        // SAFETY: a live Box<Tx> (the caller's contract), used by one thread, with no other
+        // reference to it alive across this call.
+        let tx = unsafe { &mut *(tx as *mut Tx) };
+        tx.loaned = None;
+        let Ok(mut sample) = tx.publisher.loan_slice_uninit(len) else {
+            return std::ptr::null_mut();
+        };
+        // MaybeUninit<u8> has the layout of u8; the chunk stays where it is when the sample
+        // (a handle to it) moves into `tx`.
+        let p = sample.payload_mut().as_mut_ptr() as *mut u8;
+        tx.loaned = Some(sample);
+        p
+    })
+}
+
+/// Sends the sample of `iox_loan`, whose bytes the caller has all written, waiting while the
+/// subscriber's buffer is full. Returns the number of subscribers it reached (0: nobody was
+/// connected, the message is gone), or -1 on failure (also if no sample is loaned).
+///
+/// # Safety
+/// `tx` is a live handle from `iox_open_tx` of this process, used by one thread; every byte of
+/// the loaned sample has been written since `iox_loan`.
+#[no_mangle]
+pub unsafe extern "C" fn iox_send_loaned(tx: *mut c_void) -> c_long {
+    guarded(-1, || {
+        // SAFETY: a live Box<Tx> (the caller's contract), used by one thread, with no other
+        // reference to it alive across this call.
+        let tx = unsafe { &mut *(tx as *mut Tx) };
+        let Some(sample) = tx.loaned.take() else {
+            return -1;
+        };
+        // SAFETY: the caller has written every byte of the payload (its contract).
+        let sample = unsafe { sample.assume_init() };
+        match sample.send() {
+            Ok(n) => n as c_long,
+            Err(_) => -1,
+        }
+    })
+}
+
+/// Takes one message, if there is one, and holds it for the caller to read in place: stores
+/// a pointer to its bytes in `*data` and returns its length, valid until `iox_release`, the
+/// next `iox_peek` or `iox_close_rx` (which hand the sample back to the publisher). Returns
+/// `IOX_EMPTY` (-2) if there was none, or -1 on failure. Never waits. A sample held from
+/// before is dropped first.
+///
+/// # Safety
+/// `rx` is a live handle from `iox_open_rx` of this process, used by one thread; `data`
+/// points to a writable pointer.
+#[no_mangle]
+pub unsafe extern "C" fn iox_peek(rx: *mut c_void, data: *mut *const u8) -> c_long {
+    guarded(-1, || {
+        // SAFETY: a live Box<Rx> (the caller's contract), used by one thread, with no other
+        // reference to it alive across this call.
+        let rx = unsafe { &mut *(rx as *mut Rx) };
+        rx.held = None;
+        match rx.subscriber.receive() {
+            Ok(Some(sample)) => {
+                let payload = sample.payload();
+                let len = payload.len() as c_long;
+                // SAFETY: a writable pointer (the caller's contract). The bytes stay where
+                // they are, in shared memory, when the sample moves into `rx`.
+                unsafe { data.write(payload.as_ptr()) };
+                rx.held = Some(sample);
+                len
+            }
+            Ok(None) => IOX_EMPTY,
+            Err(_) => -1,
+        }
+    })
+}
+
+/// Drops the sample of `iox_peek`, handing its slot back to the publisher (nothing if none is
+/// held). 0, or -1 on failure.
+///
+/// # Safety
+/// `rx` is a live handle from `iox_open_rx` of this process, used by one thread; the caller
+/// no longer reads the held sample's bytes.
+#[no_mangle]
+pub unsafe extern "C" fn iox_release(rx: *mut c_void) -> c_int {
+    guarded(-1, || {
+        // SAFETY: a live Box<Rx> (the caller's contract), used by one thread, with no other
+        // reference to it alive across this call.
+        let rx = unsafe { &mut *(rx as *mut Rx) };
+        rx.held = None;
+        0
     })
 }
 
