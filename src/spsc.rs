@@ -59,8 +59,11 @@ use crate::{wait, Attempt, Error, Result};
 const CORRUPT_RETRIES: u32 = 64;
 
 /// A handle's two roles on a single-producer/single-consumer queue.
+///
+/// `pub` in a private module: crate-visible, except under `--cfg loom`, where the module is
+/// public for the model in `tests/loom_spsc.rs` (one `Spsc` per model thread, see [`Side`]).
 #[derive(Default)]
-pub(crate) struct Spsc {
+pub struct Spsc {
     tx: Side,
     rx: Side,
 }
