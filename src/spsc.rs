@@ -84,6 +84,10 @@ pub struct Spsc {
 /// replaced would otherwise store `busy` for an owner it no longer is.) The cost: a role
 /// whose owner thread stops using it without contention (the handle moved to another
 /// thread) stays on the slow path for the other threads.
+///
+/// Its atomics and token are `std`'s even under `--cfg loom`: the model
+/// (`tests/loom_spsc.rs`) gives each thread its own [`Spsc`], because loom's threads share
+/// one OS thread and so one token, and two of them sharing a lock would both own it.
 #[derive(Default)]
 #[repr(align(128))] // the two sides are used by different threads: no false sharing
 struct Side {
