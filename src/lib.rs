@@ -30,7 +30,12 @@ pub mod ffi;
 pub mod layout;
 pub mod ring;
 mod segment;
+#[cfg(not(loom))]
 mod spsc;
+/// Public under `--cfg loom` only, for the model in `tests/loom_spsc.rs`; not part of the API.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod spsc;
 mod sync;
 mod wait;
 mod zerocopy;
@@ -380,11 +385,20 @@ fn count_expiry() -> bool {
     !UNCOUNTED_EXPIRY.with(|c| c.get())
 }
 
-/// What a single non-blocking attempt found.
-enum Attempt<T> {
-    Done(T),
-    WouldBlock,
+mod attempt {
+    /// What a single non-blocking attempt found.
+    pub enum Attempt<T> {
+        Done(T),
+        WouldBlock,
+    }
 }
+#[cfg(not(loom))]
+use attempt::Attempt;
+/// Public under `--cfg loom` only, for the model in `tests/loom_spsc.rs` (what
+/// [`spsc::Spsc`]'s claims return); not part of the API.
+#[cfg(loom)]
+#[doc(hidden)]
+pub use attempt::Attempt;
 
 impl CrossProcessQueue {
     /// Creates a new queue of `max_messages` slots of `message_size` bytes each, with the

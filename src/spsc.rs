@@ -59,8 +59,11 @@ use crate::{wait, Attempt, Error, Result};
 const CORRUPT_RETRIES: u32 = 64;
 
 /// A handle's two roles on a single-producer/single-consumer queue.
+///
+/// `pub` in a private module: crate-visible, except under `--cfg loom`, where the module is
+/// public for the model in `tests/loom_spsc.rs` (one `Spsc` per model thread, see [`Side`]).
 #[derive(Default)]
-pub(crate) struct Spsc {
+pub struct Spsc {
     tx: Side,
     rx: Side,
 }
@@ -81,6 +84,10 @@ pub(crate) struct Spsc {
 /// replaced would otherwise store `busy` for an owner it no longer is.) The cost: a role
 /// whose owner thread stops using it without contention (the handle moved to another
 /// thread) stays on the slow path for the other threads.
+///
+/// Its atomics and token are `std`'s even under `--cfg loom`: the model
+/// (`tests/loom_spsc.rs`) gives each thread its own [`Spsc`], because loom's threads share
+/// one OS thread and so one token, and two of them sharing a lock would both own it.
 #[derive(Default)]
 #[repr(align(128))] // the two sides are used by different threads: no false sharing
 struct Side {

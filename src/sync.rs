@@ -1,11 +1,13 @@
 //! The atomics the ring is built from: `std`'s, or loom's model-checked ones when compiled
-//! with `--cfg loom` (`scripts/loom.sh`, `tests/loom_ring.rs`).
+//! with `--cfg loom` (`scripts/loom.sh`, `tests/loom_ring.rs`, `tests/loom_spsc.rs`).
 //!
 //! The shared-memory structs ([`crate::layout`]), the ring ([`crate::ring`]) and the futex
 //! words ([`crate::wait`], which under loom yields instead of sleeping) go through this facade.
 //! The rest of the crate still compiles under loom, reaching the same header fields, but only
-//! the ring is exercised there (`tests/loom_ring.rs`): a mapped segment zero-filled by the
-//! kernel is not a set of loom atomics.
+//! the ring and the single-producer/single-consumer protocol over it (`spsc.rs`) are
+//! exercised there: a mapped segment zero-filled by the kernel is not a set of loom atomics.
+//! The per-handle lock of `spsc.rs` (`Side`) keeps `std` atomics: it is process-local, and
+//! its model gives each thread its own handle, so loom need not see it.
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64};
