@@ -781,7 +781,7 @@ impl CrossProcessQueue {
                 if spun >= next_yield {
                     std::thread::yield_now();
                     let back = start.elapsed();
-                    let switched = back - spun >= YIELD_SWITCHED;
+                    let switched = back.saturating_sub(spun) >= YIELD_SWITCHED;
                     yield_first.store(switched, Relaxed);
                     next_yield = if switched {
                         Duration::ZERO

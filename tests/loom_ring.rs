@@ -19,14 +19,15 @@
 //! the drain: exactly once each.
 #![cfg(loom)]
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
+mod heap_ring;
 
 use loom::sync::atomic::AtomicBool;
 use loom::sync::atomic::Ordering::SeqCst;
 use loom::sync::Arc;
 use loom::thread;
 
-use shmq::layout::{segment_size, FLAG_CHECKSUM};
+use heap_ring::HeapRing;
+use shmq::layout::FLAG_CHECKSUM;
 use shmq::ring::{HeadRepair, Peers, PopBlocked, PopToken, PushBlocked, Ring};
 
 /// Every message is its id, eight bytes.
@@ -35,39 +36,9 @@ const MESSAGE_SIZE: u32 = 8;
 /// Attempts a thread makes before it gives up (see "Bounded waits" above).
 const TRIES: usize = 3;
 
-/// A ring in heap memory, freed on drop.
-struct HeapRing {
-    ring: Ring,
-    base: *mut u8,
-    layout: Layout,
-}
-
-// SAFETY: the heap block is only accessed through the ring, which is Send + Sync.
-unsafe impl Send for HeapRing {}
-// SAFETY: as above.
-unsafe impl Sync for HeapRing {}
-
-impl HeapRing {
-    fn new(capacity: u32) -> Arc<HeapRing> {
-        let size = segment_size(capacity, MESSAGE_SIZE).unwrap();
-        let layout = Layout::from_size_align(size, 4096).unwrap();
-        // SAFETY: non-zero size, valid layout.
-        let base = unsafe { alloc_zeroed(layout) };
-        assert!(!base.is_null());
-        // SAFETY: base is a fresh, 4096-aligned block of `size` bytes owned by this struct;
-        // under loom `initialize` writes fresh atomics into it.
-        let ring = unsafe { Ring::initialize(base, capacity, MESSAGE_SIZE, FLAG_CHECKSUM, 0o600) };
-        ring.publish_magic();
-        Arc::new(HeapRing { ring, base, layout })
-    }
-}
-
-impl Drop for HeapRing {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout; the ring is not used after this (loom's
-        // atomics need no drop: the model owns their state).
-        unsafe { dealloc(self.base, self.layout) };
-    }
+/// A ring of `capacity` slots in heap memory, shared by the model's threads.
+fn heap_ring(capacity: u32) -> Arc<HeapRing> {
+    Arc::new(HeapRing::new(capacity, MESSAGE_SIZE, FLAG_CHECKSUM))
 }
 
 /// Liveness of participants 0..4, shared by all threads; 0 is nobody, never alive.
@@ -245,7 +216,7 @@ fn for_capacities(scenario: impl Fn(u32) + Copy + Send + Sync + 'static) {
 #[test]
 fn two_producers_one_consumer() {
     for_capacities(|capacity| {
-        let q = HeapRing::new(capacity);
+        let q = heap_ring(capacity);
         let world = World::new();
         let producers: Vec<_> = (1..=2u32)
             .map(|id| {
@@ -272,7 +243,7 @@ fn two_producers_one_consumer() {
 #[test]
 fn one_producer_two_consumers() {
     for_capacities(|capacity| {
-        let q = HeapRing::new(capacity);
+        let q = heap_ring(capacity);
         let world = World::new();
         let consumers: Vec<_> = (2..=3u32)
             .map(|id| {
@@ -304,7 +275,7 @@ fn one_producer_two_consumers() {
 #[test]
 fn wrap_around() {
     loom::model(|| {
-        let q = HeapRing::new(1);
+        let q = heap_ring(1);
         let world = World::new();
         let producer = {
             let (q, p) = (q.clone(), world.peer(1));
@@ -328,7 +299,7 @@ fn wrap_around() {
 #[test]
 fn close_races_with_push() {
     for_capacities(|capacity| {
-        let q = HeapRing::new(capacity);
+        let q = heap_ring(capacity);
         let world = World::new();
         let producer = {
             let (q, p) = (q.clone(), world.peer(1));
@@ -356,7 +327,7 @@ fn close_races_with_push() {
 #[test]
 fn repair_head_races_with_a_live_producer() {
     for_capacities(|capacity| {
-        let q = HeapRing::new(capacity);
+        let q = heap_ring(capacity);
         let world = World::new();
         let dead = {
             let (q, p) = (q.clone(), world.peer(1));
@@ -403,7 +374,7 @@ fn finished_receiver_is_not_repaired() {
 
 fn repair_tail_vs_adopt(releases: bool) {
     for_capacities(move |capacity| {
-        let q = HeapRing::new(capacity);
+        let q = heap_ring(capacity);
         let world = World::new();
         // Fill the ring so that the producer below finds it full and repairs the tail.
         for id in 1..=u64::from(capacity) {

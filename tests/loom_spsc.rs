@@ -70,14 +70,15 @@
 //! false`, which only gates that check).
 #![cfg(loom)]
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
+mod heap_ring;
 
 use loom::sync::atomic::AtomicBool;
 use loom::sync::atomic::Ordering::SeqCst;
 use loom::sync::Arc;
 use loom::thread;
 
-use shmq::layout::{segment_size, FLAG_CHECKSUM, FLAG_SPSC};
+use heap_ring::HeapRing;
+use shmq::layout::{FLAG_CHECKSUM, FLAG_SPSC};
 use shmq::ring::{MessageMeta, Peers, PopToken, PushToken, Ring};
 use shmq::spsc::Spsc;
 use shmq::{Attempt, Error};
@@ -91,48 +92,12 @@ const TRIES: usize = 3;
 /// The queue name errors would carry.
 const NAME: &str = "loom";
 
-/// A single-producer/single-consumer ring in heap memory, freed on drop.
-struct HeapRing {
-    ring: Ring,
-    base: *mut u8,
-    layout: Layout,
-}
-
-// SAFETY: the heap block is only accessed through the ring, which is Send + Sync.
-unsafe impl Send for HeapRing {}
-// SAFETY: as above.
-unsafe impl Sync for HeapRing {}
-
-impl HeapRing {
-    fn new(capacity: u32) -> Arc<HeapRing> {
-        let size = segment_size(capacity, MESSAGE_SIZE).unwrap();
-        let layout = Layout::from_size_align(size, 4096).unwrap();
-        // SAFETY: non-zero size, valid layout.
-        let base = unsafe { alloc_zeroed(layout) };
-        assert!(!base.is_null());
-        // SAFETY: base is a fresh, 4096-aligned block of `size` bytes owned by this struct;
-        // under loom `initialize` writes fresh atomics into it.
-        let ring = unsafe {
-            Ring::initialize(
-                base,
-                capacity,
-                MESSAGE_SIZE,
-                FLAG_CHECKSUM | FLAG_SPSC,
-                0o600,
-            )
-        };
-        ring.publish_magic();
-        assert!(ring.is_spsc());
-        Arc::new(HeapRing { ring, base, layout })
-    }
-}
-
-impl Drop for HeapRing {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout; the ring is not used after this (loom's
-        // atomics need no drop: the model owns their state).
-        unsafe { dealloc(self.base, self.layout) };
-    }
+/// A single-producer/single-consumer ring of `capacity` slots in heap memory, shared by the
+/// model's threads.
+fn heap_ring(capacity: u32) -> Arc<HeapRing> {
+    let q = HeapRing::new(capacity, MESSAGE_SIZE, FLAG_CHECKSUM | FLAG_SPSC);
+    assert!(q.ring.is_spsc());
+    Arc::new(q)
 }
 
 /// Liveness of participants 0..5, shared by all threads; 0 is nobody, never alive.
@@ -433,7 +398,7 @@ fn for_capacities(capacities: &[u32], scenario: impl Fn(u32) + Copy + Send + Syn
 #[test]
 fn three_messages_wrap_around() {
     for_capacities(&[1, 2], |capacity| {
-        let q = HeapRing::new(capacity);
+        let q = heap_ring(capacity);
         let world = World::new();
         let sender = {
             let (q, h) = (q.clone(), world.handle(1));
@@ -459,7 +424,7 @@ fn three_messages_wrap_around() {
 #[test]
 fn three_messages_in_batches() {
     for_capacities(&[1, 2], |capacity| {
-        let q = HeapRing::new(capacity);
+        let q = heap_ring(capacity);
         let world = World::new();
         let sender = {
             let (q, h) = (q.clone(), world.handle(1));
@@ -505,7 +470,7 @@ fn three_messages_in_batches() {
 #[test]
 fn close_races_with_send() {
     for_capacities(&[1, 2], |capacity| {
-        let q = HeapRing::new(capacity);
+        let q = heap_ring(capacity);
         let world = World::new();
         let sender = {
             let (q, h) = (q.clone(), world.handle(1));
@@ -588,7 +553,7 @@ fn first_sender(ring: &Ring, h: &Handle, death: SenderDeath) -> Vec<u64> {
 /// unread).
 fn dead_sender(death: SenderDeath) {
     for_capacities(&[1, 2], move |capacity| {
-        let q = HeapRing::new(capacity);
+        let q = heap_ring(capacity);
         let world = World::new();
         let h = world.handle(1);
         assert_eq!(try_send(&q.ring, &h, 1), Sent::Yes);
@@ -650,7 +615,7 @@ fn sender_dies_after_publishing() {
 /// 2's last attempt end it.)
 fn closed_with_dead_sender(death: SenderDeath) {
     for_capacities(&[1, 2], move |capacity| {
-        let q = HeapRing::new(capacity);
+        let q = heap_ring(capacity);
         let world = World::new();
         let h = world.handle(1);
         assert_eq!(try_send(&q.ring, &h, 1), Sent::Yes);
@@ -695,7 +660,7 @@ fn closed_after_sender_dies_after_publishing() {
 /// then 4 after the joins. If sender 2 takes the role first, sender 1 sends nothing.
 fn dead_sender_mid_batch(death: SenderDeath) {
     for_capacities(&[2], move |capacity| {
-        let q = HeapRing::new(capacity);
+        let q = heap_ring(capacity);
         let world = World::new();
         let first = {
             let (q, h) = (q.clone(), world.handle(1));
@@ -781,7 +746,7 @@ fn dead_receiver(end: ReceiverEnd) {
     // A batch of two needs two slots.
     let capacities: &[u32] = if end.hold > 1 { &[2] } else { &[1, 2] };
     for_capacities(capacities, move |capacity| {
-        let q = HeapRing::new(capacity);
+        let q = heap_ring(capacity);
         let world = World::new();
         // Receiver 1 takes the role (a receive that finds nothing) before the others start.
         let h = world.handle(3);

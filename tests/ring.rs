@@ -2,46 +2,15 @@
 //! simulated deaths (a participant is "dead" when the test says so). The same code runs on
 //! the mapped segment in production; the cross-process tests live in `tests/queue.rs`.
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
+mod heap_ring;
+
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
-use shmq::layout::{segment_size, FLAG_CHECKSUM};
+use heap_ring::HeapRing;
+use shmq::layout::FLAG_CHECKSUM;
 use shmq::ring::{HeadRepair, Peers, PopBlocked, PushBlocked, ReadError, Ring};
-
-/// A ring in heap memory, freed on drop.
-struct HeapRing {
-    ring: Ring,
-    base: *mut u8,
-    layout: Layout,
-}
-
-// SAFETY: the heap block is only accessed through the ring, which is Send + Sync.
-unsafe impl Send for HeapRing {}
-// SAFETY: as above.
-unsafe impl Sync for HeapRing {}
-
-impl HeapRing {
-    fn new(capacity: u32, message_size: u32) -> HeapRing {
-        let size = segment_size(capacity, message_size).unwrap();
-        let layout = Layout::from_size_align(size, 4096).unwrap();
-        // SAFETY: non-zero size, valid layout.
-        let base = unsafe { alloc_zeroed(layout) };
-        assert!(!base.is_null());
-        // SAFETY: base is a fresh, 4096-aligned block of `size` bytes owned by this struct.
-        let ring = unsafe { Ring::initialize(base, capacity, message_size, FLAG_CHECKSUM, 0o600) };
-        ring.publish_magic();
-        HeapRing { ring, base, layout }
-    }
-}
-
-impl Drop for HeapRing {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout; the ring is not used after this.
-        unsafe { dealloc(self.base, self.layout) };
-    }
-}
 
 /// Participants whose death the test decides.
 #[derive(Clone, Default)]
@@ -89,7 +58,7 @@ fn pop(ring: &Ring, p: &Peer) -> Result<(u64, Vec<u8>, bool), PopBlocked> {
 #[test]
 fn fifo_full_empty_and_capacity_exact() {
     for cap in [1u32, 2, 3, 100] {
-        let h = HeapRing::new(cap, 16);
+        let h = HeapRing::new(cap, 16, FLAG_CHECKSUM);
         let w = World::default();
         let p = peer(&w, 1);
         for i in 0..cap as u64 {
@@ -120,7 +89,7 @@ fn fifo_full_empty_and_capacity_exact() {
 
 #[test]
 fn close_drains_then_reports_closed() {
-    let h = HeapRing::new(4, 8);
+    let h = HeapRing::new(4, 8, FLAG_CHECKSUM);
     let w = World::default();
     let p = peer(&w, 1);
     push(&h.ring, &p, 1, b"a").unwrap();
@@ -136,7 +105,7 @@ fn close_drains_then_reports_closed() {
 #[test]
 fn claim_withdrawn_when_closed_before_tail_moves() {
     // A producer that claimed a slot must not publish once the queue closed at its position.
-    let h = HeapRing::new(4, 8);
+    let h = HeapRing::new(4, 8, FLAG_CHECKSUM);
     let w = World::default();
     let p = peer(&w, 1);
     h.ring.close();
@@ -147,7 +116,7 @@ fn claim_withdrawn_when_closed_before_tail_moves() {
 
 #[test]
 fn buffer_too_small_dequeues_nothing() {
-    let h = HeapRing::new(4, 64);
+    let h = HeapRing::new(4, 64, FLAG_CHECKSUM);
     let w = World::default();
     let p = peer(&w, 1);
     push(&h.ring, &p, 7, &[5u8; 40]).unwrap();
@@ -162,13 +131,13 @@ fn buffer_too_small_dequeues_nothing() {
 
 #[test]
 fn checksum_catches_a_flipped_payload_byte() {
-    let h = HeapRing::new(2, 64);
+    let h = HeapRing::new(2, 64, FLAG_CHECKSUM);
     let w = World::default();
     let p = peer(&w, 1);
     push(&h.ring, &p, 1, b"hello").unwrap();
     // Flip a payload byte of slot 0 behind the ring's back.
     // SAFETY: slot 0's payload lies at HEADER_SIZE + 64 inside the block.
-    unsafe { *h.base.add(shmq::layout::HEADER_SIZE + 64) ^= 0xff };
+    unsafe { *h.base().add(shmq::layout::HEADER_SIZE + 64) ^= 0xff };
     let mut buf = [0u8; 64];
     let t = h.ring.claim_pop(&p, 64).unwrap();
     assert!(matches!(
@@ -182,7 +151,7 @@ fn checksum_catches_a_flipped_payload_byte() {
 
 #[test]
 fn dead_producer_position_is_skipped() {
-    let h = HeapRing::new(4, 8);
+    let h = HeapRing::new(4, 8, FLAG_CHECKSUM);
     let w = World::default();
     let (a, c) = (peer(&w, 1), peer(&w, 2));
     push(&h.ring, &a, 1, b"one").unwrap();
@@ -206,7 +175,7 @@ fn dead_producer_position_is_skipped() {
 
 #[test]
 fn dead_consumer_message_is_republished_by_a_producer() {
-    let h = HeapRing::new(2, 8);
+    let h = HeapRing::new(2, 8, FLAG_CHECKSUM);
     let w = World::default();
     let (prod, dead, live) = (peer(&w, 1), peer(&w, 2), peer(&w, 3));
     push(&h.ring, &prod, 1, b"first").unwrap();
@@ -229,7 +198,7 @@ fn dead_consumer_message_is_republished_by_a_producer() {
 
 #[test]
 fn dead_consumer_message_is_adopted_when_no_producer_comes() {
-    let h = HeapRing::new(4, 8);
+    let h = HeapRing::new(4, 8, FLAG_CHECKSUM);
     let w = World::default();
     let (prod, dead, live) = (peer(&w, 1), peer(&w, 2), peer(&w, 3));
     push(&h.ring, &prod, 1, b"only").unwrap();
@@ -259,7 +228,7 @@ fn many_threads_every_message_once_in_producer_order() {
     const PRODUCERS: u64 = 4;
     const CONSUMERS: u32 = 4;
     const PER_PRODUCER: u64 = 50_000;
-    let h = Arc::new(HeapRing::new(8, 16));
+    let h = Arc::new(HeapRing::new(8, 16, FLAG_CHECKSUM));
     let w = World::default();
     let received = Arc::new(Mutex::new(Vec::new()));
     let mut threads = Vec::new();
