@@ -248,6 +248,39 @@ fn wait_child(pid: libc::pid_t) -> (i32, libc::rusage) {
     (status, usage)
 }
 
+/// Waits for every child in `pids`; true if all exited with status 0. When one fails (or
+/// reports a failure), the others are killed: they may be waiting for messages that the
+/// failed one will never send, and a failed run must end, not hang.
+fn wait_all(pids: &[libc::pid_t]) -> bool {
+    let mut alive = pids.to_vec();
+    let mut ok = true;
+    while !alive.is_empty() {
+        alive.retain(|&pid| {
+            let mut status = 0;
+            // SAFETY: polls our own child without blocking.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r == pid {
+                ok &= status == 0;
+                false
+            } else {
+                true
+            }
+        });
+        if !ok || ctl().failed.load(SeqCst) != 0 {
+            for &pid in &alive {
+                // SAFETY: our own child, not reaped yet.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                wait_child(pid);
+            }
+            return false;
+        }
+        if !alive.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    ok
+}
+
 /// Child side of the start barrier: announce readiness, wait for the go.
 fn barrier() {
     ctl().ready.fetch_add(1, SeqCst);
@@ -1428,10 +1461,7 @@ fn throughput(
             failed = true;
         }
     } else {
-        for pid in &pids {
-            let (status, _) = wait_child(*pid);
-            failed |= status != 0;
-        }
+        failed |= !wait_all(&pids);
     }
     let end = (0..pids.len())
         .map(|r| ctl().end_ns[r].load(SeqCst))
