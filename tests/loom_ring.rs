@@ -20,15 +20,16 @@
 #![cfg(loom)]
 
 mod heap_ring;
+mod loom_world;
 
-use loom::sync::atomic::AtomicBool;
 use loom::sync::atomic::Ordering::SeqCst;
 use loom::sync::Arc;
 use loom::thread;
 
 use heap_ring::HeapRing;
+use loom_world::{Peer, World};
 use shmq::layout::FLAG_CHECKSUM;
-use shmq::ring::{HeadRepair, Peers, PopBlocked, PopToken, PushBlocked, Ring};
+use shmq::ring::{HeadRepair, PopBlocked, PopToken, PushBlocked, Ring};
 
 /// Every message is its id, eight bytes.
 const MESSAGE_SIZE: u32 = 8;
@@ -39,51 +40,6 @@ const TRIES: usize = 3;
 /// A ring of `capacity` slots in heap memory, shared by the model's threads.
 fn heap_ring(capacity: u32) -> Arc<HeapRing> {
     Arc::new(HeapRing::new(capacity, MESSAGE_SIZE, FLAG_CHECKSUM))
-}
-
-/// Liveness of participants 0..4, shared by all threads; 0 is nobody, never alive.
-#[derive(Clone)]
-struct World {
-    alive: Arc<[AtomicBool; 5]>,
-}
-
-impl World {
-    fn new() -> World {
-        World {
-            alive: Arc::new(std::array::from_fn(|id| AtomicBool::new(id != 0))),
-        }
-    }
-
-    fn peer(&self, id: u32) -> Peer {
-        Peer {
-            id,
-            world: self.clone(),
-        }
-    }
-}
-
-struct Peer {
-    id: u32,
-    world: World,
-}
-
-impl Peer {
-    /// This participant stops for good: from now on the others may repair its claims.
-    fn die(&self) {
-        self.world.alive[self.id as usize].store(false, SeqCst);
-    }
-}
-
-impl Peers for Peer {
-    fn me(&self) -> u32 {
-        self.id
-    }
-    fn is_alive(&self, id: u32) -> bool {
-        self.world
-            .alive
-            .get(id as usize)
-            .is_none_or(|a| a.load(SeqCst))
-    }
 }
 
 fn push(ring: &Ring, p: &Peer, id: u64) -> Result<(), PushBlocked> {

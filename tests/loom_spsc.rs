@@ -71,15 +71,16 @@
 #![cfg(loom)]
 
 mod heap_ring;
+mod loom_world;
 
-use loom::sync::atomic::AtomicBool;
 use loom::sync::atomic::Ordering::SeqCst;
 use loom::sync::Arc;
 use loom::thread;
 
 use heap_ring::HeapRing;
+use loom_world::{Peer, World};
 use shmq::layout::{FLAG_CHECKSUM, FLAG_SPSC};
-use shmq::ring::{MessageMeta, Peers, PopToken, PushToken, Ring};
+use shmq::ring::{MessageMeta, PopToken, PushToken, Ring};
 use shmq::spsc::Spsc;
 use shmq::{Attempt, Error};
 
@@ -100,45 +101,13 @@ fn heap_ring(capacity: u32) -> Arc<HeapRing> {
     Arc::new(q)
 }
 
-/// Liveness of participants 0..5, shared by all threads; 0 is nobody, never alive.
-#[derive(Clone)]
-struct World {
-    alive: Arc<[AtomicBool; 5]>,
-}
-
 impl World {
-    fn new() -> World {
-        World {
-            alive: Arc::new(std::array::from_fn(|id| AtomicBool::new(id != 0))),
-        }
-    }
-
     /// A new handle of participant `id`, with its own roles and per-role locks.
     fn handle(&self, id: u32) -> Handle {
         Handle {
             spsc: Spsc::default(),
-            peer: Peer {
-                id,
-                world: self.clone(),
-            },
+            peer: self.peer(id),
         }
-    }
-}
-
-struct Peer {
-    id: u32,
-    world: World,
-}
-
-impl Peers for Peer {
-    fn me(&self) -> u32 {
-        self.id
-    }
-    fn is_alive(&self, id: u32) -> bool {
-        self.world
-            .alive
-            .get(id as usize)
-            .is_none_or(|a| a.load(SeqCst))
     }
 }
 
@@ -151,7 +120,7 @@ struct Handle {
 impl Handle {
     /// This participant stops for good: from now on another handle may take its roles over.
     fn die(&self) {
-        self.peer.world.alive[self.peer.id as usize].store(false, SeqCst);
+        self.peer.die();
     }
 }
 

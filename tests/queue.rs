@@ -125,12 +125,12 @@ fn first_allowed_cpu() -> usize {
 fn exactly_once(
     tag: &str,
     queue: &CrossProcessQueue,
-    name: &str,
     producers: u64,
     consumers: usize,
     per_producer: u64,
     pin: Option<usize>,
 ) {
+    let name = queue.name();
     let dir = std::env::temp_dir();
     let outs: Vec<_> = (0..consumers)
         .map(|i| dir.join(format!("{name}_{tag}_{i}.ids")))
@@ -189,7 +189,7 @@ fn exactly_once(
 fn two_producers_two_consumers_200k_messages_exactly_once() {
     let tq = TestQueue::new("mpmc");
     let q = CrossProcessQueue::create(&tq.name, 64, 64).unwrap();
-    exactly_once("split", &q, &tq.name, 2, 2, 100_000, None);
+    exactly_once("split", &q, 2, 2, 100_000, None);
 }
 
 /// Every process on one CPU: a blocked call must let its peer run there (a waiter that only
@@ -199,13 +199,13 @@ fn all_processes_on_one_cpu_exactly_once() {
     let cpu = first_allowed_cpu();
     let tq = TestQueue::new("onecpu");
     let q = CrossProcessQueue::create(&tq.name, 64, 64).unwrap();
-    exactly_once("mpmc", &q, &tq.name, 2, 2, 20_000, Some(cpu));
+    exactly_once("mpmc", &q, 2, 2, 20_000, Some(cpu));
     let tq = TestQueue::new("onecpu_spsc");
     let q = CrossProcessQueue::options()
         .single_producer_single_consumer(true)
         .create(&tq.name, 64, 64)
         .unwrap();
-    exactly_once("spsc", &q, &tq.name, 1, 1, 20_000, Some(cpu));
+    exactly_once("spsc", &q, 1, 1, 20_000, Some(cpu));
 }
 
 #[test]

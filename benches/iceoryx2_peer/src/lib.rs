@@ -272,6 +272,18 @@ pub unsafe extern "C" fn iox_open_rx(name: *const c_char, depth: usize) -> *mut 
     })
 }
 
+/// Polls `done` every 100 µs until it holds (true) or `timeout_ms` have passed (false).
+fn wait_for(timeout_ms: u64, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    true
+}
+
 /// Waits (up to `timeout_ms`) until the service has at least `n` subscribers and connects the
 /// publisher to them: without history, a message sent before a subscriber is connected is
 /// delivered to nobody. The subscriber's side must connect too (`iox_wait_publishers`) before
@@ -284,14 +296,10 @@ pub unsafe extern "C" fn iox_wait_subscribers(tx: *mut c_void, n: usize, timeout
     guarded(-1, || {
         // SAFETY: a live Box<Tx> (the caller's contract), used by one thread.
         let tx = unsafe { &*(tx as *const Tx) };
-        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-        while tx.service.dynamic_config().number_of_subscribers() < n {
-            if Instant::now() > deadline {
-                return -1;
-            }
-            std::thread::sleep(Duration::from_micros(100));
-        }
-        if tx.publisher.update_connections().is_ok() {
+        let there = wait_for(timeout_ms, || {
+            tx.service.dynamic_config().number_of_subscribers() >= n
+        });
+        if there && tx.publisher.update_connections().is_ok() {
             0
         } else {
             -1
@@ -312,14 +320,10 @@ pub unsafe extern "C" fn iox_wait_publishers(rx: *mut c_void, n: usize, timeout_
     guarded(-1, || {
         // SAFETY: a live Box<Rx> (the caller's contract), used by one thread.
         let rx = unsafe { &*(rx as *const Rx) };
-        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-        while rx.service.dynamic_config().number_of_publishers() < n {
-            if Instant::now() > deadline {
-                return -1;
-            }
-            std::thread::sleep(Duration::from_micros(100));
-        }
-        if rx.subscriber.update_connections().is_ok() {
+        let there = wait_for(timeout_ms, || {
+            rx.service.dynamic_config().number_of_publishers() >= n
+        });
+        if there && rx.subscriber.update_connections().is_ok() {
             0
         } else {
             -1
