@@ -23,6 +23,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod admin;
+mod checksum;
 mod clock;
 pub mod crashpoint;
 mod error;

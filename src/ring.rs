@@ -51,6 +51,7 @@
 use std::ptr;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
+pub use crate::checksum::message_crc;
 use crate::layout::{
     self, Claim, Header, Role, SlotHeader, FLAG_CHECKSUM, FLAG_SPSC, HEADER_SIZE, LAYOUT_VERSION,
     MAGIC, POS_MASK, SLOT_FLAG_REDELIVERED, SLOT_HEADER_SIZE, TAIL_CLOSED,
@@ -1163,59 +1164,6 @@ fn seq_full(pos: u64) -> u64 {
     seq_free(pos).wrapping_add(1)
 }
 
-/// CRC32C over the header fields that travel with a message (`id`, `timestamp_ns`, `len`,
-/// little-endian, 20 bytes), then the payload.
-#[inline]
-pub fn message_crc(id: u64, timestamp_ns: u64, len: u32, data: &[u8]) -> u32 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("sse4.2") {
-        // SAFETY: the CPU supports SSE4.2, the only feature the function enables.
-        return unsafe { message_crc_sse42(id, timestamp_ns, len, data) };
-    }
-    let mut head = [0u8; 20];
-    head[..8].copy_from_slice(&id.to_le_bytes());
-    head[8..16].copy_from_slice(&timestamp_ns.to_le_bytes());
-    head[16..].copy_from_slice(&len.to_le_bytes());
-    crc32c::crc32c_append(crc32c::crc32c(&head), data)
-}
-
-/// Payloads up to this many bytes are checksummed in a plain loop of `crc32` instructions;
-/// longer ones go to the `crc32c` crate, whose three interleaved streams win once its setup
-/// is amortised (measured with callgrind: see docs/PERFORMANCE.md).
-#[cfg(target_arch = "x86_64")]
-const SERIAL_CRC_MAX: usize = 256;
-
-/// [`message_crc`] with the SSE4.2 `crc32` instruction: the 20 header bytes are three
-/// instructions instead of a call into the crate over a stack buffer. The same CRC32C
-/// (initial value and final xor `!0`, bytes in little-endian order), so the value is
-/// identical to the portable path's (see the unit test).
-///
-/// # Safety
-/// The CPU must support SSE4.2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "sse4.2")]
-unsafe fn message_crc_sse42(id: u64, timestamp_ns: u64, len: u32, data: &[u8]) -> u32 {
-    use std::arch::x86_64::{_mm_crc32_u32, _mm_crc32_u64, _mm_crc32_u8};
-    let mut state = _mm_crc32_u64(u64::from(u32::MAX), id);
-    state = _mm_crc32_u64(state, timestamp_ns);
-    let state = _mm_crc32_u32(state as u32, len);
-    if data.len() > SERIAL_CRC_MAX {
-        // `crc32c_append` takes and returns the finished (inverted) value.
-        return crc32c::crc32c_append(!state, data);
-    }
-    let mut words = data.chunks_exact(8);
-    let mut wide = u64::from(state);
-    for word in &mut words {
-        let word: [u8; 8] = word.try_into().expect("chunks_exact(8)");
-        wide = _mm_crc32_u64(wide, u64::from_le_bytes(word));
-    }
-    let mut state = wide as u32;
-    for &byte in words.remainder() {
-        state = _mm_crc32_u8(state, byte);
-    }
-    !state
-}
-
 /// Under loom an atomic is a handle that the model registers when the atomic is created, so
 /// zero bytes are not a zero atomic: [`Ring::initialize`] writes fresh zero atomics instead.
 /// Struct literals name every field, so a field added to the layout but not here is a build
@@ -1280,39 +1228,5 @@ mod loom_memory {
         Participant { id, pid, start_time, connected_at_ns, _reserved }
         Header { identity, tail, head, wake, stats, participants, roles, _reserved }
         SlotHeader { seq, claim, id, timestamp_ns, len, flags, crc, _reserved }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The portable definition of the message checksum (the crate over the header bytes,
-    /// then the payload): every fast path must agree with it bit for bit.
-    fn reference_crc(id: u64, timestamp_ns: u64, len: u32, data: &[u8]) -> u32 {
-        let mut head = Vec::with_capacity(20 + data.len());
-        head.extend_from_slice(&id.to_le_bytes());
-        head.extend_from_slice(&timestamp_ns.to_le_bytes());
-        head.extend_from_slice(&len.to_le_bytes());
-        head.extend_from_slice(data);
-        crc32c::crc32c(&head)
-    }
-
-    #[test]
-    fn message_crc_matches_the_portable_definition() {
-        let data: Vec<u8> = (0..2000u32).map(|i| (i * 7 + i / 13) as u8).collect();
-        for n in (0..=300).chain([511, 512, 513, 1999, 2000]) {
-            for offset in 0..3 {
-                let bytes = &data[offset..offset + n.min(data.len() - offset)];
-                let id = 0x0123_4567_89ab_cdef ^ n as u64;
-                let ts = u64::MAX - n as u64;
-                let len = bytes.len() as u32;
-                assert_eq!(
-                    message_crc(id, ts, len, bytes),
-                    reference_crc(id, ts, len, bytes),
-                    "length {n}, offset {offset}"
-                );
-            }
-        }
     }
 }
