@@ -3,15 +3,21 @@
 //!
 //! # Why not only the `crc32c` crate
 //! The crate is the portable definition and the fallback, but on x86-64 the checksum of a
-//! large message is most of what a send or a receive costs, and the crate's three streams run
-//! at about two thirds of what the `crc32` instruction can do (13.7 against 19–20 GB/s for
-//! 16 KiB on the development VM; `crc-fast` 1.10 measured no faster, with any of its feature
-//! flags; see docs/PERFORMANCE.md). The fast path here is the textbook method: three
+//! large message is most of what a send or a receive costs, and the crate's loop runs well
+//! below what the `crc32` instruction can do: on the development VM (best of 15 timed runs)
+//! it takes 1.2–1.5× as long as the path here for 4–64 KiB and twice as long for 512 bytes;
+//! `crc-fast` 1.10 was no faster than the crate, with any of its feature flags (see
+//! docs/PERFORMANCE.md). The fast path (SSE4.2 and PCLMULQDQ) is the textbook method: three
 //! independent `crc32` streams over three consecutive blocks (the instruction's latency is
 //! three cycles and its throughput one per cycle), joined by shifting each stream's state
 //! across the blocks after it with one carry-less multiplication. The blocks have fixed
-//! sizes, so the shift constants are computed at compile time. A unit test checks every
-//! length up to a few KiB, at every alignment that matters, against the crate.
+//! sizes, so the shift constants are computed at compile time. Unit tests check every length
+//! up to 1100 bytes, a spread up to 7000 and both sides of every round boundary, at four
+//! alignments, against the crate, and the shift constants against feeding zero bytes.
+//!
+//! The `#[target_feature]` functions are `unsafe fn` and call the intrinsics in `unsafe`
+//! blocks that newer compilers find unneeded: safe `#[target_feature]` functions (Rust 1.86)
+//! and safe intrinsics (1.87) are newer than this crate's minimum Rust, 1.82.
 
 /// CRC32C over the header fields that travel with a message (`id`, `timestamp_ns`, `len`,
 /// little-endian, 20 bytes), then the payload.
@@ -78,33 +84,47 @@ mod x86 {
     /// product times `x` as a reflected 64-bit value, and `crc32` of a 64-bit word from a zero
     /// state multiplies it by `x^32`: hence the 33 taken off the exponent.
     ///
-    /// Safe to call from code compiled with SSE4.2 and PCLMULQDQ (the callers here); from
-    /// anywhere else, calling it is unsafe and the CPU must support both.
+    /// # Safety
+    /// The CPU supports SSE4.2 and PCLMULQDQ (as for every function here).
     #[inline]
     #[target_feature(enable = "sse4.2,pclmulqdq")]
-    fn shift(crc: u32, k: u32) -> u32 {
-        let product = _mm_clmulepi64_si128(
-            _mm_cvtsi32_si128(crc as i32),
-            _mm_cvtsi32_si128(k as i32),
-            0,
-        );
-        _mm_crc32_u64(0, _mm_cvtsi128_si64(product) as u64) as u32
+    unsafe fn shift(crc: u32, k: u32) -> u32 {
+        #[allow(unused_unsafe)]
+        // SAFETY: the CPU has the features (our contract); the intrinsics take values only.
+        unsafe {
+            let product = _mm_clmulepi64_si128(
+                _mm_cvtsi32_si128(crc as i32),
+                _mm_cvtsi32_si128(k as i32),
+                0,
+            );
+            _mm_crc32_u64(0, _mm_cvtsi128_si64(product) as u64) as u32
+        }
     }
 
-    /// An 8-byte chunk as a little-endian word.
-    #[inline(always)]
-    fn word(chunk: &[u8]) -> u64 {
-        u64::from_le_bytes(chunk.try_into().expect("chunks of 8 bytes"))
+    /// `crc32` of one 8-byte chunk, little-endian.
+    ///
+    /// # Safety
+    /// The CPU supports SSE4.2.
+    #[inline]
+    #[target_feature(enable = "sse4.2")]
+    unsafe fn crc_word(state: u64, chunk: &[u8]) -> u64 {
+        let word = u64::from_le_bytes(chunk.try_into().expect("chunks of 8 bytes"));
+        #[allow(unused_unsafe)]
+        // SAFETY: the CPU has SSE4.2 (our contract); the intrinsic takes values only.
+        unsafe {
+            _mm_crc32_u64(state, word)
+        }
     }
 
     /// Advances the raw CRC32C state `crc` (no inversions) over as many rounds of three
     /// `BLOCK`-byte blocks as `data` holds; returns the state and the rest of `data`. `k1`
     /// and `k2` shift a state across one and two blocks.
     ///
-    /// Safe to call from code compiled with SSE4.2 and PCLMULQDQ (the callers here).
+    /// # Safety
+    /// The CPU supports SSE4.2 and PCLMULQDQ.
     #[inline]
     #[target_feature(enable = "sse4.2,pclmulqdq")]
-    fn rounds<const BLOCK: usize>(
+    unsafe fn rounds<const BLOCK: usize>(
         mut crc: u32,
         mut data: &[u8],
         (k1, k2): (u32, u32),
@@ -119,13 +139,17 @@ mod x86 {
                 .zip(b.chunks_exact(8))
                 .zip(c.chunks_exact(8))
             {
-                s0 = _mm_crc32_u64(s0, word(x));
-                s1 = _mm_crc32_u64(s1, word(y));
-                s2 = _mm_crc32_u64(s2, word(z));
+                // SAFETY: the CPU has SSE4.2 (our contract).
+                unsafe {
+                    s0 = crc_word(s0, x);
+                    s1 = crc_word(s1, y);
+                    s2 = crc_word(s2, z);
+                }
             }
             // The state after the three blocks: the first's shifted past the other two, the
             // second's past the third, and the third's.
-            crc = shift(s0 as u32, k2) ^ shift(s1 as u32, k1) ^ s2 as u32;
+            // SAFETY: the CPU has the features (our contract).
+            crc = unsafe { shift(s0 as u32, k2) ^ shift(s1 as u32, k1) } ^ s2 as u32;
             data = rest;
         }
         (crc, data)
@@ -134,44 +158,51 @@ mod x86 {
     /// Advances the raw CRC32C state `crc` (no inversions) over `data`: rounds of three long
     /// blocks, then of three short blocks, then single words and bytes.
     ///
-    /// Safe to call from code compiled with SSE4.2 and PCLMULQDQ (the callers here).
+    /// # Safety
+    /// The CPU supports SSE4.2 and PCLMULQDQ.
     #[inline]
     #[target_feature(enable = "sse4.2,pclmulqdq")]
-    fn update(crc: u32, data: &[u8]) -> u32 {
-        let (crc, data) = rounds::<LONG>(crc, data, (LONG_1, LONG_2));
-        let (crc, data) = rounds::<SHORT>(crc, data, (SHORT_1, SHORT_2));
+    unsafe fn update(crc: u32, data: &[u8]) -> u32 {
+        // SAFETY: the CPU has the features (our contract).
+        let (crc, data) = unsafe {
+            let (crc, data) = rounds::<LONG>(crc, data, (LONG_1, LONG_2));
+            rounds::<SHORT>(crc, data, (SHORT_1, SHORT_2))
+        };
         let mut words = data.chunks_exact(8);
         let mut wide = u64::from(crc);
         for w in &mut words {
-            wide = _mm_crc32_u64(wide, word(w));
+            // SAFETY: the CPU has SSE4.2 (our contract).
+            wide = unsafe { crc_word(wide, w) };
         }
         let mut crc = wide as u32;
         for &byte in words.remainder() {
-            crc = _mm_crc32_u8(crc, byte);
+            #[allow(unused_unsafe)]
+            // SAFETY: the CPU has SSE4.2 (our contract); the intrinsic takes values only.
+            unsafe {
+                crc = _mm_crc32_u8(crc, byte);
+            }
         }
         crc
     }
 
-    /// The raw state after the 20 header bytes (`id`, `timestamp_ns`, `len`), from the
-    /// initial `!0`: three instructions.
-    #[inline]
-    #[target_feature(enable = "sse4.2")]
-    fn header_state(id: u64, timestamp_ns: u64, len: u32) -> u32 {
-        let state = _mm_crc32_u64(u64::from(u32::MAX), id);
-        let state = _mm_crc32_u64(state, timestamp_ns);
-        _mm_crc32_u32(state as u32, len)
-    }
-
-    /// [`super::message_crc`] with the `crc32` instruction. The same CRC32C (initial value
-    /// and final xor `!0`, bytes in little-endian order), so the value is identical to the
-    /// portable path's.
+    /// [`super::message_crc`] with the `crc32` instruction: the 20 header bytes are three
+    /// instructions, then [`update`]. The same CRC32C (initial value and final xor `!0`,
+    /// bytes in little-endian order), so the value is identical to the portable path's.
     ///
     /// # Safety
     /// The CPU supports SSE4.2 and PCLMULQDQ.
     #[inline]
     #[target_feature(enable = "sse4.2,pclmulqdq")]
     pub(super) unsafe fn message_crc(id: u64, timestamp_ns: u64, len: u32, data: &[u8]) -> u32 {
-        !update(header_state(id, timestamp_ns, len), data)
+        #[allow(unused_unsafe)]
+        // SAFETY: the CPU has SSE4.2 (our contract); the intrinsics take values only.
+        let state = unsafe {
+            let state = _mm_crc32_u64(u64::from(u32::MAX), id);
+            let state = _mm_crc32_u64(state, timestamp_ns);
+            _mm_crc32_u32(state as u32, len)
+        };
+        // SAFETY: the CPU has the features (our contract).
+        !unsafe { update(state, data) }
     }
 
     #[cfg(test)]
