@@ -3,9 +3,10 @@
 //!
 //! # Why not only the `crc32c` crate
 //! The crate is the portable definition and the fallback, but on x86-64 the checksum of a
-//! large message is most of what a send or a receive costs, and the crate's loop runs well
-//! below what the `crc32` instruction can do: on the development VM (best of 15 timed runs)
-//! it takes 1.2–1.5× as long as the path here for 4–64 KiB and twice as long for 512 bytes;
+//! large message is most of what a send or a receive costs, and the crate's loop runs below
+//! what the `crc32` instruction can do, and unevenly: on the development VM (best of 15 timed
+//! runs, `examples/checksum_speed.rs`) it took 1.1–1.7× as long as the path here for
+//! 4–64 KiB and 1.4–2.2× for 512 bytes, depending on the process and the minute;
 //! `crc-fast` 1.10 was no faster than the crate, with any of its feature flags (see
 //! docs/PERFORMANCE.md). The fast path (SSE4.2 and PCLMULQDQ) is the textbook method: three
 //! independent `crc32` streams over three consecutive blocks (the instruction's latency is
