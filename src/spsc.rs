@@ -209,6 +209,29 @@ impl Side {
         }
     }
 
+    /// The owning thread's way in, and only that: true if this thread owns the fast path,
+    /// nobody contends and the handle holds the role's lease (the side is then locked);
+    /// otherwise false, having changed nothing, and the caller takes the general path.
+    #[inline(always)]
+    fn try_lock_owned(&self, fence_required: &AtomicU32) -> bool {
+        // Relaxed: as in `lock`.
+        if self.owner.load(Relaxed) != thread_token() {
+            return false;
+        }
+        // Relaxed, then a light fence: as in `lock`.
+        self.busy.store(true, Relaxed);
+        wait::light_fence(fence_required);
+        // Relaxed: `contenders` as in `lock`; `leased` and `entered_slow` are holder-only,
+        // and we hold the lock from here.
+        if self.contenders.load(Relaxed) == 0 && self.leased.load(Relaxed) {
+            self.entered_slow.store(false, Relaxed);
+            return true;
+        }
+        // Release: as in `unlock`.
+        self.busy.store(false, Release);
+        false
+    }
+
     /// Counts `messages` of `bytes` in all (called by the lock's holder); flushes every
     /// [`crate::STATS_BATCH`] messages.
     #[inline]
@@ -362,6 +385,45 @@ impl Spsc {
         // process wrote), the receiver has released the position a lap ago, and the
         // publication overwrites it.
         Ok(Attempt::Done(ring.spsc_push_token(tail)))
+    }
+
+    /// [`Spsc::try_claim_push`] without repairs, in the common case only: this thread owns
+    /// the sending side, the handle holds the role and the queue is open. Then `Done` (the
+    /// side stays locked, as after [`Spsc::try_claim_push`]) or `WouldBlock` (full, judged
+    /// by the cached head or the head reloaded). `None` otherwise, with the side unlocked and
+    /// `in_flight` back at 0: the general path then finds out why.
+    #[inline]
+    pub fn try_claim_push_fast(&self, ring: &Ring) -> Option<Attempt<PushToken>> {
+        let h = ring.header();
+        if !self.tx.try_lock_owned(&h.wake.fence_required) {
+            return None;
+        }
+        // Relaxed, and the light fence: as in `claim_push_locked`.
+        let tail = h.tail.value.load(Relaxed);
+        h.tail.in_flight.store(tail.wrapping_add(1), Relaxed);
+        wait::light_fence(&h.wake.fence_required);
+        let capacity = ring.capacity();
+        // Relaxed: `closed` as in `claim_push_locked`; `head_seen` is a holder-only cache.
+        let verdict = if h.roles.closed.load(Relaxed) != 0 {
+            None
+        } else if tail.wrapping_sub(self.tx.head_seen.load(Relaxed)) < capacity {
+            return Some(Attempt::Done(ring.spsc_push_token(tail)));
+        } else {
+            // Acquire: as in `claim_push_locked`.
+            let head = h.head.value.load(Acquire);
+            self.tx.head_seen.store(head, Relaxed);
+            if (head.wrapping_sub(tail) as i64) > 0 {
+                None // a head ahead of the tail (hostile bytes): the general path repairs
+            } else if tail.wrapping_sub(head) < capacity {
+                return Some(Attempt::Done(ring.spsc_push_token(tail)));
+            } else {
+                Some(Attempt::WouldBlock)
+            }
+        };
+        // Release: as in `claim_push_locked`.
+        h.tail.in_flight.store(0, Release);
+        self.tx.unlock();
+        verdict
     }
 
     /// Completes a send of `bytes` claimed by [`Spsc::try_claim_push`] after the ring
@@ -525,6 +587,34 @@ impl Spsc {
             }
         }
         Ok(Attempt::WouldBlock)
+    }
+
+    /// [`Spsc::try_claim_pop`] without repairs, in the common case only: this thread owns
+    /// the receiving side and the handle holds the role. Then `Done` if the message at the
+    /// head is published and fits in `buf_len` bytes (the side stays locked, as after
+    /// [`Spsc::try_claim_pop`]), or `WouldBlock` if nothing is published there and the queue
+    /// is open. `None` otherwise, with the side unlocked and nothing changed: the general
+    /// path then finds out why.
+    #[inline]
+    pub fn try_claim_pop_fast(&self, ring: &Ring, buf_len: usize) -> Option<Attempt<PopToken>> {
+        let h = ring.header();
+        if !self.rx.try_lock_owned(&h.wake.fence_required) {
+            return None;
+        }
+        // Relaxed: as in `claim_pop_locked`.
+        let pos = h.head.value.load(Relaxed);
+        let verdict = match ring.spsc_claim_pop(pos, buf_len) {
+            SpscPop::Message(token) => {
+                // Relaxed: as in `claim_pop_locked`.
+                h.head.in_flight.store(pos.wrapping_add(1), Relaxed);
+                return Some(Attempt::Done(token));
+            }
+            // Acquire: as in `claim_pop_locked`.
+            SpscPop::Empty if h.roles.closed.load(Acquire) == 0 => Some(Attempt::WouldBlock),
+            _ => None,
+        };
+        self.rx.unlock();
+        verdict
     }
 
     /// Decides whether a closed, empty queue can still receive a message: see the module

@@ -84,9 +84,12 @@ impl Drop for PopGuard<'_> {
 }
 
 impl CrossProcessQueue {
-    /// Maps an attempt result of a send-side wait to the errors and statistics of
+    /// Claims a slot to send into, waiting per `timeout`, with the errors and statistics of
     /// [`send_with`](Self::send_with).
     fn claim_for_send(&self, timeout: Option<Duration>) -> Result<PushToken> {
+        if let Some(Attempt::Done(token)) = self.claim_push_fast() {
+            return Ok(token);
+        }
         match self.run(timeout, true, |repair| self.try_claim_push(repair)) {
             Ok(Attempt::Done(token)) => Ok(token),
             Ok(Attempt::WouldBlock) => {
@@ -113,6 +116,9 @@ impl CrossProcessQueue {
     #[inline]
     fn claim_for_recv(&self, timeout: Option<Duration>) -> Result<PopToken> {
         let size = self.message_size();
+        if let Some(Attempt::Done(token)) = self.claim_pop_fast(size) {
+            return Ok(token);
+        }
         match self.run(timeout, false, |repair| self.try_claim_pop(size, repair))? {
             Attempt::Done(token) => Ok(token),
             Attempt::WouldBlock => Err(Error::QueueEmpty),

@@ -142,8 +142,14 @@ enum Got {
     RoleTaken,
 }
 
-/// The sending side of one attempt, as `CrossProcessQueue::try_claim_push` makes it.
+/// The sending side of one attempt, as `CrossProcessQueue` makes it: the common case
+/// (`claim_push_fast`), then the general one (`try_claim_push`).
 fn claim_push(ring: &Ring, h: &Handle) -> Result<PushToken, Sent> {
+    match h.spsc.try_claim_push_fast(ring) {
+        Some(Attempt::Done(token)) => return Ok(token),
+        Some(Attempt::WouldBlock) => return Err(Sent::Full),
+        None => {}
+    }
     match h.spsc.try_claim_push(ring, &h.peer, NAME) {
         Ok(Attempt::Done(token)) => Ok(token),
         Ok(Attempt::WouldBlock) => Err(Sent::Full),
@@ -199,8 +205,14 @@ fn try_send_some(ring: &Ring, h: &Handle, id: u64) -> bool {
     false
 }
 
-/// One claim of a message, as `CrossProcessQueue::try_claim_pop` makes it.
+/// One claim of a message, as `CrossProcessQueue` makes it: the common case
+/// (`claim_pop_fast`), then the general one (`try_claim_pop`).
 fn claim_pop(ring: &Ring, h: &Handle) -> Result<PopToken, Got> {
+    match h.spsc.try_claim_pop_fast(ring, MESSAGE_SIZE as usize) {
+        Some(Attempt::Done(token)) => return Ok(token),
+        Some(Attempt::WouldBlock) => return Err(Got::Empty),
+        None => {}
+    }
     match h
         .spsc
         .try_claim_pop(ring, &h.peer, NAME, MESSAGE_SIZE as usize, false)
