@@ -1688,7 +1688,7 @@ impl Report {
             is_peer: kind.is_peer(),
             rounds,
         });
-        let _ = writeln!(self.csv, "{key},{},{value}", kind.label());
+        let _ = writeln!(self.csv, "{key},{},{value}", csv_field(&kind.label()));
     }
 
     /// Records that `kind` was not run in workload `key`, and why (printed with "–" for a
@@ -1716,6 +1716,16 @@ fn ratio(row: &Row, limit: &Row) -> f64 {
         )
     } else {
         row.value / limit.value
+    }
+}
+
+/// A CSV field (RFC 4180): quoted when it holds a comma or a quote, as some labels do
+/// ("shmq blocking, crc off"), so that any CSV reader splits the rows right.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
     }
 }
 
@@ -1901,7 +1911,7 @@ fn main() {
             report.add_rounds("rtt64", kind, p50s);
             report.add("rtt64_p99", kind, percentile(&all, 0.99));
             for s in all.iter().step_by((all.len() / 2000).max(1)) {
-                let _ = writeln!(rtt_csv, "{},{s:.0}", kind.label());
+                let _ = writeln!(rtt_csv, "{},{s:.0}", csv_field(&kind.label()));
             }
         }
     }
@@ -2233,7 +2243,7 @@ fn main() {
     for (key, rows) in &report.values {
         for row in rows {
             for (i, v) in row.rounds.iter().enumerate() {
-                let _ = writeln!(rounds_csv, "{key},{i},{},{v}", row.label);
+                let _ = writeln!(rounds_csv, "{key},{i},{},{v}", csv_field(&row.label));
             }
         }
     }

@@ -4,27 +4,16 @@ writes (default directory target/shmq-bench). Plain SVG, no dependencies.
 
     python3 benches/plot.py [results_dir] [output_dir]     # defaults: target/shmq-bench docs/img
 """
+import csv
 import math
 import os
 import sys
 from collections import defaultdict
 
 def rows(path):
-    """The bench's CSV: the first field (if three) and the last are plain; labels may hold
-    commas, so split from both ends."""
-    with open(path) as f:
-        header = f.readline().strip().split(",")
-        for line in f:
-            line = line.rstrip("\n")
-            if not line:
-                continue
-            if len(header) == 3:
-                first, rest = line.split(",", 1)
-                mid, last = rest.rsplit(",", 1)
-                yield dict(zip(header, (first, mid, last)))
-            else:
-                mid, last = line.rsplit(",", 1)
-                yield dict(zip(header, (mid, last)))
+    """The bench's CSV files (labels holding commas are quoted)."""
+    with open(path, newline="") as f:
+        yield from csv.DictReader(f)
 
 
 COLORS = ["#222222", "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
