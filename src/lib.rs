@@ -110,7 +110,8 @@ impl Message {
 ///
 /// Message counts are derived from the ring's positions and are exact once no operation is
 /// in flight; byte counts are flushed by each handle every 64 messages and whenever it goes
-/// idle; `peak_depth` is sampled at those flushes and when a send finds the queue full.
+/// idle; `peak_depth` is sampled at the flushes every 64 messages, when a sender waits for
+/// room, at [`CrossProcessQueue::stats`], and when a send finds the queue full.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub messages_sent: u64,
@@ -685,14 +686,16 @@ impl CrossProcessQueue {
         if (before >> PENDING_SHIFT) + messages >= STATS_BATCH
             || (before & (PENDING_BYTES_LIMIT - 1)) + bytes >= PENDING_BYTES_LIMIT
         {
-            self.flush_stats();
+            self.flush_stats(true);
         }
     }
 
-    /// Moves this handle's pending byte counts into the shared statistics.
-    fn flush_stats(&self) {
+    /// Moves this handle's pending byte counts into the shared statistics, and, if
+    /// `sample_depth`, the queue's depth into `peak_depth` (which reads both ends of the ring,
+    /// and so takes the line the other side writes for every message).
+    fn flush_stats(&self, sample_depth: bool) {
         if let Some(spsc) = &self.spsc {
-            spsc.flush_stats(&self.ring, None);
+            spsc.flush_stats(&self.ring, None, sample_depth);
             return;
         }
         // Relaxed throughout: statistics are monotonic counters read as a snapshot; they
@@ -710,21 +713,26 @@ impl CrossProcessQueue {
         if received != 0 {
             stats.bytes_received.fetch_add(received, Relaxed);
         }
-        stats.peak_depth.fetch_max(self.ring.depth(), Relaxed);
+        if sample_depth {
+            stats.peak_depth.fetch_max(self.ring.depth(), Relaxed);
+        }
     }
 
     /// Flushes the pending counts of one direction before a wait (on a single-producer
-    /// queue, without touching the other role's lock).
+    /// queue, without touching the other role's lock). A sender waits on a full queue, whose
+    /// depth is sampled; a receiver waits on an empty one, whose depth (about 0) is not: a
+    /// receiver polling with `receive_into` flushes after nearly every message, and reading
+    /// the sender's line there cost it a line transfer per message (and the sender one too).
     fn flush_side(&self, producer: bool) {
         match &self.spsc {
-            Some(spsc) => spsc.flush_stats(&self.ring, Some(producer)),
-            None => self.flush_stats(),
+            Some(spsc) => spsc.flush_stats(&self.ring, Some(producer), producer),
+            None => self.flush_stats(producer),
         }
     }
 
     /// A snapshot of the queue's statistics (flushing this handle's pending counts first).
     pub fn stats(&self) -> Stats {
-        self.flush_stats();
+        self.flush_stats(true);
         Stats::from_header(self.ring.header(), self.ring.capacity())
     }
 
@@ -1478,7 +1486,7 @@ pub struct ParticipantInfo {
 
 impl Drop for CrossProcessQueue {
     fn drop(&mut self) {
-        self.flush_stats();
+        self.flush_stats(true);
         if let Some(spsc) = &mut self.spsc {
             spsc.release_roles(&self.ring, self.me);
         }

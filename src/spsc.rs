@@ -240,22 +240,32 @@ impl Side {
         let messages = self.pending_messages.load(Relaxed) + messages;
         let bytes = self.pending_bytes.load(Relaxed).wrapping_add(bytes);
         if messages >= crate::STATS_BATCH {
-            self.flush_counts(bytes, total, ring);
+            self.flush_counts(bytes, total, ring, true);
         } else {
             self.pending_messages.store(messages, Relaxed);
             self.pending_bytes.store(bytes, Relaxed);
         }
     }
 
-    fn flush_counts(&self, bytes: u64, total: &crate::sync::AtomicU64, ring: &Ring) {
+    /// Adds `bytes` to `total`, samples the depth into `peak_depth` if `sample_depth` (see
+    /// `CrossProcessQueue::flush_stats`), and clears the pending counts.
+    fn flush_counts(
+        &self,
+        bytes: u64,
+        total: &crate::sync::AtomicU64,
+        ring: &Ring,
+        sample_depth: bool,
+    ) {
         // Relaxed: statistics order nothing.
         if bytes != 0 {
             total.fetch_add(bytes, Relaxed);
         }
-        ring.header()
-            .stats
-            .peak_depth
-            .fetch_max(ring.depth(), Relaxed);
+        if sample_depth {
+            ring.header()
+                .stats
+                .peak_depth
+                .fetch_max(ring.depth(), Relaxed);
+        }
         self.pending_messages.store(0, Relaxed);
         self.pending_bytes.store(0, Relaxed);
     }
@@ -270,7 +280,7 @@ impl Side {
     }
 
     /// Flushes the counts of this side (takes the lock; not to be called while holding it).
-    fn flush(&self, total: &crate::sync::AtomicU64, ring: &Ring) {
+    fn flush(&self, total: &crate::sync::AtomicU64, ring: &Ring, sample_depth: bool) {
         // Relaxed: a racy peek to skip the lock when there is nothing to flush; a count
         // missed here is flushed by the next one.
         if self.pending_messages.load(Relaxed) == 0 {
@@ -279,7 +289,7 @@ impl Side {
         self.lock(&ring.header().wake.fence_required);
         let bytes = self.pending_bytes.load(Relaxed);
         if self.pending_messages.load(Relaxed) != 0 {
-            self.flush_counts(bytes, total, ring);
+            self.flush_counts(bytes, total, ring, sample_depth);
         }
         self.unlock();
     }
@@ -685,14 +695,15 @@ impl Spsc {
     }
 
     /// Adds this handle's pending counts to the shared statistics: of the sending side
-    /// (`sender`), the receiving side, or both (`None`).
-    pub fn flush_stats(&self, ring: &Ring, sender: Option<bool>) {
+    /// (`sender`), the receiving side, or both (`None`); samples the depth into `peak_depth`
+    /// at each side's flush if `sample_depth`.
+    pub fn flush_stats(&self, ring: &Ring, sender: Option<bool>, sample_depth: bool) {
         let stats = &ring.header().stats;
         if sender != Some(false) {
-            self.tx.flush(&stats.bytes_sent, ring);
+            self.tx.flush(&stats.bytes_sent, ring, sample_depth);
         }
         if sender != Some(true) {
-            self.rx.flush(&stats.bytes_received, ring);
+            self.rx.flush(&stats.bytes_received, ring, sample_depth);
         }
     }
 
