@@ -39,6 +39,9 @@ const _: () = assert!(SHMQ_VERSION_MAJOR == parse_u32(env!("CARGO_PKG_VERSION_MA
 const _: () = assert!(SHMQ_VERSION_MINOR == parse_u32(env!("CARGO_PKG_VERSION_MINOR")));
 const _: () = assert!(SHMQ_VERSION_PATCH == parse_u32(env!("CARGO_PKG_VERSION_PATCH")));
 
+// Used only by the const assertions above, which rustc before 1.86 or so does not count as
+// uses (it warns that the function is never used).
+#[allow(dead_code)]
 const fn parse_u32(s: &str) -> u32 {
     let b = s.as_bytes();
     let mut i = 0;
