@@ -318,6 +318,18 @@ impl Role {
     }
 }
 
+/// What a claim for sending finds at the tail ([`Spsc::look_at_tail`]).
+enum TailState {
+    /// The slot of this position is free: claim it.
+    Free(u64),
+    /// The receiver is a whole ring behind.
+    Full,
+    /// The queue is shut down.
+    Closed,
+    /// The receiver's head is past the tail (hostile bytes): continue from this head.
+    HeadAhead(u64),
+}
+
 /// What a receiver that found the queue empty and closed learns about the sender.
 enum SenderState {
     /// Nothing can be published any more: report `Closed`.
@@ -355,6 +367,39 @@ impl Spsc {
     ) -> Result<Attempt<PushToken>> {
         self.take_lease(&self.tx, Role::Sender, ring, peers, name)?;
         let h = ring.header();
+        match self.look_at_tail(ring) {
+            TailState::Free(tail) => Ok(Attempt::Done(ring.spsc_push_token(tail))),
+            TailState::Full => {
+                // Release: a receiver that sees 0 sees everything we published before.
+                h.tail.in_flight.store(0, Release);
+                Ok(Attempt::WouldBlock)
+            }
+            TailState::Closed => {
+                // Release: a receiver that sees 0 sees everything we published before.
+                h.tail.in_flight.store(0, Release);
+                wait::wake_receivers(h);
+                Err(Error::Closed)
+            }
+            TailState::HeadAhead(head) => {
+                // The receiver is past positions we never published: it read or skipped
+                // bytes a hostile process wrote. Continue from its head, or the ring would
+                // look full for ever.
+                h.stats.corrupted.fetch_add(1, Relaxed);
+                // Relaxed: a receiver only asks whether it is 0 (it was not, and is not), and
+                // a sender taking over after our death sees all our stores.
+                h.tail.in_flight.store(head.wrapping_add(1), Relaxed);
+                h.tail.value.store(head, Release);
+                Ok(Attempt::Done(ring.spsc_push_token(head)))
+            }
+        }
+    }
+
+    /// The first half of every claim for sending, with the side locked: announces the send
+    /// in `in_flight`, then judges the tail's slot. On any state but `Free` the caller
+    /// clears or moves `in_flight` before unlocking.
+    #[inline(always)]
+    fn look_at_tail(&self, ring: &Ring) -> TailState {
+        let h = ring.header();
         // Relaxed: we hold the sending role, so we are the tail's only writer.
         let tail = h.tail.value.load(Relaxed);
         // Relaxed: the light fence orders it before the load of `closed` for a receiver
@@ -363,10 +408,7 @@ impl Spsc {
         wait::light_fence(&h.wake.fence_required);
         // Relaxed: ordered by the fences above; `closed` publishes no data.
         if h.roles.closed.load(Relaxed) != 0 {
-            // Release: a receiver that sees 0 sees everything we published before.
-            h.tail.in_flight.store(0, Release);
-            wait::wake_receivers(h);
-            return Err(Error::Closed);
+            return TailState::Closed;
         }
         let capacity = ring.capacity();
         // Relaxed: holder-only cache.
@@ -376,25 +418,16 @@ impl Spsc {
             let head = h.head.value.load(Acquire);
             self.tx.head_seen.store(head, Relaxed);
             if (head.wrapping_sub(tail) as i64) > 0 {
-                // The receiver is past positions we never published: it read or skipped
-                // bytes a hostile process wrote. Continue from its head, or the ring would
-                // look full for ever.
-                h.stats.corrupted.fetch_add(1, Relaxed);
-                // Relaxed: a receiver only asks whether it is 0 (it was not, and is not), and
-                // a sender taking over after our death sees all our stores.
-                h.tail.in_flight.store(head.wrapping_add(1), Relaxed);
-                h.tail.value.store(head, Release);
-                return Ok(Attempt::Done(ring.spsc_push_token(head)));
+                return TailState::HeadAhead(head);
             }
             if tail.wrapping_sub(head) >= capacity {
-                h.tail.in_flight.store(0, Release);
-                return Ok(Attempt::WouldBlock);
+                return TailState::Full;
             }
         }
         // The slot's sequence word is not read: whatever it holds (even bytes a hostile
         // process wrote), the receiver has released the position a lap ago, and the
         // publication overwrites it.
-        Ok(Attempt::Done(ring.spsc_push_token(tail)))
+        TailState::Free(tail)
     }
 
     /// [`Spsc::try_claim_push`] without repairs, in the common case only: this thread owns
@@ -408,29 +441,13 @@ impl Spsc {
         if !self.tx.try_lock_owned(&h.wake.fence_required) {
             return None;
         }
-        // Relaxed, and the light fence: as in `claim_push_locked`.
-        let tail = h.tail.value.load(Relaxed);
-        h.tail.in_flight.store(tail.wrapping_add(1), Relaxed);
-        wait::light_fence(&h.wake.fence_required);
-        let capacity = ring.capacity();
-        // Relaxed: `closed` as in `claim_push_locked`; `head_seen` is a holder-only cache.
-        let verdict = if h.roles.closed.load(Relaxed) != 0 {
-            None
-        } else if tail.wrapping_sub(self.tx.head_seen.load(Relaxed)) < capacity {
-            return Some(Attempt::Done(ring.spsc_push_token(tail)));
-        } else {
-            // Acquire: as in `claim_push_locked`.
-            let head = h.head.value.load(Acquire);
-            self.tx.head_seen.store(head, Relaxed);
-            if (head.wrapping_sub(tail) as i64) > 0 {
-                None // a head ahead of the tail (hostile bytes): the general path repairs
-            } else if tail.wrapping_sub(head) < capacity {
-                return Some(Attempt::Done(ring.spsc_push_token(tail)));
-            } else {
-                Some(Attempt::WouldBlock)
-            }
+        let verdict = match self.look_at_tail(ring) {
+            TailState::Free(tail) => return Some(Attempt::Done(ring.spsc_push_token(tail))),
+            TailState::Full => Some(Attempt::WouldBlock),
+            // Shut down, or hostile bytes: the general path reports or repairs.
+            TailState::Closed | TailState::HeadAhead(_) => None,
         };
-        // Release: as in `claim_push_locked`.
+        // Release: a receiver that sees 0 sees everything we published before.
         h.tail.in_flight.store(0, Release);
         self.tx.unlock();
         verdict
