@@ -3,7 +3,9 @@
 //! Each mode moves N messages of SIZE bytes through one queue (depth 256) in one thread:
 //! `copy` = `send_bytes` + `receive_into` pairs, `fill` = the same calls a queue-full at a
 //! time (as two processes sharing one core take turns), `inplace` = `send_in_place` +
-//! `recv_in_place` pairs, `batch` = `send_batch` + `recv_batch` of 32. Only `hot_loop` is
+//! `recv_in_place` pairs, `batch` = `send_batch` + `recv_batch` of 32, `empty` = a
+//! `receive_into` that finds the queue empty (a polling receiver's cost between messages;
+//! no send, so its figure is per receive). Only `hot_loop` is
 //! meant to be measured: callgrind counts it alone with
 //!
 //! ```sh
@@ -85,7 +87,14 @@ fn hot_loop(queue: &CrossProcessQueue, mode: &str, n: u64, size: usize) -> u64 {
                 sum = sum.wrapping_add(metas[BATCH - 1].len as u64);
             }
         }
-        other => panic!("unknown mode {other}: copy, fill, inplace or batch"),
+        "empty" => {
+            // What a polling receiver pays between messages: a receive that finds nothing.
+            for _ in 0..n {
+                let got = queue.receive_into(&mut buf).expect("receive");
+                sum = sum.wrapping_add(u64::from(got.is_none()));
+            }
+        }
+        other => panic!("unknown mode {other}: copy, fill, inplace, batch or empty"),
     }
     sum
 }
@@ -108,8 +117,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let elapsed = start.elapsed();
     drop(queue);
     CrossProcessQueue::unlink(&name)?;
+    let unit = if mode == "empty" {
+        "empty receive"
+    } else {
+        "send+receive"
+    };
     println!(
-        "{mode} n={n} size={size} checksum={checksum} spsc={spsc}: {:.1} ns per send+receive (sum {sum})",
+        "{mode} n={n} size={size} checksum={checksum} spsc={spsc}: {:.1} ns per {unit} (sum {sum})",
         elapsed.as_nanos() as f64 / n as f64
     );
     Ok(())

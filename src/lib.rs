@@ -326,7 +326,6 @@ pub struct CrossProcessQueue {
     pending_received: AtomicU64,
     next_liveness_check: AtomicU64,
     next_orphan_scan: AtomicU64,
-    clock_origin: Instant,
     /// Per direction (receiving, sending): whether the last yield of a blocked call gave
     /// the core to another task, so the next blocked call yields before it polls (see
     /// [`run`](Self::run)).
@@ -527,7 +526,6 @@ impl CrossProcessQueue {
             next_liveness_check: AtomicU64::new(0),
             yield_first: Default::default(),
             next_orphan_scan: AtomicU64::new(0),
-            clock_origin: Instant::now(),
             spsc,
         })
     }
@@ -623,7 +621,9 @@ impl CrossProcessQueue {
     }
 
     fn now_ns(&self) -> u64 {
-        self.clock_origin.elapsed().as_nanos() as u64
+        // Coarse: these deadlines only limit how often repairs are looked for (at most one
+        // tick late), and a receive polling an empty queue asks on every call.
+        clock::coarse_monotonic_ns()
     }
 
     /// Rate limiter for liveness checks (system calls) on the would-block paths.
@@ -739,13 +739,16 @@ impl CrossProcessQueue {
     // ----- the engine: one attempt, and waiting between attempts --------------------------
 
     /// Runs `attempt` until it succeeds or fails, spinning briefly, then sleeping on `word`
-    /// in slices. `timeout`: `None` waits without limit, `Some(ZERO)` makes two attempts (the
-    /// second may repair).
+    /// in slices. `timeout`: `None` waits without limit, `Some(ZERO)` makes one attempt that
+    /// may repair, after one that does not unless `looked`.
     ///
     /// Called after an attempt in the common case failed ([`claim_push_fast`] or
-    /// [`claim_pop_fast`]). A wait starts with a pause rather than another attempt at once;
-    /// a call that does not wait makes the general attempt, which also takes a
-    /// single-producer side's lock by its slow path when this thread does not own it.
+    /// [`claim_pop_fast`]); `looked` says it answered "would block" (rather than "something
+    /// else"). A wait starts with a pause rather than another attempt at once; a call that
+    /// does not wait makes the general attempt (which also takes a single-producer side's
+    /// lock by its slow path when this thread does not own it), the one that does not repair
+    /// only if the common-case attempt could not say: repeating its look costs a polling
+    /// receiver time between messages.
     ///
     /// [`claim_push_fast`]: Self::claim_push_fast
     /// [`claim_pop_fast`]: Self::claim_pop_fast
@@ -754,11 +757,14 @@ impl CrossProcessQueue {
         &self,
         timeout: Option<Duration>,
         producer: bool,
+        looked: bool,
         mut attempt: impl FnMut(bool) -> Result<Attempt<T>>,
     ) -> Result<Attempt<T>> {
         if timeout == Some(Duration::ZERO) {
-            if let Attempt::Done(v) = attempt(false)? {
-                return Ok(Attempt::Done(v));
+            if !looked {
+                if let Attempt::Done(v) = attempt(false)? {
+                    return Ok(Attempt::Done(v));
+                }
             }
             self.flush_side(producer);
             return attempt(true);
@@ -1059,10 +1065,11 @@ impl CrossProcessQueue {
                 max: self.message_size(),
             });
         }
-        if let Some(Attempt::Done(token)) = self.claim_push_fast() {
-            return Ok(self.complete_send(token, id, timestamp, data));
-        }
-        match self.run(timeout, true, |repair| {
+        let looked = match self.claim_push_fast() {
+            Some(Attempt::Done(token)) => return Ok(self.complete_send(token, id, timestamp, data)),
+            fast => fast.is_some(),
+        };
+        match self.run(timeout, true, looked, |repair| {
             self.try_send_once(id, timestamp, data, repair)
         }) {
             Ok(Attempt::Done(id)) => Ok(id),
@@ -1211,9 +1218,17 @@ impl CrossProcessQueue {
                     return Ok(Attempt::WouldBlock);
                 }
                 Err(PopBlocked::Empty) => {
-                    if repair && self.orphan_scan_due() {
-                        if let Some(token) = self.adopt(&peers, buf_len)? {
-                            return Ok(Attempt::Done(token));
+                    if repair {
+                        // Nothing is in progress at the head, so no producer there needs a
+                        // liveness check: count this as the check. Only `InProgress` takes it
+                        // otherwise, so on a queue that stays empty it would stay due, and
+                        // every empty receive would miss the shortcut above (reading the
+                        // producers' tail line each time).
+                        let _ = self.liveness_due();
+                        if self.orphan_scan_due() {
+                            if let Some(token) = self.adopt(&peers, buf_len)? {
+                                return Ok(Attempt::Done(token));
+                            }
                         }
                     }
                     return Ok(Attempt::WouldBlock);
@@ -1245,10 +1260,13 @@ impl CrossProcessQueue {
     /// [`send_with`]: Self::send_with
     #[inline]
     pub fn recv_with(&self, buf: &mut [u8], timeout: Option<Duration>) -> Result<Received> {
-        if let Some(Attempt::Done(token)) = self.claim_pop_fast(buf.len()) {
-            return self.finish_read(token, buf);
-        }
-        match self.run(timeout, false, |repair| self.try_recv_once(buf, repair))? {
+        let looked = match self.claim_pop_fast(buf.len()) {
+            Some(Attempt::Done(token)) => return self.finish_read(token, buf),
+            fast => fast.is_some(),
+        };
+        match self.run(timeout, false, looked, |repair| {
+            self.try_recv_once(buf, repair)
+        })? {
             Attempt::Done(meta) => Ok(meta),
             Attempt::WouldBlock => Err(Error::QueueEmpty),
         }

@@ -87,10 +87,11 @@ impl CrossProcessQueue {
     /// Claims a slot to send into, waiting per `timeout`, with the errors and statistics of
     /// [`send_with`](Self::send_with).
     fn claim_for_send(&self, timeout: Option<Duration>) -> Result<PushToken> {
-        if let Some(Attempt::Done(token)) = self.claim_push_fast() {
-            return Ok(token);
-        }
-        match self.run(timeout, true, |repair| self.try_claim_push(repair)) {
+        let looked = match self.claim_push_fast() {
+            Some(Attempt::Done(token)) => return Ok(token),
+            fast => fast.is_some(),
+        };
+        match self.run(timeout, true, looked, |repair| self.try_claim_push(repair)) {
             Ok(Attempt::Done(token)) => Ok(token),
             Ok(Attempt::WouldBlock) => {
                 let stats = &self.ring.header().stats;
@@ -116,10 +117,13 @@ impl CrossProcessQueue {
     #[inline]
     fn claim_for_recv(&self, timeout: Option<Duration>) -> Result<PopToken> {
         let size = self.message_size();
-        if let Some(Attempt::Done(token)) = self.claim_pop_fast(size) {
-            return Ok(token);
-        }
-        match self.run(timeout, false, |repair| self.try_claim_pop(size, repair))? {
+        let looked = match self.claim_pop_fast(size) {
+            Some(Attempt::Done(token)) => return Ok(token),
+            fast => fast.is_some(),
+        };
+        match self.run(timeout, false, looked, |repair| {
+            self.try_claim_pop(size, repair)
+        })? {
             Attempt::Done(token) => Ok(token),
             Attempt::WouldBlock => Err(Error::QueueEmpty),
         }
