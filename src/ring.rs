@@ -52,6 +52,7 @@ use std::ptr;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 pub use crate::checksum::message_crc;
+use crate::checksum::MessageCrc;
 use crate::layout::{
     self, Claim, Header, Role, SlotHeader, FLAG_CHECKSUM, FLAG_SPSC, HEADER_SIZE, LAYOUT_VERSION,
     MAGIC, POS_MASK, SLOT_FLAG_REDELIVERED, SLOT_HEADER_SIZE, TAIL_CLOSED,
@@ -175,7 +176,8 @@ pub struct Ring {
     capacity: u64,
     stride: usize,
     message_size: usize,
-    checksum: bool,
+    /// The checksum's implementation for this CPU, if messages carry one.
+    checksum: Option<MessageCrc>,
     spsc: bool,
 }
 
@@ -261,7 +263,7 @@ impl Ring {
             capacity: capacity as u64,
             stride: layout::slot_stride(message_size).expect("validated geometry"),
             message_size: message_size as usize,
-            checksum: flags & FLAG_CHECKSUM != 0,
+            checksum: (flags & FLAG_CHECKSUM != 0).then(MessageCrc::for_this_cpu),
             spsc: flags & FLAG_SPSC != 0,
         }
     }
@@ -280,7 +282,7 @@ impl Ring {
     }
 
     pub fn checksum_enabled(&self) -> bool {
-        self.checksum
+        self.checksum.is_some()
     }
 
     /// The slot index of position `pos`, reduced modulo our own validated capacity, never
@@ -595,10 +597,9 @@ impl Ring {
             ptr::copy_nonoverlapping(data.as_ptr(), self.payload_at(token.index), data.len())
         };
         let len = data.len() as u32;
-        let crc = if self.checksum {
-            message_crc(id, timestamp_ns, len, data)
-        } else {
-            0
+        let crc = match self.checksum {
+            Some(crc) => crc.compute(id, timestamp_ns, len, data),
+            None => 0,
         };
         let slot = self.slot_at(token.index);
         slot.id.store(id, Relaxed);
@@ -619,13 +620,15 @@ impl Ring {
     pub fn finish_in_place(&self, token: &PushToken, id: u64, timestamp_ns: u64, len: usize) {
         assert!(len <= self.message_size, "caller checks the length");
         let slot = self.slot_at(token.index);
-        let crc = if self.checksum {
-            // SAFETY: the slot is ours and the payload holds `len` initialized bytes written
-            // by the caller; nobody else writes a claimed slot in a correct peer.
-            let bytes = unsafe { std::slice::from_raw_parts(self.payload_at(token.index), len) };
-            message_crc(id, timestamp_ns, len as u32, bytes)
-        } else {
-            0
+        let crc = match self.checksum {
+            Some(crc) => {
+                // SAFETY: the slot is ours and the payload holds `len` initialized bytes
+                // written by the caller; nobody else writes a claimed slot in a correct peer.
+                let bytes =
+                    unsafe { std::slice::from_raw_parts(self.payload_at(token.index), len) };
+                crc.compute(id, timestamp_ns, len as u32, bytes)
+            }
+            None => 0,
         };
         slot.id.store(id, Relaxed);
         slot.timestamp_ns.store(timestamp_ns, Relaxed);
@@ -1076,8 +1079,8 @@ impl Ring {
         unsafe { ptr::copy_nonoverlapping(self.payload_at(token.index), buf.as_mut_ptr(), len) };
         // The checksum is computed over our private copy, so a peer writing the slot
         // concurrently cannot make us accept bytes other than those we return.
-        if self.checksum {
-            let actual = message_crc(id, timestamp_ns, raw_len, &buf[..len]);
+        if let Some(crc) = self.checksum {
+            let actual = crc.compute(id, timestamp_ns, raw_len, &buf[..len]);
             if actual != expected {
                 return Err(ReadError::Checksum { expected, actual });
             }
@@ -1110,11 +1113,11 @@ impl Ring {
         let flags = slot.flags.load(Relaxed);
         let expected = slot.crc.load(Relaxed);
         let payload = self.payload_at(token.index) as *const u8;
-        if self.checksum {
+        if let Some(crc) = self.checksum {
             // SAFETY: len <= message_size, so the bytes lie inside the claimed slot's payload
             // area; the slot is ours until `release`, so correct peers do not write it.
             let bytes = unsafe { std::slice::from_raw_parts(payload, len) };
-            let actual = message_crc(id, timestamp_ns, raw_len, bytes);
+            let actual = crc.compute(id, timestamp_ns, raw_len, bytes);
             if actual != expected {
                 return Err(ReadError::Checksum { expected, actual });
             }
