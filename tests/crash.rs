@@ -211,6 +211,26 @@ impl Scenario {
         }
     }
 
+    /// Receives by polling alone (`receive_into`, which never waits), until a message comes
+    /// or `within` has passed; `None` then.
+    fn poll(&mut self, within: Duration) -> Option<u64> {
+        let mut buf = [0u8; 64];
+        let start = Instant::now();
+        loop {
+            match self.h.receive_into(&mut buf) {
+                Ok(Some(m)) => {
+                    let id = u64::from_le_bytes(buf[..8].try_into().unwrap());
+                    assert_eq!(&buf[..m.len], &payload(id)[..], "payload of {id}");
+                    self.note(id, m.redelivered);
+                    return Some(id);
+                }
+                Ok(None) if start.elapsed() >= within => return None,
+                Ok(None) => std::thread::yield_now(),
+                Err(e) => panic!("receive_into: {e}"),
+            }
+        }
+    }
+
     /// Receives until the queue stays empty for a while.
     fn recv_all(&mut self) -> Vec<u64> {
         let mut got = Vec::new();
@@ -375,6 +395,32 @@ fn killed_at_push_tail_moved() {
 #[test]
 fn killed_at_push_written() {
     producer_killed("push_written");
+}
+
+/// A receiver that only polls, on a queue left empty long enough for its repair checks to
+/// come due (an empty queue takes them: no producer is mid-send at the head), then a producer
+/// killed between its claim and its publication: the polls alone still skip the abandoned
+/// position and deliver the message behind it.
+#[test]
+fn polling_receiver_skips_a_dead_producers_position() {
+    let mut s = Scenario::new("poll_skip", 4);
+    let idle = Instant::now();
+    while idle.elapsed() < Duration::from_millis(30) {
+        assert_eq!(s.poll(Duration::ZERO), None, "the queue is empty");
+    }
+    let (child, id) = s.child_send("push_claimed");
+    s.absorb(&child.kill_at("push_claimed"));
+    let behind = s.send();
+    assert_eq!(
+        s.poll(SOON),
+        Some(behind),
+        "polling must skip the dead producer's position"
+    );
+    assert!(
+        !s.received.contains_key(&id),
+        "an unpublished message was delivered"
+    );
+    s.finish(1, 0);
 }
 
 /// A producer killed inside a batch, after publishing the batch's first message and claiming
