@@ -317,6 +317,28 @@ impl Ring {
         unsafe { self.slots.add(index * self.stride + SLOT_HEADER_SIZE) }
     }
 
+    /// Asks for the first payload line of the slot at `index`, for a receiver that found
+    /// nothing published there yet. The sender writes the payload before the header line
+    /// the receiver polls, so a look made while the sender writes the header fetches the
+    /// payload already, and when the message shows, its payload is here: the two lines
+    /// travel side by side instead of one after the other. Round trips, 64 B, sixteen
+    /// interleaved quick bench runs, fast-state rounds: 2–9 % shorter in all five forms
+    /// (docs/PERFORMANCE.md). A hint: it never faults, and no load sees a difference.
+    #[inline]
+    fn prefetch_payload(&self, index: usize) {
+        let line = self.payload_at(index);
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unused_unsafe)] // safe to call since Rust 1.87 (SSE is baseline on x86-64)
+        // SAFETY: a prefetch is a hint that cannot fault, whatever the address; this one is
+        // inside the mapping anyway (`payload_at` checks the index).
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(line as *const i8);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = line;
+    }
+
     /// A token for a position claimed off the fast path.
     fn pop_token(&self, pos: u64) -> PopToken {
         PopToken {
@@ -419,6 +441,7 @@ impl Ring {
         } else if seq == seq_free(pos) || seq == seq_full(pos.wrapping_sub(self.capacity)) {
             // Never written (first lap, or skipped a lap ago), or still the previous lap's
             // message: the single receiver does not free slots (see `spsc.rs`).
+            self.prefetch_payload(index);
             SpscPop::Empty
         } else if seq == seq_free(self.next_lap(pos)) {
             SpscPop::Released
@@ -780,7 +803,12 @@ impl Ring {
     pub fn head_unpublished(&self) -> bool {
         // Acquire: as in `claim_pop` (a `false` leads to it anyway).
         let h = self.head().load(Acquire);
-        self.slot(h).seq.load(Acquire) == seq_free(h)
+        let index = self.index(h);
+        let unpublished = self.slot_at(index).seq.load(Acquire) == seq_free(h);
+        if unpublished {
+            self.prefetch_payload(index);
+        }
+        unpublished
     }
 
     /// Claims the message at the head for `peers.me()`, if it fits in `buf_len` bytes.
