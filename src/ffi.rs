@@ -10,7 +10,7 @@
 //! - Every pointer argument is checked, in release builds too: NULL gives
 //!   `SHMQ_ERR_INVALID_ARGUMENT` with a message naming the argument. A data pointer may be
 //!   NULL only when its length is 0.
-//! - No panic crosses the boundary: each export runs inside [`boundary`], which turns a
+//! - No panic crosses the boundary: each export runs inside `boundary`, which turns a
 //!   panic into `SHMQ_ERR_INTERNAL` (or the function's neutral value) and a message.
 //! - Status codes coming *from* C are taken as plain integers, never as the Rust enum.
 #![allow(non_camel_case_types)]

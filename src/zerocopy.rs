@@ -172,8 +172,8 @@ impl CrossProcessQueue {
     /// byte you count in the length.
     ///
     /// If `fill` returns more than `message_size`, or panics, the slot is published poisoned
-    /// (see the [module notes](self)) and the send fails with `InvalidArgument` (or the panic
-    /// resumes). No allocation and no system call on the fast path.
+    /// (see the notes atop `src/zerocopy.rs`) and the send fails with `InvalidArgument` (or
+    /// the panic resumes). No allocation and no system call on the fast path.
     #[doc(alias = "reserve")]
     pub fn send_in_place<F>(&self, timeout: Option<Duration>, fill: F) -> Result<u64>
     where
@@ -258,11 +258,11 @@ impl CrossProcessQueue {
     }
 
     /// Sends several messages in order with one wait and one wake-up check (see the
-    /// [module notes](self) for why each still takes its own claim). Waits per `timeout` (as
-    /// in [`send_with`](Self::send_with)) only for room for the first message, then sends as
-    /// many as fit without waiting, and returns how many were sent (at least one, unless
-    /// `messages` is empty). Ids are the messages' positions. Fails with `MessageTooLarge`
-    /// before sending anything if any message exceeds the message size.
+    /// notes atop `src/zerocopy.rs` for why each still takes its own claim). Waits per
+    /// `timeout` (as in [`send_with`](Self::send_with)) only for room for the first message,
+    /// then sends as many as fit without waiting, and returns how many were sent (at least
+    /// one, unless `messages` is empty). Ids are the messages' positions. Fails with
+    /// `MessageTooLarge` before sending anything if any message exceeds the message size.
     pub fn send_batch<T: AsRef<[u8]>>(
         &self,
         messages: &[T],
