@@ -200,6 +200,11 @@ pub fn kernel_realtime_ns() -> u64 {
     };
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_REALTIME always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    timespec_ns(&ts)
+}
+
+/// A clock reading in nanoseconds since the clock's zero (0 for a time before it).
+fn timespec_ns(ts: &libc::timespec) -> u64 {
     if ts.tv_sec < 0 {
         return 0;
     }
@@ -224,9 +229,7 @@ pub fn coarse_monotonic_ns() -> u64 {
         // SAFETY: as above; CLOCK_MONOTONIC always exists on Linux.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     }
-    (ts.tv_sec.max(0) as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(ts.tv_nsec.max(0) as u64)
+    timespec_ns(&ts)
 }
 
 #[cfg(test)]

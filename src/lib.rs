@@ -871,23 +871,6 @@ impl CrossProcessQueue {
         }
     }
 
-    /// One attempt to send. `id: None` uses the message's position (unique in the queue).
-    #[inline]
-    fn try_send_once(
-        &self,
-        id: Option<u64>,
-        timestamp: u64,
-        data: &[u8],
-        repair: bool,
-    ) -> Result<Attempt<u64>> {
-        match self.try_claim_push(repair)? {
-            Attempt::Done(token) => Ok(Attempt::Done(
-                self.complete_send(token, id, timestamp, data),
-            )),
-            Attempt::WouldBlock => Ok(Attempt::WouldBlock),
-        }
-    }
-
     /// Writes, publishes and counts a message in a claimed slot; returns its id.
     #[inline]
     fn complete_send(
@@ -1065,14 +1048,20 @@ impl CrossProcessQueue {
                 max: self.message_size(),
             });
         }
+        let token = self.claim_for_send(timeout)?;
+        Ok(self.complete_send(token, id, timestamp, data))
+    }
+
+    /// Claims a slot to send into, waiting per `timeout` as [`send_with`](Self::send_with)
+    /// says, with its errors and statistics: the common-case attempt, then the engine.
+    #[inline]
+    fn claim_for_send(&self, timeout: Option<Duration>) -> Result<ring::PushToken> {
         let looked = match self.claim_push_fast() {
-            Some(Attempt::Done(token)) => return Ok(self.complete_send(token, id, timestamp, data)),
+            Some(Attempt::Done(token)) => return Ok(token),
             fast => fast.is_some(),
         };
-        match self.run(timeout, true, looked, |repair| {
-            self.try_send_once(id, timestamp, data, repair)
-        }) {
-            Ok(Attempt::Done(id)) => Ok(id),
+        match self.run(timeout, true, looked, |repair| self.try_claim_push(repair)) {
+            Ok(Attempt::Done(token)) => Ok(token),
             Ok(Attempt::WouldBlock) => {
                 let stats = &self.ring.header().stats;
                 if count_expiry() {
@@ -1082,6 +1071,7 @@ impl CrossProcessQueue {
                 Err(Error::QueueFull)
             }
             Err(Error::Timeout) => {
+                // One slice of a binding's longer wait is not counted (see `count_expiry`).
                 if count_expiry() {
                     self.ring.header().stats.send_full.fetch_add(1, Relaxed);
                 }
@@ -1163,14 +1153,6 @@ impl CrossProcessQueue {
                     self.message_size()
                 )))
             }
-        }
-    }
-
-    #[inline]
-    fn try_recv_once(&self, buf: &mut [u8], repair: bool) -> Result<Attempt<MessageMeta>> {
-        match self.try_claim_pop(buf.len(), repair)? {
-            Attempt::Done(token) => self.finish_read(token, buf).map(Attempt::Done),
-            Attempt::WouldBlock => Ok(Attempt::WouldBlock),
         }
     }
 
@@ -1260,14 +1242,22 @@ impl CrossProcessQueue {
     /// [`send_with`]: Self::send_with
     #[inline]
     pub fn recv_with(&self, buf: &mut [u8], timeout: Option<Duration>) -> Result<Received> {
-        let looked = match self.claim_pop_fast(buf.len()) {
-            Some(Attempt::Done(token)) => return self.finish_read(token, buf),
+        let token = self.claim_for_recv(buf.len(), timeout)?;
+        self.finish_read(token, buf)
+    }
+
+    /// Waits (per `timeout`, as [`recv_with`](Self::recv_with) says) for a message that fits
+    /// in `buf_len` bytes and claims it: the common-case attempt, then the engine.
+    #[inline]
+    fn claim_for_recv(&self, buf_len: usize, timeout: Option<Duration>) -> Result<PopToken> {
+        let looked = match self.claim_pop_fast(buf_len) {
+            Some(Attempt::Done(token)) => return Ok(token),
             fast => fast.is_some(),
         };
         match self.run(timeout, false, looked, |repair| {
-            self.try_recv_once(buf, repair)
+            self.try_claim_pop(buf_len, repair)
         })? {
-            Attempt::Done(meta) => Ok(meta),
+            Attempt::Done(token) => Ok(token),
             Attempt::WouldBlock => Err(Error::QueueEmpty),
         }
     }

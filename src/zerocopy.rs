@@ -84,51 +84,6 @@ impl Drop for PopGuard<'_> {
 }
 
 impl CrossProcessQueue {
-    /// Claims a slot to send into, waiting per `timeout`, with the errors and statistics of
-    /// [`send_with`](Self::send_with).
-    fn claim_for_send(&self, timeout: Option<Duration>) -> Result<PushToken> {
-        let looked = match self.claim_push_fast() {
-            Some(Attempt::Done(token)) => return Ok(token),
-            fast => fast.is_some(),
-        };
-        match self.run(timeout, true, looked, |repair| self.try_claim_push(repair)) {
-            Ok(Attempt::Done(token)) => Ok(token),
-            Ok(Attempt::WouldBlock) => {
-                let stats = &self.ring.header().stats;
-                if crate::count_expiry() {
-                    stats.send_full.fetch_add(1, Relaxed);
-                }
-                stats.peak_depth.fetch_max(self.ring.capacity(), Relaxed);
-                Err(Error::QueueFull)
-            }
-            Err(Error::Timeout) => {
-                // As in `send_with`: one slice of a binding's longer wait is not counted.
-                if crate::count_expiry() {
-                    self.ring.header().stats.send_full.fetch_add(1, Relaxed);
-                }
-                Err(Error::Timeout)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Waits (per `timeout`, as in [`recv_with`](Self::recv_with)) for a message that fits
-    /// in a slot and claims it.
-    #[inline]
-    fn claim_for_recv(&self, timeout: Option<Duration>) -> Result<PopToken> {
-        let size = self.message_size();
-        let looked = match self.claim_pop_fast(size) {
-            Some(Attempt::Done(token)) => return Ok(token),
-            fast => fast.is_some(),
-        };
-        match self.run(timeout, false, looked, |repair| {
-            self.try_claim_pop(size, repair)
-        })? {
-            Attempt::Done(token) => Ok(token),
-            Attempt::WouldBlock => Err(Error::QueueEmpty),
-        }
-    }
-
     /// The error (and statistic) for a claimed message that failed verification; the same
     /// as the copying receive reports.
     fn read_error(&self, e: ReadError) -> Error {
@@ -221,7 +176,7 @@ impl CrossProcessQueue {
     where
         F: FnOnce(Received, &[u8]) -> R,
     {
-        let token = self.claim_for_recv(timeout)?;
+        let token = self.claim_for_recv(self.message_size(), timeout)?;
         let result = self.read_claimed_in_place(token, read);
         result.map(|(r, len)| {
             self.count(&self.pending_received, 1, len as u64);
@@ -357,7 +312,7 @@ impl CrossProcessQueue {
                 got: buf.len(),
             });
         }
-        let mut token = self.claim_for_recv(timeout)?;
+        let mut token = self.claim_for_recv(self.message_size(), timeout)?;
         // Claimed slots, released together once the whole batch is copied.
         let mut held: [Option<PopToken>; RECV_BATCH_MAX] = [const { None }; RECV_BATCH_MAX];
         let mut claimed = 0;
@@ -418,7 +373,7 @@ impl CrossProcessQueue {
             return Ok(0);
         }
         let size = self.message_size();
-        let mut token = self.claim_for_recv(timeout)?;
+        let mut token = self.claim_for_recv(self.message_size(), timeout)?;
         let mut count = 0usize;
         let mut bytes = 0u64;
         let mut failure = None;
