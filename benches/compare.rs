@@ -396,6 +396,10 @@ enum Shmq {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Limit,
+    /// The limit's SPSC spin ring (which moves the throughput limit) timed for round trips:
+    /// what the least a queue pays to carry a 64-byte message and its index through shared
+    /// memory, against the cache-line ping-pong, which carries one word.
+    LimitRing,
     Shmq {
         mode: Shmq,
         crc: bool,
@@ -421,6 +425,7 @@ impl Kind {
     fn label(&self) -> String {
         match self {
             Kind::Limit => "hardware limit".into(),
+            Kind::LimitRing => "limit ring (64 B + index)".into(),
             Kind::Shmq { mode, crc, spsc } => {
                 let m = match mode {
                     Shmq::Block => "blocking",
@@ -462,6 +467,7 @@ impl Kind {
         matches!(
             self,
             Kind::Limit
+                | Kind::LimitRing
                 | Kind::Iceoryx2 { .. }
                 | Kind::Shmq {
                     mode: Shmq::Poll,
@@ -790,7 +796,7 @@ impl Chan {
         let n = CHAN_COUNTER.fetch_add(1, Relaxed);
         let pid = std::process::id();
         match kind {
-            Kind::Limit => Chan::Limit(LimitRing::new(size)),
+            Kind::Limit | Kind::LimitRing => Chan::Limit(LimitRing::new(size)),
             Kind::Shmq { mode, crc, spsc } => {
                 let name = format!("bench{pid}_{n}");
                 let queue = CrossProcessQueue::options()
@@ -1879,6 +1885,7 @@ fn main() {
     if cfg.wants("rtt64") {
         let kinds = [
             Kind::Limit,
+            Kind::LimitRing,
             shmq_poll,
             shmq_block,
             shmq_block_nocrc,
