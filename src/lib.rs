@@ -991,14 +991,14 @@ impl CrossProcessQueue {
         }
     }
 
-    /// Claims the slot after `pos` (just published by [`commit_push_in_batch`]) without
+    /// Claims the slot after `prev` (just published by [`commit_push_in_batch`]) without
     /// waiting; `None` ends the batch.
     ///
     /// [`commit_push_in_batch`]: Self::commit_push_in_batch
     #[inline]
-    fn claim_next_push(&self, pos: u64) -> Option<ring::PushToken> {
+    fn claim_next_push(&self, prev: ring::Cursor) -> Option<ring::PushToken> {
         match &self.spsc {
-            Some(spsc) => spsc.claim_next_push(&self.ring, pos),
+            Some(spsc) => spsc.claim_next_push(&self.ring, prev),
             // Full, or shut down meanwhile: what was sent stays sent.
             None => match self.try_claim_push(false) {
                 Ok(Attempt::Done(token)) => Some(token),
@@ -1030,12 +1030,12 @@ impl CrossProcessQueue {
         }
     }
 
-    /// Claims the message after `pos` (claimed earlier in the batch, and still held), if one
+    /// Claims the message after `prev` (claimed earlier in the batch, and still held), if one
     /// is there for a buffer of `buf_len` bytes; `None` ends the batch.
     #[inline]
-    fn claim_next_pop(&self, pos: u64, buf_len: usize) -> Option<PopToken> {
+    fn claim_next_pop(&self, prev: ring::Cursor, buf_len: usize) -> Option<PopToken> {
         match &self.spsc {
-            Some(spsc) => spsc.claim_next_pop(&self.ring, pos.wrapping_add(1), buf_len),
+            Some(spsc) => spsc.claim_next_pop(&self.ring, prev, buf_len),
             None => match self.try_claim_pop(buf_len, false) {
                 Ok(Attempt::Done(token)) => Some(token),
                 Ok(Attempt::WouldBlock) | Err(_) => None,

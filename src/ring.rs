@@ -147,6 +147,14 @@ impl PushToken {
     pub fn position(&self) -> u64 {
         self.pos
     }
+
+    /// Where the claim is, kept after the token is published (for the next claim of a batch).
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            pos: self.pos,
+            index: self.index,
+        }
+    }
 }
 
 /// A claimed slot for receiving: read it, then [`Ring::release`].
@@ -160,6 +168,29 @@ pub struct PopToken {
 
 impl PopToken {
     /// The position claimed.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// Where the claim is, kept after the token is released (for the next claim of a batch).
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            pos: self.pos,
+            index: self.index,
+        }
+    }
+}
+
+/// A position and its slot index, as a token holds them, without the claim: what a batch
+/// needs to claim the next position with an increment instead of a division ([`Ring::after`]).
+/// Made only by tokens and by [`Ring::after`], so `index` is always `pos % capacity`.
+#[derive(Clone, Copy, Debug)]
+pub struct Cursor {
+    pos: u64,
+    index: usize,
+}
+
+impl Cursor {
     pub fn position(&self) -> u64 {
         self.pos
     }
@@ -339,6 +370,22 @@ impl Ring {
         let _ = line;
     }
 
+    /// The position after `at` and its slot: an increment and a compare where
+    /// [`Ring::index`] divides (about 10 cycles on the project's Zen 3, more for 64-bit
+    /// operands), for batches, which walk consecutive positions.
+    #[inline]
+    pub fn after(&self, at: Cursor) -> Cursor {
+        let index = at.index + 1;
+        Cursor {
+            pos: at.pos.wrapping_add(1),
+            index: if index as u64 >= self.capacity {
+                0
+            } else {
+                index
+            },
+        }
+    }
+
     /// A token for a position claimed off the fast path.
     fn pop_token(&self, pos: u64) -> PopToken {
         PopToken {
@@ -422,11 +469,32 @@ impl Ring {
         }
     }
 
+    /// [`Ring::spsc_push_token`] for a position whose slot is known.
+    #[inline]
+    pub fn spsc_push_token_at(&self, at: Cursor) -> PushToken {
+        PushToken {
+            pos: at.pos,
+            index: at.index,
+        }
+    }
+
     /// The single receiver's claim of position `pos` (its own head) for a buffer of
     /// `buf_len` bytes.
     #[inline]
     pub fn spsc_claim_pop(&self, pos: u64, buf_len: usize) -> SpscPop {
-        let index = self.index(pos);
+        self.spsc_claim_pop_at(
+            Cursor {
+                pos,
+                index: self.index(pos),
+            },
+            buf_len,
+        )
+    }
+
+    /// [`Ring::spsc_claim_pop`] for a position whose slot is known.
+    #[inline]
+    pub fn spsc_claim_pop_at(&self, at: Cursor, buf_len: usize) -> SpscPop {
+        let Cursor { pos, index } = at;
         let slot = self.slot_at(index);
         // Acquire: pairs with the sender's Release in `publish`.
         let seq = slot.seq.load(Acquire);

@@ -51,7 +51,7 @@ use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use crate::layout::Header;
-use crate::ring::{Peers, PopToken, PushToken, Ring, SpscPop};
+use crate::ring::{Cursor, Peers, PopToken, PushToken, Ring, SpscPop};
 use crate::sync::AtomicU32;
 use crate::{wait, Attempt, Error, Result};
 
@@ -470,9 +470,10 @@ impl Spsc {
     /// so a sender taking over after our death finds every position before it published
     /// (see [`repair_after_dead_sender`]).
     #[inline]
-    pub fn claim_next_push(&self, ring: &Ring, pos: u64) -> Option<PushToken> {
+    pub fn claim_next_push(&self, ring: &Ring, prev: Cursor) -> Option<PushToken> {
         let h = ring.header();
-        let next = pos.wrapping_add(1);
+        let at = ring.after(prev);
+        let next = at.position();
         let capacity = ring.capacity();
         // Relaxed: holder-only cache, as in `claim_push_locked`.
         if next.wrapping_sub(self.tx.head_seen.load(Relaxed)) >= capacity {
@@ -488,7 +489,7 @@ impl Spsc {
         // Relaxed: read by a receiver only after a heavy fence, and by a sender taking over
         // after our death, when the kernel has made all our stores visible.
         h.tail.in_flight.store(next.wrapping_add(1), Relaxed);
-        Some(ring.spsc_push_token(next))
+        Some(ring.spsc_push_token_at(at))
     }
 
     /// Completes a send of `messages` (`bytes` in all) ending with position `last`, claimed
@@ -676,13 +677,15 @@ impl Spsc {
         self.released_batch(ring, pos, 1, bytes);
     }
 
-    /// The message at `pos`, the position after one this receive already holds (claimed by
+    /// The message at the position after `prev`, which this receive already holds (claimed by
     /// [`Spsc::try_claim_pop`] or by this, not yet released), if it is published and fits in
     /// `buf_len` bytes; `None` ends the batch (whatever else the slot holds is dealt with by
     /// the next plain receive). The side stays locked.
     #[inline]
-    pub fn claim_next_pop(&self, ring: &Ring, pos: u64, buf_len: usize) -> Option<PopToken> {
-        match ring.spsc_claim_pop(pos, buf_len) {
+    pub fn claim_next_pop(&self, ring: &Ring, prev: Cursor, buf_len: usize) -> Option<PopToken> {
+        let at = ring.after(prev);
+        let pos = at.position();
+        match ring.spsc_claim_pop_at(at, buf_len) {
             SpscPop::Message(token) => {
                 // Relaxed: as in `claim_pop_locked`. Positions from the head up to this one
                 // are now taken (see `repair_after_dead_receiver`).

@@ -251,7 +251,8 @@ impl CrossProcessQueue {
         let mut data = message(0);
         let last = loop {
             crashpoint::hit("push_tail_moved");
-            let pos = token.position();
+            let at = token.cursor();
+            let pos = at.position();
             self.ring.write(&token, pos, timestamp, data);
             crashpoint::hit("push_written");
             self.commit_push_in_batch(token, data.len());
@@ -260,7 +261,7 @@ impl CrossProcessQueue {
             if sent == count {
                 break pos;
             }
-            match self.claim_next_push(pos) {
+            match self.claim_next_push(at) {
                 Some(t) => token = t,
                 None => break pos,
             }
@@ -321,7 +322,7 @@ impl CrossProcessQueue {
         let mut failure = None;
         loop {
             crashpoint::hit("pop_head_moved");
-            let pos = token.position();
+            let at = token.cursor();
             let chunk = &mut buf[received * size..][..size];
             let result = self.ring.read(&token, chunk);
             crashpoint::hit("pop_read");
@@ -341,7 +342,7 @@ impl CrossProcessQueue {
             if claimed == max {
                 break;
             }
-            match self.claim_next_pop(pos, size) {
+            match self.claim_next_pop(at, size) {
                 Some(t) => token = t,
                 None => break,
             }

@@ -168,7 +168,7 @@ fn write_and_publish(ring: &Ring, token: PushToken, id: u64) -> u64 {
     pos
 }
 
-/// One attempt to send `id`, as `CrossProcessQueue::try_send_once` makes it.
+/// One attempt to send `id`, as `CrossProcessQueue::send_with` makes it (through `claim_for_send`).
 fn try_send(ring: &Ring, h: &Handle, id: u64) -> Sent {
     match claim_push(ring, h) {
         Ok(token) => {
@@ -240,7 +240,7 @@ fn read(ring: &Ring, token: &PopToken) -> MessageMeta {
     meta
 }
 
-/// One receive attempt, as `CrossProcessQueue::try_recv_once` makes it.
+/// One receive attempt, as `CrossProcessQueue::recv_with` makes it (through `claim_for_recv`).
 fn try_recv(ring: &Ring, h: &Handle) -> Got {
     match claim_pop(ring, h) {
         Ok(token) => {
@@ -307,12 +307,13 @@ fn try_send_batch(ring: &Ring, h: &Handle, ids: &[u64]) -> Result<usize, Sent> {
     let mut token = claim_push(ring, h)?;
     let mut sent = 0;
     let last = loop {
+        let at = token.cursor();
         let pos = write_and_publish(ring, token, ids[sent]);
         sent += 1;
         if sent == ids.len() {
             break pos;
         }
-        match h.spsc.claim_next_push(ring, pos) {
+        match h.spsc.claim_next_push(ring, at) {
             Some(next) => token = next,
             None => break pos,
         }
@@ -329,15 +330,13 @@ fn claim_batch(ring: &Ring, h: &Handle, max: usize) -> Result<(Vec<MessageMeta>,
     let mut token = claim_pop(ring, h)?;
     let mut got = Vec::new();
     loop {
-        let pos = token.position();
+        let at = token.cursor();
+        let pos = at.position();
         got.push(read(ring, &token));
         if got.len() == max {
             return Ok((got, pos));
         }
-        match h
-            .spsc
-            .claim_next_pop(ring, pos.wrapping_add(1), MESSAGE_SIZE as usize)
-        {
+        match h.spsc.claim_next_pop(ring, at, MESSAGE_SIZE as usize) {
             Some(next) => token = next,
             None => return Ok((got, pos)),
         }
@@ -649,12 +648,10 @@ fn dead_sender_mid_batch(death: SenderDeath) {
                 let mut published = Vec::new();
                 match claim_push(&q.ring, &h) {
                     Ok(token) => {
-                        let pos = write_and_publish(&q.ring, token, 1);
+                        let at = token.cursor();
+                        write_and_publish(&q.ring, token, 1);
                         published.push(1);
-                        let token = h
-                            .spsc
-                            .claim_next_push(&q.ring, pos)
-                            .expect("two free slots");
+                        let token = h.spsc.claim_next_push(&q.ring, at).expect("two free slots");
                         if die_mid_send(&q.ring, token, 2, death) {
                             published.push(2);
                         }

@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use heap_ring::HeapRing;
-use shmq::layout::FLAG_CHECKSUM;
-use shmq::ring::{HeadRepair, Peers, PopBlocked, PushBlocked, ReadError, Ring};
+use shmq::layout::{FLAG_CHECKSUM, FLAG_SPSC};
+use shmq::ring::{HeadRepair, Peers, PopBlocked, PushBlocked, ReadError, Ring, SpscPop};
 
 /// Participants whose death the test decides.
 #[derive(Clone, Default)]
@@ -53,6 +53,31 @@ fn pop(ring: &Ring, p: &Peer) -> Result<(u64, Vec<u8>, bool), PopBlocked> {
     ring.release(t);
     buf.truncate(meta.len);
     Ok((meta.id, buf, meta.redelivered))
+}
+
+/// A batch finds each next slot from the last one by an increment (`Ring::after`) instead of
+/// dividing its position by the capacity: across the wrap, the slot it writes must be the one
+/// a receiver claiming that position by division reads.
+#[test]
+fn batch_cursor_walks_the_slots_of_consecutive_positions() {
+    for cap in [1u32, 2, 3, 5, 8] {
+        let h = HeapRing::new(cap, 16, FLAG_CHECKSUM | FLAG_SPSC);
+        let start = 2 * u64::from(cap) - 1; // the last slot of a lap: the next one wraps
+        let mut at = h.ring.spsc_push_token(start).cursor();
+        for pos in start + 1..start + 3 * u64::from(cap) + 2 {
+            at = h.ring.after(at);
+            assert_eq!(at.position(), pos, "capacity {cap}");
+            let token = h.ring.spsc_push_token_at(at);
+            h.ring.write(&token, pos, 0, &pos.to_le_bytes());
+            h.ring.publish(token);
+            let SpscPop::Message(got) = h.ring.spsc_claim_pop(pos, 16) else {
+                panic!("capacity {cap}: position {pos} not published where it belongs");
+            };
+            let mut buf = [0u8; 16];
+            let meta = h.ring.read(&got, &mut buf).expect("intact");
+            assert_eq!((meta.id, &buf[..8]), (pos, &pos.to_le_bytes()[..]));
+        }
+    }
 }
 
 #[test]
