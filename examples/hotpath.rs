@@ -1,7 +1,9 @@
 //! The per-message hot path in one thread, for instruction counts under callgrind.
 //!
 //! Each mode moves N messages of SIZE bytes through one queue (depth 256) in one thread:
-//! `copy` = `send_bytes` + `receive_into` pairs, `fill` = the same calls a queue-full at a
+//! `copy` = `send_bytes` + `receive_into` pairs, `block` = `send_bytes_timeout(None)` +
+//! `recv_into(None)` pairs (the blocking forms, never waiting here), `fill` = the copying
+//! calls a queue-full at a
 //! time (as two processes sharing one core take turns), `inplace` = `send_in_place` +
 //! `recv_in_place` pairs, `batch` = `send_batch` + `recv_batch` of 32, `empty` = a
 //! `receive_into` that finds the queue empty (a polling receiver's cost between messages;
@@ -35,6 +37,17 @@ fn hot_loop(queue: &CrossProcessQueue, mode: &str, n: u64, size: usize) -> u64 {
                 queue.send_bytes(&data).expect("send");
                 let meta = queue
                     .receive_into(&mut buf)
+                    .expect("receive")
+                    .expect("a message");
+                sum = sum.wrapping_add(meta.len as u64 + buf[0] as u64);
+            }
+        }
+        "block" => {
+            // The blocking forms (the default calls), each finding what it waits for at once.
+            for _ in 0..n {
+                queue.send_bytes_timeout(&data, None).expect("send");
+                let meta = queue
+                    .recv_into(&mut buf, None)
                     .expect("receive")
                     .expect("a message");
                 sum = sum.wrapping_add(meta.len as u64 + buf[0] as u64);
@@ -94,7 +107,7 @@ fn hot_loop(queue: &CrossProcessQueue, mode: &str, n: u64, size: usize) -> u64 {
                 sum = sum.wrapping_add(u64::from(got.is_none()));
             }
         }
-        other => panic!("unknown mode {other}: copy, fill, inplace, batch or empty"),
+        other => panic!("unknown mode {other}: copy, block, fill, inplace, batch or empty"),
     }
     sum
 }

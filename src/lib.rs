@@ -1066,12 +1066,28 @@ impl CrossProcessQueue {
 
     /// Claims a slot to send into, waiting per `timeout` as [`send_with`](Self::send_with)
     /// says, with its errors and statistics: the common-case attempt, then the engine.
+    ///
+    /// The engine is a call away ([`claim_for_send_waiting`](Self::claim_for_send_waiting)),
+    /// so that a call finding room at once does not pay for the wait loop it did not enter:
+    /// inlined with a timeout not known to be zero, that loop's frame and saved registers
+    /// made a blocking send + receive pair 131 instructions dearer than a non-blocking one
+    /// (`examples/hotpath block` against `copy`).
     #[inline]
     fn claim_for_send(&self, timeout: Option<Duration>) -> Result<ring::PushToken> {
-        let looked = match self.claim_push_fast() {
-            Some(Attempt::Done(token)) => return Ok(token),
-            fast => fast.is_some(),
-        };
+        match self.claim_push_fast() {
+            Some(Attempt::Done(token)) => Ok(token),
+            fast => self.claim_for_send_waiting(timeout, fast.is_some()),
+        }
+    }
+
+    /// The rest of [`claim_for_send`](Self::claim_for_send) once its common-case attempt did
+    /// not claim (`looked`: it answered "full").
+    #[inline(never)]
+    fn claim_for_send_waiting(
+        &self,
+        timeout: Option<Duration>,
+        looked: bool,
+    ) -> Result<ring::PushToken> {
         match self.run(timeout, true, looked, |repair| self.try_claim_push(repair)) {
             Ok(Attempt::Done(token)) => Ok(token),
             Ok(Attempt::WouldBlock) => {
@@ -1129,6 +1145,7 @@ impl CrossProcessQueue {
     }
 
     /// [`send_bytes`](Self::send_bytes) that waits for room: `None` without limit.
+    #[inline]
     pub fn send_bytes_timeout(&self, data: &[u8], timeout: Option<Duration>) -> Result<u64> {
         self.send_with(None, clock::realtime_ns(), data, timeout)
     }
@@ -1260,12 +1277,25 @@ impl CrossProcessQueue {
 
     /// Waits (per `timeout`, as [`recv_with`](Self::recv_with) says) for a message that fits
     /// in `buf_len` bytes and claims it: the common-case attempt, then the engine.
+    ///
+    /// The engine is a call away, as for [`claim_for_send`](Self::claim_for_send).
     #[inline]
     fn claim_for_recv(&self, buf_len: usize, timeout: Option<Duration>) -> Result<PopToken> {
-        let looked = match self.claim_pop_fast(buf_len) {
-            Some(Attempt::Done(token)) => return Ok(token),
-            fast => fast.is_some(),
-        };
+        match self.claim_pop_fast(buf_len) {
+            Some(Attempt::Done(token)) => Ok(token),
+            fast => self.claim_for_recv_waiting(buf_len, timeout, fast.is_some()),
+        }
+    }
+
+    /// The rest of [`claim_for_recv`](Self::claim_for_recv) once its common-case attempt did
+    /// not claim (`looked`: it answered "empty").
+    #[inline(never)]
+    fn claim_for_recv_waiting(
+        &self,
+        buf_len: usize,
+        timeout: Option<Duration>,
+        looked: bool,
+    ) -> Result<PopToken> {
         match self.run(timeout, false, looked, |repair| {
             self.try_claim_pop(buf_len, repair)
         })? {
@@ -1287,6 +1317,7 @@ impl CrossProcessQueue {
 
     /// Receives into `buf`, waiting (`None`: without limit): `Ok(None)` once shut down and
     /// drained, `Err(Timeout)` at the deadline.
+    #[inline]
     pub fn recv_into(&self, buf: &mut [u8], timeout: Option<Duration>) -> Result<Option<Received>> {
         match self.recv_with(buf, timeout) {
             Ok(meta) => Ok(Some(meta)),
