@@ -191,6 +191,7 @@ pub struct Cursor {
 }
 
 impl Cursor {
+    /// The position the cursor is at.
     pub fn position(&self) -> u64 {
         self.pos
     }
@@ -463,10 +464,10 @@ impl Ring {
     /// receiver's head is less than a lap behind: see `spsc.rs`).
     #[inline]
     pub fn spsc_push_token(&self, pos: u64) -> PushToken {
-        PushToken {
+        self.spsc_push_token_at(Cursor {
             pos,
             index: self.index(pos),
-        }
+        })
     }
 
     /// [`Ring::spsc_push_token`] for a position whose slot is known.
