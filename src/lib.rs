@@ -70,14 +70,17 @@ const SLEEP_SLICE: Duration = Duration::from_millis(50);
 const SPIN_LIMIT: Duration = Duration::from_micros(10);
 /// While polling, the caller yields its core this often, so a peer on the same core runs.
 const SPIN_YIELD_EVERY: Duration = Duration::from_micros(1);
-/// A waiting receive's first attempts follow each other without a `pause` between them:
-/// the answer to a request usually comes within them (a round trip is about half a
-/// microsecond), and each `pause` delays noticing it (28 ns on the project's Zen 3 VM, about
-/// 140 cycles on Intel cores since Skylake). Blocking round trips, 64 B, 500 interleaved
-/// rounds: MPMC 611 -> 541 ns, SPSC 461 -> 431 ns. Later attempts pause, as a spin loop
-/// should (for a sibling hyperthread, and power), and so does every attempt of a waiting
-/// send: nobody awaits its result as closely, and an MPMC send polling without pauses
-/// lowered blocking throughput (docs/PERFORMANCE.md).
+/// A waiting receive's first attempts follow each other without a `pause` between them, and
+/// without a look at the clock every few: the answer to a request usually comes within them
+/// (a round trip is about half a microsecond), and each `pause` (28 ns on the project's Zen 3
+/// VM, about 140 cycles on Intel cores since Skylake) or clock read (two of 25–30 ns at the
+/// first) delays noticing it. Blocking round trips, 64 B, interleaved bench rounds: without
+/// the pauses MPMC 611 -> 541 ns and SPSC 461 -> 431 ns (500 rounds), then without the clock
+/// reads SPSC 411 -> 351 ns and MPMC 471 -> 461 ns (fast-state rounds of 20 runs). Later
+/// attempts pause, as a spin loop should (for a sibling hyperthread, and power), and so does
+/// every attempt of a waiting send: nobody awaits its result as closely, and an MPMC send
+/// polling without pauses lowered blocking throughput (docs/PERFORMANCE.md). A deadline is
+/// then noticed at most these attempts late (about a microsecond).
 const POLLS_WITHOUT_PAUSE: u32 = 32;
 /// A yield that keeps the caller off its core this long let another task run there: when
 /// the peer shares the core, polling only delays it (see [`CrossProcessQueue::run`]).
@@ -782,8 +785,9 @@ impl CrossProcessQueue {
         // between attempts (a receive's first few go without: see `POLLS_WITHOUT_PAUSE`),
         // yielding now and then for a peer on this core.
         //
-        // The clock is read every few attempts only, and not at all by a wait without a
-        // deadline that ends within its first few attempts: a receiver that keeps up with a
+        // The clock is read every few attempts only (and not in a receive's first
+        // `POLLS_WITHOUT_PAUSE`), and not at all by a wait without a deadline that ends
+        // within its first few attempts: a receiver that keeps up with a
         // stream finds the queue empty for a moment before most messages, and a clock read
         // costs as much as an attempt.
         //
@@ -802,13 +806,14 @@ impl CrossProcessQueue {
         let mut spin_start = (timeout.is_some() || next_yield.is_zero()).then(Instant::now);
         let deadline = timeout.zip(spin_start).map(|(t, start)| start + t);
         for polls in 1u32.. {
-            if producer || polls > POLLS_WITHOUT_PAUSE {
+            let eager = !producer && polls <= POLLS_WITHOUT_PAUSE;
+            if !eager {
                 std::hint::spin_loop();
             }
             if let Attempt::Done(v) = attempt(false)? {
                 return Ok(Attempt::Done(v));
             }
-            if polls % 8 == 0 || next_yield.is_zero() {
+            if (polls % 8 == 0 && !eager) || next_yield.is_zero() {
                 let start = *spin_start.get_or_insert_with(Instant::now);
                 let spun = start.elapsed();
                 if spun >= SPIN_LIMIT || deadline.is_some_and(|d| start + spun >= d) {
