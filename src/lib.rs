@@ -1004,11 +1004,9 @@ impl CrossProcessQueue {
     fn claim_next_push(&self, prev: ring::Cursor) -> Option<ring::PushToken> {
         match &self.spsc {
             Some(spsc) => spsc.claim_next_push(&self.ring, prev),
-            // Full, or shut down meanwhile: what was sent stays sent.
-            None => match self.try_claim_push(false) {
-                Ok(Attempt::Done(token)) => Some(token),
-                Ok(Attempt::WouldBlock) | Err(_) => None,
-            },
+            // Full, or shut down meanwhile: what was sent stays sent. The ring's claim
+            // itself, not `try_claim_push`'s layers around it: they only map its answers.
+            None => self.ring.claim_push(&self.peers()).ok(),
         }
     }
 
@@ -1041,10 +1039,11 @@ impl CrossProcessQueue {
     fn claim_next_pop(&self, prev: ring::Cursor, buf_len: usize) -> Option<PopToken> {
         match &self.spsc {
             Some(spsc) => spsc.claim_next_pop(&self.ring, prev, buf_len),
-            None => match self.try_claim_pop(buf_len, false) {
-                Ok(Attempt::Done(token)) => Some(token),
-                Ok(Attempt::WouldBlock) | Err(_) => None,
-            },
+            // The ring's claim itself, as in `claim_next_push`: no look at the head first
+            // (the message after one just taken is usually there), and whatever else it
+            // finds (empty, in progress, closed, too large) ends the batch for the next plain
+            // receive to deal with.
+            None => self.ring.claim_pop(&self.peers(), buf_len).ok(),
         }
     }
 
