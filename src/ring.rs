@@ -372,7 +372,7 @@ impl Ring {
     }
 
     /// The position after `at` and its slot: an increment and a compare where
-    /// [`Ring::index`] divides (about 10 cycles on the project's Zen 3, more for 64-bit
+    /// `Ring::index` divides (about 10 cycles on the project's Zen 3, more for 64-bit
     /// operands), for batches, which walk consecutive positions.
     #[inline]
     pub fn after(&self, at: Cursor) -> Cursor {
