@@ -756,7 +756,8 @@ impl CrossProcessQueue {
     ///
     /// Called after an attempt in the common case failed ([`claim_push_fast`] or
     /// [`claim_pop_fast`]); `looked` says it answered "would block" (rather than "something
-    /// else"). A wait starts with a pause rather than another attempt at once; a call that
+    /// else"). A waiting send starts with a pause rather than another attempt at once (a
+    /// waiting receive looks again at once: see [`POLLS_WITHOUT_PAUSE`]); a call that
     /// does not wait makes the general attempt (which also takes a single-producer side's
     /// lock by its slow path when this thread does not own it), the one that does not repair
     /// only if the common-case attempt could not say: repeating its look costs a polling

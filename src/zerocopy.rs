@@ -313,7 +313,7 @@ impl CrossProcessQueue {
                 got: buf.len(),
             });
         }
-        let mut token = self.claim_for_recv(self.message_size(), timeout)?;
+        let mut token = self.claim_for_recv(size, timeout)?;
         // Claimed slots, released together once the whole batch is copied.
         let mut held: [Option<PopToken>; RECV_BATCH_MAX] = [const { None }; RECV_BATCH_MAX];
         let mut claimed = 0;
@@ -374,7 +374,7 @@ impl CrossProcessQueue {
             return Ok(0);
         }
         let size = self.message_size();
-        let mut token = self.claim_for_recv(self.message_size(), timeout)?;
+        let mut token = self.claim_for_recv(size, timeout)?;
         let mut count = 0usize;
         let mut bytes = 0u64;
         let mut failure = None;
