@@ -27,14 +27,33 @@ pub fn message_crc(id: u64, timestamp_ns: u64, len: u32, data: &[u8]) -> u32 {
     MessageCrc::for_this_cpu().compute(id, timestamp_ns, len, data)
 }
 
-/// [`message_crc`]'s implementation for this CPU, chosen once (a ring holds one).
+/// [`message_crc`]'s implementation for this CPU, chosen once (a ring holds one), with the
+/// two copies that checksum what they copy.
 ///
 /// Deciding per call cost a 64-byte message's checksum about 30 instructions on top of the
 /// 40 the checksum takes (two feature checks, and a frame around the call into the
 /// `#[target_feature]` code, which cannot be inlined into its caller): 60 of a send +
 /// receive pair's ~640 (callgrind, `examples/hotpath`).
+///
+/// # Why copies that checksum
+/// A send checksums the caller's bytes and copies them into the slot; a receive copies the
+/// slot's bytes out and checksums its private copy. Done one after the other, each side
+/// walks the message twice, and at 4 KiB the two passes cost about their sum: the copy
+/// waits on cache lines coming from the other core while the checksum's unit idles, then
+/// the checksum runs on its own. [`MessageCrc::copy_from_shared`] and
+/// [`MessageCrc::copy_to_shared`] make one pass: each 8-byte word is loaded once into a
+/// register, fed to `crc32` and stored from that register, so the checksum still covers
+/// exactly the bytes that were delivered (or written), as the two passes did.
 #[derive(Clone, Copy)]
-pub struct MessageCrc(fn(u64, u64, u32, &[u8]) -> u32);
+pub struct MessageCrc {
+    compute: fn(u64, u64, u32, &[u8]) -> u32,
+    from_shared: CopyFn,
+    to_shared: CopyFn,
+}
+
+/// A copy that checksums: `(id, timestamp_ns, src, dst, len) -> crc`, both pointers valid
+/// for `len` bytes and not overlapping (see [`MessageCrc::copy_from_shared`] for the rest).
+type CopyFn = unsafe fn(u64, u64, *const u8, *mut u8, usize) -> u32;
 
 impl MessageCrc {
     /// The fastest implementation this CPU runs.
@@ -43,15 +62,65 @@ impl MessageCrc {
         if std::arch::is_x86_feature_detected!("sse4.2")
             && std::arch::is_x86_feature_detected!("pclmulqdq")
         {
-            return MessageCrc(x86_message_crc);
+            return MessageCrc {
+                compute: x86_message_crc,
+                from_shared: x86_copy::<true>,
+                to_shared: x86_copy::<false>,
+            };
         }
-        MessageCrc(portable_message_crc)
+        MessageCrc::portable()
+    }
+
+    /// The `crc32c` crate's implementation, whatever the CPU (the fallback; and the
+    /// reference the fast path is tested against).
+    pub fn portable() -> MessageCrc {
+        MessageCrc {
+            compute: portable_message_crc,
+            from_shared: portable_copy_from_shared,
+            to_shared: portable_copy_to_shared,
+        }
     }
 
     /// The checksum of a message (see [`message_crc`]).
     #[inline]
     pub fn compute(self, id: u64, timestamp_ns: u64, len: u32, data: &[u8]) -> u32 {
-        (self.0)(id, timestamp_ns, len, data)
+        (self.compute)(id, timestamp_ns, len, data)
+    }
+
+    /// Copies `dst.len()` bytes from `src`, in shared memory, to `dst`, and returns the
+    /// checksum of the message `(id, timestamp_ns, dst)`: of the bytes `dst` holds after the
+    /// copy, whatever another process writes at `src` meanwhile (each word is read once).
+    ///
+    /// # Safety
+    /// `src` is valid for reading `dst.len()` bytes, 8-byte aligned, and does not overlap
+    /// `dst`.
+    #[inline]
+    pub unsafe fn copy_from_shared(
+        self,
+        id: u64,
+        timestamp_ns: u64,
+        src: *const u8,
+        dst: &mut [u8],
+    ) -> u32 {
+        // SAFETY: the caller's contract; `dst` is a valid slice.
+        unsafe { (self.from_shared)(id, timestamp_ns, src, dst.as_mut_ptr(), dst.len()) }
+    }
+
+    /// Copies `src` to `dst`, in shared memory, and returns the checksum of the message
+    /// `(id, timestamp_ns, src)`.
+    ///
+    /// # Safety
+    /// `dst` is valid for writing `src.len()` bytes and does not overlap `src`.
+    #[inline]
+    pub unsafe fn copy_to_shared(
+        self,
+        id: u64,
+        timestamp_ns: u64,
+        src: &[u8],
+        dst: *mut u8,
+    ) -> u32 {
+        // SAFETY: the caller's contract; `src` is a valid slice.
+        unsafe { (self.to_shared)(id, timestamp_ns, src.as_ptr(), dst, src.len()) }
     }
 }
 
@@ -63,6 +132,25 @@ fn x86_message_crc(id: u64, timestamp_ns: u64, len: u32, data: &[u8]) -> u32 {
     unsafe { x86::message_crc(id, timestamp_ns, len, data) }
 }
 
+/// The copies of [`MessageCrc`] on x86-64, from shared memory if `FROM_SHARED`; reachable
+/// as [`x86_message_crc`] is.
+///
+/// # Safety
+/// As [`MessageCrc::copy_from_shared`] (`FROM_SHARED`) or [`MessageCrc::copy_to_shared`]
+/// says; `len` fits in a `u32`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn x86_copy<const FROM_SHARED: bool>(
+    id: u64,
+    timestamp_ns: u64,
+    src: *const u8,
+    dst: *mut u8,
+    len: usize,
+) -> u32 {
+    // SAFETY: the CPU supports SSE4.2 and PCLMULQDQ (see above); the pointers as the
+    // caller's contract says.
+    unsafe { x86::copy_message_crc::<FROM_SHARED>(id, timestamp_ns, src, dst, len) }
+}
+
 /// The portable definition, through the `crc32c` crate.
 fn portable_message_crc(id: u64, timestamp_ns: u64, len: u32, data: &[u8]) -> u32 {
     let mut head = [0u8; 20];
@@ -72,12 +160,58 @@ fn portable_message_crc(id: u64, timestamp_ns: u64, len: u32, data: &[u8]) -> u3
     crc32c::crc32c_append(crc32c::crc32c(&head), data)
 }
 
+/// The portable copy out of shared memory: copy, then checksum the private copy.
+///
+/// # Safety
+/// As [`MessageCrc::copy_from_shared`] says.
+unsafe fn portable_copy_from_shared(
+    id: u64,
+    timestamp_ns: u64,
+    src: *const u8,
+    dst: *mut u8,
+    len: usize,
+) -> u32 {
+    // SAFETY: the caller's contract: `src` readable and `dst` writable for `len` bytes,
+    // not overlapping; `dst` is private memory, so the slice stays valid while we read it.
+    let copy = unsafe {
+        std::ptr::copy_nonoverlapping(src, dst, len);
+        std::slice::from_raw_parts(dst, len)
+    };
+    portable_message_crc(id, timestamp_ns, len as u32, copy)
+}
+
+/// The portable copy into shared memory: checksum the private bytes, then copy them.
+///
+/// # Safety
+/// As [`MessageCrc::copy_to_shared`] says.
+unsafe fn portable_copy_to_shared(
+    id: u64,
+    timestamp_ns: u64,
+    src: *const u8,
+    dst: *mut u8,
+    len: usize,
+) -> u32 {
+    // SAFETY: the caller's contract: `src` is a private slice of `len` bytes, `dst`
+    // writable for `len` bytes, not overlapping.
+    unsafe {
+        let crc = portable_message_crc(
+            id,
+            timestamp_ns,
+            len as u32,
+            std::slice::from_raw_parts(src, len),
+        );
+        std::ptr::copy_nonoverlapping(src, dst, len);
+        crc
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::{
         _mm_clmulepi64_si128, _mm_crc32_u32, _mm_crc32_u64, _mm_crc32_u8, _mm_cvtsi128_si64,
         _mm_cvtsi32_si128,
     };
+    use std::ptr;
 
     /// CRC32C's polynomial, bit-reflected (the `crc32` instruction's convention).
     const POLY: u32 = 0x82F6_3B78;
@@ -136,108 +270,212 @@ mod x86 {
         }
     }
 
-    /// `crc32` of one 8-byte chunk, little-endian.
+    /// The message's 8-byte word at byte `at` of `src`, little-endian, for `crc32`; also
+    /// stored at `dst + at` when copying (`COPY`), from the register the checksum reads. A
+    /// word read from shared memory (`SHARED`) is read with a volatile load, which the
+    /// compiler may not repeat: the checksum and the copy see the same value even if another
+    /// process writes the word meanwhile.
     ///
     /// # Safety
-    /// The CPU supports SSE4.2.
-    #[inline]
-    #[target_feature(enable = "sse4.2")]
-    unsafe fn crc_word(state: u64, chunk: &[u8]) -> u64 {
-        let word = u64::from_le_bytes(chunk.try_into().expect("chunks of 8 bytes"));
-        #[allow(unused_unsafe)]
-        // SAFETY: the CPU has SSE4.2 (our contract); the intrinsic takes values only.
+    /// `src` is readable (and `dst` writable if `COPY`) for 8 bytes at `at`, not
+    /// overlapping; `src + at` is 8-byte aligned if `SHARED`.
+    #[inline(always)]
+    unsafe fn word<const COPY: bool, const SHARED: bool>(
+        src: *const u8,
+        dst: *mut u8,
+        at: usize,
+    ) -> u64 {
+        // SAFETY: the caller's contract (alignment only needed by the volatile load).
         unsafe {
-            _mm_crc32_u64(state, word)
+            let from = src.add(at).cast::<u64>();
+            let word = if SHARED {
+                ptr::read_volatile(from)
+            } else {
+                ptr::read_unaligned(from)
+            };
+            if COPY {
+                ptr::write_unaligned(dst.add(at).cast::<u64>(), word);
+            }
+            u64::from_le(word)
+        }
+    }
+
+    /// [`word`] for one byte.
+    ///
+    /// # Safety
+    /// `src` is readable (and `dst` writable if `COPY`) at `at`, not overlapping.
+    #[inline(always)]
+    unsafe fn byte<const COPY: bool, const SHARED: bool>(
+        src: *const u8,
+        dst: *mut u8,
+        at: usize,
+    ) -> u8 {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let byte = if SHARED {
+                ptr::read_volatile(src.add(at))
+            } else {
+                *src.add(at)
+            };
+            if COPY {
+                *dst.add(at) = byte;
+            }
+            byte
         }
     }
 
     /// Advances the raw CRC32C state `crc` (no inversions) over as many rounds of three
-    /// `BLOCK`-byte blocks as `data` holds; returns the state and the rest of `data`. `k1`
+    /// `BLOCK`-byte blocks as the `len - at` bytes from `at` on hold (copying them if
+    /// `COPY`, see [`word`]); returns the state and the offset after the last round. `k1`
     /// and `k2` shift a state across one and two blocks.
     ///
     /// # Safety
-    /// The CPU supports SSE4.2 and PCLMULQDQ.
+    /// The CPU supports SSE4.2 and PCLMULQDQ; `src` and `dst` as [`word`] says for bytes
+    /// `at..len`; `at <= len`.
     #[inline]
     #[target_feature(enable = "sse4.2,pclmulqdq")]
-    unsafe fn rounds<const BLOCK: usize>(
+    unsafe fn rounds<const BLOCK: usize, const COPY: bool, const SHARED: bool>(
         mut crc: u32,
-        mut data: &[u8],
+        (src, dst): (*const u8, *mut u8),
+        mut at: usize,
+        len: usize,
         (k1, k2): (u32, u32),
-    ) -> (u32, &[u8]) {
-        while data.len() >= 3 * BLOCK {
-            let (a, rest) = data.split_at(BLOCK);
-            let (b, rest) = rest.split_at(BLOCK);
-            let (c, rest) = rest.split_at(BLOCK);
+    ) -> (u32, usize) {
+        while len - at >= 3 * BLOCK {
             let (mut s0, mut s1, mut s2) = (u64::from(crc), 0u64, 0u64);
-            for ((x, y), z) in a
-                .chunks_exact(8)
-                .zip(b.chunks_exact(8))
-                .zip(c.chunks_exact(8))
-            {
-                // SAFETY: the CPU has SSE4.2 (our contract).
+            let mut i = at;
+            while i < at + BLOCK {
+                #[allow(unused_unsafe)]
+                // SAFETY: the CPU has SSE4.2 (our contract); the three words lie in
+                // `at..at + 3 * BLOCK`, inside `..len`, at multiples of 8 from `at`.
                 unsafe {
-                    s0 = crc_word(s0, x);
-                    s1 = crc_word(s1, y);
-                    s2 = crc_word(s2, z);
+                    s0 = _mm_crc32_u64(s0, word::<COPY, SHARED>(src, dst, i));
+                    s1 = _mm_crc32_u64(s1, word::<COPY, SHARED>(src, dst, i + BLOCK));
+                    s2 = _mm_crc32_u64(s2, word::<COPY, SHARED>(src, dst, i + 2 * BLOCK));
                 }
+                i += 8;
             }
             // The state after the three blocks: the first's shifted past the other two, the
             // second's past the third, and the third's.
             // SAFETY: the CPU has the features (our contract).
             crc = unsafe { shift(s0 as u32, k2) ^ shift(s1 as u32, k1) } ^ s2 as u32;
-            data = rest;
+            at += 3 * BLOCK;
         }
-        (crc, data)
+        (crc, at)
     }
 
-    /// Advances the raw CRC32C state `crc` (no inversions) over `data`: rounds of three long
-    /// blocks, then of three short blocks, then single words and bytes.
+    /// Advances the raw CRC32C state `crc` (no inversions) over the `len` bytes at `src`,
+    /// copying them to `dst` if `COPY` (see [`word`]): rounds of three long blocks, then of
+    /// three short blocks, then single words and bytes.
     ///
     /// # Safety
-    /// The CPU supports SSE4.2 and PCLMULQDQ.
+    /// The CPU supports SSE4.2 and PCLMULQDQ; `src` and `dst` as [`word`] says for bytes
+    /// `0..len` (`dst` unused unless `COPY`).
     #[inline]
     #[target_feature(enable = "sse4.2,pclmulqdq")]
-    unsafe fn update(crc: u32, data: &[u8]) -> u32 {
-        // SAFETY: the CPU has the features (our contract).
-        let (crc, data) = unsafe {
-            let (crc, data) = rounds::<LONG>(crc, data, (LONG_1, LONG_2));
-            rounds::<SHORT>(crc, data, (SHORT_1, SHORT_2))
+    unsafe fn update<const COPY: bool, const SHARED: bool>(
+        crc: u32,
+        src: *const u8,
+        dst: *mut u8,
+        len: usize,
+    ) -> u32 {
+        let ends = (src, dst);
+        // SAFETY: the CPU has the features and the pointers are valid (our contract).
+        let (crc, mut at) = unsafe {
+            let (crc, at) = rounds::<LONG, COPY, SHARED>(crc, ends, 0, len, (LONG_1, LONG_2));
+            rounds::<SHORT, COPY, SHARED>(crc, ends, at, len, (SHORT_1, SHORT_2))
         };
-        let mut words = data.chunks_exact(8);
         let mut wide = u64::from(crc);
-        for w in &mut words {
-            // SAFETY: the CPU has SSE4.2 (our contract).
-            wide = unsafe { crc_word(wide, w) };
+        // Four words at a time, then one: the loop's own instructions are as many as a
+        // word's, and messages of a few words are the common case.
+        while len - at >= 32 {
+            #[allow(unused_unsafe)]
+            // SAFETY: the CPU has SSE4.2; the words lie inside `..len`, at multiples of 8.
+            unsafe {
+                wide = _mm_crc32_u64(wide, word::<COPY, SHARED>(src, dst, at));
+                wide = _mm_crc32_u64(wide, word::<COPY, SHARED>(src, dst, at + 8));
+                wide = _mm_crc32_u64(wide, word::<COPY, SHARED>(src, dst, at + 16));
+                wide = _mm_crc32_u64(wide, word::<COPY, SHARED>(src, dst, at + 24));
+            }
+            at += 32;
+        }
+        while len - at >= 8 {
+            #[allow(unused_unsafe)]
+            // SAFETY: the CPU has SSE4.2; the word lies inside `..len`, at a multiple of 8.
+            unsafe {
+                wide = _mm_crc32_u64(wide, word::<COPY, SHARED>(src, dst, at));
+            }
+            at += 8;
         }
         let mut crc = wide as u32;
-        for &byte in words.remainder() {
+        while at < len {
             #[allow(unused_unsafe)]
-            // SAFETY: the CPU has SSE4.2 (our contract); the intrinsic takes values only.
+            // SAFETY: the CPU has SSE4.2; `at < len`.
             unsafe {
-                crc = _mm_crc32_u8(crc, byte);
+                crc = _mm_crc32_u8(crc, byte::<COPY, SHARED>(src, dst, at));
             }
+            at += 1;
         }
         crc
     }
 
-    /// [`super::message_crc`] with the `crc32` instruction: the 20 header bytes are three
-    /// instructions, then [`update`]. The same CRC32C (initial value and final xor `!0`,
-    /// bytes in little-endian order), so the value is identical to the portable path's.
+    /// The raw state after the header fields that travel with a message: three
+    /// instructions.
+    ///
+    /// # Safety
+    /// The CPU supports SSE4.2.
+    #[inline]
+    #[target_feature(enable = "sse4.2")]
+    unsafe fn header(id: u64, timestamp_ns: u64, len: u32) -> u32 {
+        #[allow(unused_unsafe)]
+        // SAFETY: the CPU has SSE4.2 (our contract); the intrinsics take values only.
+        unsafe {
+            let state = _mm_crc32_u64(u64::from(u32::MAX), id);
+            let state = _mm_crc32_u64(state, timestamp_ns);
+            _mm_crc32_u32(state as u32, len)
+        }
+    }
+
+    /// [`super::message_crc`] with the `crc32` instruction: the 20 header bytes, then
+    /// [`update`]. The same CRC32C (initial value and final xor `!0`, bytes in little-endian
+    /// order), so the value is identical to the portable path's.
     ///
     /// # Safety
     /// The CPU supports SSE4.2 and PCLMULQDQ.
     #[inline]
     #[target_feature(enable = "sse4.2,pclmulqdq")]
     pub(super) unsafe fn message_crc(id: u64, timestamp_ns: u64, len: u32, data: &[u8]) -> u32 {
-        #[allow(unused_unsafe)]
-        // SAFETY: the CPU has SSE4.2 (our contract); the intrinsics take values only.
-        let state = unsafe {
-            let state = _mm_crc32_u64(u64::from(u32::MAX), id);
-            let state = _mm_crc32_u64(state, timestamp_ns);
-            _mm_crc32_u32(state as u32, len)
-        };
-        // SAFETY: the CPU has the features (our contract).
-        !unsafe { update(state, data) }
+        // SAFETY: the CPU has the features (our contract); `data` is readable for its length
+        // and nothing is written (`COPY` is false).
+        !unsafe {
+            update::<false, false>(
+                header(id, timestamp_ns, len),
+                data.as_ptr(),
+                ptr::null_mut(),
+                data.len(),
+            )
+        }
+    }
+
+    /// [`message_crc`] of the `len` bytes at `src` (as `len as u32`), copied to `dst` in
+    /// the same pass (see `MessageCrc`'s notes); `src` is in shared memory if
+    /// `FROM_SHARED`.
+    ///
+    /// # Safety
+    /// The CPU supports SSE4.2 and PCLMULQDQ; `src` readable and `dst` writable for `len`
+    /// bytes, not overlapping; `src` 8-byte aligned if `FROM_SHARED`.
+    #[inline]
+    #[target_feature(enable = "sse4.2,pclmulqdq")]
+    pub(super) unsafe fn copy_message_crc<const FROM_SHARED: bool>(
+        id: u64,
+        timestamp_ns: u64,
+        src: *const u8,
+        dst: *mut u8,
+        len: usize,
+    ) -> u32 {
+        // SAFETY: the CPU has the features and the pointers are valid (our contract); the
+        // offsets `update` reads from `src` are multiples of 8 up to its last bytes.
+        !unsafe { update::<true, FROM_SHARED>(header(id, timestamp_ns, len as u32), src, dst, len) }
     }
 
     #[cfg(test)]
@@ -309,7 +547,7 @@ mod tests {
         let data = sample_bytes();
         let implementations = [
             ("this CPU's", MessageCrc::for_this_cpu()),
-            ("the portable", MessageCrc(portable_message_crc)),
+            ("the portable", MessageCrc::portable()),
         ];
         for n in lengths() {
             for offset in [0, 1, 3, 7] {
@@ -324,6 +562,86 @@ mod tests {
                         crc.compute(id, ts, len, bytes),
                         expected,
                         "{which} implementation, length {n}, offset {offset}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The copies that checksum: the copy is exact (and writes nothing past it), and the
+    /// checksum equals the reference's, for both implementations, every length of
+    /// [`lengths`] and unaligned private ends (the shared end of `copy_from_shared` is
+    /// 8-byte aligned, as slots are; the other is any).
+    #[test]
+    fn copies_copy_exactly_and_checksum_what_they_copied() {
+        /// 8-byte aligned storage for the shared end.
+        fn aligned(bytes: &[u8]) -> Vec<u64> {
+            let mut words = vec![0u64; bytes.len() / 8 + 2];
+            // SAFETY: `words` holds at least `bytes.len()` bytes; u64 has no invalid bits.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    bytes.as_ptr(),
+                    words.as_mut_ptr().cast(),
+                    bytes.len(),
+                )
+            };
+            words
+        }
+        let data = sample_bytes();
+        let shared = aligned(&data);
+        let implementations = [
+            ("this CPU's", MessageCrc::for_this_cpu()),
+            ("the portable", MessageCrc::portable()),
+        ];
+        const GUARD: u8 = 0x5A;
+        for n in lengths() {
+            let id = 0x0123_4567_89ab_cdef ^ n as u64;
+            let ts = u64::MAX - n as u64;
+            let expected = reference_crc(id, ts, n as u32, &data[..n]);
+            for (which, crc) in implementations {
+                for offset in [0, 1, 3, 7] {
+                    // Out of shared memory (aligned) into private memory (at `offset`).
+                    let mut out = vec![GUARD; offset + n + 1];
+                    // SAFETY: `shared` holds more than n bytes, 8-byte aligned; `out` is a
+                    // separate allocation.
+                    let got = unsafe {
+                        crc.copy_from_shared(
+                            id,
+                            ts,
+                            shared.as_ptr().cast(),
+                            &mut out[offset..offset + n],
+                        )
+                    };
+                    assert_eq!(
+                        got, expected,
+                        "{which} copy_from_shared, length {n}, offset {offset}"
+                    );
+                    assert!(
+                        out[offset..offset + n] == data[..n],
+                        "{which} copy_from_shared, length {n}"
+                    );
+                    assert_eq!(
+                        (out[..offset].iter().all(|&b| b == GUARD), out[offset + n]),
+                        (true, GUARD)
+                    );
+
+                    // From private memory (at `offset`) into shared memory (aligned).
+                    let mut slot = aligned(&vec![GUARD; n + 8]);
+                    let src = &data[offset..offset + n];
+                    let expected = reference_crc(id, ts, n as u32, src);
+                    // SAFETY: `slot` holds n + 8 bytes; `data` is a separate allocation.
+                    let got = unsafe { crc.copy_to_shared(id, ts, src, slot.as_mut_ptr().cast()) };
+                    assert_eq!(
+                        got, expected,
+                        "{which} copy_to_shared, length {n}, offset {offset}"
+                    );
+                    // SAFETY: `slot` holds n + 8 initialized bytes.
+                    let written =
+                        unsafe { std::slice::from_raw_parts(slot.as_ptr().cast::<u8>(), n + 1) };
+                    assert!(written[..n] == *src, "{which} copy_to_shared, length {n}");
+                    assert_eq!(
+                        written[n], GUARD,
+                        "{which} copy_to_shared wrote past length {n}"
                     );
                 }
             }

@@ -683,16 +683,19 @@ impl Ring {
         // The payload first, then the header fields right before `publish` stores `seq` in
         // the same line: a receiver polling that line takes it away from us at each look,
         // and the header stores and the publication then need it back only once.
-        // SAFETY: the slot is claimed by us, its payload area holds message_size >= len bytes,
-        // and `data` is private memory that cannot overlap the mapping.
-        unsafe {
-            ptr::copy_nonoverlapping(data.as_ptr(), self.payload_at(token.index), data.len())
+        let payload = self.payload_at(token.index);
+        let crc = match self.checksum {
+            // The checksum of the bytes as they are copied, in one pass (see `MessageCrc`).
+            // SAFETY: the slot is claimed by us, its payload area holds message_size >= len
+            // bytes, and `data` is private memory that cannot overlap the mapping.
+            Some(crc) => unsafe { crc.copy_to_shared(id, timestamp_ns, data, payload) },
+            None => {
+                // SAFETY: as above.
+                unsafe { ptr::copy_nonoverlapping(data.as_ptr(), payload, data.len()) };
+                0
+            }
         };
         let len = data.len() as u32;
-        let crc = match self.checksum {
-            Some(crc) => crc.compute(id, timestamp_ns, len, data),
-            None => 0,
-        };
         let slot = self.slot_at(token.index);
         slot.id.store(id, Relaxed);
         slot.timestamp_ns.store(timestamp_ns, Relaxed);
@@ -1171,16 +1174,23 @@ impl Ring {
         let timestamp_ns = slot.timestamp_ns.load(Relaxed);
         let flags = slot.flags.load(Relaxed);
         let expected = slot.crc.load(Relaxed);
-        // SAFETY: len <= message_size, so the source lies inside the slot; `buf` is private
-        // memory of at least `len` bytes and cannot overlap the mapping.
-        unsafe { ptr::copy_nonoverlapping(self.payload_at(token.index), buf.as_mut_ptr(), len) };
-        // The checksum is computed over our private copy, so a peer writing the slot
-        // concurrently cannot make us accept bytes other than those we return.
-        if let Some(crc) = self.checksum {
-            let actual = crc.compute(id, timestamp_ns, raw_len, &buf[..len]);
-            if actual != expected {
-                return Err(ReadError::Checksum { expected, actual });
+        let payload = self.payload_at(token.index);
+        let copy = &mut buf[..len];
+        match self.checksum {
+            // The checksum covers the bytes exactly as copied (each word is read from the
+            // slot once), so a peer writing the slot concurrently cannot make us accept bytes
+            // other than those we return.
+            Some(crc) => {
+                // SAFETY: len <= message_size, so the source lies inside the slot, and it is
+                // 64-aligned (as slots are: see `from_raw`); `buf` is private memory of at
+                // least `len` bytes and cannot overlap the mapping.
+                let actual = unsafe { crc.copy_from_shared(id, timestamp_ns, payload, copy) };
+                if actual != expected {
+                    return Err(ReadError::Checksum { expected, actual });
+                }
             }
+            // SAFETY: as above (alignment aside).
+            None => unsafe { ptr::copy_nonoverlapping(payload, copy.as_mut_ptr(), len) },
         }
         Ok(MessageMeta {
             id,
