@@ -384,8 +384,50 @@ fn hostile_child() {
             }
             println!("@@DONE {role} {counts:?}");
         }
+        "exact_reader" | "exact_writer" => {
+            let ms: u64 = std::env::var("RUN_MS").unwrap().parse().unwrap();
+            let q = CrossProcessQueue::connect(&name).unwrap();
+            let end = Instant::now() + Duration::from_millis(ms);
+            let mut buf = vec![0u8; q.message_size()];
+            let (mut ok, mut corrupted, mut mismatched) = (0u64, 0u64, 0u64);
+            let mut id = 0u64;
+            while Instant::now() < end {
+                if role == "exact_writer" {
+                    id += 1;
+                    let payload = exact_payload(id, q.message_size());
+                    match q.send_with(Some(id), 0, &payload, Some(Duration::from_millis(20))) {
+                        Ok(_) | Err(Error::Timeout) => {}
+                        Err(e) => panic!("send: {e:?}"),
+                    }
+                    continue;
+                }
+                match q.recv_with(&mut buf, Some(Duration::from_millis(20))) {
+                    Ok(meta) => {
+                        ok += 1;
+                        // The id is covered by the checksum too: a message that passed is
+                        // the writer's message `meta.id`, byte for byte, or the check failed.
+                        if buf[..meta.len] != exact_payload(meta.id, buf.len())[..] {
+                            mismatched += 1;
+                        }
+                    }
+                    Err(Error::CorruptedData(_)) => corrupted += 1,
+                    Err(Error::Timeout) => {}
+                    Err(e) => panic!("receive: {e:?}"),
+                }
+            }
+            if role == "exact_reader" {
+                println!("@@EXACT {ok} {corrupted} {mismatched}");
+            }
+        }
         other => panic!("unknown role {other}"),
     }
+}
+
+/// The payload the `exact_writer` child sends as message `id`: every byte depends on both.
+fn exact_payload(id: u64, size: usize) -> Vec<u8> {
+    (0..size as u64)
+        .map(|i| (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (i % 57)) as u8 ^ i as u8)
+        .collect()
 }
 
 fn spawn_child(name: &str, role: &str, run_ms: u64) -> std::process::Child {
@@ -501,6 +543,57 @@ fn scribbling_a_live_segment_never_crashes_or_hangs_peers() {
         .collect();
     println!("{writes} hostile writes; children: {summary:?}");
     assert_eq!(summary.len(), 4, "{outputs:?}");
+}
+
+/// A process rewriting payload bytes of a live queue while messages are copied out of it: a
+/// receive either returns the bytes the sender sent, exactly, or reports `CorruptedData`.
+/// The checksum is computed from the same loads that fill the receiver's buffer, so a byte
+/// changed between the check and the copy cannot slip through (4 KiB messages, so that a
+/// copy takes long enough for rewrites to land in the middle of some).
+#[test]
+fn payload_rewritten_during_receives_is_delivered_exactly_or_reported() {
+    let q = TestQueue::new("exact");
+    let (capacity, size) = (16u64, 4096u64);
+    let _h = CrossProcessQueue::create(&q.name, capacity as usize, size as usize).unwrap();
+    let run_ms = 2000;
+    let reader = spawn_child(&q.name, "exact_reader", run_ms);
+    let writer = spawn_child(&q.name, "exact_writer", run_ms);
+    let f = OpenOptions::new()
+        .write(true)
+        .open(shm_path(&q.name))
+        .unwrap();
+    let stride = SLOT_HEADER_SIZE as u64 + size;
+    let mut x = std::process::id() as u64 | 1;
+    let end = Instant::now() + Duration::from_millis(run_ms - 300);
+    let mut writes = 0u64;
+    while Instant::now() < end {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // One byte somewhere in some slot's payload (a rewrite that happens to write the
+        // byte already there changes nothing).
+        let slot = HEADER_SIZE as u64 + (x % capacity) * stride;
+        let offset = slot + SLOT_HEADER_SIZE as u64 + (x >> 8) % size;
+        f.write_all_at(&[(x >> 40) as u8 | 1], offset).unwrap();
+        writes += 1;
+        if writes % 64 == 0 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    let out = wait_output(reader, Duration::from_secs(60));
+    wait_output(writer, Duration::from_secs(60));
+    let counts: Vec<u64> = out
+        .lines()
+        .find_map(|l| l.split_once("@@EXACT "))
+        .map(|(_, r)| r.split(' ').map(|n| n.parse().unwrap()).collect())
+        .unwrap_or_else(|| panic!("no summary from the reader: {out}"));
+    let (ok, corrupted, mismatched) = (counts[0], counts[1], counts[2]);
+    println!("{writes} rewrites; {ok} delivered, {corrupted} reported corrupted");
+    assert_eq!(
+        mismatched, 0,
+        "{mismatched} of {ok} delivered messages differ from those sent"
+    );
+    assert!(ok > 0 && corrupted > 0, "the rewrites must hit some messages and spare others: {ok} delivered, {corrupted} corrupted");
 }
 
 // ----- permissions and stale segments -------------------------------------------------------
