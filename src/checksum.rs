@@ -64,8 +64,10 @@ impl MessageCrc {
         {
             return MessageCrc {
                 compute: x86_message_crc,
-                from_shared: x86_copy::<true>,
-                to_shared: x86_copy::<false>,
+                // These need the features too: only set here, after the check above (the
+                // fields are private to this module).
+                from_shared: x86::copy_message_crc::<true>,
+                to_shared: x86::copy_message_crc::<false>,
             };
         }
         MessageCrc::portable()
@@ -76,8 +78,8 @@ impl MessageCrc {
     pub fn portable() -> MessageCrc {
         MessageCrc {
             compute: portable_message_crc,
-            from_shared: portable_copy_from_shared,
-            to_shared: portable_copy_to_shared,
+            from_shared: portable_copy::<true>,
+            to_shared: portable_copy::<false>,
         }
     }
 
@@ -132,25 +134,6 @@ fn x86_message_crc(id: u64, timestamp_ns: u64, len: u32, data: &[u8]) -> u32 {
     unsafe { x86::message_crc(id, timestamp_ns, len, data) }
 }
 
-/// The copies of [`MessageCrc`] on x86-64, from shared memory if `FROM_SHARED`; reachable
-/// as [`x86_message_crc`] is.
-///
-/// # Safety
-/// As [`MessageCrc::copy_from_shared`] (`FROM_SHARED`) or [`MessageCrc::copy_to_shared`]
-/// says; `len` fits in a `u32`.
-#[cfg(target_arch = "x86_64")]
-unsafe fn x86_copy<const FROM_SHARED: bool>(
-    id: u64,
-    timestamp_ns: u64,
-    src: *const u8,
-    dst: *mut u8,
-    len: usize,
-) -> u32 {
-    // SAFETY: the CPU supports SSE4.2 and PCLMULQDQ (see above); the pointers as the
-    // caller's contract says.
-    unsafe { x86::copy_message_crc::<FROM_SHARED>(id, timestamp_ns, src, dst, len) }
-}
-
 /// The portable definition, through the `crc32c` crate.
 fn portable_message_crc(id: u64, timestamp_ns: u64, len: u32, data: &[u8]) -> u32 {
     let mut head = [0u8; 20];
@@ -160,49 +143,26 @@ fn portable_message_crc(id: u64, timestamp_ns: u64, len: u32, data: &[u8]) -> u3
     crc32c::crc32c_append(crc32c::crc32c(&head), data)
 }
 
-/// The portable copy out of shared memory: copy, then checksum the private copy.
+/// The portable copies of [`MessageCrc`]: copy, then checksum the private side (the copy
+/// out of shared memory if `FROM_SHARED`, else the bytes copied into it).
 ///
 /// # Safety
-/// As [`MessageCrc::copy_from_shared`] says.
-unsafe fn portable_copy_from_shared(
+/// As [`MessageCrc::copy_from_shared`] (`FROM_SHARED`) or [`MessageCrc::copy_to_shared`]
+/// says; `len` fits in a `u32`.
+unsafe fn portable_copy<const FROM_SHARED: bool>(
     id: u64,
     timestamp_ns: u64,
     src: *const u8,
     dst: *mut u8,
     len: usize,
 ) -> u32 {
-    // SAFETY: the caller's contract: `src` readable and `dst` writable for `len` bytes,
-    // not overlapping; `dst` is private memory, so the slice stays valid while we read it.
-    let copy = unsafe {
+    // SAFETY: the caller's contract: `src` readable and `dst` writable for `len` bytes, not
+    // overlapping; the private side is not written by anyone else while we read it.
+    let private = unsafe {
         std::ptr::copy_nonoverlapping(src, dst, len);
-        std::slice::from_raw_parts(dst, len)
+        std::slice::from_raw_parts(if FROM_SHARED { dst.cast_const() } else { src }, len)
     };
-    portable_message_crc(id, timestamp_ns, len as u32, copy)
-}
-
-/// The portable copy into shared memory: checksum the private bytes, then copy them.
-///
-/// # Safety
-/// As [`MessageCrc::copy_to_shared`] says.
-unsafe fn portable_copy_to_shared(
-    id: u64,
-    timestamp_ns: u64,
-    src: *const u8,
-    dst: *mut u8,
-    len: usize,
-) -> u32 {
-    // SAFETY: the caller's contract: `src` is a private slice of `len` bytes, `dst`
-    // writable for `len` bytes, not overlapping.
-    unsafe {
-        let crc = portable_message_crc(
-            id,
-            timestamp_ns,
-            len as u32,
-            std::slice::from_raw_parts(src, len),
-        );
-        std::ptr::copy_nonoverlapping(src, dst, len);
-        crc
-    }
+    portable_message_crc(id, timestamp_ns, len as u32, private)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -270,58 +230,47 @@ mod x86 {
         }
     }
 
-    /// The message's 8-byte word at byte `at` of `src`, little-endian, for `crc32`; also
-    /// stored at `dst + at` when copying (`COPY`), from the register the checksum reads. A
-    /// word read from shared memory (`SHARED`) is read with a volatile load, which the
-    /// compiler may not repeat: the checksum and the copy see the same value even if another
-    /// process writes the word meanwhile.
+    /// The message's `T` (a word or a byte) at byte `at` of `src`; also stored at `dst + at`
+    /// when copying (`COPY`), from the register the checksum reads. A value read from shared
+    /// memory (`SHARED`) is read with a volatile load, which the compiler may not repeat: the
+    /// checksum and the copy see the same value even if another process writes it meanwhile.
     ///
     /// # Safety
-    /// `src` is readable (and `dst` writable if `COPY`) for 8 bytes at `at`, not
-    /// overlapping; `src + at` is 8-byte aligned if `SHARED`.
+    /// `src` is readable (and `dst` writable if `COPY`) for `size_of::<T>()` bytes at `at`,
+    /// not overlapping; `src + at` is aligned for `T` if `SHARED`.
+    #[inline(always)]
+    unsafe fn take<T: Copy, const COPY: bool, const SHARED: bool>(
+        src: *const u8,
+        dst: *mut u8,
+        at: usize,
+    ) -> T {
+        // SAFETY: the caller's contract (alignment only needed by the volatile load).
+        unsafe {
+            let from = src.add(at).cast::<T>();
+            let value = if SHARED {
+                ptr::read_volatile(from)
+            } else {
+                ptr::read_unaligned(from)
+            };
+            if COPY {
+                ptr::write_unaligned(dst.add(at).cast::<T>(), value);
+            }
+            value
+        }
+    }
+
+    /// [`take`] of the 8-byte word at `at`, little-endian, for `crc32`.
+    ///
+    /// # Safety
+    /// As [`take`] says, for 8 bytes.
     #[inline(always)]
     unsafe fn word<const COPY: bool, const SHARED: bool>(
         src: *const u8,
         dst: *mut u8,
         at: usize,
     ) -> u64 {
-        // SAFETY: the caller's contract (alignment only needed by the volatile load).
-        unsafe {
-            let from = src.add(at).cast::<u64>();
-            let word = if SHARED {
-                ptr::read_volatile(from)
-            } else {
-                ptr::read_unaligned(from)
-            };
-            if COPY {
-                ptr::write_unaligned(dst.add(at).cast::<u64>(), word);
-            }
-            u64::from_le(word)
-        }
-    }
-
-    /// [`word`] for one byte.
-    ///
-    /// # Safety
-    /// `src` is readable (and `dst` writable if `COPY`) at `at`, not overlapping.
-    #[inline(always)]
-    unsafe fn byte<const COPY: bool, const SHARED: bool>(
-        src: *const u8,
-        dst: *mut u8,
-        at: usize,
-    ) -> u8 {
         // SAFETY: the caller's contract.
-        unsafe {
-            let byte = if SHARED {
-                ptr::read_volatile(src.add(at))
-            } else {
-                *src.add(at)
-            };
-            if COPY {
-                *dst.add(at) = byte;
-            }
-            byte
-        }
+        u64::from_le(unsafe { take::<u64, COPY, SHARED>(src, dst, at) })
     }
 
     /// Advances the raw CRC32C state `crc` (no inversions) over as many rounds of three
@@ -330,7 +279,7 @@ mod x86 {
     /// and `k2` shift a state across one and two blocks.
     ///
     /// # Safety
-    /// The CPU supports SSE4.2 and PCLMULQDQ; `src` and `dst` as [`word`] says for bytes
+    /// The CPU supports SSE4.2 and PCLMULQDQ; `src` and `dst` as [`take`] says for bytes
     /// `at..len`; `at <= len`.
     #[inline]
     #[target_feature(enable = "sse4.2,pclmulqdq")]
@@ -369,7 +318,7 @@ mod x86 {
     /// three short blocks, then single words and bytes.
     ///
     /// # Safety
-    /// The CPU supports SSE4.2 and PCLMULQDQ; `src` and `dst` as [`word`] says for bytes
+    /// The CPU supports SSE4.2 and PCLMULQDQ; `src` and `dst` as [`take`] says for bytes
     /// `0..len` (`dst` unused unless `COPY`).
     #[inline]
     #[target_feature(enable = "sse4.2,pclmulqdq")]
@@ -412,7 +361,7 @@ mod x86 {
             #[allow(unused_unsafe)]
             // SAFETY: the CPU has SSE4.2; `at < len`.
             unsafe {
-                crc = _mm_crc32_u8(crc, byte::<COPY, SHARED>(src, dst, at));
+                crc = _mm_crc32_u8(crc, take::<u8, COPY, SHARED>(src, dst, at));
             }
             at += 1;
         }
