@@ -232,7 +232,10 @@ class Queue:
         self._spsc = lib.shmq_is_single_producer_single_consumer(_handle) == 1
         # Handle lifetime: every call holds a "use"; close() refuses new uses and waits for
         # the current ones (at most one wait slice) before freeing the C handle.
-        self._cond = threading.Condition(threading.Lock())
+        # A plain lock for the per-call bookkeeping (`with` on it runs in C; a Condition's
+        # `with` adds two Python-level frames per call), shared by the condition close() waits on.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._users = 0
         self._closing = False
         self._local = threading.local()
@@ -314,14 +317,14 @@ class Queue:
     # ----- handle lifetime -----------------------------------------------------------------
 
     def _acquire(self) -> Any:
-        with self._cond:
+        with self._lock:
             if self._closing:
                 raise ValueError(f"operation on closed queue handle {self._name!r}")
             self._users += 1
             return self._handle
 
     def _release(self) -> None:
-        with self._cond:
+        with self._lock:
             self._users -= 1
             if self._closing and self._users == 0:
                 self._cond.notify_all()
@@ -433,21 +436,27 @@ class Queue:
     # ----- waiting -------------------------------------------------------------------------
 
     def _wait(
-        self, attempt: Callable[[Any, int, int], int], block: bool, timeout: Optional[float]
+        self, fn: Callable[..., int], args: tuple, block: bool, timeout: Optional[float]
     ) -> int:
-        """Runs ``attempt(handle, timeout_ms, flags)`` until it stops timing out or time is up.
+        """Runs ``fn(handle, *args, timeout_ms, flags)`` until it stops timing out or time is
+        up, holding a use of the handle during each call (see :meth:`_call`, inlined here:
+        this is every message's path, where each Python frame costs).
 
         Waits in slices of at most ``WAIT_SLICE_MS`` so that Python handles signals between
         them. Every slice but the one that ends the caller's wait passes ``SHMQ_WAIT_SLICE``,
         so the queue's statistics count one timeout per timed-out call, not one per slice.
         Returns the last status.
         """
-        if not block:
-            return int(self._call(attempt, 0, 0))
-        _check_timeout(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None
+        if block:
+            _check_timeout(timeout)
+            if timeout is not None:
+                deadline = time.monotonic() + timeout
+        lock = self._lock
         while True:
-            if deadline is None:
+            if not block:
+                slice_ms, flags = 0, 0
+            elif deadline is None:
                 slice_ms, flags = WAIT_SLICE_MS, WAIT_SLICE
             else:
                 left_ms = math.ceil((deadline - time.monotonic()) * 1000)
@@ -455,10 +464,19 @@ class Queue:
                     slice_ms, flags = max(1, left_ms), 0  # the last slice: its expiry counts
                 else:
                     slice_ms, flags = WAIT_SLICE_MS, WAIT_SLICE
-            status = int(self._call(attempt, slice_ms, flags))
-            if status != Status.ERR_TIMEOUT:
-                return status
-            if flags == 0:
+            with lock:
+                if self._closing:
+                    raise ValueError(f"operation on closed queue handle {self._name!r}")
+                self._users += 1
+            try:
+                # close() frees the handle only once the uses are back to zero.
+                status = fn(self._handle, *args, slice_ms, flags)
+            finally:
+                with lock:
+                    self._users -= 1
+                    if self._closing and self._users == 0:
+                        self._cond.notify_all()
+            if status != Status.ERR_TIMEOUT or flags == 0:
                 return status
 
     def _raise_send(self, status: int, block: bool, timeout: Optional[float]) -> None:
@@ -488,9 +506,7 @@ class Queue:
         :class:`MessageTooLarge` if ``data`` is longer than :attr:`message_size`.
         """
         pointer, length = _readable(data)
-        status = self._wait(
-            lambda h, ms, fl: lib.shmq_send_ex(h, pointer, length, ms, fl), block, timeout
-        )
+        status = self._wait(lib.shmq_send_ex, (pointer, length), block, timeout)
         if status != Status.OK:
             self._raise_send(status, block, timeout)
 
@@ -516,11 +532,7 @@ class Queue:
                 raise InvalidArgument(f"{label} must be an unsigned 64-bit integer, got {value!r}")
         pointer, length = _readable(data)
         status = self._wait(
-            lambda h, ms, fl: lib.shmq_send_message_ex(
-                h, id, timestamp_ns, pointer, length, ms, fl
-            ),
-            block,
-            timeout,
+            lib.shmq_send_message_ex, (id, timestamp_ns, pointer, length), block, timeout
         )
         if status != Status.OK:
             self._raise_send(status, block, timeout)
@@ -550,11 +562,7 @@ class Queue:
         buf = self._scratch()
         size = ctypes.sizeof(buf)
         got = ctypes.c_size_t()
-        status = self._wait(
-            lambda h, ms, fl: lib.shmq_receive_ex(h, buf, size, ctypes.byref(got), ms, fl),
-            block,
-            timeout,
-        )
+        status = self._wait(lib.shmq_receive_ex, (buf, size, ctypes.byref(got)), block, timeout)
         if status != Status.OK:
             self._raise_receive(status, block, timeout)
         return ctypes.string_at(buf, got.value)
@@ -569,11 +577,7 @@ class Queue:
         size = ctypes.sizeof(buf)
         info = QueueInfo()
         status = self._wait(
-            lambda h, ms, fl: lib.shmq_receive_message_ex(
-                h, buf, size, ctypes.byref(info), ms, fl
-            ),
-            block,
-            timeout,
+            lib.shmq_receive_message_ex, (buf, size, ctypes.byref(info)), block, timeout
         )
         if status != Status.OK:
             self._raise_receive(status, block, timeout)
@@ -596,9 +600,7 @@ class Queue:
         pointer, size = _writable(buffer)
         got = ctypes.c_size_t()
         status = self._wait(
-            lambda h, ms, fl: lib.shmq_receive_ex(
-                h, pointer, size, ctypes.byref(got), ms, fl
-            ), block, timeout
+            lib.shmq_receive_ex, (pointer, size, ctypes.byref(got)), block, timeout
         )
         if status == Status.ERR_BUFFER_TOO_SMALL:
             message = _text(lib.shmq_last_error()) or (
@@ -648,9 +650,8 @@ class Queue:
             )
             left = count - sent
             status = self._wait(
-                lambda h, ms, fl: lib.shmq_send_batch(
-                    h, ptrs, lens, left, ctypes.byref(out), ms, fl
-                ),
+                lib.shmq_send_batch,
+                (ptrs, lens, left, ctypes.byref(out)),
                 block,
                 None if deadline is None else max(0.0, deadline - time.monotonic()),
             )
@@ -704,9 +705,8 @@ class Queue:
             want = min(per_call, max_messages - len(received))
             first = not received
             status = self._wait(
-                lambda h, ms, fl: lib.shmq_receive_batch(
-                    h, buf, want * size, infos, want, ctypes.byref(got), ms, fl
-                ),
+                lib.shmq_receive_batch,
+                (buf, want * size, infos, want, ctypes.byref(got)),
                 block if first else False,
                 timeout if first else None,
             )
@@ -754,9 +754,7 @@ class Queue:
         with _zerocopy.InPlaceCall(fill, self._message_size) as call:
             key = call.key
             status = self._wait(
-                lambda h, ms, fl: lib.shmq_send_in_place(h, _zerocopy.FILL, key, ms, fl),
-                block,
-                timeout,
+                lib.shmq_send_in_place, (_zerocopy.FILL, key), block, timeout
             )
         if call.error is not None:
             raise call.error
@@ -787,9 +785,7 @@ class Queue:
         with _zerocopy.InPlaceCall(read, self._message_size) as call:
             key = call.key
             status = self._wait(
-                lambda h, ms, fl: lib.shmq_receive_in_place(h, _zerocopy.READ, key, ms, fl),
-                block,
-                timeout,
+                lib.shmq_receive_in_place, (_zerocopy.READ, key), block, timeout
             )
         if call.error is not None:
             raise call.error
