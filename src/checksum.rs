@@ -12,9 +12,11 @@
 //! independent `crc32` streams over three consecutive blocks (the instruction's latency is
 //! three cycles and its throughput one per cycle), joined by shifting each stream's state
 //! across the blocks after it with one carry-less multiplication. The blocks have fixed
-//! sizes, so the shift constants are computed at compile time. Unit tests check every length
-//! up to 1100 bytes, a spread up to 7000 and both sides of every round boundary, at four
-//! alignments, against the crate, and the shift constants against feeding zero bytes.
+//! sizes, so the shift constants are computed at compile time. The same rounds also copy:
+//! a copying send or receive checksums each word as it moves it (see [`MessageCrc`]). Unit
+//! tests check every length up to 1100 bytes, a spread up to 7000 and both sides of every
+//! round boundary, at four alignments, against the crate (the copies too), and the shift
+//! constants against feeding zero bytes.
 //!
 //! The `#[target_feature]` functions are `unsafe fn` and call the intrinsics in `unsafe`
 //! blocks that newer compilers find unneeded: safe `#[target_feature]` functions (Rust 1.86)
