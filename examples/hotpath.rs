@@ -3,12 +3,11 @@
 //! Each mode moves N messages of SIZE bytes through one queue (depth 256) in one thread:
 //! `copy` = `send_bytes` + `receive_into` pairs, `block` = `send_bytes_timeout(None)` +
 //! `recv_into(None)` pairs (the blocking forms, never waiting here), `fill` = the copying
-//! calls a queue-full at a
-//! time (as two processes sharing one core take turns), `inplace` = `send_in_place` +
-//! `recv_in_place` pairs, `batch` = `send_batch` + `recv_batch` of 32, `empty` = a
-//! `receive_into` that finds the queue empty (a polling receiver's cost between messages;
-//! no send, so its figure is per receive). Only `hot_loop` is
-//! meant to be measured: callgrind counts it alone with
+//! calls a queue-full at a time (as two processes sharing one core take turns), `inplace` =
+//! `send_in_place` + `recv_in_place` pairs, `batch` = `send_batch` + `recv_batch` of 32,
+//! `empty` = a `receive_into` that finds the queue empty (a polling receiver's cost between
+//! messages; no send, so its figure is per receive). Only `hot_loop` is meant to be
+//! measured: callgrind counts it alone with
 //!
 //! ```sh
 //! cargo build --release --example hotpath

@@ -371,6 +371,15 @@ impl Ring {
         let _ = line;
     }
 
+    /// Position `pos` and its slot (one division; [`Ring::after`] steps without).
+    #[inline]
+    fn cursor(&self, pos: u64) -> Cursor {
+        Cursor {
+            pos,
+            index: self.index(pos),
+        }
+    }
+
     /// The position after `at` and its slot: an increment and a compare where
     /// `Ring::index` divides (about 10 cycles on the project's Zen 3, more for 64-bit
     /// operands), for batches, which walk consecutive positions.
@@ -464,10 +473,7 @@ impl Ring {
     /// receiver's head is less than a lap behind: see `spsc.rs`).
     #[inline]
     pub fn spsc_push_token(&self, pos: u64) -> PushToken {
-        self.spsc_push_token_at(Cursor {
-            pos,
-            index: self.index(pos),
-        })
+        self.spsc_push_token_at(self.cursor(pos))
     }
 
     /// [`Ring::spsc_push_token`] for a position whose slot is known.
@@ -483,13 +489,7 @@ impl Ring {
     /// `buf_len` bytes.
     #[inline]
     pub fn spsc_claim_pop(&self, pos: u64, buf_len: usize) -> SpscPop {
-        self.spsc_claim_pop_at(
-            Cursor {
-                pos,
-                index: self.index(pos),
-            },
-            buf_len,
-        )
+        self.spsc_claim_pop_at(self.cursor(pos), buf_len)
     }
 
     /// [`Ring::spsc_claim_pop`] for a position whose slot is known.
