@@ -50,7 +50,7 @@ pub use ring::MessageMeta as Received;
 pub use segment::{validate_name, MAX_NAME_LEN, SHM_DIR, SHM_PREFIX};
 
 use layout::{Header, FLAG_CHECKSUM, FLAG_SPSC, HEADER_SIZE, KNOWN_FLAGS, LAYOUT_VERSION, MAGIC};
-use ring::{HeadRepair, MessageMeta, Peers, PopBlocked, PopToken, PushBlocked, ReadError, Ring};
+use ring::{HeadRepair, MessageMeta, Peers, PopBlocked, PopToken, PushBlocked, Ring};
 use segment::Segment;
 
 /// Version of this library (the crate version).
@@ -1164,29 +1164,12 @@ impl CrossProcessQueue {
         crashpoint::hit("pop_read");
         self.commit_pop(token, result.as_ref().map_or(0, |m| m.len));
         wait::wake_senders(self.ring.header());
-        let stats = &self.ring.header().stats;
         match result {
             Ok(meta) => {
                 self.count(&self.pending_received, 1, meta.len as u64);
                 Ok(meta)
             }
-            Err(ReadError::Checksum { expected, actual }) => {
-                stats.checksum_failures.fetch_add(1, Relaxed);
-                Err(Error::CorruptedData(format!(
-                    "queue '{}': message checksum {actual:#010x} does not match {expected:#010x}; \
-                     the message was dropped",
-                    self.name
-                )))
-            }
-            Err(ReadError::BadLength(len)) => {
-                stats.corrupted.fetch_add(1, Relaxed);
-                Err(Error::CorruptedData(format!(
-                    "queue '{}': message length {len} exceeds the message size {}; \
-                     the message was dropped",
-                    self.name,
-                    self.message_size()
-                )))
-            }
+            Err(e) => Err(self.read_error(e)),
         }
     }
 

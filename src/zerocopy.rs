@@ -86,7 +86,7 @@ impl Drop for PopGuard<'_> {
 impl CrossProcessQueue {
     /// The error (and statistic) for a claimed message that failed verification; the same
     /// as the copying receive reports.
-    fn read_error(&self, e: ReadError) -> Error {
+    pub(crate) fn read_error(&self, e: ReadError) -> Error {
         let stats = &self.ring.header().stats;
         match e {
             ReadError::Checksum { expected, actual } => {
