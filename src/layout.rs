@@ -13,7 +13,7 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// "SHMQRING" read as a little-endian u64: identifies a segment as an shmq queue.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMQRING");
 /// Bumped whenever any byte's meaning changes; a mismatch is refused on connect.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 /// Size of the header; slots start here (page aligned).
 #[cfg(not(loom))]
 pub const HEADER_SIZE: usize = 4096;
@@ -202,8 +202,18 @@ pub struct SlotHeader {
     pub flags: AtomicU32,
     /// CRC32C of id, timestamp, len and payload (0 when checksums are off).
     pub crc: AtomicU32,
-    pub _reserved: [AtomicU32; 5],
+    pub _reserved0: AtomicU32,
+    /// The position whose message the slot holds, stored before `seq` publishes it
+    /// ([`NO_POSITION`] until the first). A `seq` that says "published for `p`" over a slot
+    /// holding another position's message is not a publication: stray or hostile bytes, which
+    /// would otherwise deliver an old message a second time with a valid checksum.
+    pub position: AtomicU64,
+    pub _reserved: [AtomicU32; 2],
 }
+
+/// [`SlotHeader::position`] of a slot that has never held a message: no position is this
+/// large (positions stay below 2^63).
+pub const NO_POSITION: u64 = u64::MAX;
 
 /// Whether a claim was made by a producer (to write) or a consumer (to read).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -318,6 +328,7 @@ const _: () = {
     assert!(offset_of!(SlotHeader, len) == 32);
     assert!(offset_of!(SlotHeader, flags) == 36);
     assert!(offset_of!(SlotHeader, crc) == 40);
+    assert!(offset_of!(SlotHeader, position) == 48);
 };
 
 #[cfg(test)]

@@ -32,6 +32,10 @@
 //! * Repair counters (`abandoned`, `redelivered`, `republished`) are bumped by whoever
 //!   completes the repair's final store, so a repairer killed halfway is counted once by
 //!   the process that finishes its work.
+//! * Each slot records the position of the message it holds (`position`, stored before the
+//!   publishing `seq`). A `seq` that says "published for `h`" over a slot holding another
+//!   position's message is stray bytes, not a publication: taking it would deliver an old
+//!   message a second time and, with the tail not yet past `h`, move the head past the tail.
 //! * `shutdown` sets [`TAIL_CLOSED`] in `tail`; a producer whose claim cannot advance a closed
 //!   tail withdraws it, so no message is published after the final position and receivers
 //!   can report `Closed` once `head` reaches it.
@@ -55,7 +59,7 @@ pub use crate::checksum::message_crc;
 use crate::checksum::MessageCrc;
 use crate::layout::{
     self, Claim, Header, Role, SlotHeader, FLAG_CHECKSUM, FLAG_SPSC, HEADER_SIZE, LAYOUT_VERSION,
-    MAGIC, POS_MASK, SLOT_FLAG_REDELIVERED, SLOT_HEADER_SIZE, TAIL_CLOSED,
+    MAGIC, NO_POSITION, POS_MASK, SLOT_FLAG_REDELIVERED, SLOT_HEADER_SIZE, TAIL_CLOSED,
 };
 use crate::sync::{spin_loop, AtomicU32, AtomicU64};
 
@@ -110,6 +114,8 @@ pub enum SpscPop {
     /// Freed for the next lap without being read: a corrupt slot the receiver skipped
     /// ([`Ring::spsc_skip`]) before it died, without moving the head.
     Released,
+    /// A sequence word no correct sender writes, or one that says "published for `pos`"
+    /// over the message of another position.
     Corrupt,
 }
 
@@ -271,6 +277,7 @@ impl Ring {
             let slot = ring.slot(i);
             slot.seq.store(2 * i, Relaxed);
             slot.claim.store(Claim::INITIAL, Relaxed);
+            slot.position.store(NO_POSITION, Relaxed);
         }
         ring
     }
@@ -499,7 +506,11 @@ impl Ring {
         let slot = self.slot_at(index);
         // Acquire: pairs with the sender's Release in `publish`.
         let seq = slot.seq.load(Acquire);
-        if seq == seq_full(pos) {
+        // Relaxed: ordered after the Acquire above, which the sender's Release store of `seq`
+        // after this field pairs with. A slot that says "published for `pos`" but holds
+        // another position's message is `Corrupt` (see `claim_pop`): the receiver waits for
+        // the sender to overwrite it, or skips it once the tail is past.
+        if seq == seq_full(pos) && slot.position.load(Relaxed) == pos {
             // Relaxed: ordered after the Acquire above; the length is re-read (and checked
             // against the message size) by `read`.
             let len = slot.len.load(Relaxed) as usize;
@@ -702,6 +713,7 @@ impl Ring {
         slot.len.store(len, Relaxed);
         slot.flags.store(0, Relaxed);
         slot.crc.store(crc, Relaxed);
+        slot.position.store(token.pos, Relaxed);
     }
 
     /// Pointer to the payload area of a claimed slot (`message_size` bytes), for zero-copy
@@ -730,6 +742,7 @@ impl Ring {
         slot.len.store(len as u32, Relaxed);
         slot.flags.store(0, Relaxed);
         slot.crc.store(crc, Relaxed);
+        slot.position.store(token.pos, Relaxed);
     }
 
     /// Publishes a claimed slot as a message that no receiver accepts (its length exceeds
@@ -741,6 +754,7 @@ impl Ring {
         slot.len.store(u32::MAX, Relaxed);
         slot.flags.store(0, Relaxed);
         slot.crc.store(0, Relaxed);
+        slot.position.store(token.pos, Relaxed);
         self.publish(token);
     }
 
@@ -848,6 +862,8 @@ impl Ring {
             Ok(()) => {
                 crate::crashpoint::hit("repair_tail_tail_moved");
                 slot.flags.fetch_or(SLOT_FLAG_REDELIVERED, Relaxed);
+                // The message now belongs to position `t`.
+                slot.position.store(t, Relaxed);
                 // Release: as in `publish`; the payload is the dead receiver's intact message.
                 slot.seq.store(seq_full(t), Release);
                 // Counted only once published: if we die before, whoever finishes our work
@@ -918,6 +934,33 @@ impl Ring {
                     let _ = self
                         .head()
                         .compare_exchange(h, h.wrapping_add(1), AcqRel, Relaxed);
+                    continue;
+                }
+                // Relaxed: ordered after the Acquire load of `seq`, which the producer's
+                // Release store of `seq` after this field pairs with.
+                if slot.position.load(Relaxed) != h {
+                    // "Published for `h`" over a slot that holds another position's message:
+                    // stray bytes in `seq`, not a publication (taken, it would deliver an old
+                    // message again, checksum and all). If the tail is not past `h`, no
+                    // producer has claimed it: the one that does rewrites `seq` (see
+                    // `reclaim_corrupt_for_push`), while taking it now would move the head
+                    // past the tail, losing that producer's message and wedging the slot a
+                    // lap later. Past the tail, its producer may still be writing (its
+                    // publication sets both): give it time, then skip the slot.
+                    let tail = self.tail().load(Acquire);
+                    if tail & POS_MASK <= h {
+                        return Err(if tail & TAIL_CLOSED != 0 {
+                            PopBlocked::Closed
+                        } else {
+                            PopBlocked::Empty
+                        });
+                    }
+                    suspicious += 1;
+                    if suspicious > CONSISTENCY_RETRIES {
+                        self.skip_corrupt_head(h, seq, peers);
+                        suspicious = 0;
+                    }
+                    spin_loop();
                     continue;
                 }
                 let len = slot.len.load(Relaxed) as usize;
@@ -1071,6 +1114,8 @@ impl Ring {
             // The republisher died after moving the tail, before publishing; the dead
             // receiver's message is intact. It counts only after publishing, so we count.
             slot.flags.fetch_or(SLOT_FLAG_REDELIVERED, Relaxed);
+            // Ours (claimed, its republisher dead): the message now belongs to `h`.
+            slot.position.store(h, Relaxed);
             stats.redelivered.fetch_add(1, Relaxed);
             stats.republished.fetch_add(1, Relaxed);
             return HeadRepair::Message(self.pop_token(h));
@@ -1154,6 +1199,9 @@ impl Ring {
                 continue;
             }
             slot.flags.fetch_or(SLOT_FLAG_REDELIVERED, Relaxed);
+            // The message is read as `p`'s. (A republisher stores `t` there only after moving
+            // the tail past `t`, which it has not; stored anyway, the slot being ours.)
+            slot.position.store(p, Relaxed);
             self.header().stats.redelivered.fetch_add(1, Relaxed);
             return Ok(Some(self.pop_token(p)));
         }
@@ -1337,6 +1385,6 @@ mod loom_memory {
         }
         Participant { id, pid, start_time, connected_at_ns, _reserved }
         Header { identity, tail, head, wake, stats, participants, roles, _reserved }
-        SlotHeader { seq, claim, id, timestamp_ns, len, flags, crc, _reserved }
+        SlotHeader { seq, claim, id, timestamp_ns, len, flags, crc, _reserved0, position, _reserved }
     }
 }

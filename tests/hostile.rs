@@ -314,6 +314,76 @@ fn impossible_sequence_numbers_are_skipped_not_waited_on() {
     }
 }
 
+/// A published message whose slot says it holds another position's message (hostile bytes in
+/// the slot's `position`): skipped and counted as corrupted, and the receiver goes on to the
+/// next message, in both kinds of queue.
+#[test]
+fn message_of_the_wrong_position_is_skipped() {
+    for spsc in [false, true] {
+        let q = TestQueue::new("wrongpos");
+        let h = CrossProcessQueue::options()
+            .single_producer_single_consumer(spsc)
+            .create(&q.name, 4, 64)
+            .unwrap();
+        for id in 1..=2 {
+            h.send(&Message::new(id, "m")).unwrap();
+        }
+        poke(&q.name, slot_offset(0) + 48, &77u64.to_le_bytes());
+        let m = h.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+        assert_eq!(m.id, 2, "spsc {spsc}: the slot of position 0 is skipped");
+        assert_eq!(h.stats().corrupted, 1, "spsc {spsc}");
+        h.send(&Message::new(3, "after")).unwrap();
+        assert_eq!(h.receive().unwrap().unwrap().id, 3, "spsc {spsc}");
+    }
+}
+
+/// A consumed slot whose sequence word is rewritten to say "published" for the position a
+/// lap later still holds its old message, checksum and all. Taken, that message would be
+/// delivered a second time, and a multi-producer ring would move its head past its tail:
+/// the producer of that position then published into a slot nobody reads, and the ring
+/// stopped a lap later. The slot records the position of its message, so a receiver sees
+/// there is nothing to take yet, and the producer overwrites the slot when it gets there.
+#[test]
+fn replayed_slot_is_not_delivered_again() {
+    for spsc in [false, true] {
+        for checksum in [true, false] {
+            let what = format!("spsc {spsc}, checksum {checksum}");
+            let q = TestQueue::new("replay");
+            let h = CrossProcessQueue::options()
+                .single_producer_single_consumer(spsc)
+                .checksum(checksum)
+                .create(&q.name, 4, 64)
+                .unwrap();
+            for id in 1..=4 {
+                h.send(&Message::new(id, "m")).unwrap();
+            }
+            for id in 1..=4 {
+                assert_eq!(h.receive().unwrap().unwrap().id, id, "{what}");
+            }
+            // Slot 0 held position 0; "published for position 4" is 2 * 4 + 1.
+            poke(&q.name, slot_offset(0), &9u64.to_le_bytes());
+            drop(h); // frees the single-producer queue's roles for the child and for `tx`
+            let reader = spawn_child_with(&q.name, "replay_reader", 0, &[("LAST", "12".into())]);
+            // The reader looks at the rewritten slot before anything is sent (a slower start
+            // only makes this run test less: it cannot make it fail).
+            std::thread::sleep(Duration::from_millis(300));
+            let tx = CrossProcessQueue::connect(&q.name).unwrap();
+            // Two laps more: the ring must not stop at position 8.
+            for id in 5..=12 {
+                tx.send_timeout(&Message::new(id, "m"), Duration::from_secs(10))
+                    .unwrap_or_else(|e| panic!("{what}: send {id}: {e:?}"));
+            }
+            let out = wait_output(reader, Duration::from_secs(60));
+            let got: Vec<&str> = out
+                .lines()
+                .filter_map(|l| l.split_once("@@").map(|(_, r)| r))
+                .collect();
+            let expected: Vec<String> = (5..=12).map(|id| format!("GOT {id}")).collect();
+            assert_eq!(got, expected, "{what}: the receiver's results");
+        }
+    }
+}
+
 #[test]
 fn absurd_positions_do_not_crash() {
     // head/tail near the top of the range (a hostile process wrote them): no overflow panic,
@@ -419,6 +489,27 @@ fn hostile_child() {
                 println!("@@EXACT {ok} {corrupted} {mismatched}");
             }
         }
+        "replay_reader" => {
+            // Receives until message `LAST` or a quiet spell, printing what it got.
+            let last: u64 = std::env::var("LAST").unwrap().parse().unwrap();
+            let q = CrossProcessQueue::connect(&name).unwrap();
+            loop {
+                match q.recv_timeout(Duration::from_secs(5)) {
+                    Ok(Some(m)) => {
+                        println!("@@GOT {}", m.id);
+                        if m.id == last {
+                            break;
+                        }
+                    }
+                    Err(Error::CorruptedData(_)) => println!("@@CORRUPT"),
+                    Err(Error::Timeout) => {
+                        println!("@@TIMEOUT");
+                        break;
+                    }
+                    other => panic!("receive: {other:?}"),
+                }
+            }
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -431,7 +522,17 @@ fn exact_payload(id: u64, size: usize) -> Vec<u8> {
 }
 
 fn spawn_child(name: &str, role: &str, run_ms: u64) -> std::process::Child {
+    spawn_child_with(name, role, run_ms, &[])
+}
+
+fn spawn_child_with(
+    name: &str,
+    role: &str,
+    run_ms: u64,
+    env: &[(&str, String)],
+) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .args([
             "--exact",
             "hostile_child",
