@@ -409,6 +409,22 @@ fn absurd_positions_do_not_crash() {
     assert_eq!(s.abandoned, u64::MAX);
 }
 
+/// A tail rewritten far ahead of the head says that every position in between was claimed,
+/// while no slot shows a claim: a receive skips such positions as corrupt, but a lap's worth
+/// per call at most (this one used to skip for ever, inside one non-blocking call). Run in
+/// a child process, so that a receive that never returns fails the test instead of hanging it.
+#[test]
+fn tail_far_ahead_does_not_trap_a_receive() {
+    let q = TestQueue::new("fartail");
+    let h = CrossProcessQueue::create(&q.name, 4, 64).unwrap();
+    h.send(&Message::new(1, "m")).unwrap();
+    assert_eq!(h.receive().unwrap().unwrap().id, 1);
+    poke(&q.name, 128, &(1u64 << 40).to_le_bytes());
+    let child = spawn_child(&q.name, "far_tail_receiver", 0);
+    let out = wait_output(child, Duration::from_secs(60));
+    assert!(out.contains("@@RETURNED"), "{out}");
+}
+
 /// Entry point of child processes (ignored: runs only when a test spawns it).
 #[test]
 #[ignore]
@@ -488,6 +504,16 @@ fn hostile_child() {
             if role == "exact_reader" {
                 println!("@@EXACT {ok} {corrupted} {mismatched}");
             }
+        }
+        "far_tail_receiver" => {
+            let q = CrossProcessQueue::connect(&name).unwrap();
+            let mut buf = [0u8; 64];
+            // Whatever they report (nothing to take, corrupt slots), they must return.
+            for _ in 0..4 {
+                let _ = q.receive_into(&mut buf);
+                let _ = q.recv_with(&mut buf, Some(Duration::from_millis(50)));
+            }
+            println!("@@RETURNED corrupted {}", q.stats().corrupted);
         }
         "replay_reader" => {
             // Receives until message `LAST` or a quiet spell, printing what it got.
@@ -644,6 +670,93 @@ fn scribbling_a_live_segment_never_crashes_or_hangs_peers() {
         .collect();
     println!("{writes} hostile writes; children: {summary:?}");
     assert_eq!(summary.len(), 4, "{outputs:?}");
+}
+
+/// Hostile bytes in the slots of a live queue (sequence words near the live positions, claim
+/// words, lengths, ids, anything) while two processes send and receive: once the writes stop,
+/// the queue must carry messages again, every one of them. A sequence word left in a state no
+/// lap produces, a slot whose position nobody claimed: each used to stop a multi-producer ring
+/// for good within a few dozen messages (every later send and receive timed out).
+#[test]
+fn queue_recovers_once_slot_scribbling_stops() {
+    for spsc in [false, true] {
+        let q = TestQueue::new("recover");
+        let capacity = 8u64;
+        let h = CrossProcessQueue::options()
+            .single_producer_single_consumer(spsc)
+            .create(&q.name, capacity as usize, 64)
+            .unwrap();
+        let run_ms = 1500;
+        let roles: &[&str] = if spsc {
+            &["reader", "writer"]
+        } else {
+            &["reader", "reader", "writer", "writer"]
+        };
+        let children: Vec<_> = roles
+            .iter()
+            .map(|role| spawn_child(&q.name, role, run_ms))
+            .collect();
+        let f = OpenOptions::new()
+            .write(true)
+            .open(shm_path(&q.name))
+            .unwrap();
+        let mut x = (std::process::id() as u64 * 2 + u64::from(spsc)) | 1;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let end = Instant::now() + Duration::from_millis(run_ms - 500);
+        let mut writes = 0u64;
+        while Instant::now() < end {
+            let r = rnd();
+            let slot = slot_offset(rnd() % capacity);
+            let tail = peek_u64(&q.name, 128) & !(1 << 63);
+            let (offset, value) = match r % 6 {
+                0 => (slot, 2 * tail + rnd() % 5),
+                1 => (slot, (2 * tail).wrapping_sub(rnd() % 40)),
+                2 => (slot + 8, rnd()),
+                3 => (slot + 32, rnd() | 0x100),
+                4 => (slot + 16, rnd()),
+                _ => (slot + rnd() % (SLOT_HEADER_SIZE as u64 + 64 - 8), rnd()),
+            };
+            f.write_all_at(&value.to_le_bytes(), offset).unwrap();
+            writes += 1;
+            if writes % 16 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        for c in children {
+            wait_output(c, Duration::from_secs(60));
+        }
+        drop(h); // frees the single-producer queue's roles
+                 // What the scribbling left: messages, corrupt slots. Drain it.
+                 // Ids no writer child reached.
+        let first = 1u64 << 40;
+        let rx = spawn_child_with(
+            &q.name,
+            "replay_reader",
+            0,
+            &[("LAST", (first + 199).to_string())],
+        );
+        let tx = CrossProcessQueue::connect(&q.name).unwrap();
+        for id in first..first + 200 {
+            tx.send_timeout(&Message::new(id, "m"), Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("spsc {spsc}, after {writes} writes: send {id}: {e:?}"));
+        }
+        let out = wait_output(rx, Duration::from_secs(60));
+        let got: Vec<u64> = out
+            .lines()
+            .filter_map(|l| l.split_once("@@GOT ").map(|(_, id)| id.parse().unwrap()))
+            .filter(|&id| id >= first)
+            .collect();
+        assert_eq!(
+            got,
+            (first..first + 200).collect::<Vec<u64>>(),
+            "spsc {spsc}, after {writes} writes: the messages sent once the writes stopped"
+        );
+    }
 }
 
 /// A process rewriting payload bytes of a live queue while messages are copied out of it: a
