@@ -136,6 +136,16 @@ pub enum HeadRepair {
     Message(PopToken),
 }
 
+/// What a consumer reports when the tail (`tail`, flag included) shows nothing published at
+/// its position: `Closed` once shut down, else `Empty`.
+fn nothing_to_take(tail: u64) -> PopBlocked {
+    if tail & TAIL_CLOSED != 0 {
+        PopBlocked::Closed
+    } else {
+        PopBlocked::Empty
+    }
+}
+
 /// One [`Ring::claim_pop`]'s looks at slots in impossible states (hostile bytes).
 #[derive(Default)]
 struct HeadSuspicion {
@@ -1010,11 +1020,7 @@ impl Ring {
                     // publication sets both): give it time, then skip the slot.
                     let tail = self.tail().load(Acquire);
                     if tail & POS_MASK <= h {
-                        return Err(if tail & TAIL_CLOSED != 0 {
-                            PopBlocked::Closed
-                        } else {
-                            PopBlocked::Empty
-                        });
+                        return Err(nothing_to_take(tail));
                     }
                     suspicion.look(self, h, seq, peers)?;
                     spin_loop();
@@ -1043,11 +1049,7 @@ impl Ring {
             } else if seq == seq_free(h) {
                 let tail = self.tail().load(Acquire);
                 if tail & POS_MASK <= h {
-                    return Err(if tail & TAIL_CLOSED != 0 {
-                        PopBlocked::Closed
-                    } else {
-                        PopBlocked::Empty
-                    });
+                    return Err(nothing_to_take(tail));
                 }
                 let c = Claim::decode(slot.claim.load(Acquire));
                 if c.lap == lap && c.role == Role::Consumer {
@@ -1082,11 +1084,7 @@ impl Ring {
                 let seq = slot.seq.load(Acquire);
                 let behind = (seq as i64).wrapping_sub(seq_free(h) as i64) < 0;
                 if behind && tail & POS_MASK <= h {
-                    return Err(if tail & TAIL_CLOSED != 0 {
-                        PopBlocked::Closed
-                    } else {
-                        PopBlocked::Empty
-                    });
+                    return Err(nothing_to_take(tail));
                 }
                 if seq == seq_free(h) || seq == seq_full(h) {
                     continue;

@@ -17,7 +17,7 @@ use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestQueue, ROLE_ENV};
+use common::{xorshift, TestQueue, ROLE_ENV};
 use shmq::layout::{HEADER_SIZE, SLOT_HEADER_SIZE};
 use shmq::{CrossProcessQueue, Error, Message, OpenMode};
 
@@ -166,12 +166,9 @@ fn foreign_segments_are_refused() {
     // Random bytes of a plausible size.
     let q = TestQueue::new("foreign");
     let mut junk = vec![0u8; 3 * HEADER_SIZE];
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = xorshift(0x9e37_79b9_7f4a_7c15);
     for b in &mut junk {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
+        *b = rnd() as u8;
     }
     std::fs::write(shm_path(&q.name), &junk).unwrap();
     let m = expect_corrupt(&q.name, "random bytes");
@@ -614,13 +611,7 @@ fn scribbling_a_live_segment_never_crashes_or_hangs_peers() {
         .write(true)
         .open(shm_path(&q.name))
         .unwrap();
-    let mut x = std::process::id() as u64 | 1;
-    let mut rnd = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rnd = xorshift(std::process::id().into());
     let end = Instant::now() + Duration::from_millis(run_ms - 500);
     let mut writes = 0;
     while Instant::now() < end {
@@ -700,13 +691,7 @@ fn queue_recovers_once_slot_scribbling_stops() {
             .write(true)
             .open(shm_path(&q.name))
             .unwrap();
-        let mut x = (std::process::id() as u64 * 2 + u64::from(spsc)) | 1;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rnd = xorshift(std::process::id() as u64 * 2 + u64::from(spsc));
         let end = Instant::now() + Duration::from_millis(run_ms - 500);
         let mut writes = 0u64;
         while Instant::now() < end {
@@ -777,13 +762,11 @@ fn payload_rewritten_during_receives_is_delivered_exactly_or_reported() {
         .open(shm_path(&q.name))
         .unwrap();
     let stride = SLOT_HEADER_SIZE as u64 + size;
-    let mut x = std::process::id() as u64 | 1;
+    let mut rnd = xorshift(std::process::id().into());
     let end = Instant::now() + Duration::from_millis(run_ms - 300);
     let mut writes = 0u64;
     while Instant::now() < end {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let x = rnd();
         // One byte somewhere in some slot's payload (a rewrite that happens to write the
         // byte already there changes nothing).
         let slot = HEADER_SIZE as u64 + (x % capacity) * stride;

@@ -1257,13 +1257,7 @@ fn scribbled_sequence_words_are_survived() {
         .read(true)
         .open(shm_path(&tq.name))
         .unwrap();
-    let mut x = std::process::id() as u64 | 1;
-    let mut rnd = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rnd = common::xorshift(std::process::id().into());
     let end = Instant::now() + Duration::from_millis(run_ms - 500);
     let mut writes = 0u64;
     while Instant::now() < end {

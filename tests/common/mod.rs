@@ -224,3 +224,15 @@ impl Drop for Proc {
         let _ = self.child.wait();
     }
 }
+
+/// A xorshift64 generator: the hostile tests' cheap, seedable randomness (`seed | 1`, since
+/// a zero state would stay zero).
+pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed | 1;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
