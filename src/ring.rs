@@ -1450,6 +1450,8 @@ mod loom_memory {
         }
         Participant { id, pid, start_time, connected_at_ns, _reserved }
         Header { identity, tail, head, wake, stats, participants, roles, _reserved }
-        SlotHeader { seq, claim, id, timestamp_ns, len, flags, crc, _reserved0, position, _reserved }
+        SlotHeader {
+            seq, claim, id, timestamp_ns, len, flags, crc, _reserved0, position, _reserved,
+        }
     }
 }

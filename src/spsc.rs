@@ -22,10 +22,11 @@
 //!   `seq = 2p + 1` (Release), `tail = p + 1`, `in_flight = 0`.
 //! * **Receiving position `p`** (its own `head`): `seq == 2p + 1` (Acquire) and the slot's
 //!   `position == p` (else stray bytes: see below), store the head line's `in_flight = p + 1`
-//!   (the message is taken), read it, store `head = p + 1` (Release). That store alone frees the slot: the sender judges room by the head, so the
-//!   receiver never writes a slot (the slot's header line then crosses between the cores
-//!   once per message, not twice), and a consumed slot keeps `seq = 2p + 1` until the
-//!   sender publishes position `p + capacity` there.
+//!   (the message is taken), read it, store `head = p + 1` (Release). That store alone frees
+//!   the slot: the sender judges room by the head, so the receiver never writes a slot (the
+//!   slot's header line then crosses between the cores once per message, not twice), and a
+//!   consumed slot keeps `seq = 2p + 1` until the sender publishes position `p + capacity`
+//!   there.
 //! * **Shutdown** sets `RolesLine::closed` (the tail cannot carry a flag: the sender writes it
 //!   with plain stores). A receiver that finds the queue empty and closed reports `Closed`
 //!   only once the sender is quiet: after a *heavy* fence (`membarrier`, see `wait.rs`) it

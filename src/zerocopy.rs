@@ -84,8 +84,8 @@ impl Drop for PopGuard<'_> {
 }
 
 impl CrossProcessQueue {
-    /// The error (and statistic) for a claimed message that failed verification; the same
-    /// as the copying receive reports.
+    /// The error (and statistic) for a claimed message that failed verification, whichever
+    /// receive claimed it (copying, batch or zero-copy).
     pub(crate) fn read_error(&self, e: ReadError) -> Error {
         let stats = &self.ring.header().stats;
         match e {

@@ -800,7 +800,11 @@ fn payload_rewritten_during_receives_is_delivered_exactly_or_reported() {
         mismatched, 0,
         "{mismatched} of {ok} delivered messages differ from those sent"
     );
-    assert!(ok > 0 && corrupted > 0, "the rewrites must hit some messages and spare others: {ok} delivered, {corrupted} corrupted");
+    assert!(
+        ok > 0 && corrupted > 0,
+        "the rewrites must hit some messages and spare others: \
+         {ok} delivered, {corrupted} corrupted"
+    );
 }
 
 // ----- permissions and stale segments -------------------------------------------------------
