@@ -286,6 +286,16 @@ typedef void (*shmq_read_fn)(void *ctx,
                              size_t len,
                              const struct shmq_message_info *info);
 
+/**
+ * Read callback of `shmq_receive_batch_in_place`: as `shmq_read_fn` (the bytes and `info`
+ * are valid only during the call), and returns 0 to go on with the batch or anything else to
+ * end it after this message.
+ */
+typedef int (*shmq_batch_read_fn)(void *ctx,
+                                  const uint8_t *data,
+                                  size_t len,
+                                  const struct shmq_message_info *info);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -651,6 +661,34 @@ enum shmq_status shmq_receive_in_place(struct shmq_queue *q,
                                        void *ctx,
                                        int timeout_ms,
                                        uint32_t flags);
+
+/**
+ * Zero-copy batch receive: waits for the first message per `timeout_ms` (as
+ * `shmq_receive_in_place`: `SHMQ_ERR_EMPTY`, `SHMQ_ERR_TIMEOUT`, `SHMQ_ERR_CLOSED` once shut
+ * down and drained), then takes up to `max_messages` in all without waiting again, calling
+ * `read` once for each, in order, with `ctx`, its bytes where they lie in shared memory and
+ * its metadata, and releasing each slot when its `read` returns. `read` returning non-zero
+ * ends the batch after that message. `*out_count` is how many were read (at least 1).
+ * One wake-up check for the whole batch. `flags`: 0 or `SHMQ_WAIT_SLICE`.
+ *
+ * A message that fails verification is dropped (`read` is not called for it) and ends the
+ * batch with `SHMQ_ERR_CORRUPTED_DATA`; `*out_count` then says how many were read before it
+ * (it is written on success and on this error only). A receiver that dies inside the call
+ * leaves only the message being read to be delivered again (flagged
+ * `SHMQ_MESSAGE_REDELIVERED`): the ones before it were released. The bytes are shared
+ * memory, as for `shmq_receive_in_place`: use `shmq_receive_batch` when peers are untrusted.
+ *
+ * # Safety
+ * `q` is NULL or a live handle; `read` is NULL or a function that may be called with
+ * `ctx`; `out_count` is NULL or writable.
+ */
+enum shmq_status shmq_receive_batch_in_place(struct shmq_queue *q,
+                                             shmq_batch_read_fn read,
+                                             void *ctx,
+                                             size_t max_messages,
+                                             size_t *out_count,
+                                             int timeout_ms,
+                                             uint32_t flags);
 
 #ifdef __cplusplus
 }  // extern "C"

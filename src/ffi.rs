@@ -1266,23 +1266,37 @@ pub unsafe extern "C" fn shmq_receive_batch(
                 unsafe { infos.add(count).write(message_info(&meta)) };
                 count += 1;
             });
-            let store = |n: usize| {
-                // SAFETY: `out_count` checked non-NULL; writable by the contract.
-                unsafe { out_count.write(n) }
-            };
-            match result {
-                Ok(_) => {
-                    store(count);
-                    Ok(())
-                }
-                Err(e @ Error::CorruptedData(_)) => {
-                    store(count);
-                    Err(fail(F, Some(queue.name()), e))
-                }
-                Err(e) => Err(fail(F, Some(queue.name()), e)),
-            }
+            // SAFETY: `out_count` checked non-NULL; writable by the contract.
+            unsafe { finish_receive_batch(F, queue, result, count, out_count) }
         }))
     })
+}
+
+/// The end of a batch receive: `*out_count = count` on success and on `CorruptedData` (the
+/// messages before the bad one were received), nothing stored on other errors.
+///
+/// # Safety
+/// `out_count` is non-NULL and writable.
+unsafe fn finish_receive_batch(
+    function: &str,
+    queue: &CrossProcessQueue,
+    result: crate::Result<usize>,
+    count: usize,
+    out_count: *mut usize,
+) -> FfiResult<()> {
+    match result {
+        Ok(_) => {
+            // SAFETY: non-NULL and writable (this function's contract).
+            unsafe { out_count.write(count) };
+            Ok(())
+        }
+        Err(e @ Error::CorruptedData(_)) => {
+            // SAFETY: as above.
+            unsafe { out_count.write(count) };
+            Err(fail(function, Some(queue.name()), e))
+        }
+        Err(e) => Err(fail(function, Some(queue.name()), e)),
+    }
 }
 
 /// The C view of a received message's metadata.
@@ -1443,6 +1457,77 @@ pub unsafe extern "C" fn shmq_receive_in_place(
                     unsafe { read(ctx, bytes.as_ptr(), bytes.len(), &info) };
                 })
                 .map_err(|e| fail(F, Some(queue.name()), e))
+        }))
+    })
+}
+
+/// Read callback of `shmq_receive_batch_in_place`: as `shmq_read_fn` (the bytes and `info`
+/// are valid only during the call), and returns 0 to go on with the batch or anything else to
+/// end it after this message.
+pub type shmq_batch_read_fn = Option<
+    unsafe extern "C" fn(
+        ctx: *mut std::ffi::c_void,
+        data: *const u8,
+        len: usize,
+        info: *const shmq_message_info,
+    ) -> c_int,
+>;
+
+/// Zero-copy batch receive: waits for the first message per `timeout_ms` (as
+/// `shmq_receive_in_place`: `SHMQ_ERR_EMPTY`, `SHMQ_ERR_TIMEOUT`, `SHMQ_ERR_CLOSED` once shut
+/// down and drained), then takes up to `max_messages` in all without waiting again, calling
+/// `read` once for each, in order, with `ctx`, its bytes where they lie in shared memory and
+/// its metadata, and releasing each slot when its `read` returns. `read` returning non-zero
+/// ends the batch after that message. `*out_count` is how many were read (at least 1).
+/// One wake-up check for the whole batch. `flags`: 0 or `SHMQ_WAIT_SLICE`.
+///
+/// A message that fails verification is dropped (`read` is not called for it) and ends the
+/// batch with `SHMQ_ERR_CORRUPTED_DATA`; `*out_count` then says how many were read before it
+/// (it is written on success and on this error only). A receiver that dies inside the call
+/// leaves only the message being read to be delivered again (flagged
+/// `SHMQ_MESSAGE_REDELIVERED`): the ones before it were released. The bytes are shared
+/// memory, as for `shmq_receive_in_place`: use `shmq_receive_batch` when peers are untrusted.
+///
+/// # Safety
+/// `q` is NULL or a live handle; `read` is NULL or a function that may be called with
+/// `ctx`; `out_count` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_receive_batch_in_place(
+    q: *mut shmq_queue,
+    read: shmq_batch_read_fn,
+    ctx: *mut std::ffi::c_void,
+    max_messages: usize,
+    out_count: *mut usize,
+    timeout_ms: c_int,
+    flags: u32,
+) -> shmq_status {
+    const F: &str = "shmq_receive_batch_in_place";
+    boundary(F, SHMQ_ERR_INTERNAL, || {
+        done(with_wait_flags(F, flags, || {
+            // SAFETY: `q` is NULL or a live handle (C contract).
+            let queue = unsafe { handle(F, q) }?;
+            let Some(read) = read else {
+                return Err(null(F, "read"));
+            };
+            if out_count.is_null() {
+                return Err(null(F, "out_count"));
+            }
+            if max_messages == 0 {
+                return Err(invalid(F, format_args!("max_messages is 0")));
+            }
+            let timeout = timeout_arg(F, timeout_ms)?;
+            let mut count = 0usize;
+            let result = queue.recv_batch_in_place_while(max_messages, timeout, |meta, bytes| {
+                count += 1;
+                let info = message_info(&meta);
+                // SAFETY: as in `shmq_receive_in_place`: `bytes` points into the claimed
+                // slot's payload (never NULL), readable for `bytes.len()` bytes until the
+                // slot is released after this closure; `info` lives on this stack frame for
+                // the call. `read` may be called by contract.
+                unsafe { read(ctx, bytes.as_ptr(), bytes.len(), &info) == 0 }
+            });
+            // SAFETY: `out_count` checked non-NULL; writable by the contract.
+            unsafe { finish_receive_batch(F, queue, result, count, out_count) }
         }))
     })
 }

@@ -361,6 +361,8 @@ impl CrossProcessQueue {
     /// [`recv_in_place`](Self::recv_in_place)), releasing each slot after its call, with one
     /// wait (for the first message) and one wake-up check. Returns how many were read. A
     /// message that fails verification is dropped and ends the batch with `CorruptedData`.
+    /// A process that dies inside `read` leaves only that message to be delivered again: the
+    /// ones before it were released.
     pub fn recv_batch_in_place<F>(
         &self,
         max: usize,
@@ -369,6 +371,24 @@ impl CrossProcessQueue {
     ) -> Result<usize>
     where
         F: FnMut(Received, &[u8]),
+    {
+        self.recv_batch_in_place_while(max, timeout, |meta, bytes| {
+            read(meta, bytes);
+            true
+        })
+    }
+
+    /// [`recv_batch_in_place`](Self::recv_batch_in_place) whose `read` returns whether to go
+    /// on: `false` ends the batch after that message (which counts as received). For the C
+    /// and Python bindings, whose callbacks cannot unwind to stop a batch.
+    pub(crate) fn recv_batch_in_place_while<F>(
+        &self,
+        max: usize,
+        timeout: Option<Duration>,
+        mut read: F,
+    ) -> Result<usize>
+    where
+        F: FnMut(Received, &[u8]) -> bool,
     {
         if max == 0 {
             return Ok(0);
@@ -391,11 +411,14 @@ impl CrossProcessQueue {
                     // SAFETY: as in `read_claimed_in_place`: len <= message_size, inside
                     // the slot, which stays claimed until the guard drops after the borrow.
                     let bytes_in_slot = unsafe { std::slice::from_raw_parts(payload, meta.len) };
-                    read(meta, bytes_in_slot);
+                    let go_on = read(meta, bytes_in_slot);
                     crashpoint::hit("pop_read");
                     drop(guard);
                     count += 1;
                     bytes += meta.len as u64;
+                    if !go_on {
+                        break;
+                    }
                 }
                 Err(e) => {
                     self.commit_pop(token, 0);

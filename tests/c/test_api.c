@@ -1254,6 +1254,245 @@ static void test_batch_across_processes_spsc(void) {
     batch_across_processes(SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER);
 }
 
+/* ----- zero-copy batches: shmq_receive_batch_in_place ------------------------------------ */
+
+/* What a batch read callback saw. Message `next_seq` is expected next (id and content, as
+ * from batch_fill); every message seen is checked. */
+struct bip_read {
+    uint64_t next_seq;
+    size_t calls;
+    size_t stop_at;      /* return non-zero from this call (0: never) */
+    size_t exit_at;      /* _exit inside this call, as a receiver killed mid-read (0: never) */
+    int bad;             /* messages with a wrong id, length or byte, or a NULL pointer */
+    uint32_t flags[16];  /* info->flags of the first 16 calls */
+};
+
+static int bip_read_fn(void *ctx, const uint8_t *data, size_t len,
+                       const shmq_message_info *info) {
+    struct bip_read *r = ctx;
+    if (data == NULL || info->len != len || info->id != r->next_seq ||
+        batch_bad_bytes(data, len, r->next_seq) != 0)
+        r->bad++;
+    if (r->calls < 16) r->flags[r->calls] = info->flags;
+    r->calls++;
+    r->next_seq++;
+    if (r->exit_at != 0 && r->calls == r->exit_at) _exit(r->bad == 0 ? 0 : 31);
+    return r->stop_at != 0 && r->calls == r->stop_at;
+}
+
+/* Sends messages first..first+n of the batch pattern at once; returns how many were sent. */
+static size_t bip_send(shmq_queue *q, uint64_t first, size_t n) {
+    static uint8_t data[16][64];
+    const void *msgs[16];
+    size_t lens[16];
+    for (size_t i = 0; i < n && i < 16; i++) {
+        batch_fill(data[i], first + i);
+        lens[i] = batch_len(first + i);
+        msgs[i] = data[i];
+    }
+    size_t sent = 0;
+    CHECK_STATUS(shmq_send_batch(q, msgs, lens, n, &sent, 0, 0), SHMQ_OK);
+    return sent;
+}
+
+static void test_batch_in_place_round_trip(void) {
+    char name[96];
+    shmq_queue *q = make_queue(name, sizeof name, 16, 64);
+    if (q == NULL) return;
+    CHECK(bip_send(q, 0, 12) == 12);
+    /* At most max_messages. */
+    struct bip_read r = {0};
+    size_t count = 777;
+    CHECK_STATUS(shmq_receive_batch_in_place(q, bip_read_fn, &r, 5, &count, 0, 0), SHMQ_OK);
+    CHECK(count == 5 && r.calls == 5 && r.bad == 0 && shmq_len(q) == 7);
+    /* A callback returning non-zero ends the batch after its message. */
+    r.calls = 0;
+    r.stop_at = 3;
+    CHECK_STATUS(shmq_receive_batch_in_place(q, bip_read_fn, &r, 64, &count, 0, 0), SHMQ_OK);
+    CHECK(count == 3 && r.calls == 3 && r.bad == 0 && shmq_len(q) == 4);
+    /* What is queued, even when max_messages is far above it. */
+    r.calls = 0;
+    r.stop_at = 0;
+    CHECK_STATUS(shmq_receive_batch_in_place(q, bip_read_fn, &r, SIZE_MAX, &count, 1000, 0),
+                 SHMQ_OK);
+    CHECK(count == 4 && r.calls == 4 && r.bad == 0 && r.next_seq == 12 && shmq_len(q) == 0);
+    for (size_t i = 0; i < 4; i++) CHECK(r.flags[i] == 0);
+    /* Empty: at once or after the timeout, the count left alone, the callback never called. */
+    r.calls = 0;
+    count = 777;
+    CHECK_STATUS(shmq_receive_batch_in_place(q, bip_read_fn, &r, 8, &count, 0, 0),
+                 SHMQ_ERR_EMPTY);
+    uint64_t t0 = monotonic_ms();
+    CHECK_STATUS(shmq_receive_batch_in_place(q, bip_read_fn, &r, 8, &count, 50, SHMQ_WAIT_SLICE),
+                 SHMQ_ERR_TIMEOUT);
+    CHECK(monotonic_ms() - t0 >= 45);
+    CHECK(count == 777 && r.calls == 0);
+    /* The statistics count what the batches took. */
+    shmq_queue_stats st;
+    memset(&st, 0, sizeof st);
+    st.struct_size = (uint32_t)sizeof st;
+    CHECK_STATUS(shmq_stats(q, &st), SHMQ_OK);
+    CHECK(st.messages_received == 12);
+    drop_queue(q, name);
+}
+
+static int64_t bip_cancel_fill(void *ctx, uint8_t *slot, size_t capacity) {
+    (void)ctx;
+    (void)slot;
+    (void)capacity;
+    return -1; /* cancelled: the slot goes through the queue poisoned */
+}
+
+static void test_batch_in_place_errors(void) {
+    char name[96];
+    shmq_queue *q = make_queue(name, sizeof name, 8, 64);
+    if (q == NULL) return;
+    struct bip_read r = {0};
+    size_t count = 777;
+    CHECK_STATUS(shmq_receive_batch_in_place(NULL, bip_read_fn, &r, 4, &count, 0, 0),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(shmq_receive_batch_in_place(q, NULL, &r, 4, &count, 0, 0),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("read");
+    CHECK_STATUS(shmq_receive_batch_in_place(q, bip_read_fn, &r, 4, NULL, 0, 0),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("out_count");
+    CHECK_STATUS(shmq_receive_batch_in_place(q, bip_read_fn, &r, 0, &count, 0, 0),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("max_messages");
+    CHECK_STATUS(shmq_receive_batch_in_place(q, bip_read_fn, &r, 4, &count, -3, 0),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(shmq_receive_batch_in_place(q, bip_read_fn, &r, 4, &count, 0, 4),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK(count == 777 && r.calls == 0);
+
+    /* Two good messages, a poisoned one, one good: the batch ends at the poisoned one with
+     * SHMQ_ERR_CORRUPTED_DATA and the count of those read before it; the next goes on. */
+    CHECK(bip_send(q, 0, 2) == 2);
+    CHECK_STATUS(shmq_send_in_place(q, bip_cancel_fill, NULL, 0, 0), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK(bip_send(q, 3, 1) == 1);
+    CHECK_STATUS(shmq_receive_batch_in_place(q, bip_read_fn, &r, 8, &count, 0, 0),
+                 SHMQ_ERR_CORRUPTED_DATA);
+    CHECK(count == 2 && r.calls == 2 && r.bad == 0);
+    r.next_seq = 3;
+    CHECK_STATUS(shmq_receive_batch_in_place(q, bip_read_fn, &r, 8, &count, 0, 0), SHMQ_OK);
+    CHECK(count == 1 && r.calls == 3 && r.bad == 0 && shmq_len(q) == 0);
+
+    /* Shut down: what is queued drains, then SHMQ_ERR_CLOSED, even when waiting for ever. */
+    CHECK(bip_send(q, 4, 2) == 2);
+    CHECK_STATUS(shmq_shutdown(q), SHMQ_OK);
+    r.calls = 0;
+    r.next_seq = 4;
+    CHECK_STATUS(shmq_receive_batch_in_place(q, bip_read_fn, &r, 8, &count, -1, 0), SHMQ_OK);
+    CHECK(count == 2 && r.calls == 2 && r.bad == 0);
+    CHECK_STATUS(shmq_receive_batch_in_place(q, bip_read_fn, &r, 8, &count, -1, 0),
+                 SHMQ_ERR_CLOSED);
+    drop_queue(q, name);
+}
+
+/* Another process sends BATCH_COUNT messages in batches (batch_producer); this one reads them
+ * in place, up to 16 per call, checking every byte and the order. */
+static void batch_in_place_across_processes(uint32_t create_flags) {
+    char name[96];
+    shmq_queue *q = NULL;
+    fresh_name(name, sizeof name);
+    CHECK_STATUS(shmq_create_with(name, 8, 64, 0, create_flags, &q), SHMQ_OK);
+    if (q == NULL) return;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) _exit(batch_producer(name));
+    struct bip_read r = {0};
+    while (r.next_seq < BATCH_COUNT) {
+        size_t count = 0;
+        uint64_t before = r.next_seq;
+        int status = shmq_receive_batch_in_place(q, bip_read_fn, &r, 16, &count, 10000, 0);
+        if (status != SHMQ_OK || count == 0 || count > 16 || count != r.next_seq - before ||
+            r.bad != 0) {
+            fprintf(stderr, "[%s] at %llu: status %d, count %zu, %d bad\n", current_test,
+                    (unsigned long long)before, status, count, r.bad);
+            CHECK(0);
+            break;
+        }
+    }
+    CHECK(r.next_seq == BATCH_COUNT && r.calls == BATCH_COUNT);
+    int wstatus = 0;
+    CHECK(waitpid(pid, &wstatus, 0) == pid);
+    CHECK(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+    CHECK(shmq_len(q) == 0);
+    drop_queue(q, name);
+}
+
+static void test_batch_in_place_across_processes(void) { batch_in_place_across_processes(0); }
+
+static void test_batch_in_place_across_processes_spsc(void) {
+    batch_in_place_across_processes(SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER);
+}
+
+/* A receiver dies inside the read callback of its third message: the two before it were
+ * released and are not delivered again; the third is, flagged SHMQ_MESSAGE_REDELIVERED, and
+ * the rest follow unflagged. */
+static void batch_in_place_receiver_dies(uint32_t create_flags) {
+    char name[96];
+    shmq_queue *q = NULL;
+    fresh_name(name, sizeof name);
+    CHECK_STATUS(shmq_create_with(name, 16, 64, 0, create_flags, &q), SHMQ_OK);
+    if (q == NULL) return;
+    CHECK(bip_send(q, 0, 6) == 6);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        shmq_queue *c = NULL;
+        if (shmq_connect(name, &c) != SHMQ_OK) _exit(20);
+        struct bip_read r = {.exit_at = 3};
+        size_t count = 0;
+        shmq_receive_batch_in_place(c, bip_read_fn, &r, 16, &count, 0, 0);
+        _exit(30); /* not reached: the callback exits on the third message */
+    }
+    int wstatus = 0;
+    CHECK(waitpid(pid, &wstatus, 0) == pid);
+    CHECK(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+    /* Messages 2..5 exactly once each, in any order; 2 alone flagged. */
+    int seen[6] = {0};
+    int received = 0, bad = 0;
+    while (received < 4) {
+        shmq_message_info info;
+        uint8_t buf[64];
+        int status = shmq_receive_message(q, buf, sizeof buf, &info, 1000);
+        if (status != SHMQ_OK) {
+            fprintf(stderr, "[%s] after %d: status %d\n", current_test, received, status);
+            bad++;
+            break;
+        }
+        received++;
+        uint64_t id = info.id;
+        int flagged = (info.flags & SHMQ_MESSAGE_REDELIVERED) != 0;
+        if (id < 2 || id > 5 || seen[id]++ || flagged != (id == 2) ||
+            batch_bad_bytes(buf, info.len, id) != 0) {
+            fprintf(stderr, "[%s] message id %llu, flags %u, len %zu\n", current_test,
+                    (unsigned long long)id, info.flags, info.len);
+            bad++;
+        }
+    }
+    CHECK(bad == 0 && received == 4);
+    CHECK(shmq_len(q) == 0);
+    shmq_queue_stats st;
+    memset(&st, 0, sizeof st);
+    st.struct_size = (uint32_t)sizeof st;
+    CHECK_STATUS(shmq_stats(q, &st), SHMQ_OK);
+    CHECK(st.redelivered == 1);
+    drop_queue(q, name);
+}
+
+static void test_batch_in_place_receiver_dies(void) { batch_in_place_receiver_dies(0); }
+
+static void test_batch_in_place_receiver_dies_spsc(void) {
+    batch_in_place_receiver_dies(SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER);
+}
+
 /* ----- single-producer/single-consumer queues --------------------------------------------- */
 
 /* Creates a single-producer/single-consumer queue; NULL on failure. */
@@ -1532,6 +1771,12 @@ static const struct test tests[] = {
     {"batch_arguments", test_batch_arguments},
     {"batch_across_processes", test_batch_across_processes},
     {"batch_across_processes_spsc", test_batch_across_processes_spsc},
+    {"batch_in_place_round_trip", test_batch_in_place_round_trip},
+    {"batch_in_place_errors", test_batch_in_place_errors},
+    {"batch_in_place_across_processes", test_batch_in_place_across_processes},
+    {"batch_in_place_across_processes_spsc", test_batch_in_place_across_processes_spsc},
+    {"batch_in_place_receiver_dies", test_batch_in_place_receiver_dies},
+    {"batch_in_place_receiver_dies_spsc", test_batch_in_place_receiver_dies_spsc},
     {"spsc_flag_and_getter", test_spsc_flag_and_getter},
     {"spsc_role_taken", test_spsc_role_taken},
     {"spsc_roles_across_processes", test_spsc_roles_across_processes},
