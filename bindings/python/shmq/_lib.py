@@ -21,7 +21,16 @@ import ctypes.util
 import os
 from pathlib import Path
 
-__all__ = ["lib", "library_path", "QueueInfo", "StatsStruct", "LIBRARY_ENV", "FillFn", "ReadFn"]
+__all__ = [
+    "lib",
+    "library_path",
+    "QueueInfo",
+    "StatsStruct",
+    "LIBRARY_ENV",
+    "FillFn",
+    "ReadFn",
+    "BatchReadFn",
+]
 
 #: Environment variable naming the shared library to load instead of the bundled one.
 LIBRARY_ENV = "SHMQ_LIBRARY"
@@ -70,11 +79,15 @@ class StatsStruct(ctypes.Structure):
     ]
 
 
-# Callbacks of the zero-copy calls (shmq_fill_fn / shmq_read_fn). Pointers arrive as ints
-# (c_void_p) so that the Python side builds exactly the view it lends, nothing more.
+# Callbacks of the zero-copy calls (shmq_fill_fn / shmq_read_fn / shmq_batch_read_fn).
+# Pointers arrive as ints (c_void_p) so that the Python side builds exactly the view it
+# lends, nothing more.
 FillFn = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 ReadFn = ctypes.CFUNCTYPE(
     None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(QueueInfo)
+)
+BatchReadFn = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(QueueInfo)
 )
 
 
@@ -178,6 +191,10 @@ def _declare(cdll: ctypes.CDLL) -> None:
         # Zero-copy: the library calls back into Python (see shmq/_zerocopy.py).
         "shmq_send_in_place": (c_int, [QueuePtr, FillFn, c_void_p, c_int, c_uint32]),
         "shmq_receive_in_place": (c_int, [QueuePtr, ReadFn, c_void_p, c_int, c_uint32]),
+        "shmq_receive_batch_in_place": (
+            c_int,
+            [QueuePtr, BatchReadFn, c_void_p, c_size_t, ctypes.POINTER(c_size_t), c_int, c_uint32],
+        ),
         "shmq_shutdown": (c_int, [QueuePtr]),
         "shmq_close": (None, [QueuePtr]),
         "shmq_unlink": (c_int, [c_char_p]),

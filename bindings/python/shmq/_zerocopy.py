@@ -1,6 +1,6 @@
 """Zero-copy sends and receives: a ``memoryview`` over the slot in shared memory, lent to a
 Python callback for the duration of one C call (``shmq_send_in_place`` /
-``shmq_receive_in_place``).
+``shmq_receive_in_place``), or of each message of a batch (``shmq_receive_batch_in_place``).
 
 How it works. One module-level C callback of each kind (``FillFn``/``ReadFn``) serves every
 call; the ``ctx`` pointer the library passes back is a key into ``_calls``, where the Python
@@ -14,8 +14,8 @@ point into shared memory; such an escape is detected (a leftover reference to th
 memory) and reported as :class:`BufferError` after the call (a send is then cancelled).
 
 Exceptions inside the callback never cross the C frames: the trampoline stores them, tells
-the library to drop the message (a fill returns -1), and the caller re-raises them once the
-C call has returned.
+the library to drop the message (a fill returns -1) or to end the batch (a batch read
+returns 1), and the caller re-raises them once the C call has returned.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ import operator
 import sys
 from typing import Any, Callable, NamedTuple, Optional
 
-from ._lib import FillFn, QueueInfo, ReadFn
+from ._lib import BatchReadFn, FillFn, QueueInfo, ReadFn
 from ._status import MESSAGE_REDELIVERED
 from .errors import InvalidArgument
 
-__all__ = ["MessageInfo", "InPlaceCall", "FILL", "READ"]
+__all__ = ["MessageInfo", "InPlaceCall", "FILL", "READ", "READ_BATCH"]
 
 # sys.getrefcount is exact on CPython only; elsewhere the escape check is skipped (the view
 # is still released).
@@ -66,7 +66,9 @@ def _array_at(address: int, size: int) -> Any:
 
 
 class InPlaceCall:
-    """The state of one ``put_in_place``/``get_in_place`` while the C call runs."""
+    """The state of one ``put_in_place``/``get_in_place``/``get_many_in_place`` while the C
+    call runs. ``result`` is what ``fn`` returned (a list of what it returned for each
+    message of a batch)."""
 
     __slots__ = ("fn", "message_size", "result", "error", "called", "key")
 
@@ -145,20 +147,39 @@ def _fill(ctx: int, slot: int, capacity: int) -> int:
         return -1
 
 
+def _lend_message(call: InPlaceCall, data: int, length: int, info: Any) -> Any:
+    raw: QueueInfo = info.contents
+    meta = MessageInfo(
+        int(raw.id), int(raw.timestamp_ns), int(length), bool(raw.flags & MESSAGE_REDELIVERED)
+    )
+    return call.lend(data, length, True, meta)
+
+
 def _read(ctx: int, data: int, length: int, info: Any) -> None:
     call = None
     try:
         call = InPlaceCall._active[ctx]
-        raw: QueueInfo = info.contents
-        meta = MessageInfo(
-            int(raw.id), int(raw.timestamp_ns), int(length), bool(raw.flags & MESSAGE_REDELIVERED)
-        )
-        call.result = call.lend(data, length, True, meta)
+        call.result = _lend_message(call, data, length, info)
     except BaseException as exc:  # noqa: B036 - re-raised by the caller after the C call
         if call is not None:
             call.error = exc  # the callback's own exception wins over an escape report
 
 
-#: The two C callbacks; module-level so they live as long as the library may call them.
+def _read_batch(ctx: int, data: int, length: int, info: Any) -> int:
+    # Returns 1 (end the batch) once anything went wrong, so that no further message is
+    # taken from the queue for a caller that is about to get an exception instead.
+    call = None
+    try:
+        call = InPlaceCall._active[ctx]
+        call.result.append(_lend_message(call, data, length, info))
+        return 0 if call.error is None else 1
+    except BaseException as exc:  # noqa: B036 - re-raised by the caller after the C call
+        if call is not None:
+            call.error = exc
+        return 1
+
+
+#: The C callbacks; module-level so they live as long as the library may call them.
 FILL = FillFn(_fill)
 READ = ReadFn(_read)
+READ_BATCH = BatchReadFn(_read_batch)

@@ -793,6 +793,53 @@ class Queue:
             self._raise_receive(status, block, timeout)
         return call.result  # type: ignore[no-any-return]
 
+    def get_many_in_place(
+        self,
+        read: Callable[[memoryview, "MessageInfo"], T],
+        max_messages: int = RECEIVE_BATCH_MAX,
+        block: bool = True,
+        timeout: Optional[float] = None,
+    ) -> list[T]:
+        """Zero-copy batch receive: waits for the first message as :meth:`get_in_place`
+        does, then takes up to ``max_messages`` in all without waiting again, calling
+        ``read(view, info)`` for each, in order, with its bytes where they lie in shared
+        memory (``shmq_receive_batch_in_place``: one call into the library for the batch).
+        Returns what ``read`` returned for each (at least one).
+
+        Each slot is freed when its ``read`` returns, so a process killed inside ``read``
+        leaves only that message to be delivered again. The views follow the rules of
+        :meth:`get_in_place` (read-only, released when ``read`` returns, a kept slice is
+        :class:`BufferError`). If ``read`` raises, the batch ends there and the exception
+        propagates: that message and those before it count as received. A message that
+        fails verification is dropped and raises :class:`CorruptedData`, whose
+        ``received`` attribute holds what ``read`` returned for the messages before it.
+
+        Raises :class:`Empty` and :class:`Closed` as :meth:`get` does when there is none.
+        """
+        if isinstance(max_messages, bool) or not isinstance(max_messages, int):
+            raise TypeError("max_messages must be an int")
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        got = ctypes.c_size_t()
+        with _zerocopy.InPlaceCall(read, self._message_size) as call:
+            call.result = results = []
+            key = call.key
+            status = self._wait(
+                lib.shmq_receive_batch_in_place,
+                (_zerocopy.READ_BATCH, key, min(max_messages, 1 << 63), ctypes.byref(got)),
+                block,
+                timeout,
+            )
+        if call.error is not None:
+            raise call.error
+        if status == Status.ERR_CORRUPTED_DATA:
+            error = _error(status)
+            error.received = results  # type: ignore[attr-defined]
+            raise error
+        if status != Status.OK:
+            self._raise_receive(status, block, timeout)
+        return results
+
     def __iter__(self) -> Iterator[bytes]:
         """Yields messages' bytes, waiting for each, until the queue is shut down and drained."""
         while True:

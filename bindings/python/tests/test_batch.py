@@ -1,5 +1,6 @@
-"""Batches: ``Queue.put_many`` / ``Queue.get_many`` (``shmq_send_batch`` /
-``shmq_receive_batch``: many messages per call into the library)."""
+"""Batches: ``Queue.put_many`` / ``Queue.get_many`` / ``Queue.get_many_in_place``
+(``shmq_send_batch`` / ``shmq_receive_batch`` / ``shmq_receive_batch_in_place``: many messages
+per call into the library)."""
 
 from __future__ import annotations
 
@@ -143,8 +144,9 @@ q.close()
 """
 
 
+@pytest.mark.parametrize("in_place", [False, True], ids=["copy", "in_place"])
 @pytest.mark.parametrize("spsc", [False, True])
-def test_across_processes_in_order_every_byte(qname: str, spsc: bool) -> None:
+def test_across_processes_in_order_every_byte(qname: str, spsc: bool, in_place: bool) -> None:
     count = 3000
     with shmq.Queue.create(
         qname, capacity=8, message_size=72, single_producer_single_consumer=spsc
@@ -155,7 +157,10 @@ def test_across_processes_in_order_every_byte(qname: str, spsc: bool) -> None:
         try:
             got: list[bytes] = []
             while len(got) < count:
-                got.extend(q.get_many(16, timeout=30))
+                if in_place:
+                    got.extend(q.get_many_in_place(lambda v, i: bytes(v), 16, timeout=30))
+                else:
+                    got.extend(q.get_many(16, timeout=30))
             assert got == [pattern(seq) for seq in range(count)]
             assert child.wait(timeout=30) == 0
         finally:
@@ -163,3 +168,139 @@ def test_across_processes_in_order_every_byte(qname: str, spsc: bool) -> None:
                 child.kill()
                 child.wait()
         assert q.qsize() == 0
+
+
+# ----- zero-copy batches: get_many_in_place ----------------------------------------------------
+
+
+class Boom(Exception):
+    pass
+
+
+def test_get_many_in_place_lends_each_message_in_order(qname: str) -> None:
+    with shmq.Queue.create(qname, capacity=16, message_size=72) as q:
+        assert q.put_many([pattern(seq) for seq in range(12)]) == 12
+
+        def read(view: memoryview, info: shmq.MessageInfo) -> tuple:
+            return bytes(view), view.readonly, info
+
+        before = q.stats().messages_received
+        first = q.get_many_in_place(read, 5)
+        assert [data for data, _, _ in first] == [pattern(seq) for seq in range(5)]
+        assert all(readonly for _, readonly, _ in first)
+        assert [info.id for _, _, info in first] == list(range(5))
+        assert all(info.length == len(data) and not info.redelivered for data, _, info in first)
+        assert q.qsize() == 7
+        # No upper limit on max_messages (nothing is buffered): what is queued.
+        rest = q.get_many_in_place(lambda v, i: bytes(v), 1 << 80, timeout=5)
+        assert rest == [pattern(seq) for seq in range(5, 12)]
+        assert q.stats().messages_received - before == 12
+        never = lambda *a: pytest.fail("read called on an empty queue")  # noqa: E731
+        with pytest.raises(shmq.Empty):
+            q.get_many_in_place(never, block=False)
+        started = time.monotonic()
+        with pytest.raises(shmq.Empty):
+            q.get_many_in_place(never, timeout=0.25)
+        assert time.monotonic() - started >= 0.2
+
+
+def test_get_many_in_place_arguments(qname: str) -> None:
+    with shmq.Queue.create(qname, capacity=4, message_size=16) as q:
+        q.put(b"kept")
+        for bad, error in [(0, ValueError), (-1, ValueError), (True, TypeError), ("3", TypeError)]:
+            with pytest.raises(error):
+                q.get_many_in_place(lambda v, i: None, bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            q.get_many_in_place(None)  # type: ignore[arg-type]
+        assert q.qsize() == 1  # nothing taken by a refused call
+        q.close()
+        with pytest.raises(ValueError, match="closed"):
+            q.get_many_in_place(lambda v, i: None)
+
+
+def test_an_exception_in_read_ends_the_batch_there(qname: str) -> None:
+    with shmq.Queue.create(qname, capacity=8, message_size=72) as q:
+        q.put_many([pattern(seq) for seq in range(5)])
+        seen: list[bytes] = []
+
+        def read(view: memoryview, info: shmq.MessageInfo) -> None:
+            seen.append(bytes(view))
+            if len(seen) == 2:
+                raise Boom("from read")
+
+        with pytest.raises(Boom, match="from read"):
+            q.get_many_in_place(read)
+        # The failing message counts as received; no message after it was taken.
+        assert seen == [pattern(0), pattern(1)]
+        assert q.qsize() == 3
+        assert q.get_many_in_place(lambda v, i: bytes(v)) == [pattern(s) for s in (2, 3, 4)]
+
+
+def test_a_kept_view_ends_the_batch_with_buffer_error(qname: str) -> None:
+    with shmq.Queue.create(qname, capacity=8, message_size=72) as q:
+        q.put_many([pattern(seq) for seq in range(3)])
+        kept = []
+        with pytest.raises(BufferError, match="outlived"):
+            q.get_many_in_place(lambda v, i: kept.append(v[:4]))
+        assert q.qsize() == 2
+        assert q.get_many_in_place(lambda v, i: bytes(v)) == [pattern(1), pattern(2)]
+
+
+def test_get_many_in_place_keeps_what_was_read_before_a_corrupted_message(qname: str) -> None:
+    with shmq.Queue.create(qname, capacity=8, message_size=64) as q:
+        q.put_many([b"first", b"second", b"third"])
+        slot = 4096 + 1 * (64 + 64) + 64  # the second message's first payload byte
+        with open(f"/dev/shm/shmq.{qname}", "r+b") as f:
+            f.seek(slot)
+            byte = f.read(1)
+            f.seek(slot)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        with pytest.raises(shmq.CorruptedData) as caught:
+            q.get_many_in_place(lambda v, i: bytes(v))
+        assert caught.value.received == [b"first"]  # type: ignore[attr-defined]
+        assert q.get_many_in_place(lambda v, i: bytes(v)) == [b"third"]
+        assert q.stats().checksum_failures == 1
+
+
+def test_get_many_in_place_drains_then_raises_closed(qname: str) -> None:
+    with shmq.Queue.create(qname, capacity=4, message_size=16) as q:
+        q.put_many([b"a", b"b"])
+        q.shutdown()
+        assert q.get_many_in_place(lambda v, i: bytes(v)) == [b"a", b"b"]
+        with pytest.raises(shmq.Closed):
+            q.get_many_in_place(lambda v, i: None)  # waits without limit, yet returns
+
+
+DIES_INSIDE_READ = """
+import os, sys, shmq
+q = shmq.Queue.connect(sys.argv[1])
+calls = []
+def read(view, info):
+    calls.append(info.id)
+    if len(calls) == 3:
+        os._exit(0 if calls == [0, 1, 2] else 31)
+q.get_many_in_place(read, timeout=30)
+os._exit(30)  # not reached: the third message ends the process
+"""
+
+
+@pytest.mark.parametrize("spsc", [False, True])
+def test_a_receiver_killed_inside_read_loses_nothing(qname: str, spsc: bool) -> None:
+    with shmq.Queue.create(
+        qname, capacity=16, message_size=72, single_producer_single_consumer=spsc
+    ) as q:
+        q.put_many([pattern(seq) for seq in range(6)])
+        child = subprocess.run(
+            [sys.executable, "-c", DIES_INSIDE_READ, qname], env=child_env(), timeout=60
+        )
+        assert child.returncode == 0
+        # The two it finished were released; the one it died in comes again, flagged.
+        got = {}
+        for _ in range(4):
+            message = q.get_message(timeout=5)
+            assert message.id not in got
+            got[message.id] = message
+        assert sorted(got) == [2, 3, 4, 5]
+        assert all(got[i].data == pattern(i) for i in got)
+        assert [i for i in got if got[i].redelivered] == [2]
+        assert q.qsize() == 0 and q.stats().redelivered == 1
