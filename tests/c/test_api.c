@@ -1207,55 +1207,6 @@ static int batch_producer(const char *name) {
     return rc;
 }
 
-static void batch_across_processes(uint32_t create_flags) {
-    char name[96];
-    shmq_queue *q = NULL;
-    fresh_name(name, sizeof name);
-    CHECK_STATUS(shmq_create_with(name, 8, 64, 0, create_flags, &q), SHMQ_OK);
-    if (q == NULL) return;
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) _exit(batch_producer(name));
-    static uint8_t buf[16 * 64];
-    shmq_message_info infos[16];
-    uint64_t seq = 0;
-    int bad = 0;
-    while (seq < BATCH_COUNT && bad == 0) {
-        size_t count = 0;
-        int status = shmq_receive_batch(q, buf, sizeof buf, infos, 16, &count, 10000, 0);
-        if (status != SHMQ_OK || count == 0 || count > 16) {
-            fprintf(stderr, "[%s] at %llu: status %d, count %zu\n", current_test,
-                    (unsigned long long)seq, status, count);
-            bad++;
-            break;
-        }
-        for (size_t i = 0; i < count; i++, seq++) {
-            if (infos[i].id != seq || batch_bad_bytes(buf + i * 64, infos[i].len, seq) != 0) {
-                fprintf(stderr, "[%s] message %llu: id %llu, len %zu\n", current_test,
-                        (unsigned long long)seq, (unsigned long long)infos[i].id, infos[i].len);
-                bad++;
-                break;
-            }
-        }
-    }
-    CHECK(bad == 0 && seq == BATCH_COUNT);
-    int wstatus = 0;
-    CHECK(waitpid(pid, &wstatus, 0) == pid);
-    CHECK(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
-    CHECK(shmq_len(q) == 0);
-    drop_queue(q, name);
-}
-
-static void test_batch_across_processes(void) { batch_across_processes(0); }
-
-static void test_batch_across_processes_spsc(void) {
-    batch_across_processes(SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER);
-}
-
-/* ----- zero-copy batches: shmq_receive_batch_in_place ------------------------------------ */
-
 /* What a batch read callback saw. Message `next_seq` is expected next (id and content, as
  * from batch_fill); every message seen is checked. */
 struct bip_read {
@@ -1278,6 +1229,82 @@ static int bip_read_fn(void *ctx, const uint8_t *data, size_t len,
     r->next_seq++;
     if (r->exit_at != 0 && r->calls == r->exit_at) _exit(r->bad == 0 ? 0 : 31);
     return r->stop_at != 0 && r->calls == r->stop_at;
+}
+
+/* Receives the messages of batch_producer in batches of up to 16, copied
+ * (shmq_receive_batch) or read in place (shmq_receive_batch_in_place), checking every byte
+ * and the order. */
+static void batch_across_processes(uint32_t create_flags, int in_place) {
+    char name[96];
+    shmq_queue *q = NULL;
+    fresh_name(name, sizeof name);
+    CHECK_STATUS(shmq_create_with(name, 8, 64, 0, create_flags, &q), SHMQ_OK);
+    if (q == NULL) return;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) _exit(batch_producer(name));
+    static uint8_t buf[16 * 64];
+    shmq_message_info infos[16];
+    struct bip_read r = {0}; /* in place: the callback checks each message */
+    uint64_t seq = 0;
+    int bad = 0;
+    while (seq < BATCH_COUNT && bad == 0) {
+        size_t count = 0;
+        int status =
+            in_place ? shmq_receive_batch_in_place(q, bip_read_fn, &r, 16, &count, 10000, 0)
+                     : shmq_receive_batch(q, buf, sizeof buf, infos, 16, &count, 10000, 0);
+        if (status != SHMQ_OK || count == 0 || count > 16) {
+            fprintf(stderr, "[%s] at %llu: status %d, count %zu\n", current_test,
+                    (unsigned long long)seq, status, count);
+            bad++;
+            break;
+        }
+        for (size_t i = 0; i < count; i++, seq++) {
+            if (!in_place &&
+                (infos[i].id != seq || batch_bad_bytes(buf + i * 64, infos[i].len, seq) != 0)) {
+                fprintf(stderr, "[%s] message %llu: id %llu, len %zu\n", current_test,
+                        (unsigned long long)seq, (unsigned long long)infos[i].id, infos[i].len);
+                bad++;
+                break;
+            }
+        }
+        if (in_place && (r.bad != 0 || r.next_seq != seq)) {
+            fprintf(stderr, "[%s] up to %llu: %d bad, %llu read\n", current_test,
+                    (unsigned long long)seq, r.bad, (unsigned long long)r.next_seq);
+            bad++;
+        }
+    }
+    CHECK(bad == 0 && seq == BATCH_COUNT);
+    int wstatus = 0;
+    CHECK(waitpid(pid, &wstatus, 0) == pid);
+    CHECK(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+    CHECK(shmq_len(q) == 0);
+    drop_queue(q, name);
+}
+
+static void test_batch_across_processes(void) { batch_across_processes(0, 0); }
+
+static void test_batch_across_processes_spsc(void) {
+    batch_across_processes(SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER, 0);
+}
+
+static void test_batch_in_place_across_processes(void) { batch_across_processes(0, 1); }
+
+static void test_batch_in_place_across_processes_spsc(void) {
+    batch_across_processes(SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER, 1);
+}
+
+/* ----- zero-copy batches: shmq_receive_batch_in_place ------------------------------------ */
+
+/* The queue's statistics (zeros, and a failed check, if they cannot be read). */
+static shmq_queue_stats stats_of(shmq_queue *q) {
+    shmq_queue_stats st;
+    memset(&st, 0, sizeof st);
+    st.struct_size = (uint32_t)sizeof st;
+    CHECK_STATUS(shmq_stats(q, &st), SHMQ_OK);
+    return st;
 }
 
 /* Sends messages first..first+n of the batch pattern at once; returns how many were sent. */
@@ -1328,11 +1355,7 @@ static void test_batch_in_place_round_trip(void) {
     CHECK(monotonic_ms() - t0 >= 45);
     CHECK(count == 777 && r.calls == 0);
     /* The statistics count what the batches took. */
-    shmq_queue_stats st;
-    memset(&st, 0, sizeof st);
-    st.struct_size = (uint32_t)sizeof st;
-    CHECK_STATUS(shmq_stats(q, &st), SHMQ_OK);
-    CHECK(st.messages_received == 12);
+    CHECK(stats_of(q).messages_received == 12);
     drop_queue(q, name);
 }
 
@@ -1390,46 +1413,6 @@ static void test_batch_in_place_errors(void) {
     drop_queue(q, name);
 }
 
-/* Another process sends BATCH_COUNT messages in batches (batch_producer); this one reads them
- * in place, up to 16 per call, checking every byte and the order. */
-static void batch_in_place_across_processes(uint32_t create_flags) {
-    char name[96];
-    shmq_queue *q = NULL;
-    fresh_name(name, sizeof name);
-    CHECK_STATUS(shmq_create_with(name, 8, 64, 0, create_flags, &q), SHMQ_OK);
-    if (q == NULL) return;
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) _exit(batch_producer(name));
-    struct bip_read r = {0};
-    while (r.next_seq < BATCH_COUNT) {
-        size_t count = 0;
-        uint64_t before = r.next_seq;
-        int status = shmq_receive_batch_in_place(q, bip_read_fn, &r, 16, &count, 10000, 0);
-        if (status != SHMQ_OK || count == 0 || count > 16 || count != r.next_seq - before ||
-            r.bad != 0) {
-            fprintf(stderr, "[%s] at %llu: status %d, count %zu, %d bad\n", current_test,
-                    (unsigned long long)before, status, count, r.bad);
-            CHECK(0);
-            break;
-        }
-    }
-    CHECK(r.next_seq == BATCH_COUNT && r.calls == BATCH_COUNT);
-    int wstatus = 0;
-    CHECK(waitpid(pid, &wstatus, 0) == pid);
-    CHECK(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
-    CHECK(shmq_len(q) == 0);
-    drop_queue(q, name);
-}
-
-static void test_batch_in_place_across_processes(void) { batch_in_place_across_processes(0); }
-
-static void test_batch_in_place_across_processes_spsc(void) {
-    batch_in_place_across_processes(SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER);
-}
-
 /* A receiver dies inside the read callback of its third message: the two before it were
  * released and are not delivered again; the third is, flagged SHMQ_MESSAGE_REDELIVERED, and
  * the rest follow unflagged. */
@@ -1479,11 +1462,7 @@ static void batch_in_place_receiver_dies(uint32_t create_flags) {
     }
     CHECK(bad == 0 && received == 4);
     CHECK(shmq_len(q) == 0);
-    shmq_queue_stats st;
-    memset(&st, 0, sizeof st);
-    st.struct_size = (uint32_t)sizeof st;
-    CHECK_STATUS(shmq_stats(q, &st), SHMQ_OK);
-    CHECK(st.redelivered == 1);
+    CHECK(stats_of(q).redelivered == 1);
     drop_queue(q, name);
 }
 

@@ -113,16 +113,21 @@ def test_stats_count_batches(qname: str) -> None:
         assert (stats.bytes_sent, stats.bytes_received) == (500, 500)
 
 
+def flip_first_payload_byte(qname: str, slot: int) -> None:
+    """Flips the first payload byte of ``slot`` in shared memory (message size 64: a 64-byte
+    slot header and 64 bytes of payload per slot after the 4 KiB queue header)."""
+    offset = 4096 + slot * (64 + 64) + 64
+    with open(f"/dev/shm/shmq.{qname}", "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
 def test_a_corrupted_message_keeps_the_ones_before_it(qname: str) -> None:
     with shmq.Queue.create(qname, capacity=8, message_size=64) as q:
         q.put_many([b"first", b"second", b"third"])
-        # Flip a payload byte of the second message (slot 1) in shared memory.
-        slot = 4096 + 1 * (64 + 64) + 64
-        with open(f"/dev/shm/shmq.{qname}", "r+b") as f:
-            f.seek(slot)
-            byte = f.read(1)
-            f.seek(slot)
-            f.write(bytes([byte[0] ^ 0xFF]))
+        flip_first_payload_byte(qname, slot=1)
         with pytest.raises(shmq.CorruptedData) as caught:
             q.get_many()
         assert caught.value.received == [b"first"]  # type: ignore[attr-defined]
@@ -249,12 +254,7 @@ def test_a_kept_view_ends_the_batch_with_buffer_error(qname: str) -> None:
 def test_get_many_in_place_keeps_what_was_read_before_a_corrupted_message(qname: str) -> None:
     with shmq.Queue.create(qname, capacity=8, message_size=64) as q:
         q.put_many([b"first", b"second", b"third"])
-        slot = 4096 + 1 * (64 + 64) + 64  # the second message's first payload byte
-        with open(f"/dev/shm/shmq.{qname}", "r+b") as f:
-            f.seek(slot)
-            byte = f.read(1)
-            f.seek(slot)
-            f.write(bytes([byte[0] ^ 0xFF]))
+        flip_first_payload_byte(qname, slot=1)
         with pytest.raises(shmq.CorruptedData) as caught:
             q.get_many_in_place(lambda v, i: bytes(v))
         assert caught.value.received == [b"first"]  # type: ignore[attr-defined]
