@@ -147,10 +147,15 @@ def _fill(ctx: int, slot: int, capacity: int) -> int:
         return -1
 
 
+# MessageInfo's own constructor is a Python-level __new__ (about twice the cost of this C
+# one); the fields are already ints (ctypes converts c_uint64 and c_size_t).
+_new_tuple = tuple.__new__
+
+
 def _lend_message(call: InPlaceCall, data: int, length: int, info: Any) -> Any:
     raw: QueueInfo = info.contents
-    meta = MessageInfo(
-        int(raw.id), int(raw.timestamp_ns), int(length), bool(raw.flags & MESSAGE_REDELIVERED)
+    meta = _new_tuple(
+        MessageInfo, (raw.id, raw.timestamp_ns, length, bool(raw.flags & MESSAGE_REDELIVERED))
     )
     return call.lend(data, length, True, meta)
 
