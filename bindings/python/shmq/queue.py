@@ -821,8 +821,9 @@ class Queue:
         if max_messages < 1:
             raise ValueError("max_messages must be at least 1")
         got = ctypes.c_size_t()
+        results: list[T] = []  # what read returned, appended by the trampoline
         with _zerocopy.InPlaceCall(read, self._message_size) as call:
-            call.result = results = []
+            call.result = results
             key = call.key
             status = self._wait(
                 lib.shmq_receive_batch_in_place,
