@@ -331,12 +331,8 @@ fn message_of_the_wrong_position_is_skipped() {
         let tx = CrossProcessQueue::connect(&q.name).unwrap();
         tx.send(&Message::new(3, "after")).unwrap();
         let out = wait_output(reader, Duration::from_secs(60));
-        let got: Vec<&str> = out
-            .lines()
-            .filter_map(|l| l.split_once("@@").map(|(_, r)| r))
-            .collect();
         assert_eq!(
-            got,
+            child_reports(&out),
             ["GOT 2", "GOT 3"],
             "spsc {spsc}: the slot of position 0 is skipped"
         );
@@ -381,12 +377,12 @@ fn replayed_slot_is_not_delivered_again() {
                     .unwrap_or_else(|e| panic!("{what}: send {id}: {e:?}"));
             }
             let out = wait_output(reader, Duration::from_secs(60));
-            let got: Vec<&str> = out
-                .lines()
-                .filter_map(|l| l.split_once("@@").map(|(_, r)| r))
-                .collect();
             let expected: Vec<String> = (5..=12).map(|id| format!("GOT {id}")).collect();
-            assert_eq!(got, expected, "{what}: the receiver's results");
+            assert_eq!(
+                child_reports(&out),
+                expected,
+                "{what}: the receiver's results"
+            );
         }
     }
 }
@@ -583,6 +579,13 @@ fn spawn_child_with(
         .unwrap()
 }
 
+/// What follows the `@@` marker of each line of a child's output that has one, in order.
+fn child_reports(out: &str) -> Vec<&str> {
+    out.lines()
+        .filter_map(|l| l.split_once("@@").map(|(_, r)| r))
+        .collect()
+}
+
 fn wait_output(mut child: std::process::Child, limit: Duration) -> String {
     let deadline = Instant::now() + limit;
     loop {
@@ -664,11 +667,7 @@ fn scribbling_a_live_segment_never_crashes_or_hangs_peers() {
     for c in children {
         outputs.push(wait_output(c, Duration::from_secs(60)));
     }
-    let summary: Vec<&str> = outputs
-        .iter()
-        .flat_map(|o| o.lines())
-        .filter_map(|l| l.split_once("@@").map(|(_, r)| r))
-        .collect();
+    let summary: Vec<&str> = outputs.iter().flat_map(|o| child_reports(o)).collect();
     println!("{writes} hostile writes; children: {summary:?}");
     assert_eq!(summary.len(), 4, "{outputs:?}");
 }
@@ -726,8 +725,9 @@ fn queue_recovers_once_slot_scribbling_stops() {
             wait_output(c, Duration::from_secs(60));
         }
         drop(h); // frees the single-producer queue's roles
-                 // What the scribbling left: messages, corrupt slots. Drain it.
-                 // Ids no writer child reached.
+
+        // Ids no writer child reached, after whatever the scribbling left (messages, corrupt
+        // slots), which the reader drains first.
         let first = 1u64 << 40;
         let rx = spawn_child_with(
             &q.name,

@@ -125,6 +125,13 @@ def _writable(buffer: BytesLike) -> tuple[Any, int]:
     return (ctypes.c_char * view.nbytes).from_buffer(view), view.nbytes
 
 
+def _check_max_messages(max_messages: object) -> None:
+    if isinstance(max_messages, bool) or not isinstance(max_messages, int):
+        raise TypeError("max_messages must be an int")
+    if max_messages < 1:
+        raise ValueError("max_messages must be at least 1")
+
+
 def _check_timeout(timeout: Optional[float]) -> None:
     if timeout is not None and timeout < 0:
         raise ValueError("'timeout' must be a non-negative number")
@@ -693,10 +700,7 @@ class Queue:
         messages of one call into the library are released together once all are copied, so
         a process killed inside it leaves them to be delivered again.
         """
-        if isinstance(max_messages, bool) or not isinstance(max_messages, int):
-            raise TypeError("max_messages must be an int")
-        if max_messages < 1:
-            raise ValueError("max_messages must be at least 1")
+        _check_max_messages(max_messages)
         buf, infos, per_call = self._batch_scratch()
         size = max(1, self._message_size)
         got = ctypes.c_size_t()
@@ -816,11 +820,8 @@ class Queue:
 
         Raises :class:`Empty` and :class:`Closed` as :meth:`get` does when there is none.
         """
-        if isinstance(max_messages, bool) or not isinstance(max_messages, int):
-            raise TypeError("max_messages must be an int")
-        if max_messages < 1:
-            raise ValueError("max_messages must be at least 1")
-        got = ctypes.c_size_t()
+        _check_max_messages(max_messages)
+        got = ctypes.c_size_t()  # the C call's count; len(results) says the same
         results: list[T] = []  # what read returned, appended by the trampoline
         with _zerocopy.InPlaceCall(read, self._message_size) as call:
             call.result = results
