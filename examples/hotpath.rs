@@ -5,6 +5,7 @@
 //! `recv_into(None)` pairs (the blocking forms, never waiting here), `fill` = the copying
 //! calls a queue-full at a time (as two processes sharing one core take turns), `inplace` =
 //! `send_in_place` + `recv_in_place` pairs, `batch` = `send_batch` + `recv_batch` of 32,
+//! `inplacebatch` = `send_batch_in_place` + `recv_batch_in_place` of 32,
 //! `empty` = a `receive_into` that finds the queue empty (a polling receiver's cost between
 //! messages; no send, so its figure is per receive). Only `hot_loop` is meant to be
 //! measured: callgrind counts it alone with
@@ -99,6 +100,24 @@ fn hot_loop(queue: &CrossProcessQueue, mode: &str, n: u64, size: usize) -> u64 {
                 sum = sum.wrapping_add(metas[BATCH - 1].len as u64);
             }
         }
+        "inplacebatch" => {
+            for _ in 0..n / BATCH as u64 {
+                let sent = queue
+                    .send_batch_in_place(BATCH, Some(Duration::ZERO), |_, slot| {
+                        slot[..size].copy_from_slice(&data);
+                        size
+                    })
+                    .expect("send");
+                let mut last = 0;
+                let got = queue
+                    .recv_batch_in_place(BATCH, Some(Duration::ZERO), |meta, bytes| {
+                        last = meta.len as u64 + bytes[0] as u64;
+                    })
+                    .expect("receive");
+                assert_eq!((sent, got), (BATCH, BATCH));
+                sum = sum.wrapping_add(last);
+            }
+        }
         "empty" => {
             // What a polling receiver pays between messages: a receive that finds nothing.
             for _ in 0..n {
@@ -106,7 +125,9 @@ fn hot_loop(queue: &CrossProcessQueue, mode: &str, n: u64, size: usize) -> u64 {
                 sum = sum.wrapping_add(u64::from(got.is_none()));
             }
         }
-        other => panic!("unknown mode {other}: copy, block, fill, inplace, batch or empty"),
+        other => {
+            panic!("unknown mode {other}: copy, block, fill, inplace, batch, inplacebatch or empty")
+        }
     }
     sum
 }

@@ -987,8 +987,10 @@ impl CrossProcessQueue {
     // its end instead, and moves the tail (sending) or the head (receiving) once: see
     // `spsc.rs`. A receive batch releases its slots only once all are copied.
 
-    /// Publishes a claimed slot of a send batch.
-    #[inline]
+    /// Publishes a claimed slot of a send batch. (Always inlined, as is `claim_next_push`:
+    /// with both send batches in one program the compiler made them calls, 10 % more
+    /// instructions per message.)
+    #[inline(always)]
     fn commit_push_in_batch(&self, token: ring::PushToken, bytes: usize) {
         if self.spsc.is_some() {
             self.ring.publish(token);
@@ -1001,7 +1003,7 @@ impl CrossProcessQueue {
     /// waiting; `None` ends the batch.
     ///
     /// [`commit_push_in_batch`]: Self::commit_push_in_batch
-    #[inline]
+    #[inline(always)]
     fn claim_next_push(&self, prev: ring::Cursor) -> Option<ring::PushToken> {
         match &self.spsc {
             Some(spsc) => spsc.claim_next_push(&self.ring, prev),

@@ -36,6 +36,11 @@
 //! message only), one wake-up check (a compiler barrier and a load of the futex word, plus a
 //! `futex` call only if someone sleeps), one timestamp and one statistics update per batch.
 //!
+//! [`CrossProcessQueue::send_batch_in_place`] and [`CrossProcessQueue::recv_batch_in_place`]
+//! are the zero-copy forms of the same: each message's slot is lent to a closure in turn
+//! (both send batches share one loop, `send_batch_by`). A send batch claims a slot only for
+//! a message it will write, so a full queue ends it between two messages, never inside one.
+//!
 //! A single-producer/single-consumer side has no claim words: it keeps its role's lock from
 //! the batch's first claim to the end, checks `closed` once, judges room for each further
 //! message from its cached head, and moves the tail once, at the end (`tail.in_flight` names
@@ -62,6 +67,33 @@ impl Drop for PushGuard<'_> {
             self.queue.commit_push_poisoned(token);
             wait::wake_receivers(self.queue.ring.header());
         }
+    }
+}
+
+/// A send batch in progress: ends it when dropped, normally or on unwind. A slot still
+/// claimed then (its message refused, or its writer unwinding) is published poisoned; the
+/// batch is then finished (on a single-producer queue the tail moves past every slot it
+/// published, and the side is unlocked), receivers are woken and the messages counted.
+struct SendBatch<'a> {
+    queue: &'a CrossProcessQueue,
+    token: Option<PushToken>,
+    /// The position of the last slot published.
+    last: u64,
+    sent: usize,
+    bytes: u64,
+}
+
+impl Drop for SendBatch<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        let queue = self.queue;
+        if let Some(token) = self.token.take() {
+            self.last = token.position();
+            queue.ring.publish_poisoned(token);
+        }
+        queue.finish_push_batch(self.last, self.sent, self.bytes);
+        wait::wake_receivers(queue.ring.header());
+        queue.count_batch(true, self.sent as u64, self.bytes);
     }
 }
 
@@ -241,37 +273,107 @@ impl CrossProcessQueue {
                 max: size,
             });
         }
+        self.send_batch_by(count, timeout, |i, token, id, timestamp| {
+            let data = message(i);
+            self.ring.write(token, id, timestamp, data);
+            Some(data.len())
+        })
+    }
+
+    /// Zero-copy batch send: claims a slot for message `i` (from 0, in order), lends its
+    /// `message_size` bytes of shared memory to `fill(i, slot)`, which writes the message
+    /// and returns its length, publishes it, and goes on with message `i + 1` while `i <
+    /// count` and a slot is free, with one wait (for room for the first message, per
+    /// `timeout` as in [`send_with`](Self::send_with)), one timestamp and one wake-up check.
+    /// Returns how many were sent (at least one, unless `count` is 0): `fill` is called
+    /// exactly that many times, never for a message that finds no free slot, so the caller
+    /// resends messages `sent..count` later. Ids are the messages' positions. A slot may
+    /// hold an older message's bytes: write every byte you count in the length.
+    ///
+    /// If `fill` returns more than `message_size`, or panics, that slot is published
+    /// poisoned (as in [`send_in_place`](Self::send_in_place)), the messages before it stay
+    /// sent, and the call fails with `InvalidArgument` (or the panic resumes). A process that
+    /// dies inside `fill` leaves the messages before it sent and its claimed slot to be
+    /// skipped, as a single `send_in_place` does.
+    pub fn send_batch_in_place<F>(
+        &self,
+        count: usize,
+        timeout: Option<Duration>,
+        mut fill: F,
+    ) -> Result<usize>
+    where
+        F: FnMut(usize, &mut [u8]) -> usize,
+    {
+        let size = self.message_size();
+        let mut refused = None;
+        let sent = self.send_batch_by(count, timeout, |i, token, id, timestamp| {
+            let payload = self.ring.payload_ptr(token);
+            // SAFETY: the slot is claimed by this process until the batch publishes it (its
+            // guard on unwind at the latest), so no correct peer reads or writes its payload
+            // area, which is `size` bytes inside the mapping; the borrow ends before that.
+            let len = fill(i, unsafe { std::slice::from_raw_parts_mut(payload, size) });
+            if len > size {
+                refused = Some((i, len));
+                return None;
+            }
+            self.ring.finish_in_place(token, id, timestamp, len);
+            Some(len)
+        })?;
+        match refused {
+            None => Ok(sent),
+            Some((i, len)) => Err(Error::InvalidArgument(format!(
+                "send_batch_in_place: the closure returned length {len} for message {i}, beyond \
+                 the message size {size}; messages 0..{i} were sent and that slot was published \
+                 as a poisoned message"
+            ))),
+        }
+    }
+
+    /// The loop of both send batches: claims slot after slot, has `write(i, token, id,
+    /// timestamp)` write message `i` into the claimed slot and return its length (`None`
+    /// refuses the message: its slot is published poisoned and the batch ends there),
+    /// publishes it, and returns how many were sent.
+    #[inline(always)]
+    fn send_batch_by(
+        &self,
+        count: usize,
+        timeout: Option<Duration>,
+        mut write: impl FnMut(usize, &PushToken, u64, u64) -> Option<usize>,
+    ) -> Result<usize> {
         if count == 0 {
             return Ok(0);
         }
-        let mut token = self.claim_for_send(timeout)?;
+        let token = self.claim_for_send(timeout)?;
+        let mut batch = SendBatch {
+            queue: self,
+            token: Some(token),
+            last: 0,
+            sent: 0,
+            bytes: 0,
+        };
         let timestamp = clock::realtime_ns();
-        let mut sent = 0usize;
-        let mut bytes = 0u64;
-        let mut data = message(0);
-        let last = loop {
+        while let Some(token) = &batch.token {
             crashpoint::hit("push_tail_moved");
             let at = token.cursor();
             let pos = at.position();
-            self.ring.write(&token, pos, timestamp, data);
+            let Some(len) = write(batch.sent, token, pos, timestamp) else {
+                break; // the guard publishes the slot poisoned
+            };
             crashpoint::hit("push_written");
-            self.commit_push_in_batch(token, data.len());
-            sent += 1;
-            bytes += data.len() as u64;
-            if sent == count {
-                break pos;
+            let token = batch.token.take().expect("held by the loop");
+            self.commit_push_in_batch(token, len);
+            batch.last = pos;
+            batch.sent += 1;
+            batch.bytes += len as u64;
+            if batch.sent == count {
+                break;
             }
-            match self.claim_next_push(at) {
-                Some(t) => token = t,
-                None => break pos,
+            batch.token = self.claim_next_push(at);
+            if batch.token.is_some() {
+                crashpoint::hit("push_batch_next");
             }
-            crashpoint::hit("push_batch_next");
-            data = message(sent);
-        };
-        self.finish_push_batch(last, sent, bytes);
-        wait::wake_receivers(self.ring.header());
-        self.count_batch(true, sent as u64, bytes);
-        Ok(sent)
+        }
+        Ok(batch.sent)
     }
 
     /// Receives up to `buf.len() / message_size` messages, at most [`RECV_BATCH_MAX`], with

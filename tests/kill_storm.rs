@@ -4,7 +4,7 @@
 //! and the queue drains to empty.
 //!
 //! * Producers send ids `incarnation << 32 | n` (one at a time, in place, or three in a
-//!   batch) and append `id` to their ack file only after the send returned success: an
+//!   batch, copied or written in place) and append `id` to their ack file only after the send returned success: an
 //!   acknowledged message is one the queue promised.
 //! * It runs on a multi-producer queue (two producers, two consumers) and on a
 //!   single-producer/single-consumer one, where each restarted process takes over the role
@@ -68,13 +68,20 @@ fn storm_child() {
             let mut n = 0u64;
             loop {
                 let id = incarnation << 32 | n;
-                // Every 16th turn sends three messages in one batch; every 8th message is
-                // written in place, slowly: a kill then often lands while a slot is claimed
-                // and unpublished (or, in a batch, between two messages).
+                // Every 16th turn sends three messages in one batch, copied or (another
+                // 16th) written in place; every 8th message is written in place. The in-place
+                // writes are slow: a kill then often lands while a slot is claimed and
+                // unpublished (or, in a batch, between two messages).
                 // How many consecutive ids from `id` on were sent.
                 let sent = if n % 16 == 8 {
                     let batch = [id, id + 1, id + 2].map(payload);
                     q.send_batch(&batch, Some(Duration::from_secs(1)))
+                } else if n % 16 == 0 {
+                    q.send_batch_in_place(3, Some(Duration::from_secs(1)), |i, slot| {
+                        std::thread::sleep(Duration::from_micros(200));
+                        slot[..24].copy_from_slice(&payload(id + i as u64));
+                        24
+                    })
                 } else if n % 8 == 7 {
                     q.send_in_place(Some(Duration::from_secs(1)), |slot| {
                         std::thread::sleep(Duration::from_micros(300));
