@@ -296,6 +296,12 @@ typedef int (*shmq_batch_read_fn)(void *ctx,
                                   size_t len,
                                   const struct shmq_message_info *info);
 
+/**
+ * Fill callback of `shmq_send_batch_in_place`: as `shmq_fill_fn`, for message `index` of
+ * the batch (0, 1, ... in order).
+ */
+typedef int64_t (*shmq_batch_fill_fn)(void *ctx, size_t index, uint8_t *slot, size_t capacity);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -689,6 +695,34 @@ enum shmq_status shmq_receive_batch_in_place(struct shmq_queue *q,
                                              size_t *out_count,
                                              int timeout_ms,
                                              uint32_t flags);
+
+/**
+ * Zero-copy batch send: waits for room for the first message per `timeout_ms` (as
+ * `shmq_send_in_place`: `SHMQ_ERR_FULL`, `SHMQ_ERR_TIMEOUT`, `SHMQ_ERR_CLOSED`), then, for
+ * `index` = 0, 1, ... up to `count - 1` while a slot is free, claims a slot, calls `fill`
+ * with `ctx`, `index` and the slot's payload (`capacity` = the message size), and publishes
+ * the message (ids = positions, one timestamp for the batch). `*out_count` is how many were
+ * sent (at least 1, or 0 when `count` is 0): `fill` was called exactly that many times,
+ * so send messages `*out_count` to `count - 1` again later. One wake-up check for the whole
+ * batch. `flags`: 0 or `SHMQ_WAIT_SLICE`.
+ *
+ * A `fill` that returns a negative value (`SHMQ_ERR_INVALID_ARGUMENT`) or more than
+ * `capacity` (`SHMQ_ERR_MESSAGE_TOO_LARGE`) ends the batch: its slot is published poisoned
+ * (as in `shmq_send_in_place`), and `*out_count` says how many were sent before it (it is
+ * written on success and on these two errors only). A sender that dies inside the call
+ * leaves the messages before the one being written sent.
+ *
+ * # Safety
+ * `q` is NULL or a live handle; `fill` is NULL or a function that may be called with `ctx`
+ * and writes at most `capacity` bytes from `slot`; `out_count` is NULL or writable.
+ */
+enum shmq_status shmq_send_batch_in_place(struct shmq_queue *q,
+                                          shmq_batch_fill_fn fill,
+                                          void *ctx,
+                                          size_t count,
+                                          size_t *out_count,
+                                          int timeout_ms,
+                                          uint32_t flags);
 
 #ifdef __cplusplus
 }  // extern "C"

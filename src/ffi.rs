@@ -1381,39 +1381,50 @@ pub unsafe extern "C" fn shmq_send_in_place(
                 // bytes that stay claimed by this process until `send_in_place` publishes
                 // them after this closure; `fill` may write them by the C contract.
                 let n = unsafe { fill(ctx, slot.as_mut_ptr(), capacity) };
-                match usize::try_from(n) {
-                    Ok(len) if len <= capacity => len,
-                    // Beyond the message size: send_in_place publishes the slot poisoned.
-                    _ => {
-                        refused = Some(n);
-                        usize::MAX
-                    }
-                }
+                fill_length(n, capacity, &mut refused)
             });
             match (result, refused) {
                 (Ok(_id), _) => Ok(()),
-                (Err(_), Some(n)) if n < 0 => Err(invalid(
-                    F,
-                    format_args!(
-                        "queue '{}': fill returned {n} (cancelled); the slot was published as a \
-                         poisoned message, which one receiver drops with SHMQ_ERR_CORRUPTED_DATA",
-                        queue.name()
-                    ),
-                )),
-                (Err(_), Some(n)) => {
-                    let max = queue.message_size();
-                    set_last_error(format_args!(
-                        "{F}: queue '{}': fill returned length {n}, beyond the message size \
-                         {max}; the slot was published as a poisoned message, which one \
-                         receiver drops with SHMQ_ERR_CORRUPTED_DATA",
-                        queue.name()
-                    ));
-                    Err(Fail(SHMQ_ERR_MESSAGE_TOO_LARGE))
-                }
+                (Err(_), Some(n)) => Err(refused_fill(F, queue, n, "")),
                 (Err(e), None) => Err(fail(F, Some(queue.name()), e)),
             }
         }))
     })
+}
+
+/// The length a fill callback returned, as the message length, or (out of range: negative,
+/// or beyond `capacity`) recorded in `refused` and turned into a length beyond the message
+/// size, which makes the Rust side publish the slot poisoned.
+fn fill_length(n: i64, capacity: usize, refused: &mut Option<i64>) -> usize {
+    match usize::try_from(n) {
+        Ok(len) if len <= capacity => len,
+        _ => {
+            *refused = Some(n);
+            usize::MAX
+        }
+    }
+}
+
+/// The failure for a fill callback's out-of-range return `n` (for the message `which`
+/// names): `SHMQ_ERR_INVALID_ARGUMENT` for a negative one (a cancel), else
+/// `SHMQ_ERR_MESSAGE_TOO_LARGE`. Its slot was published poisoned.
+fn refused_fill(function: &str, queue: &CrossProcessQueue, n: i64, which: &str) -> Fail {
+    let q = queue.name();
+    let poisoned = "the slot was published as a poisoned message, which one receiver drops \
+                    with SHMQ_ERR_CORRUPTED_DATA";
+    if n < 0 {
+        invalid(
+            function,
+            format_args!("queue '{q}': fill returned {n}{which} (cancelled); {poisoned}"),
+        )
+    } else {
+        let max = queue.message_size();
+        set_last_error(format_args!(
+            "{function}: queue '{q}': fill returned length {n}{which}, beyond the message \
+             size {max}; {poisoned}"
+        ));
+        Fail(SHMQ_ERR_MESSAGE_TOO_LARGE)
+    }
 }
 
 /// Zero-copy receive: claims the next message (waiting per `timeout_ms`, as
@@ -1528,6 +1539,88 @@ pub unsafe extern "C" fn shmq_receive_batch_in_place(
             });
             // SAFETY: `out_count` checked non-NULL; writable by the contract.
             unsafe { finish_receive_batch(F, queue, result, count, out_count) }
+        }))
+    })
+}
+
+/// Fill callback of `shmq_send_batch_in_place`: as `shmq_fill_fn`, for message `index` of
+/// the batch (0, 1, ... in order).
+pub type shmq_batch_fill_fn = Option<
+    unsafe extern "C" fn(
+        ctx: *mut std::ffi::c_void,
+        index: usize,
+        slot: *mut u8,
+        capacity: usize,
+    ) -> i64,
+>;
+
+/// Zero-copy batch send: waits for room for the first message per `timeout_ms` (as
+/// `shmq_send_in_place`: `SHMQ_ERR_FULL`, `SHMQ_ERR_TIMEOUT`, `SHMQ_ERR_CLOSED`), then, for
+/// `index` = 0, 1, ... up to `count - 1` while a slot is free, claims a slot, calls `fill`
+/// with `ctx`, `index` and the slot's payload (`capacity` = the message size), and publishes
+/// the message (ids = positions, one timestamp for the batch). `*out_count` is how many were
+/// sent (at least 1, or 0 when `count` is 0): `fill` was called exactly that many times,
+/// so send messages `*out_count` to `count - 1` again later. One wake-up check for the whole
+/// batch. `flags`: 0 or `SHMQ_WAIT_SLICE`.
+///
+/// A `fill` that returns a negative value (`SHMQ_ERR_INVALID_ARGUMENT`) or more than
+/// `capacity` (`SHMQ_ERR_MESSAGE_TOO_LARGE`) ends the batch: its slot is published poisoned
+/// (as in `shmq_send_in_place`), and `*out_count` says how many were sent before it (it is
+/// written on success and on these two errors only). A sender that dies inside the call
+/// leaves the messages before the one being written sent.
+///
+/// # Safety
+/// `q` is NULL or a live handle; `fill` is NULL or a function that may be called with `ctx`
+/// and writes at most `capacity` bytes from `slot`; `out_count` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_send_batch_in_place(
+    q: *mut shmq_queue,
+    fill: shmq_batch_fill_fn,
+    ctx: *mut std::ffi::c_void,
+    count: usize,
+    out_count: *mut usize,
+    timeout_ms: c_int,
+    flags: u32,
+) -> shmq_status {
+    const F: &str = "shmq_send_batch_in_place";
+    boundary(F, SHMQ_ERR_INTERNAL, || {
+        done(with_wait_flags(F, flags, || {
+            // SAFETY: `q` is NULL or a live handle (C contract).
+            let queue = unsafe { handle(F, q) }?;
+            let Some(fill) = fill else {
+                return Err(null(F, "fill"));
+            };
+            if out_count.is_null() {
+                return Err(null(F, "out_count"));
+            }
+            let timeout = timeout_arg(F, timeout_ms)?;
+            let mut refused: Option<i64> = None;
+            let mut sent = 0usize;
+            let result = queue.send_batch_in_place(count, timeout, |index, slot| {
+                let capacity = slot.len();
+                // SAFETY: as in `shmq_send_in_place`: `slot` is the claimed slot's payload
+                // area, `capacity` writable bytes, claimed until published after this
+                // closure; `fill` may write them by the C contract.
+                let n = unsafe { fill(ctx, index, slot.as_mut_ptr(), capacity) };
+                let len = fill_length(n, capacity, &mut refused);
+                if refused.is_none() {
+                    sent += 1;
+                }
+                len
+            });
+            match (result, refused) {
+                (Ok(n), _) => {
+                    // SAFETY: `out_count` checked non-NULL; writable by the contract.
+                    unsafe { out_count.write(n) };
+                    Ok(())
+                }
+                (Err(_), Some(n)) => {
+                    // SAFETY: as above.
+                    unsafe { out_count.write(sent) };
+                    Err(refused_fill(F, queue, n, &format!(" for message {sent}")))
+                }
+                (Err(e), None) => Err(fail(F, Some(queue.name()), e)),
+            }
         }))
     })
 }

@@ -1181,7 +1181,30 @@ static void test_batch_arguments(void) {
  * and the order. The queue is small, so both sides wait for each other many times. */
 #define BATCH_COUNT 5000
 
-static int batch_producer(const char *name) {
+/* What a batch fill callback (shmq_send_batch_in_place) does: message `first + index` of the
+ * batch pattern, each call checked to come in order. */
+struct bsip_fill {
+    uint64_t first;
+    size_t calls;
+    size_t refuse_at;  /* return refuse_len from this call instead (0: never) */
+    int64_t refuse_len;
+    size_t exit_at;    /* _exit inside this call, as a sender killed mid-fill (0: never) */
+    int out_of_order;  /* calls whose index was not the number of calls before them */
+};
+
+static int64_t bsip_fill_fn(void *ctx, size_t index, uint8_t *slot, size_t capacity) {
+    struct bsip_fill *f = ctx;
+    if (index != f->calls || slot == NULL || capacity != 64) f->out_of_order++;
+    f->calls++;
+    if (f->exit_at != 0 && f->calls == f->exit_at) _exit(0);
+    if (f->refuse_at != 0 && f->calls == f->refuse_at) return f->refuse_len;
+    batch_fill(slot, f->first + index);
+    return (int64_t)batch_len(f->first + index);
+}
+
+/* Sends the BATCH_COUNT messages with shmq_send_batch, or written in place with
+ * shmq_send_batch_in_place. */
+static int batch_producer(const char *name, int in_place) {
     shmq_queue *q = NULL;
     if (shmq_connect(name, &q) != SHMQ_OK) return 20;
     static uint8_t data[7][64];
@@ -1192,12 +1215,20 @@ static int batch_producer(const char *name) {
     while (seq < BATCH_COUNT && rc == 0) {
         size_t n = 1 + (size_t)(seq % 7u);
         if (n > BATCH_COUNT - seq) n = (size_t)(BATCH_COUNT - seq);
+        size_t sent = 0;
+        if (in_place) {
+            struct bsip_fill f = {.first = seq};
+            if (shmq_send_batch_in_place(q, bsip_fill_fn, &f, n, &sent, 10000, 0) != SHMQ_OK ||
+                sent == 0 || sent > n || f.calls != sent || f.out_of_order != 0)
+                rc = 22;
+            seq += sent;
+            continue;
+        }
         for (size_t i = 0; i < n; i++) {
             batch_fill(data[i], seq + i);
             lens[i] = batch_len(seq + i);
             msgs[i] = data[i];
         }
-        size_t sent = 0;
         if (shmq_send_batch(q, msgs, lens, n, &sent, 10000, 0) != SHMQ_OK || sent == 0 ||
             sent > n)
             rc = 21;
@@ -1231,10 +1262,15 @@ static int bip_read_fn(void *ctx, const uint8_t *data, size_t len,
     return r->stop_at != 0 && r->calls == r->stop_at;
 }
 
-/* Receives the messages of batch_producer in batches of up to 16, copied
- * (shmq_receive_batch) or read in place (shmq_receive_batch_in_place), checking every byte
- * and the order. */
-static void batch_across_processes(uint32_t create_flags, int in_place) {
+/* How batch_across_processes moves messages: BATCH_RECV_IN_PLACE receives with
+ * shmq_receive_batch_in_place (else shmq_receive_batch), BATCH_SEND_IN_PLACE sends with
+ * shmq_send_batch_in_place (else shmq_send_batch). */
+enum { BATCH_RECV_IN_PLACE = 1, BATCH_SEND_IN_PLACE = 2 };
+
+/* Receives the messages of batch_producer in batches of up to 16, checking every byte and
+ * the order. */
+static void batch_across_processes(uint32_t create_flags, int modes) {
+    int in_place = (modes & BATCH_RECV_IN_PLACE) != 0;
     char name[96];
     shmq_queue *q = NULL;
     fresh_name(name, sizeof name);
@@ -1244,7 +1280,7 @@ static void batch_across_processes(uint32_t create_flags, int in_place) {
     fflush(stderr);
     pid_t pid = fork();
     CHECK(pid >= 0);
-    if (pid == 0) _exit(batch_producer(name));
+    if (pid == 0) _exit(batch_producer(name, (modes & BATCH_SEND_IN_PLACE) != 0));
     static uint8_t buf[16 * 64];
     shmq_message_info infos[16];
     struct bip_read r = {0}; /* in place: the callback checks each message */
@@ -1290,10 +1326,21 @@ static void test_batch_across_processes_spsc(void) {
     batch_across_processes(SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER, 0);
 }
 
-static void test_batch_in_place_across_processes(void) { batch_across_processes(0, 1); }
+static void test_batch_in_place_across_processes(void) {
+    batch_across_processes(0, BATCH_RECV_IN_PLACE);
+}
 
 static void test_batch_in_place_across_processes_spsc(void) {
-    batch_across_processes(SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER, 1);
+    batch_across_processes(SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER, BATCH_RECV_IN_PLACE);
+}
+
+static void test_batch_send_in_place_across_processes(void) {
+    batch_across_processes(0, BATCH_SEND_IN_PLACE);
+}
+
+static void test_batch_send_in_place_across_processes_spsc(void) {
+    batch_across_processes(SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER,
+                           BATCH_SEND_IN_PLACE | BATCH_RECV_IN_PLACE);
 }
 
 /* ----- zero-copy batches: shmq_receive_batch_in_place ------------------------------------ */
@@ -1470,6 +1517,143 @@ static void test_batch_in_place_receiver_dies(void) { batch_in_place_receiver_di
 
 static void test_batch_in_place_receiver_dies_spsc(void) {
     batch_in_place_receiver_dies(SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER);
+}
+
+/* ----- zero-copy batches: shmq_send_batch_in_place ---------------------------------------- */
+
+/* Receives one message and checks it is message `seq` of the batch pattern. */
+static void expect_batch_message(shmq_queue *q, uint64_t seq) {
+    uint8_t buf[64];
+    shmq_message_info info;
+    CHECK_STATUS(shmq_receive_message(q, buf, sizeof buf, &info, 0), SHMQ_OK);
+    CHECK(batch_bad_bytes(buf, info.len, seq) == 0);
+}
+
+static void test_batch_send_in_place_round_trip(void) {
+    char name[96];
+    shmq_queue *q = make_queue(name, sizeof name, 8, 64);
+    if (q == NULL) return;
+    /* Nothing to send: OK, 0, the callback never called. */
+    struct bsip_fill f = {0};
+    size_t count = 777;
+    CHECK_STATUS(shmq_send_batch_in_place(q, bsip_fill_fn, &f, 0, &count, 0, 0), SHMQ_OK);
+    CHECK(count == 0 && f.calls == 0);
+    /* As many as fit, the callback called once for each, in order. */
+    CHECK(bip_send(q, 0, 3) == 3);
+    f.first = 3;
+    CHECK_STATUS(shmq_send_batch_in_place(q, bsip_fill_fn, &f, 12, &count, 0, 0), SHMQ_OK);
+    CHECK(count == 5 && f.calls == 5 && f.out_of_order == 0 && shmq_len(q) == 8);
+    /* Full: at once or after the timeout, the count left alone, the callback never called. */
+    count = 777;
+    CHECK_STATUS(shmq_send_batch_in_place(q, bsip_fill_fn, &f, 2, &count, 0, 0), SHMQ_ERR_FULL);
+    uint64_t t0 = monotonic_ms();
+    CHECK_STATUS(shmq_send_batch_in_place(q, bsip_fill_fn, &f, 2, &count, 50, SHMQ_WAIT_SLICE),
+                 SHMQ_ERR_TIMEOUT);
+    CHECK(monotonic_ms() - t0 >= 45);
+    CHECK(count == 777 && f.calls == 5);
+    /* Every byte arrives, read by either receive. */
+    struct bip_read r = {0};
+    CHECK_STATUS(shmq_receive_batch_in_place(q, bip_read_fn, &r, 8, &count, 0, 0), SHMQ_OK);
+    CHECK(count == 8 && r.bad == 0);
+    shmq_queue_stats st = stats_of(q);
+    CHECK(st.messages_sent == 8 && st.messages_received == 8);
+    CHECK(st.bytes_sent == st.bytes_received && st.corrupted == 0);
+    drop_queue(q, name);
+}
+
+static void test_batch_send_in_place_errors(void) {
+    char name[96];
+    shmq_queue *q = make_queue(name, sizeof name, 8, 64);
+    if (q == NULL) return;
+    struct bsip_fill f = {0};
+    size_t count = 777;
+    CHECK_STATUS(shmq_send_batch_in_place(NULL, bsip_fill_fn, &f, 2, &count, 0, 0),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(shmq_send_batch_in_place(q, NULL, &f, 2, &count, 0, 0),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("fill");
+    CHECK_STATUS(shmq_send_batch_in_place(q, bsip_fill_fn, &f, 2, NULL, 0, 0),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("out_count");
+    CHECK_STATUS(shmq_send_batch_in_place(q, bsip_fill_fn, &f, 2, &count, -3, 0),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(shmq_send_batch_in_place(q, bsip_fill_fn, &f, 2, &count, 0, 4),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK(count == 777 && f.calls == 0 && shmq_len(q) == 0);
+
+    /* A cancel (negative) in the second call: one sent, the second slot poisoned, nothing
+     * more claimed. A length beyond the capacity in the third: two more sent. */
+    f = (struct bsip_fill){.first = 0, .refuse_at = 2, .refuse_len = -1};
+    CHECK_STATUS(shmq_send_batch_in_place(q, bsip_fill_fn, &f, 4, &count, 0, 0),
+                 SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("for message 1 (cancelled)");
+    CHECK(count == 1 && f.calls == 2 && shmq_len(q) == 2);
+    f = (struct bsip_fill){.first = 1, .refuse_at = 3, .refuse_len = 65};
+    CHECK_STATUS(shmq_send_batch_in_place(q, bsip_fill_fn, &f, 4, &count, 0, 0),
+                 SHMQ_ERR_MESSAGE_TOO_LARGE);
+    CHECK_LAST_ERROR_HAS("fill returned length 65 for message 2");
+    CHECK(count == 2 && f.calls == 3 && f.out_of_order == 0 && shmq_len(q) == 5);
+    /* Message 0, a poisoned slot, messages 1 and 2, a poisoned slot: each poisoned one is
+     * dropped by one receive, and the queue goes on. */
+    uint8_t buf[64];
+    size_t len = 0;
+    expect_batch_message(q, 0);
+    CHECK_STATUS(shmq_receive(q, buf, sizeof buf, &len, 0), SHMQ_ERR_CORRUPTED_DATA);
+    expect_batch_message(q, 1);
+    expect_batch_message(q, 2);
+    CHECK_STATUS(shmq_receive(q, buf, sizeof buf, &len, 0), SHMQ_ERR_CORRUPTED_DATA);
+    CHECK_STATUS(shmq_receive(q, buf, sizeof buf, &len, 0), SHMQ_ERR_EMPTY);
+    CHECK(stats_of(q).corrupted == 2);
+
+    /* Shut down: SHMQ_ERR_CLOSED, the callback never called. */
+    CHECK_STATUS(shmq_shutdown(q), SHMQ_OK);
+    f = (struct bsip_fill){0};
+    CHECK_STATUS(shmq_send_batch_in_place(q, bsip_fill_fn, &f, 2, &count, -1, 0),
+                 SHMQ_ERR_CLOSED);
+    CHECK(f.calls == 0);
+    drop_queue(q, name);
+}
+
+/* A sender dies inside the fill callback of its third message: the two before it are
+ * delivered, and the queue goes on (its position is skipped, or on a single-producer queue
+ * written again by the next sender). */
+static void batch_send_in_place_sender_dies(uint32_t create_flags) {
+    char name[96];
+    shmq_queue *q = NULL;
+    fresh_name(name, sizeof name);
+    CHECK_STATUS(shmq_create_with(name, 16, 64, 0, create_flags, &q), SHMQ_OK);
+    if (q == NULL) return;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        shmq_queue *c = NULL;
+        if (shmq_connect(name, &c) != SHMQ_OK) _exit(20);
+        struct bsip_fill f = {.exit_at = 3};
+        size_t count = 0;
+        shmq_send_batch_in_place(c, bsip_fill_fn, &f, 5, &count, 0, 0);
+        _exit(30); /* not reached: the callback exits in its third call */
+    }
+    int wstatus = 0;
+    CHECK(waitpid(pid, &wstatus, 0) == pid);
+    CHECK(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+    CHECK(bip_send(q, 7, 1) == 1);
+    expect_batch_message(q, 0);
+    expect_batch_message(q, 1);
+    expect_batch_message(q, 7);
+    uint8_t buf[64];
+    size_t len = 0;
+    CHECK_STATUS(shmq_receive(q, buf, sizeof buf, &len, 0), SHMQ_ERR_EMPTY);
+    CHECK(stats_of(q).abandoned ==
+          ((create_flags & SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER) ? 0u : 1u));
+    drop_queue(q, name);
+}
+
+static void test_batch_send_in_place_sender_dies(void) { batch_send_in_place_sender_dies(0); }
+
+static void test_batch_send_in_place_sender_dies_spsc(void) {
+    batch_send_in_place_sender_dies(SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER);
 }
 
 /* ----- single-producer/single-consumer queues --------------------------------------------- */
@@ -1756,6 +1940,12 @@ static const struct test tests[] = {
     {"batch_in_place_across_processes_spsc", test_batch_in_place_across_processes_spsc},
     {"batch_in_place_receiver_dies", test_batch_in_place_receiver_dies},
     {"batch_in_place_receiver_dies_spsc", test_batch_in_place_receiver_dies_spsc},
+    {"batch_send_in_place_round_trip", test_batch_send_in_place_round_trip},
+    {"batch_send_in_place_errors", test_batch_send_in_place_errors},
+    {"batch_send_in_place_across_processes", test_batch_send_in_place_across_processes},
+    {"batch_send_in_place_across_processes_spsc", test_batch_send_in_place_across_processes_spsc},
+    {"batch_send_in_place_sender_dies", test_batch_send_in_place_sender_dies},
+    {"batch_send_in_place_sender_dies_spsc", test_batch_send_in_place_sender_dies_spsc},
     {"spsc_flag_and_getter", test_spsc_flag_and_getter},
     {"spsc_role_taken", test_spsc_role_taken},
     {"spsc_roles_across_processes", test_spsc_roles_across_processes},
