@@ -28,6 +28,7 @@ __all__ = [
     "StatsStruct",
     "LIBRARY_ENV",
     "FillFn",
+    "BatchFillFn",
     "ReadFn",
     "BatchReadFn",
 ]
@@ -83,6 +84,9 @@ class StatsStruct(ctypes.Structure):
 # Pointers arrive as ints (c_void_p) so that the Python side builds exactly the view it
 # lends, nothing more.
 FillFn = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+BatchFillFn = ctypes.CFUNCTYPE(
+    ctypes.c_int64, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t
+)
 ReadFn = ctypes.CFUNCTYPE(
     None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(QueueInfo)
 )
@@ -191,6 +195,10 @@ def _declare(cdll: ctypes.CDLL) -> None:
         # Zero-copy: the library calls back into Python (see shmq/_zerocopy.py).
         "shmq_send_in_place": (c_int, [QueuePtr, FillFn, c_void_p, c_int, c_uint32]),
         "shmq_receive_in_place": (c_int, [QueuePtr, ReadFn, c_void_p, c_int, c_uint32]),
+        "shmq_send_batch_in_place": (
+            c_int,
+            [QueuePtr, BatchFillFn, c_void_p, c_size_t, ctypes.POINTER(c_size_t), c_int, c_uint32],
+        ),
         "shmq_receive_batch_in_place": (
             c_int,
             [QueuePtr, BatchReadFn, c_void_p, c_size_t, ctypes.POINTER(c_size_t), c_int, c_uint32],

@@ -1,9 +1,10 @@
 """Zero-copy sends and receives: a ``memoryview`` over the slot in shared memory, lent to a
 Python callback for the duration of one C call (``shmq_send_in_place`` /
-``shmq_receive_in_place``), or of each message of a batch (``shmq_receive_batch_in_place``).
+``shmq_receive_in_place``), or of each message of a batch (``shmq_send_batch_in_place`` /
+``shmq_receive_batch_in_place``).
 
 How it works. One module-level C callback of each kind (``FillFn``/``ReadFn``/
-``BatchReadFn``) serves every call; the ``ctx`` pointer the library passes back is a key into
+``BatchFillFn``/``BatchReadFn``) serves every call; the ``ctx`` pointer the library passes back is a key into
 ``InPlaceCall._active``, where the Python call keeps its user function, what it returned, the
 lent view's bookkeeping and any exception. No ctypes callback object is made per message, and
 calls can nest (a callback may use another queue).
@@ -27,11 +28,11 @@ import operator
 import sys
 from typing import Any, Callable, NamedTuple, Optional
 
-from ._lib import BatchReadFn, FillFn, QueueInfo, ReadFn
+from ._lib import BatchFillFn, BatchReadFn, FillFn, QueueInfo, ReadFn
 from ._status import MESSAGE_REDELIVERED
 from .errors import InvalidArgument
 
-__all__ = ["MessageInfo", "InPlaceCall", "FILL", "READ", "READ_BATCH"]
+__all__ = ["MessageInfo", "InPlaceCall", "FILL", "FILL_BATCH", "READ", "READ_BATCH"]
 
 # sys.getrefcount is exact on CPython only; elsewhere the escape check is skipped (the view
 # is still released).
@@ -67,11 +68,12 @@ def _array_at(address: int, size: int) -> Any:
 
 
 class InPlaceCall:
-    """The state of one ``put_in_place``/``get_in_place``/``get_many_in_place`` while the C
-    call runs. ``result`` is what ``fn`` returned (a list of what it returned for each
-    message of a batch)."""
+    """The state of one zero-copy call (``put_in_place``, ``get_in_place``, or a batch of
+    either) while the C call runs. ``result`` is what ``fn`` returned (a list of what it
+    returned for each message of a receive batch); ``first`` is the index in the caller's
+    batch of the C call's message 0 (a send batch resumed by further C calls)."""
 
-    __slots__ = ("fn", "message_size", "result", "error", "called", "key")
+    __slots__ = ("fn", "message_size", "result", "error", "called", "key", "first")
 
     _keys = itertools.count(1)  # next() on a count is atomic under the GIL
     _active: dict[int, "InPlaceCall"] = {}
@@ -85,6 +87,7 @@ class InPlaceCall:
         self.error: Optional[BaseException] = None
         self.called = False
         self.key = next(InPlaceCall._keys)
+        self.first = 0
 
     def __enter__(self) -> "InPlaceCall":
         InPlaceCall._active[self.key] = self
@@ -123,28 +126,44 @@ class InPlaceCall:
                 )
 
 
+def _fill_slot(call: InPlaceCall, slot: int, capacity: int, *args: Any) -> int:
+    """Lends the slot to ``call.fn(view, *args)``; the length to return to the library."""
+    n = operator.index(call.lend(slot, capacity, False, *args))
+    if call.error is not None:
+        return -1
+    # Out of range: the library refuses the length (MESSAGE_TOO_LARGE or
+    # INVALID_ARGUMENT) and publishes the slot poisoned.
+    if n < 0:
+        call.error = InvalidArgument(
+            f"fill returned {n}, a negative length; the message was cancelled (its slot goes "
+            "through the queue poisoned: one receiver gets CorruptedData for it)"
+        )
+        return -1
+    return n if n <= capacity else min(n, _INT64_MAX)
+
+
 def _fill(ctx: int, slot: int, capacity: int) -> int:
     # Everything inside try: an exception escaping a ctypes callback is only printed, and
     # the library would then publish whatever the return slot holds.
     call = None
     try:
         call = InPlaceCall._active[ctx]
-        n = operator.index(call.lend(slot, capacity, False))
-        if call.error is not None:
-            return -1
-        # Out of range: the library refuses the length (MESSAGE_TOO_LARGE or
-        # INVALID_ARGUMENT) and publishes the slot poisoned.
-        if n < 0:
-            call.error = InvalidArgument(
-                f"put_in_place: fill returned {n}, a negative length; the message was "
-                "cancelled (its slot goes through the queue poisoned: one receiver gets "
-                "CorruptedData for it)"
-            )
-            return -1
-        return n if n <= capacity else min(n, _INT64_MAX)
+        return _fill_slot(call, slot, capacity)
     except BaseException as exc:  # noqa: B036 - re-raised by the caller after the C call
         if call is not None:
             call.error = exc  # the callback's own exception wins over an escape report
+        return -1
+
+
+def _fill_batch(ctx: int, index: int, slot: int, capacity: int) -> int:
+    # As `_fill`; a refused message (-1) also ends the batch.
+    call = None
+    try:
+        call = InPlaceCall._active[ctx]
+        return _fill_slot(call, slot, capacity, call.first + index)
+    except BaseException as exc:  # noqa: B036 - re-raised by the caller after the C call
+        if call is not None:
+            call.error = exc
         return -1
 
 
@@ -187,5 +206,6 @@ def _read_batch(ctx: int, data: int, length: int, info: Any) -> int:
 
 #: The C callbacks; module-level so they live as long as the library may call them.
 FILL = FillFn(_fill)
+FILL_BATCH = BatchFillFn(_fill_batch)
 READ = ReadFn(_read)
 READ_BATCH = BatchReadFn(_read_batch)

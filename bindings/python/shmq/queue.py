@@ -765,6 +765,61 @@ class Queue:
         if status != Status.OK:
             self._raise_send(status, block, timeout)
 
+    def put_many_in_place(
+        self,
+        fill: Callable[[memoryview, int], int],
+        count: int,
+        block: bool = True,
+        timeout: Optional[float] = None,
+    ) -> int:
+        """Zero-copy batch send: writes messages ``0 .. count - 1`` in order, each by
+        ``fill(view, index)`` in a claimed slot as :meth:`put_in_place` does, many per call
+        into the library (``shmq_send_batch_in_place``: one wait, one wake-up check and one
+        timestamp for each call).
+
+        Waits for room as :meth:`put_many` does (with ``block``, until all are sent or
+        ``timeout`` seconds have passed in all; without, sends what fits at once) and returns
+        how many were sent: ``fill`` was called exactly that many times, never for a message
+        that found no room. Raises like :meth:`put` when not even the first could be sent.
+        The views follow the rules of :meth:`put_in_place`. If ``fill`` raises, returns a
+        negative length (:class:`InvalidArgument`) or one above :attr:`message_size`
+        (:class:`MessageTooLarge`), the exception propagates, the messages before that index
+        stay sent, and that message is cancelled (its slot passes through the queue
+        poisoned).
+        """
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise TypeError("count must be an int")
+        if count < 0:
+            raise ValueError("count must not be negative")
+        if count == 0:
+            return 0
+        _check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out = ctypes.c_size_t()
+        sent = 0
+        with _zerocopy.InPlaceCall(fill, self._message_size) as call:
+            key = call.key
+            while sent < count:
+                call.first = sent
+                status = self._wait(
+                    lib.shmq_send_batch_in_place,
+                    (_zerocopy.FILL_BATCH, key, min(count - sent, 1 << 63), ctypes.byref(out)),
+                    block,
+                    None if deadline is None else max(0.0, deadline - time.monotonic()),
+                )
+                if call.error is not None:
+                    raise call.error
+                if status != Status.OK:
+                    # A refused length raises even after earlier messages went: that
+                    # message was lost, not left for later like one that found no room.
+                    if sent == 0 or status == Status.ERR_MESSAGE_TOO_LARGE:
+                        self._raise_send(status, block, timeout)
+                    break
+                sent += out.value
+                if not block:
+                    break
+        return sent
+
     def get_in_place(
         self,
         read: Callable[[memoryview, "MessageInfo"], T],

@@ -1,11 +1,13 @@
-"""Batches: ``Queue.put_many`` / ``Queue.get_many`` / ``Queue.get_many_in_place``
-(``shmq_send_batch`` / ``shmq_receive_batch`` / ``shmq_receive_batch_in_place``: many messages
-per call into the library)."""
+"""Batches: ``Queue.put_many`` / ``Queue.get_many`` / ``Queue.put_many_in_place`` /
+``Queue.get_many_in_place`` (``shmq_send_batch`` / ``shmq_receive_batch`` /
+``shmq_send_batch_in_place`` / ``shmq_receive_batch_in_place``: many messages per call into the
+library)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -67,8 +69,6 @@ def test_put_many_sends_what_fits_without_blocking_and_all_when_blocking(qname: 
         def drain() -> None:
             while len(got) < 8:
                 got.extend(q.get_many(timeout=5))
-
-        import threading
 
         reader = threading.Thread(target=drain)
         reader.start()
@@ -140,24 +140,39 @@ import sys, shmq
 name, count = sys.argv[1], int(sys.argv[2])
 def pattern(seq):
     return seq.to_bytes(8, "little") + bytes((seq * 31 + i) & 0xFF for i in range(seq % 64))
+def write(first):
+    def fill(view, index):
+        data = pattern(first + index)
+        view[: len(data)] = data
+        return len(data)
+    return fill
 q = shmq.Queue.connect(name)
 seq = 0
 while seq < count:
     n = min(1 + seq % 9, count - seq)
-    seq += q.put_many([pattern(s) for s in range(seq, seq + n)], timeout=30)
+    if sys.argv[3] == "in_place":
+        seq += q.put_many_in_place(write(seq), n, timeout=30)
+    else:
+        seq += q.put_many([pattern(s) for s in range(seq, seq + n)], timeout=30)
 q.close()
 """
 
 
-@pytest.mark.parametrize("in_place", [False, True], ids=["copy", "in_place"])
+@pytest.mark.parametrize(
+    "send, in_place",
+    [("copy", False), ("copy", True), ("in_place", False), ("in_place", True)],
+    ids=["copy", "read_in_place", "write_in_place", "both_in_place"],
+)
 @pytest.mark.parametrize("spsc", [False, True])
-def test_across_processes_in_order_every_byte(qname: str, spsc: bool, in_place: bool) -> None:
+def test_across_processes_in_order_every_byte(
+    qname: str, spsc: bool, send: str, in_place: bool
+) -> None:
     count = 3000
     with shmq.Queue.create(
         qname, capacity=8, message_size=72, single_producer_single_consumer=spsc
     ) as q:
         child = subprocess.Popen(
-            [sys.executable, "-c", PRODUCER, qname, str(count)], env=child_env()
+            [sys.executable, "-c", PRODUCER, qname, str(count), send], env=child_env()
         )
         try:
             got: list[bytes] = []
@@ -304,3 +319,148 @@ def test_a_receiver_killed_inside_read_loses_nothing(qname: str, spsc: bool) -> 
         assert all(got[i].data == pattern(i) for i in got)
         assert [i for i in got if got[i].redelivered] == [2]
         assert q.qsize() == 0 and q.stats().redelivered == 1
+
+
+# ----- zero-copy batches: put_many_in_place ----------------------------------------------------
+
+
+def writes(first: int = 0, calls: list | None = None):  # type: ignore[no-untyped-def]
+    """A fill for put_many_in_place writing message ``first + index`` of the pattern, and
+    recording each index it is called with in ``calls``."""
+
+    def fill(view: memoryview, index: int) -> int:
+        if calls is not None:
+            calls.append(index)
+        data = pattern(first + index)
+        view[: len(data)] = data
+        return len(data)
+
+    return fill
+
+
+def test_put_many_in_place_writes_each_message_in_order(qname: str) -> None:
+    with shmq.Queue.create(qname, capacity=8, message_size=72) as q:
+        calls: list[int] = []
+        assert q.put_many_in_place(writes(0, calls), 0) == 0
+        assert calls == []
+        # Without block: what fits, fill called once per message sent.
+        assert q.put_many_in_place(writes(0, calls), 12, block=False) == 8
+        assert calls == list(range(8))
+        never = lambda *a: pytest.fail("fill called without a free slot")  # noqa: E731
+        with pytest.raises(shmq.Full):
+            q.put_many_in_place(never, 3, block=False)
+        with pytest.raises(shmq.Full):
+            q.put_many_in_place(never, 3, timeout=0.05)
+        assert q.get_many() == [pattern(seq) for seq in range(8)]
+        # With block: all of them, over several calls into the library, resumed in order.
+        calls.clear()
+        got: list[bytes] = []
+
+        def drain() -> None:
+            while len(got) < 20:
+                got.extend(q.get_many(timeout=5))
+
+        reader = threading.Thread(target=drain)
+        reader.start()
+        assert q.put_many_in_place(writes(100, calls), 20, timeout=10) == 20
+        reader.join(timeout=10)
+        assert calls == list(range(20))
+        assert got == [pattern(100 + i) for i in range(20)]
+        stats = q.stats()
+        assert stats.messages_sent == stats.messages_received == 28
+        assert stats.corrupted == 0
+
+
+def test_put_many_in_place_returns_the_count_when_time_runs_out_after_the_first(
+    qname: str,
+) -> None:
+    with shmq.Queue.create(qname, capacity=4, message_size=72) as q:
+        started = time.monotonic()
+        assert q.put_many_in_place(writes(), 10, timeout=0.2) == 4
+        assert time.monotonic() - started >= 0.15
+        assert q.get_many() == [pattern(seq) for seq in range(4)]
+
+
+def test_put_many_in_place_arguments(qname: str) -> None:
+    with shmq.Queue.create(qname, capacity=4, message_size=16) as q:
+        for bad, error in [(-1, ValueError), (True, TypeError), ("3", TypeError), (2.0, TypeError)]:
+            with pytest.raises(error):
+                q.put_many_in_place(lambda v, i: 0, bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            q.put_many_in_place(None, 2)  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            q.put_many_in_place(lambda v, i: 0, 2, timeout=-1)
+        assert q.qsize() == 0 and q.stats().corrupted == 0  # nothing claimed
+        q.close()
+        with pytest.raises(ValueError, match="closed"):
+            q.put_many_in_place(lambda v, i: 0, 1)
+
+
+@pytest.mark.parametrize(
+    "failure, error",
+    [("raise", Boom), ("too_long", shmq.MessageTooLarge), ("negative", shmq.InvalidArgument),
+     ("keep", BufferError)],
+)
+def test_a_failing_fill_ends_the_batch_and_cancels_that_message(
+    qname: str, failure: str, error: type
+) -> None:
+    with shmq.Queue.create(qname, capacity=8, message_size=72) as q:
+        kept = []
+
+        def fill(view: memoryview, index: int) -> int:
+            if index < 2:
+                return writes()(view, index)
+            if failure == "raise":
+                raise Boom("from fill")
+            if failure == "keep":
+                kept.append(view[:4])
+                return 4
+            return 73 if failure == "too_long" else -1
+
+        with pytest.raises(error):
+            q.put_many_in_place(fill, 5)
+        # Messages 0 and 1 were sent, message 2's slot passes through poisoned, nothing after.
+        assert q.qsize() == 3
+        with pytest.raises(shmq.CorruptedData) as caught:
+            q.get_many()
+        assert caught.value.received == [pattern(0), pattern(1)]  # type: ignore[attr-defined]
+        with pytest.raises(shmq.Empty):
+            q.get(block=False)
+        assert q.put_many_in_place(writes(), 2) == 2
+        assert q.get_many() == [pattern(0), pattern(1)]
+
+
+def test_put_many_in_place_after_shutdown_raises_closed(qname: str) -> None:
+    with shmq.Queue.create(qname, capacity=4, message_size=16) as q:
+        q.shutdown()
+        with pytest.raises(shmq.Closed):
+            q.put_many_in_place(lambda v, i: pytest.fail("fill called after shutdown"), 2)
+
+
+DIES_INSIDE_FILL = """
+import os, sys, shmq
+q = shmq.Queue.connect(sys.argv[1])
+def fill(view, index):
+    if index == 2:
+        os._exit(0)
+    view[:5] = b"msg %d" % index
+    return 5
+q.put_many_in_place(fill, 5, timeout=30)
+os._exit(30)  # not reached: the third message ends the process
+"""
+
+
+@pytest.mark.parametrize("spsc", [False, True])
+def test_a_sender_killed_inside_fill_keeps_what_it_sent(qname: str, spsc: bool) -> None:
+    with shmq.Queue.create(
+        qname, capacity=16, message_size=72, single_producer_single_consumer=spsc
+    ) as q:
+        child = subprocess.run(
+            [sys.executable, "-c", DIES_INSIDE_FILL, qname], env=child_env(), timeout=60
+        )
+        assert child.returncode == 0
+        q.put(b"after", timeout=5)  # on an SPSC queue: takes the dead sender's role over
+        # (A batch receive ends at the dead sender's position; the next one goes past it.)
+        assert [q.get(timeout=5) for _ in range(3)] == [b"msg 0", b"msg 1", b"after"]
+        assert q.qsize() == 0
+        assert q.stats().abandoned == (0 if spsc else 1)

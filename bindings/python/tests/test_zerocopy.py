@@ -261,6 +261,7 @@ def test_across_processes_every_byte(qname: str) -> None:
         ("q.get_in_place(lambda v, i: None)", 0),
         ("q.get_many_in_place(lambda v, i: None)", 0),
         ("q.put_in_place(lambda v: 1)", 2),
+        ("q.put_many_in_place(lambda v, i: 1, 3)", 2),
     ],
 )
 def test_ctrl_c_interrupts_a_blocked_in_place_call(qname: str, call: str, fill: int) -> None:
