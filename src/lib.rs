@@ -1036,6 +1036,26 @@ impl CrossProcessQueue {
         }
     }
 
+    /// Releases one message of a receive batch that goes on (the zero-copy batch, which frees
+    /// each slot as its reader returns): on a single-consumer queue the head moves past it
+    /// and the side stays locked until [`finish_pop_batch`](Self::finish_pop_batch).
+    #[inline(always)]
+    fn release_in_batch(&self, token: PopToken) {
+        match &self.spsc {
+            Some(spsc) => spsc.released_in_batch(&self.ring, token.position()),
+            None => self.ring.release(token),
+        }
+    }
+
+    /// Ends a receive batch released one message at a time, `last` the position of the
+    /// last: on a single-consumer queue counts its `messages` (`bytes` in all) and unlocks.
+    #[inline]
+    fn finish_pop_batch(&self, last: u64, messages: u64, bytes: u64) {
+        if let Some(spsc) = &self.spsc {
+            spsc.released_batch(&self.ring, last, messages, bytes);
+        }
+    }
+
     /// Claims the message after `prev` (claimed earlier in the batch, and still held), if one
     /// is there for a buffer of `buf_len` bytes; `None` ends the batch.
     #[inline]

@@ -700,6 +700,15 @@ impl Spsc {
         }
     }
 
+    /// Frees the slot of the message at `pos`, read in a batch that goes on (the zero-copy
+    /// batch receive releases each message as its reader returns): moves the head past it.
+    /// The side stays locked until [`Spsc::released_batch`] ends the batch.
+    #[inline]
+    pub fn released_in_batch(&self, ring: &Ring, pos: u64) {
+        // Release: as in `released_batch`.
+        ring.header().head.value.store(pos.wrapping_add(1), Release);
+    }
+
     /// Completes a receive of `messages` (`bytes` in all) ending with position `last`, all
     /// read: moves the head past them (freeing their slots), counts them, unlocks.
     #[inline]

@@ -51,9 +51,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use crate::ring::{PopToken, PushToken, ReadError};
-use crate::{
-    clock, crashpoint, wait, Attempt, CrossProcessQueue, Error, Received, Result, RECV_BATCH_MAX,
-};
+use crate::{clock, crashpoint, wait, CrossProcessQueue, Error, Received, Result, RECV_BATCH_MAX};
 
 /// Settles a claimed push slot if the writer's closure unwinds: publishes it poisoned.
 struct PushGuard<'a> {
@@ -496,48 +494,43 @@ impl CrossProcessQueue {
             return Ok(0);
         }
         let size = self.message_size();
-        let mut token = self.claim_for_recv(size, timeout)?;
-        let mut count = 0usize;
-        let mut bytes = 0u64;
+        let token = self.claim_for_recv(size, timeout)?;
+        let mut batch = ReadBatch {
+            queue: self,
+            held: Some(token),
+            held_len: 0,
+            last: 0,
+            count: 0,
+            bytes: 0,
+        };
         let mut failure = None;
-        loop {
+        while let Some(token) = &batch.held {
             crashpoint::hit("pop_head_moved");
-            match self.ring.read_in_place(&token) {
+            let at = token.cursor();
+            match self.ring.read_in_place(token) {
                 Ok((meta, payload)) => {
-                    // Releases the slot even if `read` unwinds.
-                    let guard = PopGuardQuiet {
-                        queue: self,
-                        token: Some(token),
-                        len: meta.len,
-                    };
-                    // SAFETY: as in `read_claimed_in_place`: len <= message_size, inside
-                    // the slot, which stays claimed until the guard drops after the borrow.
+                    // SAFETY: as in `read_claimed_in_place`: len <= message_size, inside the
+                    // slot, which stays claimed until `release_held` (or the batch's drop,
+                    // on unwind) after the borrow has ended.
                     let bytes_in_slot = unsafe { std::slice::from_raw_parts(payload, meta.len) };
+                    batch.held_len = meta.len;
                     let go_on = read(meta, bytes_in_slot);
                     crashpoint::hit("pop_read");
-                    drop(guard);
-                    count += 1;
-                    bytes += meta.len as u64;
-                    if !go_on {
+                    batch.release_held(true);
+                    if !go_on || batch.count == max {
                         break;
                     }
                 }
                 Err(e) => {
-                    self.commit_pop(token, 0);
+                    batch.release_held(false);
                     failure = Some(self.read_error(e));
                     break;
                 }
             }
-            if count == max {
-                break;
-            }
-            match self.try_claim_pop(size, false) {
-                Ok(Attempt::Done(t)) => token = t,
-                Ok(Attempt::WouldBlock) | Err(_) => break,
-            }
+            batch.held = self.claim_next_pop(at, size);
         }
-        wait::wake_senders(self.ring.header());
-        self.count_batch(false, count as u64, bytes);
+        let count = batch.count;
+        drop(batch);
         match failure {
             Some(e) => Err(e),
             None => Ok(count),
@@ -545,21 +538,44 @@ impl CrossProcessQueue {
     }
 }
 
-/// Like [`PopGuard`] but without the wake-up check, which a batch does once at its end (on
-/// unwind too: the guard wakes then, so producers never miss the freed slots).
-struct PopGuardQuiet<'a> {
+/// A zero-copy receive batch in progress, whose slots are released one by one, each as its
+/// reader returns (so a receiver that dies inside a reader leaves only that message to be
+/// delivered again). Dropped, normally or on unwind, it ends the batch: a message still held
+/// (its reader unwinding) is released and counts as received; on a single-consumer queue
+/// the side is unlocked; senders are woken and the messages counted.
+struct ReadBatch<'a> {
     queue: &'a CrossProcessQueue,
-    token: Option<PopToken>,
-    len: usize,
+    held: Option<PopToken>,
+    /// Bytes of the held message, once verified.
+    held_len: usize,
+    /// The position of the last slot released.
+    last: u64,
+    count: usize,
+    bytes: u64,
 }
 
-impl Drop for PopGuardQuiet<'_> {
-    fn drop(&mut self) {
-        if let Some(token) = self.token.take() {
-            self.queue.commit_pop(token, self.len);
-            if std::thread::panicking() {
-                wait::wake_senders(self.queue.ring.header());
+impl ReadBatch<'_> {
+    /// Releases the held message's slot, counting the message if it was `read` (not
+    /// dropped).
+    #[inline(always)]
+    fn release_held(&mut self, read: bool) {
+        if let Some(token) = self.held.take() {
+            self.last = token.position();
+            self.queue.release_in_batch(token);
+            if read {
+                self.count += 1;
+                self.bytes += self.held_len as u64;
             }
         }
+    }
+}
+
+impl Drop for ReadBatch<'_> {
+    fn drop(&mut self) {
+        self.release_held(true);
+        let queue = self.queue;
+        queue.finish_pop_batch(self.last, self.count as u64, self.bytes);
+        wait::wake_senders(queue.ring.header());
+        queue.count_batch(false, self.count as u64, self.bytes);
     }
 }

@@ -9,8 +9,9 @@
 //! * It runs on a multi-producer queue (two producers, two consumers) and on a
 //!   single-producer/single-consumer one, where each restarted process takes over the role
 //!   of the one killed before it.
-//! * Consumers receive with `recv_in_place` and append `id redelivered` to their record file
-//!   *inside* the closure, while the slot is still claimed. A consumer killed before the
+//! * Consumers receive with `recv_in_place` (every other incarnation: `recv_batch_in_place`,
+//!   up to 4 at a time) and append `id redelivered` to their record file *inside* the
+//!   closure, while the slot is still claimed. A consumer killed before the
 //!   record leaves a message nobody recorded, which must be redelivered; one killed after
 //!   the record but before the release leaves a message recorded once and then redelivered
 //!   (flagged `redelivered`): such duplicates are counted separately and bounded by the
@@ -107,16 +108,25 @@ fn storm_child() {
             }
         }
         "consumer" => loop {
-            let r = q.recv_in_place(Some(Duration::from_millis(200)), |m, bytes| {
+            let record = |m: shmq::Received, bytes: &[u8], file: &mut std::fs::File| {
                 // The id travels in the payload (in-place sends get their position as id).
                 let id = u64::from_le_bytes(bytes[..8].try_into().unwrap());
                 assert_eq!(bytes, &payload(id)[..], "payload of {id}");
-                append(&mut file, &format!("{id} {}\n", m.redelivered as u8));
+                append(file, &format!("{id} {}\n", m.redelivered as u8));
                 // Every 8th message is "processed" slowly, holding the slot.
                 if id % 8 == 3 {
                     std::thread::sleep(Duration::from_micros(300));
                 }
-            });
+            };
+            // Every other incarnation receives zero-copy batches of up to 4, each message
+            // released as soon as its record is written.
+            let timeout = Some(Duration::from_millis(200));
+            let r = if incarnation % 2 == 0 {
+                q.recv_in_place(timeout, |m, b| record(m, b, &mut file))
+            } else {
+                q.recv_batch_in_place(4, timeout, |m, b| record(m, b, &mut file))
+                    .map(drop)
+            };
             match r {
                 Ok(()) | Err(Error::Timeout) => {}
                 Err(Error::Closed) => return,

@@ -352,6 +352,44 @@ fn try_recv_batch(ring: &Ring, h: &Handle, max: usize) -> Result<Vec<MessageMeta
     Ok(got)
 }
 
+/// Claims and reads up to `max` messages as `CrossProcessQueue::recv_batch_in_place` does:
+/// each is released (`Spsc::released_in_batch`) once read, before the next is claimed
+/// (`Spsc::claim_next_pop`), and `Spsc::released_batch` ends the batch. With `die_holding`,
+/// the `max`-th message is read but neither released nor the batch ended (the receiver
+/// dies in its reader). Returns the released messages and the held one.
+fn claim_batch_releasing_each(
+    ring: &Ring,
+    h: &Handle,
+    max: usize,
+    die_holding: bool,
+) -> Result<(Vec<MessageMeta>, Option<MessageMeta>), Got> {
+    let mut token = claim_pop(ring, h)?;
+    let mut released = Vec::new();
+    loop {
+        let at = token.cursor();
+        let meta = read(ring, &token);
+        if die_holding && released.len() + 1 == max {
+            return Ok((released, Some(meta)));
+        }
+        h.spsc.released_in_batch(ring, at.position());
+        released.push(meta);
+        let next = if released.len() == max {
+            None
+        } else {
+            h.spsc.claim_next_pop(ring, at, MESSAGE_SIZE as usize)
+        };
+        match next {
+            Some(t) => token = t,
+            None => {
+                let bytes = released.len() as u64 * u64::from(MESSAGE_SIZE);
+                h.spsc
+                    .released_batch(ring, at.position(), released.len() as u64, bytes);
+                return Ok((released, None));
+            }
+        }
+    }
+}
+
 fn ids(metas: &[MessageMeta]) -> Vec<u64> {
     metas.iter().map(|m| m.id).collect()
 }
@@ -400,10 +438,10 @@ fn three_messages_wrap_around() {
 
 /// (a) with batches: the sender sends messages 1..=3 in batches (as many as fit each time,
 /// waiting while the ring is full), the receiver receives batches of up to two until
-/// `Closed`. On one slot every batch is a single message.
-#[test]
-fn three_messages_in_batches() {
-    for_capacities(&[1, 2], |capacity| {
+/// `Closed`, released together or (`release_each`, the zero-copy batch) one by one. On one
+/// slot every batch is a single message.
+fn three_messages_in_batches(release_each: bool) {
+    for_capacities(&[1, 2], move |capacity| {
         let q = heap_ring(capacity);
         let world = World::new();
         let sender = {
@@ -424,7 +462,12 @@ fn three_messages_in_batches() {
         let h = world.handle(3);
         let mut got = Vec::new();
         loop {
-            match try_recv_batch(&q.ring, &h, 2) {
+            let batch = if release_each {
+                claim_batch_releasing_each(&q.ring, &h, 2, false).map(|(batch, _)| batch)
+            } else {
+                try_recv_batch(&q.ring, &h, 2)
+            };
+            match batch {
                 Ok(batch) => got.extend(batch),
                 Err(Got::Empty) => thread::yield_now(),
                 Err(Got::Closed) => break,
@@ -437,6 +480,16 @@ fn three_messages_in_batches() {
         assert_eq!(q.ring.head_position(), 3);
         assert_eq!(q.ring.tail_position(), 3);
     });
+}
+
+#[test]
+fn three_messages_in_batches_released_together() {
+    three_messages_in_batches(false);
+}
+
+#[test]
+fn three_messages_in_batches_released_one_by_one() {
+    three_messages_in_batches(true);
 }
 
 /// (b) Shutdown races with sends: the sender sends 1 then 2 (waiting while the ring is
@@ -705,11 +758,13 @@ fn sender_dies_mid_batch_after_publishing() {
 
 /// What the first receiver of (d) does before it dies: `finish` complete receives, then one
 /// receive (of a batch of up to `hold` messages, if more than one) claimed and read but never
-/// released (`hold` 0: none).
+/// released (`hold` 0: none); or, `release_each`, a zero-copy batch of up to `hold` that
+/// releases each message it reads and dies reading the `hold`-th.
 #[derive(Clone, Copy, Debug)]
 struct ReceiverEnd {
     finish: usize,
     hold: usize,
+    release_each: bool,
 }
 
 /// (d) A receiver dies holding a message (or a batch of them), or after complete receives;
@@ -753,7 +808,19 @@ fn dead_receiver(end: ReceiverEnd) {
                         }
                     }
                 }
-                if done.len() == end.finish && end.hold > 0 {
+                if done.len() == end.finish && end.hold > 0 && end.release_each {
+                    for _ in 0..TRIES {
+                        match claim_batch_releasing_each(&q.ring, &h, end.hold, true) {
+                            Ok((released, last)) => {
+                                done.extend(released);
+                                held.extend(last);
+                                break;
+                            }
+                            Err(Got::Empty) => thread::yield_now(),
+                            Err(other) => panic!("{other:?}"),
+                        }
+                    }
+                } else if done.len() == end.finish && end.hold > 0 {
                     for _ in 0..TRIES {
                         match claim_batch(&q.ring, &h, end.hold) {
                             Ok((batch, _)) => {
@@ -792,25 +859,53 @@ fn dead_receiver(end: ReceiverEnd) {
 /// (d) The dead receiver held the message it had read: it is delivered again, flagged.
 #[test]
 fn receiver_dies_holding_a_message() {
-    dead_receiver(ReceiverEnd { finish: 0, hold: 1 });
+    dead_receiver(ReceiverEnd {
+        finish: 0,
+        hold: 1,
+        release_each: false,
+    });
 }
 
 /// (d) with a batch, on two slots: the dead receiver held the (one or two) messages it had
 /// read: all are delivered again, flagged, in order.
 #[test]
 fn receiver_dies_holding_a_batch() {
-    dead_receiver(ReceiverEnd { finish: 0, hold: 2 });
+    dead_receiver(ReceiverEnd {
+        finish: 0,
+        hold: 2,
+        release_each: false,
+    });
 }
 
 /// (d) The dead receiver had finished its receive: nothing is delivered twice.
 #[test]
 fn finished_receiver_is_not_redelivered() {
-    dead_receiver(ReceiverEnd { finish: 1, hold: 0 });
+    dead_receiver(ReceiverEnd {
+        finish: 1,
+        hold: 0,
+        release_each: false,
+    });
 }
 
 /// (d) The dead receiver had finished a receive, then held the next message: only that one
 /// is delivered again.
 #[test]
 fn receiver_dies_holding_its_second_message() {
-    dead_receiver(ReceiverEnd { finish: 1, hold: 1 });
+    dead_receiver(ReceiverEnd {
+        finish: 1,
+        hold: 1,
+        release_each: false,
+    });
+}
+
+/// (d) with a zero-copy batch on two slots: the dead receiver had released the first message
+/// of its batch (if there were two) and died reading the next: only the message it died in
+/// is delivered again.
+#[test]
+fn receiver_dies_inside_a_batch_released_one_by_one() {
+    dead_receiver(ReceiverEnd {
+        finish: 0,
+        hold: 2,
+        release_each: true,
+    });
 }
