@@ -391,6 +391,8 @@ enum Shmq {
     Batch,
     /// `send_in_place` / `recv_in_place`.
     ZeroCopy,
+    /// `send_batch_in_place` / `recv_batch_in_place`, 32 at a time.
+    BatchZeroCopy,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -432,6 +434,7 @@ impl Kind {
                     Shmq::Poll => "polling",
                     Shmq::Batch => "batch 32",
                     Shmq::ZeroCopy => "zero-copy",
+                    Shmq::BatchZeroCopy => "zero-copy batch 32",
                 };
                 format!(
                     "shmq {}{m}{}",
@@ -1098,6 +1101,12 @@ impl Tx {
                     .expect("send_in_place");
                     1
                 }
+                Shmq::BatchZeroCopy => q
+                    .send_batch_in_place(max.min(BATCH), None, |j, slot| {
+                        fill(&mut slot[..size], seq + j as u64);
+                        size
+                    })
+                    .expect("send_batch_in_place"),
                 Shmq::Batch => {
                     let k = max.min(BATCH);
                     for (j, b) in bufs[..k].iter_mut().enumerate() {
@@ -1232,6 +1241,9 @@ impl Rx {
                         1
                     })
                     .expect("recv_in_place"),
+                Shmq::BatchZeroCopy => q
+                    .recv_batch_in_place(BATCH, None, |_, bytes| f(check(bytes, size)))
+                    .expect("recv_batch_in_place"),
                 Shmq::Batch => {
                     let n = q
                         .recv_batch(&mut buf[..size * BATCH], metas, None)
@@ -1866,6 +1878,16 @@ fn main() {
         crc: false,
         spsc: false,
     };
+    let shmq_batch_zc = Kind::Shmq {
+        mode: Shmq::BatchZeroCopy,
+        crc: true,
+        spsc: false,
+    };
+    let shmq_batch_zc_nocrc = Kind::Shmq {
+        mode: Shmq::BatchZeroCopy,
+        crc: false,
+        spsc: false,
+    };
     // Single-producer/single-consumer queues: the same forms without atomic read-modify-writes.
     let spsc = |k: Kind| match k {
         Kind::Shmq { mode, crc, .. } => Kind::Shmq {
@@ -1998,6 +2020,7 @@ fn main() {
         shmq_batch_nocrc,
         shmq_zc,
         shmq_zc_nocrc,
+        shmq_batch_zc,
         spsc(shmq_block),
         spsc(shmq_block_nocrc),
         spsc(shmq_poll),
@@ -2005,6 +2028,8 @@ fn main() {
         spsc(shmq_batch_nocrc),
         spsc(shmq_zc),
         spsc(shmq_zc_nocrc),
+        spsc(shmq_batch_zc),
+        spsc(shmq_batch_zc_nocrc),
         Kind::Mq,
         Kind::Seqpacket,
         Kind::Pipe,
@@ -2066,6 +2091,7 @@ fn main() {
         shmq_batch,
         spsc(shmq_block),
         spsc(shmq_batch),
+        spsc(shmq_batch_zc),
         Kind::Mq,
         Kind::Seqpacket,
         Kind::Pipe,
@@ -2095,6 +2121,8 @@ fn main() {
             spsc(shmq_batch),
             spsc(shmq_zc),
             spsc(shmq_zc_nocrc),
+            spsc(shmq_batch_zc),
+            spsc(shmq_batch_zc_nocrc),
             Kind::Seqpacket,
             Kind::Pipe,
             Kind::Boost,

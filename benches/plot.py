@@ -17,9 +17,10 @@ def rows(path):
 
 
 COLORS = ["#222222", "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
-          "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#e6ab02", "#a6cee3", "#b15928", "#6a3d9a"]
-W, H = 790, 440
-L, R, T, B = 70, 240, 40, 55  # margins (the right one holds the legend)
+          "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#e6ab02", "#a6cee3", "#b15928", "#6a3d9a",
+          "#1b9e77", "#fb9a99"]
+W, H = 850, 440
+L, R, T, B = 70, 300, 40, 55  # margins (the right one holds the legend)
 
 
 def svg_start(title):
