@@ -1460,6 +1460,17 @@ static void test_batch_in_place_errors(void) {
     drop_queue(q, name);
 }
 
+/* In a child: a batch read in place whose callback exits in its third call (0 if the two
+ * before it were as sent). */
+static int child_dies_in_third_read(const char *name) {
+    shmq_queue *c = NULL;
+    if (shmq_connect(name, &c) != SHMQ_OK) return 20;
+    struct bip_read r = {.exit_at = 3};
+    size_t count = 0;
+    shmq_receive_batch_in_place(c, bip_read_fn, &r, 16, &count, 0, 0);
+    return 30; /* not reached: the callback exits on the third message */
+}
+
 /* A receiver dies inside the read callback of its third message: the two before it were
  * released and are not delivered again; the third is, flagged SHMQ_MESSAGE_REDELIVERED, and
  * the rest follow unflagged. */
@@ -1470,21 +1481,7 @@ static void batch_in_place_receiver_dies(uint32_t create_flags) {
     CHECK_STATUS(shmq_create_with(name, 16, 64, 0, create_flags, &q), SHMQ_OK);
     if (q == NULL) return;
     CHECK(bip_send(q, 0, 6) == 6);
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) {
-        shmq_queue *c = NULL;
-        if (shmq_connect(name, &c) != SHMQ_OK) _exit(20);
-        struct bip_read r = {.exit_at = 3};
-        size_t count = 0;
-        shmq_receive_batch_in_place(c, bip_read_fn, &r, 16, &count, 0, 0);
-        _exit(30); /* not reached: the callback exits on the third message */
-    }
-    int wstatus = 0;
-    CHECK(waitpid(pid, &wstatus, 0) == pid);
-    CHECK(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+    CHECK(in_child(child_dies_in_third_read, name) == 0);
     /* Messages 2..5 exactly once each, in any order; 2 alone flagged. */
     int seen[6] = {0};
     int received = 0, bad = 0;
@@ -1614,6 +1611,16 @@ static void test_batch_send_in_place_errors(void) {
     drop_queue(q, name);
 }
 
+/* In a child: a batch of 5 written in place whose callback exits in its third call. */
+static int child_dies_in_third_fill(const char *name) {
+    shmq_queue *c = NULL;
+    if (shmq_connect(name, &c) != SHMQ_OK) return 20;
+    struct bsip_fill f = {.exit_at = 3};
+    size_t count = 0;
+    shmq_send_batch_in_place(c, bsip_fill_fn, &f, 5, &count, 0, 0);
+    return 30; /* not reached: the callback exits in its third call */
+}
+
 /* A sender dies inside the fill callback of its third message: the two before it are
  * delivered, and the queue goes on (its position is skipped, or on a single-producer queue
  * written again by the next sender). */
@@ -1623,21 +1630,7 @@ static void batch_send_in_place_sender_dies(uint32_t create_flags) {
     fresh_name(name, sizeof name);
     CHECK_STATUS(shmq_create_with(name, 16, 64, 0, create_flags, &q), SHMQ_OK);
     if (q == NULL) return;
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) {
-        shmq_queue *c = NULL;
-        if (shmq_connect(name, &c) != SHMQ_OK) _exit(20);
-        struct bsip_fill f = {.exit_at = 3};
-        size_t count = 0;
-        shmq_send_batch_in_place(c, bsip_fill_fn, &f, 5, &count, 0, 0);
-        _exit(30); /* not reached: the callback exits in its third call */
-    }
-    int wstatus = 0;
-    CHECK(waitpid(pid, &wstatus, 0) == pid);
-    CHECK(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+    CHECK(in_child(child_dies_in_third_fill, name) == 0);
     CHECK(bip_send(q, 7, 1) == 1);
     expect_batch_message(q, 0);
     expect_batch_message(q, 1);

@@ -642,10 +642,9 @@ class Queue:
         readable = [_readable(item) for item in items]
         pointers = (ctypes.c_void_p * count)(*(_address(obj) for obj, _ in readable))
         lengths = (ctypes.c_size_t * count)(*(length for _, length in readable))
-        deadline = None if timeout is None else time.monotonic() + timeout
         out = ctypes.c_size_t()
-        sent = 0
-        while sent < count:
+
+        def send(sent: int, time_left: Optional[float]) -> int:
             # Pointers to elements `sent..` of both arrays (which stay referenced above).
             ptrs = ctypes.cast(
                 ctypes.addressof(pointers) + sent * ctypes.sizeof(ctypes.c_void_p),
@@ -655,15 +654,34 @@ class Queue:
                 ctypes.addressof(lengths) + sent * ctypes.sizeof(ctypes.c_size_t),
                 ctypes.POINTER(ctypes.c_size_t),
             )
-            left = count - sent
-            status = self._wait(
-                lib.shmq_send_batch,
-                (ptrs, lens, left, ctypes.byref(out)),
-                block,
-                None if deadline is None else max(0.0, deadline - time.monotonic()),
+            return self._wait(
+                lib.shmq_send_batch, (ptrs, lens, count - sent, ctypes.byref(out)), block, time_left
             )
+
+        return self._send_in_calls(count, block, timeout, send, out)
+
+    def _send_in_calls(
+        self,
+        count: int,
+        block: bool,
+        timeout: Optional[float],
+        send: Callable[[int, Optional[float]], int],
+        out: Any,
+    ) -> int:
+        """The waiting of :meth:`put_many` and :meth:`put_many_in_place`: ``send(sent,
+        time_left)`` makes one call into the library for messages ``sent`` to ``count - 1``
+        (which writes how many it sent to ``out``), waiting per ``block`` and the time left
+        of ``timeout``; calls follow while ``block`` and messages are left. Returns how many
+        were sent."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        sent = 0
+        while sent < count:
+            status = send(sent, None if deadline is None else max(0.0, deadline - time.monotonic()))
             if status != Status.OK:
-                if sent == 0:
+                # A refused length (only an in-place fill can return one after the first
+                # message) raises even after earlier messages went: that message was lost,
+                # not left for later like one that found no room.
+                if sent == 0 or status == Status.ERR_MESSAGE_TOO_LARGE:
                     self._raise_send(status, block, timeout)
                 break
             sent += out.value
@@ -794,31 +812,22 @@ class Queue:
         if count == 0:
             return 0
         _check_timeout(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
         out = ctypes.c_size_t()
-        sent = 0
         with _zerocopy.InPlaceCall(fill, self._message_size) as call:
-            key = call.key
-            while sent < count:
+
+            def send(sent: int, time_left: Optional[float]) -> int:
                 call.first = sent
                 status = self._wait(
                     lib.shmq_send_batch_in_place,
-                    (_zerocopy.FILL_BATCH, key, min(count - sent, 1 << 63), ctypes.byref(out)),
+                    (_zerocopy.FILL_BATCH, call.key, min(count - sent, 1 << 63), ctypes.byref(out)),
                     block,
-                    None if deadline is None else max(0.0, deadline - time.monotonic()),
+                    time_left,
                 )
                 if call.error is not None:
                     raise call.error
-                if status != Status.OK:
-                    # A refused length raises even after earlier messages went: that
-                    # message was lost, not left for later like one that found no room.
-                    if sent == 0 or status == Status.ERR_MESSAGE_TOO_LARGE:
-                        self._raise_send(status, block, timeout)
-                    break
-                sent += out.value
-                if not block:
-                    break
-        return sent
+                return status
+
+            return self._send_in_calls(count, block, timeout, send, out)
 
     def get_in_place(
         self,

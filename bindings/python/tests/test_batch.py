@@ -286,6 +286,14 @@ def test_get_many_in_place_drains_then_raises_closed(qname: str) -> None:
             q.get_many_in_place(lambda v, i: None)  # waits without limit, yet returns
 
 
+def run_script(script: str, qname: str) -> int:
+    """Runs ``script`` in another Python process with the queue name as its argument; returns
+    its exit status."""
+    return subprocess.run(
+        [sys.executable, "-c", script, qname], env=child_env(), timeout=60
+    ).returncode
+
+
 DIES_INSIDE_READ = """
 import os, sys, shmq
 q = shmq.Queue.connect(sys.argv[1])
@@ -305,10 +313,7 @@ def test_a_receiver_killed_inside_read_loses_nothing(qname: str, spsc: bool) -> 
         qname, capacity=16, message_size=72, single_producer_single_consumer=spsc
     ) as q:
         q.put_many([pattern(seq) for seq in range(6)])
-        child = subprocess.run(
-            [sys.executable, "-c", DIES_INSIDE_READ, qname], env=child_env(), timeout=60
-        )
-        assert child.returncode == 0
+        assert run_script(DIES_INSIDE_READ, qname) == 0
         # The two it finished were released; the one it died in comes again, flagged.
         got = {}
         for _ in range(4):
@@ -455,10 +460,7 @@ def test_a_sender_killed_inside_fill_keeps_what_it_sent(qname: str, spsc: bool) 
     with shmq.Queue.create(
         qname, capacity=16, message_size=72, single_producer_single_consumer=spsc
     ) as q:
-        child = subprocess.run(
-            [sys.executable, "-c", DIES_INSIDE_FILL, qname], env=child_env(), timeout=60
-        )
-        assert child.returncode == 0
+        assert run_script(DIES_INSIDE_FILL, qname) == 0
         q.put(b"after", timeout=5)  # on an SPSC queue: takes the dead sender's role over
         # (A batch receive ends at the dead sender's position; the next one goes past it.)
         assert [q.get(timeout=5) for _ in range(3)] == [b"msg 0", b"msg 1", b"after"]
