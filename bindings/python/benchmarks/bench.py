@@ -369,6 +369,32 @@ def run_once(transport: Transport, size: int, workload: str, count: int) -> floa
 # ----- the table -------------------------------------------------------------------------------
 
 
+class ShmqBatchBothInPlace(ShmqBatchInPlace):
+    note = "put_many_in_place of 32 messages, get_many_in_place of up to 32"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mode = "batch-both-inplace"
+        self.name = "shmq put_many_in_place/get_many_in_place (32)"
+
+    def endpoint(self, state: Any, role: str, size: int) -> tuple[Callable, Callable]:
+        out = shmq.Queue.connect(state + ("ab" if role == "a" else "ba"))
+        inq = shmq.Queue.connect(state + ("ba" if role == "a" else "ab"))
+
+        def send(seqs: range) -> None:
+            def fill(view: memoryview, index: int) -> int:
+                view[:size] = expected(seqs[index], size)
+                return size
+
+            sent = 0
+            while sent < len(seqs):
+                sent += out.put_many_in_place(
+                    lambda view, index: fill(view, sent + index), len(seqs) - sent,
+                    timeout=TIMEOUT)
+
+        return send, self.receiver(inq, size)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages and 3 runs (< 30 s)")
@@ -382,7 +408,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     }
 
     transports: list[Transport] = [Shmq("copy"), Shmq("into"), Shmq("inplace"), ShmqBatch(),
-                                   ShmqBatchInPlace(), MpQueue(), MpPipe()]
+                                   ShmqBatchInPlace(), ShmqBatchBothInPlace(), MpQueue(), MpPipe()]
     notes = []
     if faster_fifo is not None:
         transports += [FasterFifo(), FasterFifoBatch()]
