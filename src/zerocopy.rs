@@ -293,6 +293,24 @@ impl CrossProcessQueue {
     /// sent, and the call fails with `InvalidArgument` (or the panic resumes). A process that
     /// dies inside `fill` leaves the messages before it sent and its claimed slot to be
     /// skipped, as a single `send_in_place` does.
+    ///
+    /// ```no_run
+    /// # fn main() -> shmq::Result<()> {
+    /// let queue = shmq::CrossProcessQueue::connect("readings")?; // message size >= 12
+    /// let readings: Vec<(u32, f64)> = vec![(1, 0.5), (2, 1.5), (3, 2.5)];
+    /// let mut done = 0;
+    /// while done < readings.len() {
+    ///     let rest = &readings[done..];
+    ///     // Each reading is encoded straight into its slot: no buffer, no copy.
+    ///     done += queue.send_batch_in_place(rest.len(), None, |i, slot| {
+    ///         let (sensor, value) = rest[i];
+    ///         slot[..4].copy_from_slice(&sensor.to_le_bytes());
+    ///         slot[4..12].copy_from_slice(&value.to_le_bytes());
+    ///         12
+    ///     })?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn send_batch_in_place<F>(
         &self,
         count: usize,

@@ -1552,8 +1552,15 @@ static void test_batch_send_in_place_round_trip(void) {
     struct bip_read r = {0};
     CHECK_STATUS(shmq_receive_batch_in_place(q, bip_read_fn, &r, 8, &count, 0, 0), SHMQ_OK);
     CHECK(count == 8 && r.bad == 0);
+    /* No upper limit on count: what fits (messages 8..15, at positions 8..15). */
+    f = (struct bsip_fill){.first = 8};
+    CHECK_STATUS(shmq_send_batch_in_place(q, bsip_fill_fn, &f, SIZE_MAX, &count, 0, 0), SHMQ_OK);
+    CHECK(count == 8 && f.calls == 8 && f.out_of_order == 0 && shmq_len(q) == 8);
+    r = (struct bip_read){.next_seq = 8};
+    CHECK_STATUS(shmq_receive_batch_in_place(q, bip_read_fn, &r, 8, &count, 0, 0), SHMQ_OK);
+    CHECK(count == 8 && r.bad == 0);
     shmq_queue_stats st = stats_of(q);
-    CHECK(st.messages_sent == 8 && st.messages_received == 8);
+    CHECK(st.messages_sent == 16 && st.messages_received == 16);
     CHECK(st.bytes_sent == st.bytes_received && st.corrupted == 0);
     drop_queue(q, name);
 }
