@@ -1858,6 +1858,11 @@ fn main() {
         crc: true,
         spsc: false,
     };
+    let shmq_poll_nocrc = Kind::Shmq {
+        mode: Shmq::Poll,
+        crc: false,
+        spsc: false,
+    };
     let shmq_batch = Kind::Shmq {
         mode: Shmq::Batch,
         crc: true,
@@ -1914,6 +1919,8 @@ fn main() {
             shmq_zc,
             spsc(shmq_poll),
             spsc(shmq_block),
+            spsc(shmq_poll_nocrc),
+            spsc(shmq_block_nocrc),
         ]
         .into_iter()
         .chain(peers)
