@@ -32,6 +32,18 @@ def test_round_trip_in_order_with_every_kind_of_bytes(qname: str) -> None:
             q.get_many(block=False)
 
 
+def test_put_many_refuses_what_is_not_bytes_like_and_sends_nothing(qname: str) -> None:
+    with shmq.Queue.create(qname, capacity=8, message_size=16) as q:
+        for bad in ([b"a", 5], [5, b"a"], [b"a", None], [b"a", "text"], [bytearray(b"a"), 5]):
+            with pytest.raises(TypeError):
+                q.put_many(bad)  # type: ignore[list-item]
+        assert q.qsize() == 0
+        # All bytes (the fast path) and mixed (the general one) send the same.
+        assert q.put_many([b"", b"x" * 16, b"abc"]) == 3
+        assert q.put_many([b"", bytearray(b"x" * 16), memoryview(b"abc")]) == 3
+        assert q.get_many() == [b"", b"x" * 16, b"abc"] * 2
+
+
 def test_get_many_takes_at_most_max_messages_and_only_what_is_queued(qname: str) -> None:
     with shmq.Queue.create(qname, capacity=200, message_size=64) as q:
         assert q.put_many([pattern(i)[:64] for i in range(150)]) == 150
