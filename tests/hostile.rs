@@ -448,17 +448,27 @@ fn hostile_child() {
             let ms: u64 = std::env::var("RUN_MS").unwrap().parse().unwrap();
             let q = CrossProcessQueue::connect(&name).unwrap();
             let end = Instant::now() + Duration::from_millis(ms);
-            let mut buf = vec![0u8; q.message_size()];
+            let size = q.message_size();
+            let mut buf = vec![0u8; 4 * size];
+            let mut metas = Vec::with_capacity(4);
             let mut counts = std::collections::BTreeMap::<&str, u64>::new();
             let mut id = 0u64;
+            let wait = Some(Duration::from_millis(20));
             while Instant::now() < end {
-                let r = if role == "reader" {
-                    q.recv_with(&mut buf, Some(Duration::from_millis(20)))
-                        .map(drop)
-                } else {
-                    id += 1;
-                    q.send_with(Some(id), 0, &[1u8; 40], Some(Duration::from_millis(20)))
-                        .map(drop)
+                // Each form in turn: one message, a copying batch, a zero-copy batch.
+                id += 1;
+                let r = match (role == "reader", id % 3) {
+                    (true, 0) => q.recv_with(&mut buf[..size], wait).map(drop),
+                    (true, 1) => q.recv_batch(&mut buf, &mut metas, wait).map(drop),
+                    (true, _) => q.recv_batch_in_place(4, wait, |_, _| {}).map(drop),
+                    (false, 0) => q.send_with(Some(id), 0, &[1u8; 40], wait).map(drop),
+                    (false, 1) => q.send_batch(&[[1u8; 40]; 3], wait).map(drop),
+                    (false, _) => q
+                        .send_batch_in_place(3, wait, |_, slot| {
+                            slot[..40].fill(1);
+                            40
+                        })
+                        .map(drop),
                 };
                 let kind = match r {
                     Ok(()) => "ok",
