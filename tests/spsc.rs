@@ -383,16 +383,26 @@ fn spsc_child() {
             // outcomes are allowed.
             let end = Instant::now() + Duration::from_millis(env_u64("RUN_MS"));
             let mut counts = BTreeMap::<String, u64>::new();
-            let mut buf = [0u8; MSG];
+            let mut buf = [0u8; 4 * MSG];
+            let mut metas = Vec::with_capacity(4);
             let mut id = 0u64;
+            let wait = Some(Duration::from_millis(20));
             while Instant::now() < end {
-                let r = if env("SIDE") == "send" {
-                    id += 1;
-                    q.send_with(Some(id), 0, &payload(id), Some(Duration::from_millis(20)))
-                        .map(drop)
-                } else {
-                    q.recv_with(&mut buf, Some(Duration::from_millis(20)))
-                        .map(drop)
+                // Each form in turn: one message, a copying batch, a zero-copy batch.
+                id += 1;
+                let r = match (env("SIDE") == "send", id % 3) {
+                    (true, 0) => q.send_with(Some(id), 0, &payload(id), wait).map(drop),
+                    (true, 1) => q.send_batch(&[payload(id), payload(id)], wait).map(drop),
+                    (true, _) => q
+                        .send_batch_in_place(2, wait, |_, slot| {
+                            let p = payload(id);
+                            slot[..p.len()].copy_from_slice(&p);
+                            p.len()
+                        })
+                        .map(drop),
+                    (false, 0) => q.recv_with(&mut buf[..MSG], wait).map(drop),
+                    (false, 1) => q.recv_batch(&mut buf, &mut metas, wait).map(drop),
+                    (false, _) => q.recv_batch_in_place(4, wait, |_, _| {}).map(drop),
                 };
                 let k = kind(&r);
                 assert!(
