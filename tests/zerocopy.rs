@@ -1,6 +1,7 @@
 //! The zero-copy (`send_in_place` / `recv_in_place`) and batch (`send_batch` / `recv_batch` /
-//! `send_batch_in_place` / `recv_batch_in_place`) forms, across real processes: content, order, interoperation with
-//! the copying forms, errors, panics inside closures, and processes killed inside a closure.
+//! `send_batch_in_place` / `recv_batch_in_place`) forms, across real processes: content,
+//! order, interoperation with the copying forms, errors, panics inside closures, and
+//! processes killed inside a closure.
 //!
 //! Children are this test binary run again in a role (see `tests/common`).
 

@@ -4,10 +4,10 @@ Python callback for the duration of one C call (``shmq_send_in_place`` /
 ``shmq_receive_batch_in_place``).
 
 How it works. One module-level C callback of each kind (``FillFn``/``ReadFn``/
-``BatchFillFn``/``BatchReadFn``) serves every call; the ``ctx`` pointer the library passes back is a key into
-``InPlaceCall._active``, where the Python call keeps its user function, what it returned, the
-lent view's bookkeeping and any exception. No ctypes callback object is made per message, and
-calls can nest (a callback may use another queue).
+``BatchFillFn``/``BatchReadFn``) serves every call; the ``ctx`` pointer the library passes
+back is a key into ``InPlaceCall._active``, where the Python call keeps its user function,
+what it returned, the lent view's bookkeeping and any exception. No ctypes callback object is
+made per message, and calls can nest (a callback may use another queue).
 
 The lent view is released when the callback returns, so using it afterwards raises
 ``ValueError: operation forbidden on released memoryview object``. A *slice* of it, or an
