@@ -291,8 +291,8 @@ impl CrossProcessQueue {
     /// If `fill` returns more than `message_size`, or panics, that slot is published
     /// poisoned (as in [`send_in_place`](Self::send_in_place)), the messages before it stay
     /// sent, and the call fails with `InvalidArgument` (or the panic resumes). A process that
-    /// dies inside `fill` leaves the messages before it sent and its claimed slot to be
-    /// skipped, as a single `send_in_place` does.
+    /// dies inside `fill` leaves the messages before it sent; the slot it was writing is
+    /// skipped (on a single-producer queue, written again by the sender that takes over).
     ///
     /// ```no_run
     /// # fn main() -> shmq::Result<()> {

@@ -84,6 +84,17 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Creates a queue with shmq_create_with's `flags` (mode 0600) that the test must shmq_close
+ * and shmq_unlink; NULL on failure. */
+static shmq_queue *make_queue_with(char *name, size_t name_len, uint32_t cap, uint32_t size,
+                                   uint32_t flags) {
+    shmq_queue *q = NULL;
+    fresh_name(name, name_len);
+    CHECK_STATUS(shmq_create_with(name, cap, size, 0, flags, &q), SHMQ_OK);
+    CHECK(q != NULL);
+    return q;
+}
+
 /* Creates a queue that the test must shmq_close and shmq_unlink; NULL on failure. */
 static shmq_queue *make_queue(char *name, size_t name_len, uint32_t cap, uint32_t size) {
     shmq_queue *q = NULL;
@@ -1272,9 +1283,7 @@ enum { BATCH_RECV_IN_PLACE = 1, BATCH_SEND_IN_PLACE = 2 };
 static void batch_across_processes(uint32_t create_flags, int modes) {
     int in_place = (modes & BATCH_RECV_IN_PLACE) != 0;
     char name[96];
-    shmq_queue *q = NULL;
-    fresh_name(name, sizeof name);
-    CHECK_STATUS(shmq_create_with(name, 8, 64, 0, create_flags, &q), SHMQ_OK);
+    shmq_queue *q = make_queue_with(name, sizeof name, 8, 64, create_flags);
     if (q == NULL) return;
     fflush(stdout);
     fflush(stderr);
@@ -1476,9 +1485,7 @@ static int child_dies_in_third_read(const char *name) {
  * the rest follow unflagged. */
 static void batch_in_place_receiver_dies(uint32_t create_flags) {
     char name[96];
-    shmq_queue *q = NULL;
-    fresh_name(name, sizeof name);
-    CHECK_STATUS(shmq_create_with(name, 16, 64, 0, create_flags, &q), SHMQ_OK);
+    shmq_queue *q = make_queue_with(name, sizeof name, 16, 64, create_flags);
     if (q == NULL) return;
     CHECK(bip_send(q, 0, 6) == 6);
     CHECK(in_child(child_dies_in_third_read, name) == 0);
@@ -1633,9 +1640,7 @@ static int child_dies_in_third_fill(const char *name) {
  * written again by the next sender). */
 static void batch_send_in_place_sender_dies(uint32_t create_flags) {
     char name[96];
-    shmq_queue *q = NULL;
-    fresh_name(name, sizeof name);
-    CHECK_STATUS(shmq_create_with(name, 16, 64, 0, create_flags, &q), SHMQ_OK);
+    shmq_queue *q = make_queue_with(name, sizeof name, 16, 64, create_flags);
     if (q == NULL) return;
     CHECK(in_child(child_dies_in_third_fill, name) == 0);
     CHECK(bip_send(q, 7, 1) == 1);
@@ -1660,13 +1665,7 @@ static void test_batch_send_in_place_sender_dies_spsc(void) {
 
 /* Creates a single-producer/single-consumer queue; NULL on failure. */
 static shmq_queue *make_spsc_queue(char *name, size_t name_len, uint32_t cap, uint32_t size) {
-    shmq_queue *q = NULL;
-    fresh_name(name, name_len);
-    CHECK_STATUS(shmq_create_with(name, cap, size, 0, SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER,
-                                  &q),
-                 SHMQ_OK);
-    CHECK(q != NULL);
-    return q;
+    return make_queue_with(name, name_len, cap, size, SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER);
 }
 
 /* Receives one message on `q` at once and checks that it is `want`. */

@@ -158,14 +158,16 @@ class ShmqBatch(Shmq):
     def endpoint(self, state: Any, role: str, size: int) -> tuple[Callable, Callable]:
         out = shmq.Queue.connect(state + ("ab" if role == "a" else "ba"))
         inq = shmq.Queue.connect(state + ("ba" if role == "a" else "ab"))
+        return self.sender(out, size), self.receiver(inq, size)
 
+    def sender(self, out: Any, size: int) -> Callable:
         def send(seqs: range) -> None:
             items = [expected(seq, size) for seq in seqs]
             sent = 0
             while sent < len(items):
                 sent += out.put_many(items[sent:], timeout=TIMEOUT)
 
-        return send, self.receiver(inq, size)
+        return send
 
     def receiver(self, inq: Any, size: int) -> Callable:
         pending: collections.deque[bytes] = collections.deque()
@@ -201,6 +203,29 @@ class ShmqBatchInPlace(ShmqBatch):
             check(pending.popleft(), seq)
 
         return recv
+
+
+class ShmqBatchBothInPlace(ShmqBatchInPlace):
+    note = "put_many_in_place of 32 messages, get_many_in_place of up to 32"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mode = "batch-both-inplace"
+        self.name = "shmq put_many_in_place/get_many_in_place (32)"
+
+    def sender(self, out: Any, size: int) -> Callable:
+        def send(seqs: range) -> None:
+            def fill(view: memoryview, index: int) -> int:
+                view[:size] = expected(seqs[index], size)
+                return size
+
+            sent = 0
+            while sent < len(seqs):
+                sent += out.put_many_in_place(
+                    lambda view, index: fill(view, sent + index), len(seqs) - sent,
+                    timeout=TIMEOUT)
+
+        return send
 
 
 class MpQueue(Transport):
@@ -367,32 +392,6 @@ def run_once(transport: Transport, size: int, workload: str, count: int) -> floa
 
 
 # ----- the table -------------------------------------------------------------------------------
-
-
-class ShmqBatchBothInPlace(ShmqBatchInPlace):
-    note = "put_many_in_place of 32 messages, get_many_in_place of up to 32"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.mode = "batch-both-inplace"
-        self.name = "shmq put_many_in_place/get_many_in_place (32)"
-
-    def endpoint(self, state: Any, role: str, size: int) -> tuple[Callable, Callable]:
-        out = shmq.Queue.connect(state + ("ab" if role == "a" else "ba"))
-        inq = shmq.Queue.connect(state + ("ba" if role == "a" else "ab"))
-
-        def send(seqs: range) -> None:
-            def fill(view: memoryview, index: int) -> int:
-                view[:size] = expected(seqs[index], size)
-                return size
-
-            sent = 0
-            while sent < len(seqs):
-                sent += out.put_many_in_place(
-                    lambda view, index: fill(view, sent + index), len(seqs) - sent,
-                    timeout=TIMEOUT)
-
-        return send, self.receiver(inq, size)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

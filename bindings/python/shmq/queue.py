@@ -125,11 +125,12 @@ def _writable(buffer: BytesLike) -> tuple[Any, int]:
     return (ctypes.c_char * view.nbytes).from_buffer(view), view.nbytes
 
 
-def _check_max_messages(max_messages: object) -> None:
-    if isinstance(max_messages, bool) or not isinstance(max_messages, int):
-        raise TypeError("max_messages must be an int")
-    if max_messages < 1:
-        raise ValueError("max_messages must be at least 1")
+def _check_count(name: str, value: object, least: int) -> None:
+    """``value`` must be an int (not a bool) of at least ``least``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int")
+    if value < least:
+        raise ValueError(f"{name} must be at least {least}")
 
 
 def _check_timeout(timeout: Optional[float]) -> None:
@@ -548,7 +549,8 @@ class Queue:
 
     def _scratch(self) -> tuple[Any, memoryview]:
         """This thread's receive buffer (one allocation per thread, not per message) and a
-        view of it: slicing the view copies a message out 4x faster than ctypes.string_at."""
+        view of it: slicing the view copies a message out 2.7-3.7x faster than
+        ctypes.string_at (4 KiB-64 B)."""
         scratch = getattr(self._local, "buf", None)
         if scratch is None:
             buf = ctypes.create_string_buffer(max(1, self._message_size))
@@ -726,7 +728,7 @@ class Queue:
         messages of one call into the library are released together once all are copied, so
         a process killed inside it leaves them to be delivered again.
         """
-        _check_max_messages(max_messages)
+        _check_count("max_messages", max_messages, 1)
         buf, infos, per_call = self._batch_scratch()
         size = max(1, self._message_size)
         got = ctypes.c_size_t()
@@ -815,10 +817,7 @@ class Queue:
         stay sent, and that message is cancelled (its slot passes through the queue
         poisoned).
         """
-        if isinstance(count, bool) or not isinstance(count, int):
-            raise TypeError("count must be an int")
-        if count < 0:
-            raise ValueError("count must not be negative")
+        _check_count("count", count, 0)
         if count == 0:
             return 0
         _check_timeout(timeout)
@@ -894,7 +893,7 @@ class Queue:
 
         Raises :class:`Empty` and :class:`Closed` as :meth:`get` does when there is none.
         """
-        _check_max_messages(max_messages)
+        _check_count("max_messages", max_messages, 1)
         got = ctypes.c_size_t()  # the C call's count; len(results) says the same
         results: list[T] = []  # what read returned, appended by the trampoline
         with _zerocopy.InPlaceCall(read, self._message_size) as call:
