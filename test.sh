@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of shmq: Rust (unit, cross-process integration, crash and kill tests, the
-# CLI), C (the C suite plain and under ASan/UBSan, header checks, C/Rust cross-process runs,
-# all driven by `cargo test`), and Python (pytest against the pip-installed package, including
-# Python/C/Rust cross-process runs).
+# CLI), C and C++ (the C and C++ suites plain and under ASan/UBSan, header checks, C/Rust
+# cross-process runs, all driven by `cargo test`), and Python (pytest against the
+# pip-installed package, including Python/C/Rust cross-process runs).
 #
 #   ./test.sh            # everything
 #   ./test.sh rust       # only the cargo part;  ./test.sh python  # only the Python part

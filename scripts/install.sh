@@ -4,6 +4,7 @@
 #   $LIBDIR/libshmq.so.<soname version>, $LIBDIR/libshmq.so   symlinks
 #   $LIBDIR/libshmq.a          static library (link its Libs.private too: pkg-config --static)
 #   $INCLUDEDIR/shmq.h         the committed, generated header
+#   $INCLUDEDIR/shmq.hpp       the C++17 interface over it (header-only)
 #   $LIBDIR/pkgconfig/shmq.pc
 #
 #   PREFIX=/usr/local scripts/install.sh        # default PREFIX=/usr/local
@@ -45,6 +46,7 @@ ln -sf "libshmq.so.$VERSION" "$DESTDIR$LIBDIR/$SONAME"
 ln -sf "$SONAME" "$DESTDIR$LIBDIR/libshmq.so"
 install -m 0644 "$OUT/libshmq.a" "$DESTDIR$LIBDIR/libshmq.a"
 install -m 0644 include/shmq.h "$DESTDIR$INCLUDEDIR/shmq.h"
+install -m 0644 include/shmq.hpp "$DESTDIR$INCLUDEDIR/shmq.hpp"
 sed -e "s|@PREFIX@|$PREFIX|" -e "s|@LIBDIR@|$LIBDIR|" -e "s|@INCLUDEDIR@|$INCLUDEDIR|" \
     -e "s|@VERSION@|$VERSION|" -e "s|@PRIVATE_LIBS@|$PRIVATE_LIBS|" \
     scripts/shmq.pc.in >"$DESTDIR$LIBDIR/pkgconfig/shmq.pc"

@@ -1,7 +1,8 @@
 //! Drives the C side from `cargo test`: builds the C test suite (tests/c) and the C examples
-//! (examples-c) with `-std=c11 -Wall -Wextra -Werror -pedantic` against include/shmq.h and
-//! the libshmq.so that cargo built for this very test run, runs the suite plain and under
-//! AddressSanitizer + UndefinedBehaviorSanitizer, and runs C and Rust processes on one queue.
+//! (examples-c) with `-std=c11 -Wall -Wextra -Werror -pedantic` against include/shmq.h (and
+//! the C++ suite with `-std=c++17` against include/shmq.hpp) and the libshmq.so that cargo
+//! built for this very test run, runs the suites plain and under AddressSanitizer +
+//! UndefinedBehaviorSanitizer, and runs C and Rust processes on one queue.
 //!
 //! The library is the `cdylib` that cargo builds beside this test binary, so this works with
 //! any `CARGO_TARGET_DIR`: `<target dir>/<profile>/deps/libshmq.so`, which the same rustc
@@ -119,7 +120,7 @@ fn run_make(dir: &Path, out: &Path, extra: &[&str]) -> Result<(), String> {
 }
 
 /// Builds tests/c once per test process (`SAN=1` in its own directory); returns the
-/// directory with `test_api` and `xlang`.
+/// directory with `test_api`, `test_cpp` and `xlang`.
 fn c_programs(sanitized: bool) -> PathBuf {
     static PLAIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     static SANITIZED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
@@ -181,26 +182,28 @@ impl Drop for PrefixCleanup {
     }
 }
 
-fn run_c_suite(sanitized: bool) {
+/// Runs the suite `program` of tests/c (`test_api`: the C ABI; `test_cpp`: the C++ header).
+fn run_c_suite(program: &str, sanitized: bool) {
     let dir = c_programs(sanitized);
     let prefix = format!(
-        "c{}{}",
+        "{}{}{}",
+        if program == "test_cpp" { "x" } else { "c" },
         std::process::id(),
         if sanitized { "s" } else { "p" }
     );
     let _cleanup = PrefixCleanup(prefix.clone());
-    let child = c_command(dir.join("test_api"))
+    let child = c_command(dir.join(program))
         .args(["--prefix", &prefix])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("run test_api");
-    let output = wait_output(child, "test_api");
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    let output = wait_output(child, program);
     let text = String::from_utf8_lossy(&output.stdout);
     println!("{text}");
     assert!(
         output.status.success(),
-        "C suite failed ({})",
+        "{program} failed ({})",
         output.status
     );
     let expected = if sanitized {
@@ -218,12 +221,23 @@ fn run_c_suite(sanitized: bool) {
 
 #[test]
 fn c_suite() {
-    run_c_suite(false);
+    run_c_suite("test_api", false);
 }
 
 #[test]
 fn c_suite_under_asan_and_ubsan() {
-    run_c_suite(true);
+    run_c_suite("test_api", true);
+}
+
+/// include/shmq.hpp, built with `-std=c++17 -Wall -Wextra -Werror -pedantic`.
+#[test]
+fn cpp_suite() {
+    run_c_suite("test_cpp", false);
+}
+
+#[test]
+fn cpp_suite_under_asan_and_ubsan() {
+    run_c_suite("test_cpp", true);
 }
 
 #[test]
