@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# shmq's main demo: Rust, C and Python processes sharing queues in one shared-memory segment.
+# shmq's main demo: Rust, C, C++ and Python processes sharing queues in shared memory.
 #
 #   ./demo.sh                 # builds what it needs, runs both parts, exits non-zero on any loss
 #   TASKS=40 RECORDS=100000 ./demo.sh
 #
 # 1. The design note's demo across languages: a Rust producer sends $TASKS tasks into
-#    `task_queue`; a C worker, a Python worker and a Rust worker take them (300 ms of work
-#    each) and say who did what. Every task must be handled exactly once.
+#    `task_queue`; a C worker, a C++ worker, a Python worker and a Rust worker take them
+#    (300 ms of work each) and say who did what. Every task must be handled exactly once.
 # 2. A pipeline: a Rust stage generates $RECORDS records into queue A, a C stage transforms
 #    them into queue B, a Python stage aggregates them and proves every record went through
 #    each stage exactly once.
 #
-# Needs: cargo, a C compiler and make, python3. The Python package is used straight from the
+# Needs: cargo, C and C++ compilers and make, python3. The Python package is used straight from the
 # checkout (PYTHONPATH + SHMQ_LIBRARY pointing at the fresh build); `pip install
 # ./bindings/python` installs it for good.
 set -euo pipefail
@@ -82,11 +82,13 @@ export SHMQ_LIBRARY="$target/release/libshmq.so"
 failures=0
 
 # ----- 1. the design note's demo across languages ------------------------------------------
-say "1. one Rust producer, three workers (C, Python, Rust) on '$task_queue'"
+say "1. one Rust producer, four workers (C, C++, Python, Rust) on '$task_queue'"
 # A queue left by an earlier run must not be joined by the workers before the producer
 # replaces it.
 "$python" -c 'import sys, shmq; shmq.unlink(sys.argv[1], missing_ok=True)' "$task_queue"
 start c-worker examples-c/build/worker c-worker --queue "$task_queue" --work-ms "$WORK_MS"
+start cpp-worker examples-c/build/worker_cpp cpp-worker --queue "$task_queue" \
+    --work-ms "$WORK_MS"
 start python-worker "$python" bindings/python/examples/worker.py python-worker \
     --queue "$task_queue" --work-ms "$WORK_MS"
 start rust-worker "$target/release/examples/worker" rust-worker --queue "$task_queue" \
@@ -101,7 +103,7 @@ fi
 handled="$(cat "$logs"/*-worker.log | sed -n 's/^\[[^]]*\] finished task \([0-9]*\) .*/\1/p' | sort -n)"
 if [[ "$handled" == "$(seq 1 "$TASKS")" ]] && ((demo1_ok)); then
     summary=""
-    for w in c-worker python-worker rust-worker; do
+    for w in c-worker cpp-worker python-worker rust-worker; do
         summary+=" $w: $(grep -c "^\[$w\] finished task" "$logs/$w.log" || true),"
     done
     say "demo 1 OK: all $TASKS tasks handled exactly once (${summary%,} )"
@@ -128,4 +130,4 @@ if ((failures)); then
     say "demo FAILED: $failures part(s) lost or mishandled messages"
     exit 1
 fi
-say "demo OK: Rust, C and Python shared the queues; nothing lost, nothing handled twice"
+say "demo OK: Rust, C, C++ and Python shared the queues; nothing lost, nothing handled twice"

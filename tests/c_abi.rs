@@ -244,7 +244,7 @@ fn cpp_suite_under_asan_and_ubsan() {
 fn c_examples_build_strictly() {
     let out = profile_dir().join("c-examples");
     run_make(&root().join("examples-c"), &out, &[]).unwrap_or_else(|e| panic!("{e}"));
-    for program in ["producer", "worker"] {
+    for program in ["producer", "worker", "worker_cpp"] {
         assert!(out.join(program).exists(), "{program} was not built");
     }
 }
@@ -432,6 +432,10 @@ fn c_examples_mix_with_a_rust_worker() {
     // Workers first: they wait for the producer to create the queue.
     let mut workers = Children(vec![
         spawn_c("worker", &["c-worker", "--queue", name, "--work-ms", "1"]),
+        spawn_c(
+            "worker_cpp",
+            &["cpp-worker", "--queue", name, "--work-ms", "1"],
+        ),
         rust_child("consume", name, 0, 0),
     ]);
     let producer = spawn_c(
@@ -456,16 +460,20 @@ fn c_examples_mix_with_a_rust_worker() {
         .drain(..)
         .map(|c| ("worker".to_string(), wait_output(c, "worker")))
         .collect();
-    let c_text = String::from_utf8_lossy(&outputs[0].1.stdout).into_owned();
-    assert!(
-        c_text.contains("[c-worker] queue shut down and drained; processed"),
-        "C worker output:\n{c_text}"
-    );
-    // The C worker prints the text it got, in the demo's format.
-    for line in c_text.lines().filter(|l| l.contains("processing task ")) {
-        let (_, rest) = line.split_once("processing task ").unwrap();
-        let (id, message) = rest.split_once(": ").unwrap();
-        assert_eq!(message, format!("Task {id} - Process this data"));
+    for (output, worker) in outputs.iter().zip(["c-worker", "cpp-worker"]) {
+        let text = String::from_utf8_lossy(&output.1.stdout).into_owned();
+        assert!(
+            text.contains(&format!(
+                "[{worker}] queue shut down and drained; processed"
+            )),
+            "{worker} output:\n{text}"
+        );
+        // The C and C++ workers print the text they got, in the demo's format.
+        for line in text.lines().filter(|l| l.contains("processing task ")) {
+            let (_, rest) = line.split_once("processing task ").unwrap();
+            let (id, message) = rest.split_once(": ").unwrap();
+            assert_eq!(message, format!("Task {id} - Process this data"));
+        }
     }
     assert_exactly_once(&count_ids(&outputs), 1..=TASKS);
 }
