@@ -3,6 +3,7 @@
 
     python3 bindings/python/benchmarks/bench.py            # full run (a few minutes)
     python3 bindings/python/benchmarks/bench.py --quick    # < 30 s
+    python3 bindings/python/benchmarks/bench.py --smoke    # does every workload run? (tests)
 
 Transports: shmq (``put``/``get``; ``put``/``get_into`` a reused buffer; ``put_in_place``/
 ``get_in_place`` memoryviews; ``put_many``/``get_many`` of 32; ``put_many``/
@@ -18,19 +19,26 @@ cores when there are two or more), for 64-byte and 4 KiB messages:
 - throughput: the child sends N messages one by one, this process receives them; messages/s
   from the start signal to the last message received;
 - round trip: this process sends a message, the child receives it and sends a reply, this
-  process receives the reply; p50 of the per-round-trip times.
+  process receives the reply; p50 of the per-round-trip times;
 
-Every message is written in full by its sender (a fresh slice of a pattern, or the pattern
-copied into the slot in place) and every byte is checked by its receiver against what that
-message must hold (so loss, duplication or reordering fails the run). Each figure is the
-median over R runs (5, or 3 with --quick).
+and for 64-byte messages, as in the Rust bench:
+
+- one core: the throughput run with both processes pinned to the same core;
+- 2P+2C: two producer and two consumer processes on one queue (one of each per core), N
+  messages in all; messages/s from the start signal to the last consumer's end.
+
+Every message is written in full by its sender (its sequence number, then a fresh slice of a
+pattern that depends on it, copied into the slot for the in-place forms) and every byte is
+checked by its receiver against what that sequence number must hold; loss, duplication or
+reordering fails the run (with 2P+2C, where order is not defined: count, sum and sum of
+squares of the sequence numbers received). Each figure is the median over R runs (5, or 3
+with --quick).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import itertools
 import multiprocessing as mp
 import os
 import statistics
@@ -58,9 +66,10 @@ TIMEOUT = 60.0  # no single operation may take longer (a hang fails the run)
 
 
 def expected(seq: int, size: int) -> bytes:
-    """Message ``seq`` of ``size`` bytes (a fresh object: every byte written)."""
+    """Message ``seq`` of ``size`` bytes (a fresh object: every byte written): its sequence
+    number (8 bytes, little-endian), then a pattern that depends on it."""
     k = seq % 251
-    return PATTERN[k : k + size]
+    return seq.to_bytes(8, "little") + PATTERN[k : k + size - 8]
 
 
 def check(ok: bool, seq: int) -> None:
@@ -68,11 +77,21 @@ def check(ok: bool, seq: int) -> None:
         raise SystemExit(f"message {seq}: wrong bytes (lost, duplicated, reordered or damaged)")
 
 
+def sequence_of(message: bytes, size: int) -> int:
+    """The sequence number a message of any order carries, after checking every byte."""
+    seq = int.from_bytes(message[:8], "little")
+    check(len(message) == size and message == expected(seq, size), seq)
+    return seq
+
+
 # ----- transports: a pair of endpoints per direction ------------------------------------------
 #
 # Each transport is a class with make(size) -> shared state picklable-by-fork, and
-# endpoint(state, role) -> (send(seq), recv(seq)) closures for "a" (this process) and "b"
-# (the child). Messages go b -> a in the throughput run; a -> b -> a in the round trip.
+# endpoint(state, role) -> (send(seq), recv() -> bytes) closures for "a" and "b": "a" sends to
+# and receives from the queue (or pipe end) that "b" receives from and sends to. The drivers
+# below check every message recv() returns. Messages go b -> a in the throughput runs (with
+# two producers and two consumers: two processes of each role on the one b -> a queue);
+# a -> b -> a in the round trip.
 
 
 class Transport:
@@ -81,6 +100,8 @@ class Transport:
     #: Messages per send call. Above 1, ``send`` takes a ``range`` of sequence numbers and the
     #: transport is measured for throughput only (a round trip has one message in flight).
     batch = 1
+    #: Whether several processes may send (and receive) on one endpoint at once.
+    many_to_many = True
 
     def make(self, size: int) -> Any:
         raise NotImplementedError
@@ -90,6 +111,18 @@ class Transport:
 
     def close(self, state: Any) -> None:
         pass
+
+
+def batched(get_many: Callable[[], list]) -> Callable[[], bytes]:
+    """recv() over a call that returns several messages at a time."""
+    pending: collections.deque[bytes] = collections.deque()
+
+    def recv() -> bytes:
+        if not pending:
+            pending.extend(get_many())
+        return pending.popleft()
+
+    return recv
 
 
 class Shmq(Transport):
@@ -104,15 +137,18 @@ class Shmq(Transport):
             shmq.Queue.create(base + suffix, DEPTH, size, replace=True).close()
         return base
 
+    def queues(self, state: Any, role: str) -> tuple[Any, Any]:
+        return (shmq.Queue.connect(state + ("ab" if role == "a" else "ba")),
+                shmq.Queue.connect(state + ("ba" if role == "a" else "ab")))
+
     def endpoint(self, state: Any, role: str, size: int) -> tuple[Callable, Callable]:
-        out = shmq.Queue.connect(state + ("ab" if role == "a" else "ba"))
-        inq = shmq.Queue.connect(state + ("ba" if role == "a" else "ab"))
+        out, inq = self.queues(state, role)
         if self.mode == "copy":
             def send(seq: int) -> None:
                 out.put(expected(seq, size), timeout=TIMEOUT)
 
-            def recv(seq: int) -> None:
-                check(inq.get(timeout=TIMEOUT) == expected(seq, size), seq)
+            def recv() -> bytes:
+                return inq.get(timeout=TIMEOUT)
         elif self.mode == "into":
             buf = bytearray(size)
             view = memoryview(buf)
@@ -120,16 +156,16 @@ class Shmq(Transport):
             def send(seq: int) -> None:
                 out.put(expected(seq, size), timeout=TIMEOUT)
 
-            def recv(seq: int) -> None:
+            def recv() -> bytes:
                 n = inq.get_into(buf, timeout=TIMEOUT)
                 # tobytes()+== is memcpy+memcmp: far faster in CPython than comparing views.
-                check(n == size and view.tobytes() == expected(seq, size), seq)
+                return view[:n].tobytes()
         else:
             def send(seq: int) -> None:
-                k = seq % 251
+                message = expected(seq, size)
 
                 def fill(slot: memoryview) -> int:
-                    slot[:size] = PATTERN_VIEW[k : k + size]
+                    slot[:size] = message
                     return size
 
                 out.put_in_place(fill, timeout=TIMEOUT)
@@ -137,8 +173,8 @@ class Shmq(Transport):
             def read(view: memoryview, info: Any) -> bytes:
                 return view.tobytes()  # the check reads every byte (copy + memcmp: fastest)
 
-            def recv(seq: int) -> None:
-                check(inq.get_in_place(read, timeout=TIMEOUT) == expected(seq, size), seq)
+            def recv() -> bytes:
+                return inq.get_in_place(read, timeout=TIMEOUT)
         return send, recv
 
     def close(self, state: Any) -> None:
@@ -156,8 +192,7 @@ class ShmqBatch(Shmq):
         self.name = "shmq put_many/get_many (32)"
 
     def endpoint(self, state: Any, role: str, size: int) -> tuple[Callable, Callable]:
-        out = shmq.Queue.connect(state + ("ab" if role == "a" else "ba"))
-        inq = shmq.Queue.connect(state + ("ba" if role == "a" else "ab"))
+        out, inq = self.queues(state, role)
         return self.sender(out, size), self.receiver(inq, size)
 
     def sender(self, out: Any, size: int) -> Callable:
@@ -170,14 +205,7 @@ class ShmqBatch(Shmq):
         return send
 
     def receiver(self, inq: Any, size: int) -> Callable:
-        pending: collections.deque[bytes] = collections.deque()
-
-        def recv(seq: int) -> None:
-            if not pending:
-                pending.extend(inq.get_many(self.batch, timeout=TIMEOUT))
-            check(pending.popleft() == expected(seq, size), seq)
-
-        return recv
+        return batched(lambda: inq.get_many(self.batch, timeout=TIMEOUT))
 
 
 class ShmqBatchInPlace(ShmqBatch):
@@ -189,20 +217,9 @@ class ShmqBatchInPlace(ShmqBatch):
         self.name = "shmq put_many/get_many_in_place (32)"
 
     def receiver(self, inq: Any, size: int) -> Callable:
-        # Whether each message of the last batch held the bytes its sequence number says.
-        pending: collections.deque[bool] = collections.deque()
-
-        def recv(seq: int) -> None:
-            if not pending:
-                seqs = itertools.count(seq)  # messages arrive in order
-                # Checked inside the callback, while the view is lent; tobytes()+== is
-                # memcpy+memcmp, far faster in CPython than comparing the view itself.
-                pending.extend(inq.get_many_in_place(
-                    lambda view, info: view.tobytes() == expected(next(seqs), size),
-                    self.batch, timeout=TIMEOUT))
-            check(pending.popleft(), seq)
-
-        return recv
+        # Each view read while it is lent: tobytes() is a memcpy, and the driver's == a memcmp.
+        return batched(lambda: inq.get_many_in_place(
+            lambda view, info: view.tobytes(), self.batch, timeout=TIMEOUT))
 
 
 class ShmqBatchBothInPlace(ShmqBatchInPlace):
@@ -241,15 +258,17 @@ class MpQueue(Transport):
         def send(seq: int) -> None:
             out.put(expected(seq, size), timeout=TIMEOUT)
 
-        def recv(seq: int) -> None:
-            check(inq.get(timeout=TIMEOUT) == expected(seq, size), seq)
+        def recv() -> bytes:
+            return inq.get(timeout=TIMEOUT)
 
         return send, recv
 
 
 class MpPipe(Transport):
     name = "multiprocessing.Pipe"
-    note = "send_bytes/recv_bytes; no depth limit beyond the 64 KiB pipe buffer"
+    note = ("send_bytes/recv_bytes; no depth limit beyond the 64 KiB pipe buffer; one process "
+            "per end (a message's bytes may interleave with another writer's)")
+    many_to_many = False
 
     def make(self, size: int) -> Any:
         return mp.Pipe(duplex=True)
@@ -260,10 +279,10 @@ class MpPipe(Transport):
         def send(seq: int) -> None:
             conn.send_bytes(expected(seq, size))
 
-        def recv(seq: int) -> None:
+        def recv() -> bytes:
             if not conn.poll(TIMEOUT):
                 raise SystemExit("pipe: no message within the time limit")
-            check(conn.recv_bytes() == expected(seq, size), seq)
+            return conn.recv_bytes()
 
         return send, recv
 
@@ -293,8 +312,8 @@ class FasterFifo(Transport):
         def send(seq: int) -> None:
             out.put(expected(seq, size), timeout=TIMEOUT)
 
-        def recv(seq: int) -> None:
-            check(inq.get(timeout=TIMEOUT) == expected(seq, size), seq)
+        def recv() -> bytes:
+            return inq.get(timeout=TIMEOUT)
 
         return send, recv
 
@@ -310,53 +329,64 @@ class FasterFifoBatch(FasterFifo):
     def endpoint(self, state: Any, role: str, size: int) -> tuple[Callable, Callable]:
         ab, ba = state
         out, inq = (ab, ba) if role == "a" else (ba, ab)
-        pending: collections.deque[bytes] = collections.deque()
 
         def send(seqs: range) -> None:
             out.put_many([expected(seq, size) for seq in seqs], timeout=TIMEOUT)
 
-        def recv(seq: int) -> None:
-            if not pending:
-                pending.extend(inq.get_many(max_messages_to_get=self.batch, timeout=TIMEOUT))
-            check(pending.popleft() == expected(seq, size), seq)
-
-        return send, recv
+        return send, batched(
+            lambda: inq.get_many(max_messages_to_get=self.batch, timeout=TIMEOUT))
 
 
-# ----- one run -------------------------------------------------------------------------------
+# ----- the workloads -------------------------------------------------------------------------
+
+#: Sequence number of the end marker a consumer of the 2P+2C workload stops at.
+MARKER = 2**64 - 1
+MARKER_BYTES = MARKER.to_bytes(8, "little")
+
+
+#: The cores this program may use, read once before anything is pinned: read later, the
+#: affinity of a process that pinned itself (and of the children it forks) is one core.
+CORES = sorted(os.sched_getaffinity(0))
 
 
 def pin(core: int) -> None:
-    cores = sorted(os.sched_getaffinity(0))
-    if len(cores) >= 2:
-        os.sched_setaffinity(0, {cores[core % len(cores)]})
+    if len(CORES) >= 2:
+        os.sched_setaffinity(0, {CORES[core % len(CORES)]})
+
+
+def send_range(transport: Transport, send: Callable, first: int, end: int) -> None:
+    """Sends messages first..end-1 in order, one per call or in the transport's batches."""
+    if transport.batch > 1:
+        for lo in range(first, end, transport.batch):
+            send(range(lo, min(lo + transport.batch, end)))
+    else:
+        for seq in range(first, end):
+            send(seq)
 
 
 def child_main(transport: Transport, state: Any, size: int, workload: str, count: int,
-               ready: Any, start: Any) -> None:
-    pin(1)
+               core: int, ready: Any, start: Any) -> None:
+    pin(core)
     send, recv = transport.endpoint(state, "b", size)
     ready.set()
     start.wait()
-    if workload == "throughput" and transport.batch > 1:
-        for first in range(0, count, transport.batch):
-            send(range(first, min(first + transport.batch, count)))
-    elif workload == "throughput":
-        for seq in range(count):
-            send(seq)
+    if workload == "throughput":
+        send_range(transport, send, 0, count)
     else:
         for seq in range(count):
-            recv(seq)
+            check(recv() == expected(seq, size), seq)
             send(seq)
 
 
-def run_once(transport: Transport, size: int, workload: str, count: int) -> float:
+def run_once(transport: Transport, size: int, workload: str, count: int,
+             same_core: bool = False) -> float:
     """messages/s (throughput) or the p50 round trip in µs (round trip)."""
     state = transport.make(size)
     ctx = mp.get_context("fork")
     ready, start = ctx.Event(), ctx.Event()
     child = ctx.Process(
-        target=child_main, args=(transport, state, size, workload, count, ready, start)
+        target=child_main,
+        args=(transport, state, size, workload, count, 0 if same_core else 1, ready, start),
     )
     child.start()
     try:
@@ -368,7 +398,7 @@ def run_once(transport: Transport, size: int, workload: str, count: int) -> floa
             t0 = time.perf_counter()
             start.set()
             for seq in range(count):
-                recv(seq)
+                check(recv() == expected(seq, size), seq)
             result = count / (time.perf_counter() - t0)
         else:
             start.set()
@@ -377,8 +407,9 @@ def run_once(transport: Transport, size: int, workload: str, count: int) -> floa
             for seq in range(count):
                 t = clock()
                 send(seq)
-                recv(seq)
+                reply = recv()
                 times.append(clock() - t)
+                check(reply == expected(seq, size), seq)
             result = statistics.median(times) / 1000.0
         child.join(TIMEOUT)
         if child.exitcode != 0:
@@ -391,6 +422,86 @@ def run_once(transport: Transport, size: int, workload: str, count: int) -> floa
         transport.close(state)
 
 
+def producer_main(transport: Transport, state: Any, size: int, first: int, end: int, core: int,
+                  ready: Any, start: Any) -> None:
+    pin(core)
+    send, _ = transport.endpoint(state, "b", size)
+    ready.release()
+    start.wait()
+    send_range(transport, send, first, end)
+
+
+def consumer_main(transport: Transport, state: Any, size: int, core: int, ready: Any,
+                  start: Any, results: Any) -> None:
+    pin(core)
+    _, recv = transport.endpoint(state, "a", size)
+    ready.release()
+    start.wait()
+    count = total = squares = 0
+    while True:
+        message = recv()
+        if message[:8] == MARKER_BYTES:
+            break
+        seq = sequence_of(message, size)
+        count += 1
+        total += seq
+        squares += seq * seq
+    results.put((count, total, squares, time.perf_counter()))
+
+
+def run_many_to_many(transport: Transport, size: int, count: int) -> float:
+    """Two producer and two consumer processes on one queue (one of each per core): messages/s
+    from the start signal to the last consumer's end. Every message is checked, and the
+    count, sum and sum of squares of the sequence numbers received must equal those sent
+    (each message exactly once)."""
+    state = transport.make(size)
+    ctx = mp.get_context("fork")
+    ready, start, results = ctx.Semaphore(0), ctx.Event(), ctx.SimpleQueue()
+    half = count // 2
+    procs = [ctx.Process(target=producer_main,
+                         args=(transport, state, size, p * half, (p + 1) * half, p, ready, start))
+             for p in range(2)]
+    procs += [ctx.Process(target=consumer_main,
+                          args=(transport, state, size, c, ready, start, results))
+              for c in range(2)]
+    for proc in procs:
+        proc.start()
+    try:
+        for _ in procs:
+            if not ready.acquire(timeout=TIMEOUT):
+                raise SystemExit(f"{transport.name}: a child is not ready")
+        send, _ = transport.endpoint(state, "b", size)
+        t0 = time.perf_counter()
+        start.set()
+        for proc in procs[:2]:
+            proc.join(TIMEOUT)
+        # Every real message is in the queue before the markers. A consumer stops at the
+        # first marker it takes, but a batch may take two (the second one then lost with the
+        # rest of that batch): one marker at a time until both consumers have stopped.
+        deadline = time.monotonic() + TIMEOUT
+        while any(proc.is_alive() for proc in procs[2:]):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{transport.name}: a consumer did not stop")
+            send_range(transport, send, MARKER, MARKER + 1)
+            time.sleep(0.001)
+        got = [results.get() for _ in range(2)]
+        for proc in procs:
+            proc.join(TIMEOUT)
+            if proc.exitcode != 0:
+                raise SystemExit(f"{transport.name}: a child exited with {proc.exitcode}")
+        sent = range(2 * half)
+        if (sum(g[0] for g in got), sum(g[1] for g in got), sum(g[2] for g in got)) != (
+                len(sent), sum(sent), sum(s * s for s in sent)):
+            raise SystemExit(f"{transport.name}: messages lost or received twice")
+        return 2 * half / (max(g[3] for g in got) - t0)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        transport.close(state)
+
+
 # ----- the table -------------------------------------------------------------------------------
 
 
@@ -399,12 +510,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer messages and 3 runs (< 30 s)")
     parser.add_argument("--runs", type=int, help="runs per figure (default 5, 3 with --quick)")
     parser.add_argument("--only", help="run only transports whose name contains this text")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a few hundred messages, one run: checks that every workload runs "
+                             "(the figures mean nothing)")
     args = parser.parse_args(argv)
-    runs = args.runs or (3 if args.quick else 5)
+    runs = args.runs or (1 if args.smoke else 3 if args.quick else 5)
     counts = {  # (throughput messages, round trips) per size
         64: (20_000, 2_000) if args.quick else (200_000, 20_000),
         4096: (10_000, 2_000) if args.quick else (100_000, 20_000),
     }
+    if args.smoke:
+        counts = {64: (640, 50), 4096: (640, 50)}
 
     transports: list[Transport] = [Shmq("copy"), Shmq("into"), Shmq("inplace"), ShmqBatch(),
                                    ShmqBatchInPlace(), ShmqBatchBothInPlace(), MpQueue(), MpPipe()]
@@ -416,9 +532,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.only:
         transports = [t for t in transports if args.only in t.name]
 
-    cores = len(os.sched_getaffinity(0))
     print(f"# Python {sys.version.split()[0]}, shmq {shmq.library_version()} "
-          f"({shmq.library_path}), {cores} cores, depth {DEPTH}, median of {runs} runs"
+          f"({shmq.library_path}), {len(CORES)} cores, depth {DEPTH}, median of {runs} runs"
           + (" (quick)" if args.quick else ""), flush=True)
     started = time.monotonic()
     results: dict[str, dict[str, float]] = {}
@@ -430,6 +545,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                     continue
                 samples = [run_once(t, size, workload, count) for _ in range(runs)]
                 row[f"{workload}{size}"] = statistics.median(samples)
+        # 64 B only, as in the Rust bench: both processes on one core, and 2P+2C.
+        row["samecore64"] = statistics.median(
+            run_once(t, 64, "throughput", counts[64][0], same_core=True) for _ in range(runs))
+        if t.many_to_many:
+            row["2p2c64"] = statistics.median(
+                run_many_to_many(t, 64, counts[64][0]) for _ in range(runs))
         print(f"  {t.name}: done ({time.monotonic() - started:.0f} s)", file=sys.stderr,
               flush=True)
 
@@ -450,19 +571,26 @@ def main(argv: Optional[list[str]] = None) -> int:
     def rtt(row: dict[str, float], key: str) -> str:
         return f"{row[key]:.1f} µs" if key in row else "–"
 
+    def rate(row: dict[str, float], key: str) -> str:
+        return f"{row[key] / 1e3:,.0f} k" if key in row else "–"
+
     print()
     print("| transport | msgs/s, 64 B | msgs/s, 4 KiB (MB/s) | round trip p50, 64 B "
-          "| round trip p50, 4 KiB |")
-    print("|---|---:|---:|---:|---:|")
+          "| round trip p50, 4 KiB | msgs/s, 64 B, one core | msgs/s, 64 B, 2P+2C |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, row in results.items():
         mbs = row["throughput4096"] * 4096 / 1e6
-        print(f"| {name} | {row['throughput64'] / 1e3:,.0f} k{ratio(name, 'throughput64', True)} "
-              f"| {row['throughput4096'] / 1e3:,.0f} k ({mbs:,.0f}){ratio(name, 'throughput4096', True)} "
+        print(f"| {name} | {rate(row, 'throughput64')}{ratio(name, 'throughput64', True)} "
+              f"| {rate(row, 'throughput4096')} ({mbs:,.0f}){ratio(name, 'throughput4096', True)} "
               f"| {rtt(row, 'rtt64')}{ratio(name, 'rtt64', False)} "
-              f"| {rtt(row, 'rtt4096')}{ratio(name, 'rtt4096', False)} |")
+              f"| {rtt(row, 'rtt4096')}{ratio(name, 'rtt4096', False)} "
+              f"| {rate(row, 'samecore64')}{ratio(name, 'samecore64', True)} "
+              f"| {rate(row, '2p2c64')}{ratio(name, '2p2c64', True)} |")
     print()
     print("(×: shmq against the best of the other transports of the same kind (batches or one "
-          "message per call) in this run; higher is better.)")
+          "message per call) in this run; higher is better. One core: both processes pinned "
+          "to the same core. 2P+2C: two producer and two consumer processes on one queue, one "
+          "of each per core; – where a transport cannot be shared that way.)")
     for t in transports:
         if t.note:
             notes.append(f"{t.name}: {t.note}")
