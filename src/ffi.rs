@@ -81,7 +81,8 @@ const KNOWN_CREATE_FLAGS: u32 = SHMQ_CREATE_NO_CHECKSUM
 /// `send_full` statistics. The caller makes its last slice without the flag.
 pub const SHMQ_WAIT_SLICE: u32 = 1u32;
 
-/// Runs `f`, leaving its expiry out of the statistics if `flags` has `SHMQ_WAIT_SLICE`.
+/// Runs `f`, leaving its expiry out of the statistics if `flags` has `SHMQ_WAIT_SLICE` (and
+/// counting it if not, also inside a callback of a call that had the flag).
 fn with_wait_flags<R>(
     function: &str,
     flags: u32,
@@ -90,11 +91,7 @@ fn with_wait_flags<R>(
     if flags & !SHMQ_WAIT_SLICE != 0 {
         return Err(invalid(function, format_args!("unknown flags {flags:#x}")));
     }
-    if flags & SHMQ_WAIT_SLICE != 0 {
-        crate::uncounted_expiry(f)
-    } else {
-        f()
-    }
+    crate::uncounted_expiry(flags & SHMQ_WAIT_SLICE != 0, f)
 }
 
 /// Most messages one `shmq_receive_batch` takes: it holds their slots until all are copied

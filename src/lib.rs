@@ -378,18 +378,20 @@ thread_local! {
     static UNCOUNTED_EXPIRY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Runs `f` with expiries (timeouts, "full" refusals) left out of the shared statistics.
+/// Runs `f` with its expiries (timeouts, "full" refusals) left out of the shared statistics
+/// if `uncounted`, counted if not, whatever an enclosing call set: a call made from inside a
+/// callback of a sliced wait counts its own expiries.
 ///
 /// For bindings that wait in short slices to stay interruptible (Python waits 100 ms at a time
 /// so Ctrl-C works): only the slice that ends the caller's real wait should count.
-pub(crate) fn uncounted_expiry<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn uncounted_expiry<R>(uncounted: bool, f: impl FnOnce() -> R) -> R {
     struct Reset(bool);
     impl Drop for Reset {
         fn drop(&mut self) {
             UNCOUNTED_EXPIRY.with(|c| c.set(self.0));
         }
     }
-    let _reset = Reset(UNCOUNTED_EXPIRY.with(|c| c.replace(true)));
+    let _reset = Reset(UNCOUNTED_EXPIRY.with(|c| c.replace(uncounted)));
     f()
 }
 
@@ -412,6 +414,7 @@ use attempt::Attempt;
 #[cfg(loom)]
 #[doc(hidden)]
 pub use attempt::Attempt;
+use spsc::LockWait;
 
 impl CrossProcessQueue {
     /// Creates a new queue of `max_messages` slots of `message_size` bytes each, with the
@@ -771,16 +774,16 @@ impl CrossProcessQueue {
         timeout: Option<Duration>,
         producer: bool,
         looked: bool,
-        mut attempt: impl FnMut(bool) -> Result<Attempt<T>>,
+        mut attempt: impl FnMut(bool, LockWait) -> Result<Attempt<T>>,
     ) -> Result<Attempt<T>> {
         if timeout == Some(Duration::ZERO) {
             if !looked {
-                if let Attempt::Done(v) = attempt(false)? {
+                if let Attempt::Done(v) = attempt(false, LockWait::No)? {
                     return Ok(Attempt::Done(v));
                 }
             }
             self.flush_side(producer);
-            return attempt(true);
+            return attempt(true, LockWait::No);
         }
         // Poll (a peer on another core usually answers within microseconds), with a pause
         // between attempts (a receive's first few go without: see `POLLS_WITHOUT_PAUSE`),
@@ -806,12 +809,15 @@ impl CrossProcessQueue {
         };
         let mut spin_start = (timeout.is_some() || next_yield.is_zero()).then(Instant::now);
         let deadline = timeout.zip(spin_start).map(|(t, start)| start + t);
+        // Another thread of this handle inside a call on a single-producer side: waited for
+        // within the deadline (see `spsc::Side::lock`).
+        let lock_wait = deadline.map_or(LockWait::Forever, LockWait::Until);
         for polls in 1u32.. {
             let eager = !producer && polls <= POLLS_WITHOUT_PAUSE;
             if !eager {
                 std::hint::spin_loop();
             }
-            if let Attempt::Done(v) = attempt(false)? {
+            if let Attempt::Done(v) = attempt(false, lock_wait)? {
                 return Ok(Attempt::Done(v));
             }
             if (polls % 8 == 0 && !eager) || next_yield.is_zero() {
@@ -841,7 +847,7 @@ impl CrossProcessQueue {
         };
         loop {
             let expected = wait::prepare(word, &self.ring.header().wake.fence_required);
-            if let Attempt::Done(v) = attempt(true)? {
+            if let Attempt::Done(v) = attempt(true, lock_wait)? {
                 return Ok(Attempt::Done(v));
             }
             let slice = match deadline {
@@ -864,9 +870,10 @@ impl CrossProcessQueue {
     // ----- sending ---------------------------------------------------------------------------
 
     /// One attempt to claim the slot at the tail, repairing a dead receiver's slot if
-    /// `repair` and the queue is full.
+    /// `repair` and the queue is full; `wait` bounds a wait for another thread sharing a
+    /// single-producer side.
     #[inline]
-    fn try_claim_push(&self, repair: bool) -> Result<Attempt<ring::PushToken>> {
+    fn try_claim_push(&self, repair: bool, wait: LockWait) -> Result<Attempt<ring::PushToken>> {
         if !repair {
             if let Some(attempt) = self.claim_push_fast() {
                 return Ok(attempt);
@@ -874,7 +881,7 @@ impl CrossProcessQueue {
         }
         let peers = self.peers();
         if let Some(spsc) = &self.spsc {
-            return spsc.try_claim_push(&self.ring, &peers, &self.name);
+            return spsc.try_claim_push(&self.ring, &peers, &self.name, wait);
         }
         match self.ring.claim_push(&peers) {
             Ok(token) => Ok(Attempt::Done(token)),
@@ -882,7 +889,7 @@ impl CrossProcessQueue {
             Err(PushBlocked::Full) => {
                 if repair && self.liveness_due() && self.ring.repair_tail(&peers) {
                     wait::wake_receivers(self.ring.header());
-                    return self.try_claim_push(false);
+                    return self.try_claim_push(false, wait);
                 }
                 Ok(Attempt::WouldBlock)
             }
@@ -1115,7 +1122,9 @@ impl CrossProcessQueue {
         timeout: Option<Duration>,
         looked: bool,
     ) -> Result<ring::PushToken> {
-        match self.run(timeout, true, looked, |repair| self.try_claim_push(repair)) {
+        match self.run(timeout, true, looked, |repair, wait| {
+            self.try_claim_push(repair, wait)
+        }) {
             Ok(Attempt::Done(token)) => Ok(token),
             Ok(Attempt::WouldBlock) => {
                 let stats = &self.ring.header().stats;
@@ -1196,9 +1205,15 @@ impl CrossProcessQueue {
     }
 
     /// One attempt to claim the message at the head for a buffer of `buf_len` bytes,
-    /// repairing a dead producer's position or adopting a dead receiver's message if `repair`.
+    /// repairing a dead producer's position or adopting a dead receiver's message if `repair`;
+    /// `wait` as for [`try_claim_push`](Self::try_claim_push).
     #[inline]
-    fn try_claim_pop(&self, buf_len: usize, repair: bool) -> Result<Attempt<PopToken>> {
+    fn try_claim_pop(
+        &self,
+        buf_len: usize,
+        repair: bool,
+        wait: LockWait,
+    ) -> Result<Attempt<PopToken>> {
         if !repair {
             if let Some(attempt) = self.claim_pop_fast(buf_len) {
                 return Ok(attempt);
@@ -1206,7 +1221,7 @@ impl CrossProcessQueue {
         }
         let peers = self.peers();
         if let Some(spsc) = &self.spsc {
-            return spsc.try_claim_pop(&self.ring, &peers, &self.name, buf_len, repair);
+            return spsc.try_claim_pop(&self.ring, &peers, &self.name, buf_len, repair, wait);
         }
         // Nothing published at the head, not shut down, and no repair to make: that is all
         // `claim_pop` would find out too, after reading the producers' tail line.
@@ -1306,8 +1321,8 @@ impl CrossProcessQueue {
         timeout: Option<Duration>,
         looked: bool,
     ) -> Result<PopToken> {
-        match self.run(timeout, false, looked, |repair| {
-            self.try_claim_pop(buf_len, repair)
+        match self.run(timeout, false, looked, |repair, wait| {
+            self.try_claim_pop(buf_len, repair, wait)
         })? {
             Attempt::Done(token) => Ok(token),
             Attempt::WouldBlock => Err(Error::QueueEmpty),

@@ -103,6 +103,11 @@ struct Side {
     slow: AtomicBool,
     /// Whether the current holder came in by the slow path (only touched by the holder).
     entered_slow: AtomicBool,
+    /// Token of the thread holding the lock by the slow path, 0 otherwise. Written only by
+    /// that holder (set after taking `slow`, cleared before giving it back), so a thread that
+    /// reads its own token here holds the lock: a call made from inside one of its own
+    /// callbacks (the fast path's holder sees `busy` instead).
+    slow_holder: AtomicU64,
     /// Whether this handle holds the role's lease in the header. Only read or written by
     /// the lock's holder (or with `&mut` access at drop).
     leased: AtomicBool,
@@ -140,25 +145,66 @@ fn thread_token() -> u64 {
     TOKEN.with(|t| *t)
 }
 
-/// Spins, then yields, while `cond` holds.
-fn wait_while(mut cond: impl FnMut() -> bool) {
+/// How long a call may wait for the other threads sharing its handle to leave a side.
+#[derive(Clone, Copy, Debug)]
+pub enum LockWait {
+    /// Not at all (a call that does not wait, and the statistics' flush).
+    No,
+    /// Until this instant (a call with a timeout).
+    Until(std::time::Instant),
+    /// As long as it takes.
+    Forever,
+}
+
+/// What [`Side::lock`] got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Locked {
+    Yes,
+    /// Another thread holds the side, longer than the caller may wait.
+    Busy,
+    /// This very thread holds it: the call was made from a callback of a call on this side.
+    Reentered,
+}
+
+/// Waits while `cond` holds, within `wait`: spins, then yields, then sleeps in steps that
+/// double up to a millisecond (a thread inside a long callback holds the side for as long as
+/// it runs: waiting for it must not burn a core). False if `wait` ran out first.
+fn wait_while(wait: LockWait, mut cond: impl FnMut() -> bool) -> bool {
     let mut spins = 0u32;
+    let mut nap = std::time::Duration::from_micros(20);
     while cond() {
+        match wait {
+            LockWait::No => return false,
+            LockWait::Until(deadline) if std::time::Instant::now() >= deadline => return false,
+            _ => {}
+        }
         spins += 1;
         if spins < 64 {
             std::hint::spin_loop();
-        } else {
+        } else if spins < 256 {
             std::thread::yield_now();
+        } else {
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(std::time::Duration::from_millis(1));
         }
     }
+    true
 }
 
 impl Side {
+    /// Takes the side, waiting for other threads of this handle within `wait`. Never waits
+    /// for this thread itself: a call made from inside a callback of a call that holds the
+    /// side gets `Reentered` (it would wait for ever, or, on the fast path, claim the very
+    /// slot the outer call holds).
     #[inline]
-    fn lock(&self, fence_required: &AtomicU32) {
+    fn lock(&self, fence_required: &AtomicU32, wait: LockWait) -> Locked {
         let me = thread_token();
         // Relaxed: only this thread ever stores its own token; another value means "not us".
         if self.owner.load(Relaxed) == me {
+            // Relaxed: only the owner (this thread) writes `busy`.
+            if self.busy.load(Relaxed) {
+                return Locked::Reentered;
+            }
             // Relaxed, then a light fence: pairs with a contender's heavy fence between its
             // `contenders` increment and its load of `busy` (a Dekker pair).
             self.busy.store(true, Relaxed);
@@ -166,31 +212,49 @@ impl Side {
             if self.contenders.load(Relaxed) == 0 {
                 // Relaxed: holder-only field.
                 self.entered_slow.store(false, Relaxed);
-                return;
+                return Locked::Yes;
             }
             // Release: our last operation's stores are visible to the contender that sees
             // `busy == false`.
             self.busy.store(false, Release);
         }
+        // Relaxed: only a slow holder stores its token here, and clears it before leaving.
+        if self.slow_holder.load(Relaxed) == me {
+            return Locked::Reentered;
+        }
         // Acquire: pairs with the previous slow holder's Release in `unlock`.
-        wait_while(|| {
+        let got_slow = wait_while(wait, || {
             self.slow
                 .compare_exchange_weak(false, true, Acquire, Relaxed)
                 .is_err()
         });
+        if !got_slow {
+            return Locked::Busy;
+        }
         // SeqCst, then a heavy fence: see the fast path.
         self.contenders.fetch_add(1, SeqCst);
         wait::heavy_fence(fence_required);
         // Acquire: the owner's operation (and its stores) happen-before ours.
-        wait_while(|| self.busy.load(Acquire));
-        // Relaxed: holder-only field.
+        if !wait_while(wait, || self.busy.load(Acquire)) {
+            // The owner is still inside its operation: back out. It may see our count and
+            // take the slow path once, which is only slower.
+            self.contenders.fetch_sub(1, Release);
+            // Release: pairs with the next slow holder's Acquire (we changed nothing).
+            self.slow.store(false, Release);
+            return Locked::Busy;
+        }
+        // Relaxed: holder-only fields.
         self.entered_slow.store(true, Relaxed);
+        self.slow_holder.store(me, Relaxed);
+        Locked::Yes
     }
 
     #[inline]
     fn unlock(&self) {
         // Relaxed: holder-only field.
         if self.entered_slow.load(Relaxed) {
+            // Relaxed: holder-only field (see `slow_holder`).
+            self.slow_holder.store(0, Relaxed);
             let me = thread_token();
             // Relaxed: `owner` changes only under `slow`, except owner -> 0 by the owner
             // itself, which is also here; the fast path reads it for its own token only.
@@ -215,8 +279,9 @@ impl Side {
     /// otherwise false, having changed nothing, and the caller takes the general path.
     #[inline(always)]
     fn try_lock_owned(&self, fence_required: &AtomicU32) -> bool {
-        // Relaxed: as in `lock`.
-        if self.owner.load(Relaxed) != thread_token() {
+        // Relaxed: as in `lock`. A `busy` already set by this owner is a call from inside
+        // one of its own callbacks: the general path reports it.
+        if self.owner.load(Relaxed) != thread_token() || self.busy.load(Relaxed) {
             return false;
         }
         // Relaxed, then a light fence: as in `lock`.
@@ -280,20 +345,36 @@ impl Side {
         n % EMPTY_CHECK_INTERVAL == 0
     }
 
-    /// Flushes the counts of this side (takes the lock; not to be called while holding it).
+    /// Flushes the counts of this side if the lock is free now. A side held by another
+    /// thread of this handle, or by this thread (a statistics call from inside a callback),
+    /// keeps its counts until a later flush: statistics wait for nobody.
     fn flush(&self, total: &crate::sync::AtomicU64, ring: &Ring, sample_depth: bool) {
         // Relaxed: a racy peek to skip the lock when there is nothing to flush; a count
         // missed here is flushed by the next one.
         if self.pending_messages.load(Relaxed) == 0 {
             return;
         }
-        self.lock(&ring.header().wake.fence_required);
+        if self.lock(&ring.header().wake.fence_required, LockWait::No) != Locked::Yes {
+            return;
+        }
         let bytes = self.pending_bytes.load(Relaxed);
         if self.pending_messages.load(Relaxed) != 0 {
             self.flush_counts(bytes, total, ring, sample_depth);
         }
         self.unlock();
     }
+}
+
+/// The error of a call made on a side from inside a callback of a call holding it.
+fn reentered(name: &str, role: Role) -> Error {
+    Error::InvalidArgument(format!(
+        "queue {name:?}: {} call from inside a callback of a {} call on the same \
+         single-producer/single-consumer handle, which holds the {} side until the \
+         callback returns",
+        role.verb(),
+        role.verb(),
+        role.name()
+    ))
 }
 
 /// Which role a lease is for.
@@ -308,6 +389,13 @@ impl Role {
         match self {
             Role::Sender => "sending",
             Role::Receiver => "receiving",
+        }
+    }
+
+    fn verb(self) -> &'static str {
+        match self {
+            Role::Sender => "send",
+            Role::Receiver => "receive",
         }
     }
 
@@ -350,8 +438,13 @@ impl Spsc {
         ring: &Ring,
         peers: &dyn Peers,
         name: &str,
+        wait: LockWait,
     ) -> Result<Attempt<PushToken>> {
-        self.tx.lock(&ring.header().wake.fence_required);
+        match self.tx.lock(&ring.header().wake.fence_required, wait) {
+            Locked::Yes => {}
+            Locked::Busy => return Ok(Attempt::WouldBlock),
+            Locked::Reentered => return Err(reentered(name, Role::Sender)),
+        }
         let result = self.claim_push_locked(ring, peers, name);
         if !matches!(result, Ok(Attempt::Done(_))) {
             self.tx.unlock();
@@ -518,8 +611,13 @@ impl Spsc {
         name: &str,
         buf_len: usize,
         repair: bool,
+        wait: LockWait,
     ) -> Result<Attempt<PopToken>> {
-        self.rx.lock(&ring.header().wake.fence_required);
+        match self.rx.lock(&ring.header().wake.fence_required, wait) {
+            Locked::Yes => {}
+            Locked::Busy => return Ok(Attempt::WouldBlock),
+            Locked::Reentered => return Err(reentered(name, Role::Receiver)),
+        }
         let result = self.claim_pop_locked(ring, peers, name, buf_len, repair);
         if !matches!(result, Ok(Attempt::Done(_))) {
             self.rx.unlock();

@@ -81,7 +81,7 @@ use heap_ring::HeapRing;
 use loom_world::{Peer, World};
 use shmq::layout::{FLAG_CHECKSUM, FLAG_SPSC};
 use shmq::ring::{MessageMeta, PopToken, PushToken, Ring};
-use shmq::spsc::Spsc;
+use shmq::spsc::{LockWait, Spsc};
 use shmq::{Attempt, Error};
 
 /// Every message is its id, eight bytes.
@@ -150,7 +150,11 @@ fn claim_push(ring: &Ring, h: &Handle) -> Result<PushToken, Sent> {
         Some(Attempt::WouldBlock) => return Err(Sent::Full),
         None => {}
     }
-    match h.spsc.try_claim_push(ring, &h.peer, NAME) {
+    // Each model thread has its own `Spsc`, so its side lock is never contended.
+    match h
+        .spsc
+        .try_claim_push(ring, &h.peer, NAME, LockWait::Forever)
+    {
         Ok(Attempt::Done(token)) => Ok(token),
         Ok(Attempt::WouldBlock) => Err(Sent::Full),
         Err(Error::Closed) => Err(Sent::Closed),
@@ -213,10 +217,14 @@ fn claim_pop(ring: &Ring, h: &Handle) -> Result<PopToken, Got> {
         Some(Attempt::WouldBlock) => return Err(Got::Empty),
         None => {}
     }
-    match h
-        .spsc
-        .try_claim_pop(ring, &h.peer, NAME, MESSAGE_SIZE as usize, false)
-    {
+    match h.spsc.try_claim_pop(
+        ring,
+        &h.peer,
+        NAME,
+        MESSAGE_SIZE as usize,
+        false,
+        LockWait::Forever,
+    ) {
         Ok(Attempt::Done(token)) => Ok(token),
         Ok(Attempt::WouldBlock) => Err(Got::Empty),
         Err(Error::Closed) => Err(Got::Closed),

@@ -746,6 +746,47 @@ fn threads_sharing_a_handle_take_turns_sending() {
     );
 }
 
+/// A closure of a zero-copy call runs while the call holds its side: a call on that side of
+/// the same handle from inside it is refused (it used to wait for ever, or claim the outer
+/// call's own slot), the other side and the statistics work, and nothing is lost or repeated.
+#[test]
+fn calls_from_inside_a_zero_copy_closure() {
+    let tq = TestQueue::new("nested");
+    let q = spsc_queue(&tq, 8);
+    let mut buf = [0u8; MSG];
+    for round in 0..2 {
+        // Round 1: this thread owns both sides' fast path by now.
+        q.send_bytes(b"m1").unwrap();
+        q.send_bytes(b"m2").unwrap();
+        let (inner, reply) = q
+            .recv_in_place(Some(Duration::ZERO), |_, bytes| {
+                assert_eq!(bytes, b"m1");
+                let _ = q.stats();
+                (q.receive_into(&mut buf), q.send_bytes(b"reply"))
+            })
+            .unwrap();
+        assert!(
+            matches!(&inner, Err(Error::InvalidArgument(m)) if m.contains("inside a callback")),
+            "round {round}: {inner:?}"
+        );
+        reply.unwrap();
+        let inner = q
+            .send_in_place(Some(Duration::ZERO), |slot| {
+                let inner = q.send_bytes(b"inner");
+                assert!(matches!(inner, Err(Error::InvalidArgument(_))), "{inner:?}");
+                slot[..5].copy_from_slice(b"outer");
+                5
+            })
+            .map(|_| ());
+        inner.unwrap();
+        let mut got = Vec::new();
+        while let Some(m) = q.receive_into(&mut buf).unwrap() {
+            got.push(buf[..m.len].to_vec());
+        }
+        assert_eq!(got, [&b"m2"[..], b"reply", b"outer"], "round {round}");
+    }
+}
+
 // ----- 4. a sender or receiver killed mid-operation ---------------------------------------------
 
 /// A receiving parent and its ledger.

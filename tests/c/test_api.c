@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1902,6 +1903,227 @@ static void test_spsc_roles_across_processes(void) {
     drop_queue(rx, name);
 }
 
+/* ----- calls made from inside callbacks --------------------------------------------------- */
+
+/* What a callback's nested calls on its own queue returned. */
+struct nested {
+    shmq_queue *q;
+    int same_side;          /* a call on the side the outer call holds */
+    char same_error[512];   /* its last error */
+    int other_side;         /* a call on the other side */
+    int stats;              /* shmq_stats */
+    int reply;              /* whether a read sends a reply (the other side) */
+};
+
+static void nested_stats(struct nested *n) {
+    shmq_queue_stats st;
+    st.struct_size = sizeof st;
+    n->stats = shmq_stats(n->q, &st);
+}
+
+static void nested_read(void *ctx, const uint8_t *data, size_t len, const shmq_message_info *info) {
+    (void)data, (void)len, (void)info;
+    struct nested *n = ctx;
+    char buf[32];
+    size_t got = 0;
+    n->same_side = shmq_receive(n->q, buf, sizeof buf, &got, 0);
+    snprintf(n->same_error, sizeof n->same_error, "%s", shmq_last_error());
+    n->other_side = n->reply ? shmq_send(n->q, "reply", 5, 0) : SHMQ_OK;
+    nested_stats(n);
+}
+
+static int nested_batch_read(void *ctx, const uint8_t *data, size_t len,
+                             const shmq_message_info *info) {
+    nested_read(ctx, data, len, info);
+    return 0;
+}
+
+static int64_t nested_fill(void *ctx, uint8_t *slot, size_t capacity) {
+    (void)capacity;
+    struct nested *n = ctx;
+    n->same_side = shmq_send(n->q, "inner", 5, 0);
+    snprintf(n->same_error, sizeof n->same_error, "%s", shmq_last_error());
+    char buf[32];
+    size_t got = 0;
+    n->other_side = shmq_receive(n->q, buf, sizeof buf, &got, 0);
+    nested_stats(n);
+    memcpy(slot, "outer", 5);
+    return 5;
+}
+
+static int64_t nested_batch_fill(void *ctx, size_t index, uint8_t *slot, size_t capacity) {
+    (void)index;
+    return nested_fill(ctx, slot, capacity);
+}
+
+/* On a single-producer/single-consumer queue the outer call holds its side until its callback
+ * returns: a nested call on that side of the same handle is refused (it used to wait for ever,
+ * or claim the outer call's own slot: a message delivered twice, or one overwritten), while
+ * the other side and the statistics work. `warm`: this thread already owns both sides' fast
+ * path (the outer call then takes it; else the slow path). */
+static void nested_calls_on_spsc(int warm) {
+    char name[96];
+    shmq_queue *q = make_spsc_queue(name, sizeof name, 8, 32);
+    if (q == NULL) return;
+    alarm(60); /* a deadlock fails the suite rather than hang it */
+    if (warm) {
+        CHECK_STATUS(shmq_send(q, "warm", 4, 0), SHMQ_OK);
+        expect_message(q, "warm");
+    }
+    struct nested n = {.q = q, .reply = 1};
+    CHECK_STATUS(shmq_send(q, "m1", 2, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_send(q, "m2", 2, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_receive_in_place(q, nested_read, &n, 0, 0), SHMQ_OK);
+    CHECK(n.same_side == SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(n.same_error, "inside a callback") != NULL);
+    CHECK(n.other_side == SHMQ_OK && n.stats == SHMQ_OK);
+    expect_message(q, "m2"); /* m1 went to the outer call only */
+    expect_message(q, "reply");
+
+    memset(&n, 0, sizeof n);
+    n.q = q;
+    CHECK_STATUS(shmq_send(q, "m3", 2, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_send(q, "m4", 2, 0), SHMQ_OK);
+    size_t count = 0;
+    CHECK_STATUS(shmq_receive_batch_in_place(q, nested_batch_read, &n, 8, &count, 0, 0), SHMQ_OK);
+    CHECK(count == 2 && n.same_side == SHMQ_ERR_INVALID_ARGUMENT && n.stats == SHMQ_OK);
+    CHECK(shmq_len(q) == 0);
+
+    memset(&n, 0, sizeof n);
+    n.q = q;
+    CHECK_STATUS(shmq_send(q, "x", 1, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_send_in_place(q, nested_fill, &n, 0, 0), SHMQ_OK);
+    CHECK(n.same_side == SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(n.same_error, "inside a callback") != NULL);
+    CHECK(n.other_side == SHMQ_OK && n.stats == SHMQ_OK); /* it received "x" */
+    expect_message(q, "outer");
+    CHECK_STATUS(shmq_send_batch_in_place(q, nested_batch_fill, &n, 2, &count, 0, 0), SHMQ_OK);
+    CHECK(count == 2 && n.same_side == SHMQ_ERR_INVALID_ARGUMENT && n.stats == SHMQ_OK);
+    /* The second fill's receive may take the batch's first message, published before it. */
+    CHECK(n.other_side == SHMQ_OK || n.other_side == SHMQ_ERR_EMPTY);
+    CHECK(shmq_len(q) == (n.other_side == SHMQ_OK ? 1u : 2u));
+    while (shmq_len(q) > 0) expect_message(q, "outer");
+    alarm(0);
+    drop_queue(q, name);
+}
+
+static void test_spsc_nested_calls(void) {
+    nested_calls_on_spsc(0);
+    nested_calls_on_spsc(1);
+}
+
+/* On the default queue a callback may receive and send on its own handle. */
+static void test_nested_calls(void) {
+    char name[96];
+    shmq_queue *q = make_queue(name, sizeof name, 8, 32);
+    if (q == NULL) return;
+    struct nested n = {.q = q, .reply = 1};
+    CHECK_STATUS(shmq_send(q, "m1", 2, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_send(q, "m2", 2, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_receive_in_place(q, nested_read, &n, 0, 0), SHMQ_OK);
+    CHECK(n.same_side == SHMQ_OK && n.other_side == SHMQ_OK && n.stats == SHMQ_OK);
+    expect_message(q, "reply"); /* the nested receive took m2 */
+    CHECK_STATUS(shmq_send_in_place(q, nested_fill, &n, 0, 0), SHMQ_OK);
+    /* The nested send went after the outer one's position, which is not published while its
+     * fill runs: the nested receive finds the head in progress. */
+    CHECK(n.same_side == SHMQ_OK && n.other_side == SHMQ_ERR_EMPTY && n.stats == SHMQ_OK);
+    expect_message(q, "outer");
+    expect_message(q, "inner");
+    drop_queue(q, name);
+}
+
+/* A thread inside a long callback on a single-producer handle's receiving side. */
+struct holder {
+    shmq_queue *q;
+    atomic_int inside;
+    atomic_int release;
+};
+
+static void holding_read(void *ctx, const uint8_t *data, size_t len,
+                         const shmq_message_info *info) {
+    (void)data, (void)len, (void)info;
+    struct holder *h = ctx;
+    atomic_store(&h->inside, 1);
+    /* Until the other thread is done (bounded: a regression must fail, not hang). */
+    uint64_t give_up = monotonic_ms() + 10000;
+    while (!atomic_load(&h->release) && monotonic_ms() < give_up) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void *holding_thread(void *arg) {
+    struct holder *h = arg;
+    CHECK_STATUS(shmq_receive_in_place(h->q, holding_read, h, -1, 0), SHMQ_OK);
+    return NULL;
+}
+
+/* Another thread sharing the handle meanwhile: a receive that may not wait does not wait for
+ * the holder, and one with a timeout times out (both used to wait until the callback
+ * returned), while a statistics call returns at once. The holder's callback only returns once
+ * these calls have, so a call that waited would see "b" instead. */
+static void test_spsc_shared_handle_waits_within_its_timeout(void) {
+    char name[96];
+    shmq_queue *q = make_spsc_queue(name, sizeof name, 8, 32);
+    if (q == NULL) return;
+    CHECK_STATUS(shmq_send(q, "a", 1, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_send(q, "b", 1, 0), SHMQ_OK);
+    struct holder h = {.q = q};
+    atomic_init(&h.inside, 0);
+    atomic_init(&h.release, 0);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, holding_thread, &h) == 0);
+    while (!atomic_load(&h.inside)) {
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+    }
+    char buf[32];
+    size_t len = 0;
+    CHECK_STATUS(shmq_receive(q, buf, sizeof buf, &len, 0), SHMQ_ERR_EMPTY);
+    CHECK_STATUS(shmq_receive(q, buf, sizeof buf, &len, 20), SHMQ_ERR_TIMEOUT);
+    shmq_queue_stats st;
+    st.struct_size = sizeof st;
+    CHECK_STATUS(shmq_stats(q, &st), SHMQ_OK);
+    CHECK(atomic_load(&h.release) == 0); /* still inside */
+    atomic_store(&h.release, 1);
+    pthread_join(t, NULL);
+    expect_message(q, "b");
+    drop_queue(q, name);
+}
+
+/* A call made from inside the callback of a call with SHMQ_WAIT_SLICE, without the flag, counts
+ * its own timeout (the flag used to stay set for every call the callback made). */
+struct nested_wait {
+    shmq_queue *other;
+    int status;
+};
+
+static void nested_wait_read(void *ctx, const uint8_t *data, size_t len,
+                             const shmq_message_info *info) {
+    (void)data, (void)len, (void)info;
+    struct nested_wait *w = ctx;
+    char buf[8];
+    size_t got = 0;
+    w->status = shmq_receive(w->other, buf, sizeof buf, &got, 1);
+}
+
+static void test_wait_slice_flag_stays_with_its_call(void) {
+    char name[96], other_name[96];
+    shmq_queue *q = make_queue(name, sizeof name, 4, 32);
+    shmq_queue *other = make_queue(other_name, sizeof other_name, 4, 32);
+    if (q == NULL || other == NULL) return;
+    CHECK_STATUS(shmq_send(q, "x", 1, 0), SHMQ_OK);
+    struct nested_wait w = {.other = other};
+    CHECK_STATUS(shmq_receive_in_place(q, nested_wait_read, &w, 100, SHMQ_WAIT_SLICE), SHMQ_OK);
+    CHECK(w.status == SHMQ_ERR_TIMEOUT);
+    shmq_queue_stats st;
+    st.struct_size = sizeof st;
+    CHECK_STATUS(shmq_stats(other, &st), SHMQ_OK);
+    CHECK(st.timeouts == 1);
+    drop_queue(q, name);
+    drop_queue(other, other_name);
+}
+
 /* ----- main ------------------------------------------------------------------------------- */
 
 struct test {
@@ -1948,6 +2170,10 @@ static const struct test tests[] = {
     {"spsc_flag_and_getter", test_spsc_flag_and_getter},
     {"spsc_role_taken", test_spsc_role_taken},
     {"spsc_roles_across_processes", test_spsc_roles_across_processes},
+    {"nested_calls", test_nested_calls},
+    {"spsc_nested_calls", test_spsc_nested_calls},
+    {"spsc_shared_handle_waits_within_its_timeout", test_spsc_shared_handle_waits_within_its_timeout},
+    {"wait_slice_flag_stays_with_its_call", test_wait_slice_flag_stays_with_its_call},
 };
 
 int main(int argc, char **argv) {
