@@ -73,12 +73,14 @@ class InPlaceCall:
     returned for each message of a receive batch); ``first`` is the index in the caller's
     batch of the C call's message 0 (a send batch resumed by further C calls)."""
 
-    __slots__ = ("fn", "message_size", "result", "error", "called", "key", "first")
+    __slots__ = ("fn", "message_size", "result", "error", "called", "key", "first", "scope")
 
     _keys = itertools.count(1)  # next() on a count is atomic under the GIL
     _active: dict[int, "InPlaceCall"] = {}
 
-    def __init__(self, fn: Callable[..., Any], message_size: int) -> None:
+    def __init__(self, fn: Callable[..., Any], message_size: int, scope: Any) -> None:
+        """``scope``: the queue handle's ``threading.local``, whose ``callbacks`` counts this
+        thread's zero-copy calls in progress on that handle (see ``Queue.close``)."""
         if not callable(fn):
             raise TypeError(f"expected a callable, got {type(fn).__name__}")
         self.fn = fn
@@ -88,12 +90,15 @@ class InPlaceCall:
         self.called = False
         self.key = next(InPlaceCall._keys)
         self.first = 0
+        self.scope = scope
 
     def __enter__(self) -> "InPlaceCall":
         InPlaceCall._active[self.key] = self
+        self.scope.callbacks = getattr(self.scope, "callbacks", 0) + 1
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.scope.callbacks -= 1
         InPlaceCall._active.pop(self.key, None)
 
     def lend(self, address: int, length: int, readonly: bool, *args: Any) -> Any:

@@ -133,9 +133,14 @@ def _check_count(name: str, value: object, least: int) -> None:
         raise ValueError(f"{name} must be at least {least}")
 
 
-def _check_timeout(timeout: Optional[float]) -> None:
-    if timeout is not None and timeout < 0:
-        raise ValueError("'timeout' must be a non-negative number")
+def _check_timeout(timeout: Optional[float]) -> Optional[float]:
+    """The timeout to wait with: None (no limit) for None or infinity; ValueError for a
+    negative number or NaN."""
+    if timeout is None:
+        return None
+    if not timeout >= 0:  # also NaN
+        raise ValueError(f"'timeout' must be a non-negative number, not {timeout!r}")
+    return None if math.isinf(timeout) else timeout
 
 
 def unlink(name: str, *, missing_ok: bool = False) -> None:
@@ -246,6 +251,7 @@ class Queue:
         self._cond = threading.Condition(self._lock)
         self._users = 0
         self._closing = False
+        self._free_when_unused = False  # close() was called from inside a callback
         self._local = threading.local()
 
     # ----- opening -------------------------------------------------------------------------
@@ -336,6 +342,7 @@ class Queue:
             self._users -= 1
             if self._closing and self._users == 0:
                 self._cond.notify_all()
+                self._free_if_deferred()
 
     def _call(self, fn: Callable[..., int], *args: Any) -> Any:
         handle = self._acquire()
@@ -346,15 +353,31 @@ class Queue:
 
     def close(self) -> None:
         """Releases this handle (idempotent). Other threads blocked in this handle's calls
-        get ``ValueError`` within one wait slice. The queue itself stays until unlinked."""
+        get ``ValueError`` within one wait slice. The queue itself stays until unlinked.
+
+        Called from inside a zero-copy callback of this handle (``fill`` or ``read``), it
+        refuses new calls at once and frees the handle when that call returns."""
         with self._cond:
             if self._closing:
                 return
             self._closing = True
-            while self._users:
+            # The uses of this thread's own zero-copy calls (it is inside their callbacks)
+            # end only after this returns: wait for the other threads' uses alone.
+            own = getattr(self._local, "callbacks", 0)
+            while self._users > own:
                 self._cond.wait()
+            if self._users:
+                self._free_when_unused = True
+                return
             handle, self._handle = self._handle, None
         lib.shmq_close(handle)
+
+    def _free_if_deferred(self) -> None:
+        """With the lock held and no use left: frees a handle whose close() was deferred."""
+        if self._free_when_unused:
+            self._free_when_unused = False
+            handle, self._handle = self._handle, None
+            lib.shmq_close(handle)
 
     @property
     def closed(self) -> bool:
@@ -457,7 +480,7 @@ class Queue:
         """
         deadline = None
         if block:
-            _check_timeout(timeout)
+            timeout = _check_timeout(timeout)
             if timeout is not None:
                 deadline = time.monotonic() + timeout
         lock = self._lock
@@ -484,6 +507,7 @@ class Queue:
                     self._users -= 1
                     if self._closing and self._users == 0:
                         self._cond.notify_all()
+                        self._free_if_deferred()
             if status != Status.ERR_TIMEOUT or flags == 0:
                 return status
 
@@ -641,7 +665,7 @@ class Queue:
         count = len(items)
         if count == 0:
             return 0
-        _check_timeout(timeout)
+        timeout = _check_timeout(timeout)
         # The objects behind the pointers stay referenced here until the calls are done.
         if all(type(item) is bytes for item in items):
             # The common case, in C: a c_char_p array points into each bytes object and
@@ -785,7 +809,7 @@ class Queue:
         ``fill`` is not called when no slot is claimed; waits and fails like :meth:`put`
         (Ctrl-C within one wait slice).
         """
-        with _zerocopy.InPlaceCall(fill, self._message_size) as call:
+        with _zerocopy.InPlaceCall(fill, self._message_size, self._local) as call:
             key = call.key
             status = self._wait(
                 lib.shmq_send_in_place, (_zerocopy.FILL, key), block, timeout
@@ -820,9 +844,9 @@ class Queue:
         _check_count("count", count, 0)
         if count == 0:
             return 0
-        _check_timeout(timeout)
+        timeout = _check_timeout(timeout)
         out = ctypes.c_size_t()
-        with _zerocopy.InPlaceCall(fill, self._message_size) as call:
+        with _zerocopy.InPlaceCall(fill, self._message_size, self._local) as call:
 
             def send(sent: int, time_left: Optional[float]) -> int:
                 call.first = sent
@@ -859,7 +883,7 @@ class Queue:
         Waits and fails like :meth:`get` (:class:`Empty`, :class:`Closed`; Ctrl-C within one
         wait slice).
         """
-        with _zerocopy.InPlaceCall(read, self._message_size) as call:
+        with _zerocopy.InPlaceCall(read, self._message_size, self._local) as call:
             key = call.key
             status = self._wait(
                 lib.shmq_receive_in_place, (_zerocopy.READ, key), block, timeout
@@ -896,7 +920,7 @@ class Queue:
         _check_count("max_messages", max_messages, 1)
         got = ctypes.c_size_t()  # the C call's count; len(results) says the same
         results: list[T] = []  # what read returned, appended by the trampoline
-        with _zerocopy.InPlaceCall(read, self._message_size) as call:
+        with _zerocopy.InPlaceCall(read, self._message_size, self._local) as call:
             call.result = results
             key = call.key
             status = self._wait(

@@ -94,6 +94,21 @@ def test_nowait_and_timeouts_behave_like_queue_queue(qname: str) -> None:
         assert q.get_nowait() == b"x"
 
 
+def test_an_infinite_timeout_waits_without_limit_and_nan_is_refused(qname: str) -> None:
+    inf = float("inf")
+    with shmq.Queue.create(qname, capacity=2, message_size=8) as q:
+        q.put(b"a", timeout=inf)  # used to raise OverflowError
+        assert q.put_many([b"b"], timeout=inf) == 1
+        assert q.get(timeout=inf) == b"a"
+        assert q.get_many(timeout=inf) == [b"b"]
+        q.put_in_place(lambda view: 0, timeout=inf)
+        assert q.get_in_place(lambda view, info: bytes(view), timeout=inf) == b""
+        for call in (lambda: q.get(timeout=float("nan")), lambda: q.put(b"x", timeout=-inf),
+                     lambda: q.put_many([b"x"], timeout=float("nan"))):
+            with pytest.raises(ValueError, match="non-negative"):
+                call()
+
+
 def test_a_timed_out_call_counts_once_in_the_statistics(qname: str) -> None:
     # Blocking calls wait in 100 ms slices; only the caller's real timeout may count.
     with shmq.Queue.create(qname, capacity=1, message_size=8) as q:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -209,6 +210,60 @@ def test_callbacks_may_nest(qname: str) -> None:
             assert q.get_in_place(lambda v, i: bytes(v)) == b"inner"
         finally:
             shmq.unlink(qname + "_b", missing_ok=True)
+
+
+@pytest.mark.parametrize("spsc", [False, True])
+def test_close_from_inside_a_callback_frees_the_handle_when_the_call_returns(
+    qname: str, spsc: bool
+) -> None:
+    q = shmq.Queue.create(qname, capacity=4, message_size=16,
+                          single_producer_single_consumer=spsc)
+    q.put(b"one")
+    q.put(b"two")
+
+    def read(view: memoryview, info: object) -> bytes:
+        q.close()  # used to wait for ever for this very call to end
+        assert q.closed
+        with pytest.raises(ValueError, match="closed"):
+            q.get_nowait()
+        return bytes(view)
+
+    # In a thread, so that a regression fails the test rather than hang it.
+    got: list[bytes] = []
+    caller = threading.Thread(target=lambda: got.append(q.get_in_place(read)), daemon=True)
+    caller.start()
+    caller.join(30)
+    assert not caller.is_alive(), "close() inside the callback did not return"
+    assert got == [b"one"]
+    with pytest.raises(ValueError, match="closed"):
+        q.get()
+    # The handle was freed: on a single-consumer queue its receiving role is free again.
+    with shmq.Queue.connect(qname) as other:
+        assert other.get_nowait() == b"two"
+
+
+def test_a_call_on_the_side_a_single_producer_callback_holds_is_refused(qname: str) -> None:
+    with shmq.Queue.create(qname, capacity=4, message_size=16,
+                           single_producer_single_consumer=True) as q:
+        q.put(b"m1")
+        q.put(b"m2")
+
+        def read(view: memoryview, info: object) -> bytes:
+            with pytest.raises(shmq.InvalidArgument, match="inside a callback"):
+                q.get_nowait()  # used to wait for ever, or return m1 a second time
+            q.put(b"reply")  # the other side works
+            return bytes(view)
+
+        assert q.get_in_place(read) == b"m1"
+
+        def fill(view: memoryview) -> int:
+            with pytest.raises(shmq.InvalidArgument, match="inside a callback"):
+                q.put_nowait(b"inner")  # used to be overwritten by the outer message
+            view[:5] = b"outer"
+            return 5
+
+        q.put_in_place(fill)
+        assert [q.get_nowait() for _ in range(3)] == [b"m2", b"reply", b"outer"]
 
 
 def test_closed_handle(qname: str) -> None:
