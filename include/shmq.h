@@ -47,7 +47,8 @@
 
 /**
  * `shmq_create_with` flag: if the queue exists, connect to it instead (its capacity and
- * message size must equal the ones given, else `SHMQ_ERR_INVALID_ARGUMENT`).
+ * message size must equal the ones given, else `SHMQ_ERR_INVALID_ARGUMENT`; it keeps its
+ * own checksum setting, whatever `SHMQ_CREATE_NO_CHECKSUM` says).
  */
 #define SHMQ_CREATE_OPEN_EXISTING 2u
 

@@ -57,7 +57,8 @@ const fn parse_u32(s: &str) -> u32 {
 /// `shmq_create_with` flag: messages carry no CRC32C (receivers do not verify them).
 pub const SHMQ_CREATE_NO_CHECKSUM: u32 = 1u32;
 /// `shmq_create_with` flag: if the queue exists, connect to it instead (its capacity and
-/// message size must equal the ones given, else `SHMQ_ERR_INVALID_ARGUMENT`).
+/// message size must equal the ones given, else `SHMQ_ERR_INVALID_ARGUMENT`; it keeps its
+/// own checksum setting, whatever `SHMQ_CREATE_NO_CHECKSUM` says).
 pub const SHMQ_CREATE_OPEN_EXISTING: u32 = 2u32;
 /// `shmq_create_with` flag: unlink an existing queue of that name first and create a fresh
 /// one (processes still attached to the old one keep using it, unseen by new ones).
@@ -1233,7 +1234,8 @@ pub unsafe extern "C" fn shmq_receive_batch(
             if infos.is_null() {
                 return Err(null(F, "infos"));
             }
-            if buf.is_null() {
+            // NULL with length 0, as everywhere: then too small for any message, below.
+            if buf.is_null() && buf_len != 0 {
                 return Err(null(F, "buf"));
             }
             if max_messages == 0 {
@@ -1241,6 +1243,7 @@ pub unsafe extern "C" fn shmq_receive_batch(
             }
             let timeout = timeout_arg(F, timeout_ms)?;
             let size = queue.message_size();
+            // Every message size is at least 1, so past this `buf` is not NULL.
             if buf_len < size {
                 set_last_error(format_args!(
                     "{F}: queue '{}': buf_len {buf_len} is below the message size {size}",

@@ -1150,6 +1150,9 @@ static void test_batch_arguments(void) {
     CHECK_STATUS(shmq_receive_batch(q, NULL, sizeof buf, infos, 4, &count, 0, 0),
                  SHMQ_ERR_INVALID_ARGUMENT);
     CHECK_LAST_ERROR_HAS("buf");
+    /* NULL with length 0, as for every data pointer: too small for a message. */
+    CHECK_STATUS(shmq_receive_batch(q, NULL, 0, infos, 4, &count, 0, 0),
+                 SHMQ_ERR_BUFFER_TOO_SMALL);
     CHECK_STATUS(shmq_receive_batch(q, buf, sizeof buf, NULL, 4, &count, 0, 0),
                  SHMQ_ERR_INVALID_ARGUMENT);
     CHECK_LAST_ERROR_HAS("infos");
