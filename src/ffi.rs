@@ -160,8 +160,10 @@ pub type shmq_status_int = c_int;
 ///
 /// Thread safety: one handle may be used by any number of threads at once (every function
 /// taking a `shmq_queue *` is safe to call concurrently on it), except `shmq_close`, which
-/// must be the last call on the handle by any thread. Handles do not survive `fork()`:
-/// a child process connects its own.
+/// must be the last call on the handle by any thread. Handles do not survive `fork()`: in
+/// a child, an inherited handle refuses to send or receive (`SHMQ_ERR_INVALID_ARGUMENT`; it
+/// carries the parent's identity) and `shmq_close` on it leaves the parent's state alone;
+/// the child connects its own.
 pub struct shmq_queue {
     inner: CrossProcessQueue,
 }

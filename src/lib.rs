@@ -326,13 +326,18 @@ impl QueueOptions {
 /// A handle to a queue in named shared memory.
 ///
 /// A handle may be shared by any number of threads (`&self` methods, `Send + Sync`).
-/// Dropping it never removes the queue: use [`CrossProcessQueue::unlink`]. Handles are not
-/// meant to cross `fork()`; open a new one in the child.
+/// Dropping it never removes the queue: use [`CrossProcessQueue::unlink`]. Handles do not
+/// cross `fork()`: in the child, an inherited handle refuses to send or receive
+/// ([`Error::InvalidArgument`]); connect a new one there.
 pub struct CrossProcessQueue {
     ring: Ring,
     segment: Segment,
     name: String,
     me: u32,
+    /// [`segment::fork_generation`] when the handle was opened: a child process that
+    /// inherited the handle through `fork()` sees another value, and the handle refuses to
+    /// send or receive there (see [`inherited`](Self::inherited)).
+    fork_generation: u64,
     /// This handle's unflushed statistics per direction, packed (see [`PENDING_SHIFT`]).
     pending_sent: AtomicU64,
     pending_received: AtomicU64,
@@ -536,6 +541,7 @@ impl CrossProcessQueue {
             segment,
             name: name.to_string(),
             me,
+            fork_generation: segment::fork_generation(),
             pending_sent: AtomicU64::new(0),
             pending_received: AtomicU64::new(0),
             next_liveness_check: AtomicU64::new(0),
@@ -709,6 +715,9 @@ impl CrossProcessQueue {
     /// `sample_depth`, the queue's depth into `peak_depth` (which reads both ends of the ring,
     /// and so takes the line the other side writes for every message).
     fn flush_stats(&self, sample_depth: bool) {
+        if self.inherited() {
+            return; // the counts are the parent's, which flushes them itself
+        }
         if let Some(spsc) = &self.spsc {
             spsc.flush_stats(&self.ring, None, sample_depth);
             return;
@@ -743,6 +752,25 @@ impl CrossProcessQueue {
             Some(spsc) => spsc.flush_stats(&self.ring, Some(producer), producer),
             None => self.flush_stats(producer),
         }
+    }
+
+    /// Whether this process is a child that inherited the handle through `fork()`. The
+    /// handle then carries its opener's identity (participant id, liveness lock, roles):
+    /// used here, two processes would act as one, and a crash of either would go unrepaired
+    /// while the other lives. So it sends and receives nothing (`InvalidArgument`), and
+    /// dropping it only unmaps the segment.
+    #[inline(always)]
+    fn inherited(&self) -> bool {
+        segment::forked_since(self.fork_generation)
+    }
+
+    fn inherited_error(&self) -> Error {
+        Error::InvalidArgument(format!(
+            "queue {:?}: this handle was opened by the parent of this process and inherited \
+             through fork(); it carries the parent's identity (participant id, liveness, \
+             roles): connect a new handle in the child",
+            self.name
+        ))
     }
 
     /// A snapshot of the queue's statistics (flushing this handle's pending counts first).
@@ -874,6 +902,9 @@ impl CrossProcessQueue {
     /// single-producer side.
     #[inline]
     fn try_claim_push(&self, repair: bool, wait: LockWait) -> Result<Attempt<ring::PushToken>> {
+        if self.inherited() {
+            return Err(self.inherited_error());
+        }
         if !repair {
             if let Some(attempt) = self.claim_push_fast() {
                 return Ok(attempt);
@@ -926,6 +957,9 @@ impl CrossProcessQueue {
     /// queue took 1.2–1.8× as long (`examples/hotpath`, docs/PERFORMANCE.md).
     #[inline]
     fn claim_push_fast(&self) -> Option<Attempt<ring::PushToken>> {
+        if self.inherited() {
+            return None;
+        }
         match &self.spsc {
             Some(spsc) => spsc.try_claim_push_fast(&self.ring),
             None => match self.ring.claim_push(&self.peers()) {
@@ -942,6 +976,9 @@ impl CrossProcessQueue {
     /// anything else, having changed nothing.
     #[inline]
     fn claim_pop_fast(&self, buf_len: usize) -> Option<Attempt<PopToken>> {
+        if self.inherited() {
+            return None;
+        }
         match &self.spsc {
             Some(spsc) => spsc.try_claim_pop_fast(&self.ring, buf_len),
             // Nothing published at the head: `claim_pop` would read the producers' tail line
@@ -1214,6 +1251,9 @@ impl CrossProcessQueue {
         repair: bool,
         wait: LockWait,
     ) -> Result<Attempt<PopToken>> {
+        if self.inherited() {
+            return Err(self.inherited_error());
+        }
         if !repair {
             if let Some(attempt) = self.claim_pop_fast(buf_len) {
                 return Ok(attempt);
@@ -1562,6 +1602,12 @@ pub struct ParticipantInfo {
 
 impl Drop for CrossProcessQueue {
     fn drop(&mut self) {
+        if self.inherited() {
+            // A copy of the parent's handle: its roles and counts are the parent's. Only
+            // this process's mapping and descriptor go (closing a descriptor of the shared
+            // open file description leaves the parent's liveness lock held).
+            return;
+        }
         self.flush_stats(true);
         if let Some(spsc) = &mut self.spsc {
             spsc.release_roles(&self.ring, self.me);

@@ -433,6 +433,40 @@ pub fn pid() -> u32 {
     std::process::id()
 }
 
+// ----- fork() ---------------------------------------------------------------------------------
+
+/// Bumped in the child of every `fork()` (by a `pthread_atfork` handler, registered when the
+/// first handle opens). A handle remembers its value at open: a different one means the
+/// handle was inherited from the parent, whose identity (participant id, liveness lock,
+/// roles) it carries. `std`'s atomic even under `--cfg loom`: no model forks.
+static FORK_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn after_fork_in_child() {
+    // Relaxed: the child has one thread now; an atomic add is async-signal-safe.
+    FORK_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Starts watching for `fork()` (once per process) and returns the current generation, for
+/// [`forked_since`].
+pub fn fork_generation() -> u64 {
+    static WATCH: std::sync::Once = std::sync::Once::new();
+    WATCH.call_once(|| {
+        // SAFETY: registers a handler that only bumps an atomic; it stays valid for the
+        // process's life (a static function). Failure (ENOMEM) leaves forks undetected,
+        // as before this check existed.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+    // Relaxed: only this process's own forks change it, in the child, before any of its code.
+    FORK_GENERATION.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether this process is a child forked since `generation` was read (an inherited handle).
+#[inline(always)]
+pub fn forked_since(generation: u64) -> bool {
+    // Relaxed: as in `fork_generation`.
+    FORK_GENERATION.load(std::sync::atomic::Ordering::Relaxed) != generation
+}
+
 // ----- asymmetric fences ---------------------------------------------------------------------
 
 /// `membarrier(2)` commands (linux/membarrier.h).

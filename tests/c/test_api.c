@@ -2127,6 +2127,67 @@ static void test_wait_slice_flag_stays_with_its_call(void) {
     drop_queue(other, other_name);
 }
 
+/* ----- handles across fork() --------------------------------------------------------------- */
+
+static shmq_queue *inherited_queue; /* the parent's handle, as the forked child sees it */
+
+/* In a child: the parent's handle sends and receives nothing (it carries the parent's
+ * identity), closing it leaves the parent's roles alone, and a handle of its own works.
+ * Exit status: 0 if all of that held, else the number of the first check that failed. */
+static int child_with_inherited_handle(const char *name) {
+    char buf[32];
+    size_t len = 0;
+    if (shmq_send(inherited_queue, "child", 5, 0) != SHMQ_ERR_INVALID_ARGUMENT) return 1;
+    if (strstr(shmq_last_error(), "fork") == NULL) return 2;
+    if (shmq_receive(inherited_queue, buf, sizeof buf, &len, 0) != SHMQ_ERR_INVALID_ARGUMENT)
+        return 3;
+    struct zc_fill fill;
+    memset(&fill, 0, sizeof fill);
+    if (shmq_send_in_place(inherited_queue, zc_fill_fn, &fill, 0, 0) != SHMQ_ERR_INVALID_ARGUMENT ||
+        fill.calls != 0)
+        return 4;
+    shmq_close(inherited_queue);
+    shmq_queue *own = NULL;
+    if (shmq_connect(name, &own) != SHMQ_OK) return 5;
+    /* The parent holds the sending role (a single-producer queue) or not (default mode). */
+    shmq_status s = shmq_send(own, "from child", 10, 0);
+    int spsc = shmq_is_single_producer_single_consumer(own);
+    if (spsc ? s != SHMQ_ERR_ROLE_TAKEN : s != SHMQ_OK) return 6;
+    shmq_close(own);
+    return 0;
+}
+
+static void handle_across_fork(uint32_t flags) {
+    char name[96];
+    shmq_queue *q = make_queue_with(name, sizeof name, 8, 32, flags);
+    if (q == NULL) return;
+    CHECK_STATUS(shmq_send(q, "parent", 6, 0), SHMQ_OK); /* takes the sending role (SPSC) */
+    inherited_queue = q;
+    CHECK(in_child(child_with_inherited_handle, name) == 0);
+    /* The child's close of its copy left this handle whole: it still holds its role (a new
+     * handle is refused it), and sends and receives. */
+    shmq_queue *other = NULL;
+    CHECK_STATUS(shmq_connect(name, &other), SHMQ_OK);
+    if ((flags & SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER) != 0) {
+        CHECK_STATUS(shmq_send(other, "other", 5, 0), SHMQ_ERR_ROLE_TAKEN);
+    } else {
+        expect_message(other, "parent");
+        expect_message(other, "from child");
+    }
+    shmq_close(other);
+    CHECK_STATUS(shmq_send(q, "again", 5, 0), SHMQ_OK);
+    if ((flags & SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER) != 0) expect_message(q, "parent");
+    expect_message(q, "again");
+    CHECK(shmq_len(q) == 0);
+    drop_queue(q, name);
+}
+
+static void test_handle_across_fork(void) { handle_across_fork(0); }
+
+static void test_handle_across_fork_spsc(void) {
+    handle_across_fork(SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER);
+}
+
 /* ----- main ------------------------------------------------------------------------------- */
 
 struct test {
@@ -2177,6 +2238,8 @@ static const struct test tests[] = {
     {"spsc_nested_calls", test_spsc_nested_calls},
     {"spsc_shared_handle_waits_within_its_timeout", test_spsc_shared_handle_waits_within_its_timeout},
     {"wait_slice_flag_stays_with_its_call", test_wait_slice_flag_stays_with_its_call},
+    {"handle_across_fork", test_handle_across_fork},
+    {"handle_across_fork_spsc", test_handle_across_fork_spsc},
 };
 
 int main(int argc, char **argv) {
