@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar, Union
 
@@ -232,7 +234,10 @@ class Queue:
 
     ``close()`` (or leaving a ``with`` block) releases the handle; the queue itself lives on
     until :func:`unlink`. A queue pickles as its name: unpickling connects to it again (so a
-    ``Queue`` can be handed to a ``multiprocessing`` child).
+    ``Queue`` can be handed to a ``multiprocessing`` child). A ``Queue`` inherited through
+    ``fork()`` (``multiprocessing``'s default start method on Linux) connects again by name
+    at its first use in the child, so that each process is a participant of its own: a
+    child that dies holding a message has it delivered again, as any other process.
     """
 
     def __init__(self, _token: object = None, *, _handle: Any = None, _name: str = "") -> None:
@@ -253,6 +258,8 @@ class Queue:
         self._closing = False
         self._free_when_unused = False  # close() was called from inside a callback
         self._local = threading.local()
+        self._inherited = False  # in a forked child: the handle is the parent's (see _adopt)
+        _live_queues.add(self)
 
     # ----- opening -------------------------------------------------------------------------
 
@@ -334,8 +341,42 @@ class Queue:
         with self._lock:
             if self._closing:
                 raise ValueError(f"operation on closed queue handle {self._name!r}")
+            if self._inherited:
+                self._adopt()
             self._users += 1
             return self._handle
+
+    def _after_fork_in_child(self) -> None:
+        """Runs in a child forked while this handle was open. The parent's other threads may
+        have held the lock at the fork (they do not exist here), and the C handle carries the
+        parent's identity: the next call connects this process's own (:meth:`_adopt`)."""
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._users = 0
+        self._local = threading.local()
+        self._inherited = not self._closing
+
+    def _adopt(self) -> None:
+        """Replaces the handle inherited through ``fork()`` by one of this process's own,
+        connected by name (called with the lock held). The library refuses the inherited
+        one (it would act as the parent) and closing it leaves the parent's state alone."""
+        self._inherited = False
+        inherited, self._handle = self._handle, None
+        lib.shmq_close(inherited)
+        handle = QueuePtr()
+        status = lib.shmq_connect(_encode_name(self._name), ctypes.byref(handle))
+        if status != Status.OK:
+            self._closing = True
+            raise _error(status)
+        if (lib.shmq_capacity(handle), lib.shmq_message_size(handle)) != (
+                self._capacity, self._message_size):
+            lib.shmq_close(handle)
+            self._closing = True
+            raise InvalidArgument(
+                f"queue {self._name!r} was replaced by one of another size since this handle, "
+                "inherited through fork(), was opened"
+            )
+        self._handle = handle
 
     def _release(self) -> None:
         with self._lock:
@@ -498,6 +539,8 @@ class Queue:
             with lock:
                 if self._closing:
                     raise ValueError(f"operation on closed queue handle {self._name!r}")
+                if self._inherited:
+                    self._adopt()
                 self._users += 1
             try:
                 # close() frees the handle only once the uses are back to zero.
@@ -968,3 +1011,15 @@ class Queue:
 
 # Re-exported for ``shmq.library_path``.
 library_path = _lib.library_path
+
+
+# Every open handle, for the at-fork hook (weakly: a handle no one references is not kept).
+_live_queues: "weakref.WeakSet[Queue]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for queue in list(_live_queues):
+        queue._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,76 @@
+"""A ``Queue`` inherited through ``fork()`` (``multiprocessing``'s default start method on
+Linux) becomes a participant of the child's own at its first use there."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+
+import pytest
+
+import shmq
+
+
+def wait_exit(pid: int) -> int:
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_a_child_that_dies_holding_a_message_has_it_delivered_again(qname: str) -> None:
+    # With the parent's identity, the dead child's claim looked alive for as long as the
+    # parent lived: the message was stuck and the parent's receive timed out.
+    with shmq.Queue.create(qname, capacity=4, message_size=16) as q:
+        q.put(b"m1")
+        pid = os.fork()
+        if pid == 0:
+            try:
+                q.get_in_place(lambda view, info: os._exit(7))  # dies holding m1
+            finally:
+                os._exit(1)  # never the test session's code in a forked child
+        assert wait_exit(pid) == 7
+        message = q.get_message(timeout=10)
+        assert (message.data, message.redelivered) == (b"m1", True)
+
+
+def consume(q: shmq.Queue, results: "mp.SimpleQueue[list[int]]") -> None:
+    results.put([int(m) for m in q])  # until shut down and drained
+
+
+def test_multiprocessing_children_use_the_queue_they_inherited(qname: str) -> None:
+    ctx = mp.get_context("fork")
+    with shmq.Queue.create(qname, capacity=8, message_size=16) as q:
+        results: "mp.SimpleQueue[list[int]]" = ctx.SimpleQueue()
+        children = [ctx.Process(target=consume, args=(q, results)) for _ in range(3)]
+        for child in children:
+            child.start()
+        for i in range(600):
+            q.put(str(i).encode(), timeout=30)
+        q.shutdown()
+        got = sorted(i for _ in children for i in results.get())
+        for child in children:
+            child.join(30)
+            assert child.exitcode == 0
+        assert got == list(range(600))
+        assert q.stats().messages_received == 600
+
+
+def test_a_forked_child_receives_while_the_parent_keeps_its_sending_role(qname: str) -> None:
+    with shmq.Queue.create(qname, capacity=8, message_size=16,
+                           single_producer_single_consumer=True) as q:
+        q.put(b"one")  # the parent takes the sending role
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ok = q.get(timeout=10) == b"one"
+                with pytest.raises(shmq.RoleTaken):
+                    q.put_nowait(b"child")  # the role is the parent's, not this process's
+                q.close()  # its own handle: the receiving role is free again
+            except BaseException:  # noqa: BLE001 - reported through the exit status
+                os._exit(2)
+            os._exit(0 if ok else 1)
+        assert wait_exit(pid) == 0
+        q.put(b"two")  # still the sender
+        with shmq.Queue.connect(qname) as other:
+            with pytest.raises(shmq.RoleTaken):
+                other.put_nowait(b"x")
+            assert other.get(timeout=10) == b"two"
