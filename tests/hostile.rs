@@ -256,6 +256,23 @@ fn truncated_segment_is_refused() {
 // ----- a live segment scribbled over --------------------------------------------------------
 
 /// Offset of slot `i`'s header in a queue of message size 64 (stride 128).
+/// Head, tail and every slot's header words, for the message of a failed check.
+fn ring_state(name: &str, capacity: u64) -> String {
+    let mut out = format!(
+        "tail {:#x} head {:#x}\n",
+        peek_u64(name, 128),
+        peek_u64(name, 256)
+    );
+    for i in 0..capacity {
+        let slot = slot_offset(i);
+        let words: Vec<String> = (0..8)
+            .map(|w| format!("{:#x}", peek_u64(name, slot + 8 * w)))
+            .collect();
+        out += &format!("slot {i}: {}\n", words.join(" "));
+    }
+    out
+}
+
 fn slot_offset(i: u64) -> u64 {
     HEADER_SIZE as u64 + i * (SLOT_HEADER_SIZE as u64 + 64)
 }
@@ -748,7 +765,12 @@ fn queue_recovers_once_slot_scribbling_stops() {
         let tx = CrossProcessQueue::connect(&q.name).unwrap();
         for id in first..first + 200 {
             tx.send_timeout(&Message::new(id, "m"), Duration::from_secs(10))
-                .unwrap_or_else(|e| panic!("spsc {spsc}, after {writes} writes: send {id}: {e:?}"));
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "spsc {spsc}, after {writes} writes: send {id}: {e:?}\n{}",
+                        ring_state(&q.name, capacity)
+                    )
+                });
         }
         let out = wait_output(rx, Duration::from_secs(60));
         let got: Vec<u64> = out
