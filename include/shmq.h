@@ -176,7 +176,7 @@ typedef enum shmq_status {
  * must be the last call on the handle by any thread. Handles do not survive `fork()`: in
  * a child, an inherited handle refuses to send or receive (`SHMQ_ERR_INVALID_ARGUMENT`; it
  * carries the parent's identity) and `shmq_close` on it leaves the parent's state alone;
- * the child connects its own.
+ * the child connects its own, or `shmq_reopen`s the inherited one.
  */
 typedef struct shmq_queue shmq_queue;
 
@@ -352,6 +352,19 @@ enum shmq_status shmq_create_with(const char *name,
  * `name` is NULL or a NUL-terminated string; `out` is NULL or writable.
  */
 enum shmq_status shmq_connect(const char *name, struct shmq_queue **out);
+
+/**
+ * Opens another handle on the queue of `q` and stores it in `*out` (written only on
+ * success; release it with `shmq_close`): the same shared memory, even if its name was
+ * unlinked or now names another queue, as a participant of its own. For a child process
+ * after `fork()`: the handle it inherited carries the parent's identity and refuses to
+ * send or receive, but can be reopened (then `shmq_close` it). Linux: the segment is
+ * opened again through `/proc/self/fd` (`SHMQ_ERR_ACCESS_FAILED` without `/proc`).
+ *
+ * # Safety
+ * `q` is NULL or a live (or inherited) handle; `out` is NULL or writable.
+ */
+enum shmq_status shmq_reopen(const struct shmq_queue *q, struct shmq_queue **out);
 
 /**
  * Releases a handle (NULL is a no-op). The queue itself stays until `shmq_unlink`.

@@ -163,7 +163,7 @@ pub type shmq_status_int = c_int;
 /// must be the last call on the handle by any thread. Handles do not survive `fork()`: in
 /// a child, an inherited handle refuses to send or receive (`SHMQ_ERR_INVALID_ARGUMENT`; it
 /// carries the parent's identity) and `shmq_close` on it leaves the parent's state alone;
-/// the child connects its own.
+/// the child connects its own, or `shmq_reopen`s the inherited one.
 pub struct shmq_queue {
     inner: CrossProcessQueue,
 }
@@ -529,6 +529,36 @@ pub unsafe extern "C" fn shmq_connect(
             let queue = CrossProcessQueue::connect(name).map_err(|e| fail(F, Some(name), e))?;
             // SAFETY: `out` checked non-NULL above; writable by the C contract.
             unsafe { publish(out, queue) };
+            Ok(())
+        })())
+    })
+}
+
+/// Opens another handle on the queue of `q` and stores it in `*out` (written only on
+/// success; release it with `shmq_close`): the same shared memory, even if its name was
+/// unlinked or now names another queue, as a participant of its own. For a child process
+/// after `fork()`: the handle it inherited carries the parent's identity and refuses to
+/// send or receive, but can be reopened (then `shmq_close` it). Linux: the segment is
+/// opened again through `/proc/self/fd` (`SHMQ_ERR_ACCESS_FAILED` without `/proc`).
+///
+/// # Safety
+/// `q` is NULL or a live (or inherited) handle; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_reopen(
+    q: *const shmq_queue,
+    out: *mut *mut shmq_queue,
+) -> shmq_status {
+    const F: &str = "shmq_reopen";
+    boundary(F, SHMQ_ERR_INTERNAL, || {
+        done((|| {
+            // SAFETY: `q` is NULL or a live handle (C contract).
+            let queue = unsafe { handle(F, q) }?;
+            if out.is_null() {
+                return Err(null(F, "out"));
+            }
+            let again = queue.reopen().map_err(|e| fail(F, Some(queue.name()), e))?;
+            // SAFETY: `out` checked non-NULL above; writable by the C contract.
+            unsafe { publish(out, again) };
             Ok(())
         })())
     })

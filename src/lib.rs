@@ -438,6 +438,20 @@ impl CrossProcessQueue {
     pub fn connect(name: &str) -> Result<Self> {
         validate_name(name)?;
         let segment = Segment::open(name, HEADER_SIZE, CONNECT_WAIT)?;
+        Self::join(name, segment)
+    }
+
+    /// Opens another handle on this handle's queue: the same segment, even if its name was
+    /// unlinked or now names another queue, as a participant of its own (its own id,
+    /// liveness and roles). For a child process after `fork()`, whose inherited handle
+    /// carries the parent's identity and refuses to send or receive: `reopen` works on it,
+    /// and the child then drops the inherited one. Linux: through `/proc/self/fd`.
+    pub fn reopen(&self) -> Result<Self> {
+        Self::join(&self.name, self.segment.reopen(&self.name)?)
+    }
+
+    /// Validates an opened segment and joins it as a new participant.
+    fn join(name: &str, segment: Segment) -> Result<Self> {
         // SAFETY: the mapping is at least HEADER_SIZE bytes and page aligned; a Header is all
         // atomics, valid for any bit pattern.
         let header = unsafe { &*(segment.base() as *const Header) };
@@ -760,15 +774,27 @@ impl CrossProcessQueue {
     /// while the other lives. So it sends and receives nothing (`InvalidArgument`), and
     /// dropping it only unmaps the segment.
     #[inline(always)]
-    fn inherited(&self) -> bool {
+    pub(crate) fn inherited(&self) -> bool {
         segment::forked_since(self.fork_generation)
     }
 
-    fn inherited_error(&self) -> Error {
+    /// On a single-producer queue, marks that the holder of the sending (`sender`) or
+    /// receiving side is about to run a caller's callback, which may take any time: another
+    /// thread's call that may not wait then does not wait for the side
+    /// ([`LockWait::NotForCallbacks`]). Called with the side held; the mark goes when the
+    /// side is unlocked (a batch marks once, for all its callbacks).
+    #[inline(always)]
+    pub(crate) fn entering_callbacks(&self, sender: bool) {
+        if let Some(spsc) = &self.spsc {
+            spsc.in_callback(sender, true);
+        }
+    }
+
+    pub(crate) fn inherited_error(&self) -> Error {
         Error::InvalidArgument(format!(
             "queue {:?}: this handle was opened by the parent of this process and inherited \
              through fork(); it carries the parent's identity (participant id, liveness, \
-             roles): connect a new handle in the child",
+             roles): reopen it (reopen / shmq_reopen) or connect a new handle in the child",
             self.name
         ))
     }
@@ -806,12 +832,12 @@ impl CrossProcessQueue {
     ) -> Result<Attempt<T>> {
         if timeout == Some(Duration::ZERO) {
             if !looked {
-                if let Attempt::Done(v) = attempt(false, LockWait::No)? {
+                if let Attempt::Done(v) = attempt(false, LockWait::NotForCallbacks)? {
                     return Ok(Attempt::Done(v));
                 }
             }
             self.flush_side(producer);
-            return attempt(true, LockWait::No);
+            return attempt(true, LockWait::NotForCallbacks);
         }
         // Poll (a peer on another core usually answers within microseconds), with a pause
         // between attempts (a receive's first few go without: see `POLLS_WITHOUT_PAUSE`),
@@ -1168,7 +1194,9 @@ impl CrossProcessQueue {
                 if count_expiry() {
                     stats.send_full.fetch_add(1, Relaxed);
                 }
-                stats.peak_depth.fetch_max(self.ring.capacity(), Relaxed);
+                // The depth as it is (a single-producer side held by another thread's
+                // callback also ends here, short of full).
+                stats.peak_depth.fetch_max(self.ring.depth(), Relaxed);
                 Err(Error::QueueFull)
             }
             Err(Error::Timeout) => {

@@ -152,6 +152,28 @@ impl Segment {
         }
         // SAFETY: shm_open returned a fresh descriptor that we now own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Segment::map_opened(name, fd, min_size, wait)
+    }
+
+    /// Opens this very segment again, through `/proc/self/fd`: a new open file description
+    /// (so a liveness lock of its own) on the same object, even if its name was unlinked or
+    /// now names another queue. Queue `name` is for errors only.
+    pub fn reopen(&self, name: &str) -> Result<Segment> {
+        let path = CString::new(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+            .expect("no NUL in a formatted number");
+        // SAFETY: path is a valid NUL-terminated string.
+        let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if raw < 0 {
+            return Err(open_error(name, io::Error::last_os_error()));
+        }
+        // SAFETY: open returned a fresh descriptor that we now own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Segment::map_opened(name, fd, self.len, Duration::ZERO)
+    }
+
+    /// Maps an opened segment in full, once it has reached `min_size` bytes (waiting up to
+    /// `wait` for a creator still sizing it).
+    fn map_opened(name: &str, fd: OwnedFd, min_size: usize, wait: Duration) -> Result<Segment> {
         let deadline = Instant::now() + wait;
         let size = loop {
             let size = file_size(&fd).map_err(|source| Error::AccessFailed {

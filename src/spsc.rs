@@ -111,6 +111,10 @@ struct Side {
     /// Whether this handle holds the role's lease in the header. Only read or written by
     /// the lock's holder (or with `&mut` access at drop).
     leased: AtomicBool,
+    /// Set by the lock's holder before it runs a caller's callback (a zero-copy fill or
+    /// read), which may take any time, and cleared when it unlocks: see
+    /// [`LockWait::NotForCallbacks`].
+    in_callback: AtomicBool,
     /// Messages and bytes done under the lock and not yet added to the shared statistics.
     /// Only touched by the lock's holder, so plain loads and stores suffice.
     pending_messages: AtomicU64,
@@ -148,8 +152,12 @@ fn thread_token() -> u64 {
 /// How long a call may wait for the other threads sharing its handle to leave a side.
 #[derive(Clone, Copy, Debug)]
 pub enum LockWait {
-    /// Not at all (a call that does not wait, and the statistics' flush).
+    /// Not at all (the statistics' flush).
     No,
+    /// For the holder's own work, not for a callback it runs (a call that does not wait: it
+    /// must not fail just because another thread was in the middle of a send, nor wait for
+    /// that thread's callback, which may take any time).
+    NotForCallbacks,
     /// Until this instant (a call with a timeout).
     Until(std::time::Instant),
     /// As long as it takes.
@@ -166,15 +174,19 @@ pub enum Locked {
     Reentered,
 }
 
-/// Waits while `cond` holds, within `wait`: spins, then yields, then sleeps in steps that
-/// double up to a millisecond (a thread inside a long callback holds the side for as long as
-/// it runs: waiting for it must not burn a core). False if `wait` ran out first.
-fn wait_while(wait: LockWait, mut cond: impl FnMut() -> bool) -> bool {
+/// Waits while `cond` holds, within `wait` (`in_callback`: the holder runs a callback):
+/// spins, then yields, then sleeps in steps that double up to a millisecond (a thread inside
+/// a long callback holds the side for as long as it runs: waiting for it must not burn a
+/// core). False if `wait` ran out first.
+fn wait_while(wait: LockWait, in_callback: &AtomicBool, mut cond: impl FnMut() -> bool) -> bool {
     let mut spins = 0u32;
     let mut nap = std::time::Duration::from_micros(20);
     while cond() {
         match wait {
             LockWait::No => return false,
+            // Relaxed: a hint; a holder that just left its callback is waited for anyway
+            // at the next look, and one that just entered it costs one more look.
+            LockWait::NotForCallbacks if in_callback.load(Relaxed) => return false,
             LockWait::Until(deadline) if std::time::Instant::now() >= deadline => return false,
             _ => {}
         }
@@ -223,7 +235,7 @@ impl Side {
             return Locked::Reentered;
         }
         // Acquire: pairs with the previous slow holder's Release in `unlock`.
-        let got_slow = wait_while(wait, || {
+        let got_slow = wait_while(wait, &self.in_callback, || {
             self.slow
                 .compare_exchange_weak(false, true, Acquire, Relaxed)
                 .is_err()
@@ -235,7 +247,7 @@ impl Side {
         self.contenders.fetch_add(1, SeqCst);
         wait::heavy_fence(fence_required);
         // Acquire: the owner's operation (and its stores) happen-before ours.
-        if !wait_while(wait, || self.busy.load(Acquire)) {
+        if !wait_while(wait, &self.in_callback, || self.busy.load(Acquire)) {
             // The owner is still inside its operation: back out. It may see our count and
             // take the slow path once, which is only slower.
             self.contenders.fetch_sub(1, Release);
@@ -251,6 +263,8 @@ impl Side {
 
     #[inline]
     fn unlock(&self) {
+        // Relaxed: a hint for waiters, written by the holder (see `in_callback`).
+        self.in_callback.store(false, Relaxed);
         // Relaxed: holder-only field.
         if self.entered_slow.load(Relaxed) {
             // Relaxed: holder-only field (see `slow_holder`).
@@ -820,6 +834,16 @@ impl Spsc {
             .value
             .store(last.wrapping_add(1), Release);
         self.rx.unlock();
+    }
+
+    /// Marks (or unmarks) that the holder of the sending side (`sender`) or the receiving
+    /// side runs a caller's callback (see [`LockWait::NotForCallbacks`]); unlocking the side
+    /// unmarks it.
+    #[inline(always)]
+    pub fn in_callback(&self, sender: bool, inside: bool) {
+        let side = if sender { &self.tx } else { &self.rx };
+        // Relaxed: a hint for waiters (see `wait_while`); the lock orders everything else.
+        side.in_callback.store(inside, Relaxed);
     }
 
     /// Adds this handle's pending counts to the shared statistics: of the sending side

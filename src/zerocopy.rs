@@ -61,6 +61,9 @@ struct PushGuard<'a> {
 
 impl Drop for PushGuard<'_> {
     fn drop(&mut self) {
+        if self.queue.inherited() {
+            return; // forked inside the closure: the claim is the parent's to settle
+        }
         if let Some(token) = self.token.take() {
             self.queue.commit_push_poisoned(token);
             wait::wake_receivers(self.queue.ring.header());
@@ -85,6 +88,9 @@ impl Drop for SendBatch<'_> {
     #[inline]
     fn drop(&mut self) {
         let queue = self.queue;
+        if queue.inherited() {
+            return; // forked inside a closure: the batch is the parent's to end
+        }
         if let Some(token) = self.token.take() {
             self.last = token.position();
             queue.ring.publish_poisoned(token);
@@ -106,6 +112,9 @@ struct PopGuard<'a> {
 impl Drop for PopGuard<'_> {
     #[inline]
     fn drop(&mut self) {
+        if self.queue.inherited() {
+            return; // forked inside the reader: the claim is the parent's to release
+        }
         if let Some(token) = self.token.take() {
             self.queue.commit_pop(token, self.len);
             wait::wake_senders(self.queue.ring.header());
@@ -175,7 +184,14 @@ impl CrossProcessQueue {
         // SAFETY: the slot is claimed by this process until it is published (by the guard on
         // unwind at the latest), so no correct peer reads or writes its payload area, which
         // is `size` bytes inside the mapping; the borrow ends before the publication below.
-        let len = fill(unsafe { std::slice::from_raw_parts_mut(payload, size) });
+        let slot = unsafe { std::slice::from_raw_parts_mut(payload, size) };
+        self.entering_callbacks(true);
+        let len = fill(slot);
+        if self.inherited() {
+            // `fill` forked and this is the child: the claim is the parent's (the guard
+            // leaves it alone), which publishes its own copy of the message.
+            return Err(self.inherited_error());
+        }
         let token = guard.token.take().expect("the guard still holds the claim");
         if len > size {
             self.commit_push_poisoned(token);
@@ -236,7 +252,12 @@ impl CrossProcessQueue {
         // writes it) until the guard releases it after the borrow below has ended.
         let bytes = unsafe { std::slice::from_raw_parts(payload, meta.len) };
         guard.len = meta.len;
+        self.entering_callbacks(false);
         let r = read(meta, bytes);
+        if self.inherited() {
+            // `read` forked and this is the child: the parent releases the slot.
+            return Err(self.inherited_error());
+        }
         crashpoint::hit("pop_read");
         drop(guard);
         Ok((r, meta.len))
@@ -327,7 +348,11 @@ impl CrossProcessQueue {
             // SAFETY: the slot is claimed by this process until the batch publishes it (its
             // guard on unwind at the latest), so no correct peer reads or writes its payload
             // area, which is `size` bytes inside the mapping; the borrow ends before that.
-            let len = fill(i, unsafe { std::slice::from_raw_parts_mut(payload, size) });
+            let slot = unsafe { std::slice::from_raw_parts_mut(payload, size) };
+            if i == 0 {
+                self.entering_callbacks(true);
+            }
+            let len = fill(i, slot);
             if len > size {
                 refused = Some((i, len));
                 return None;
@@ -375,6 +400,10 @@ impl CrossProcessQueue {
             let Some(len) = write(batch.sent, token, pos, timestamp) else {
                 break; // the guard publishes the slot poisoned
             };
+            if self.inherited() {
+                // A fill forked and this is the child: the batch is the parent's.
+                return Err(self.inherited_error());
+            }
             crashpoint::hit("push_written");
             let token = batch.token.take().expect("held by the loop");
             self.commit_push_in_batch(token, len);
@@ -521,6 +550,7 @@ impl CrossProcessQueue {
             count: 0,
             bytes: 0,
         };
+        self.entering_callbacks(false);
         let mut failure = None;
         while let Some(token) = &batch.held {
             crashpoint::hit("pop_head_moved");
@@ -533,6 +563,10 @@ impl CrossProcessQueue {
                     let bytes_in_slot = unsafe { std::slice::from_raw_parts(payload, meta.len) };
                     batch.held_len = meta.len;
                     let go_on = read(meta, bytes_in_slot);
+                    if self.inherited() {
+                        // `read` forked and this is the child: the batch is the parent's.
+                        return Err(self.inherited_error());
+                    }
                     crashpoint::hit("pop_read");
                     batch.release_held(true);
                     if !go_on || batch.count == max {
@@ -590,6 +624,9 @@ impl ReadBatch<'_> {
 
 impl Drop for ReadBatch<'_> {
     fn drop(&mut self) {
+        if self.queue.inherited() {
+            return; // forked inside a reader: the batch is the parent's to end
+        }
         self.release_held(true);
         let queue = self.queue;
         queue.finish_pop_batch(self.last, self.count as u64, self.bytes);

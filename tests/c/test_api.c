@@ -2094,6 +2094,41 @@ static void test_spsc_shared_handle_waits_within_its_timeout(void) {
     drop_queue(q, name);
 }
 
+/* Threads sharing a single-producer handle, sending without waiting: one that finds the side
+ * taken by the other's send waits for it (a few instructions) rather than report a full queue
+ * (a regression of the change above reported FULL for most of them). */
+struct sender_thread {
+    shmq_queue *q;
+    int refused;
+};
+
+static void *send_without_waiting(void *arg) {
+    struct sender_thread *t = arg;
+    for (int i = 0; i < 1000; i++) {
+        if (shmq_send(t->q, "m", 1, 0) != SHMQ_OK) t->refused++;
+    }
+    return NULL;
+}
+
+static void test_spsc_threads_sending_without_waiting_take_turns(void) {
+    char name[96];
+    shmq_queue *q = make_spsc_queue(name, sizeof name, 4096, 8);
+    if (q == NULL) return;
+    struct sender_thread a = {.q = q}, b = {.q = q};
+    pthread_t ta, tb;
+    CHECK(pthread_create(&ta, NULL, send_without_waiting, &a) == 0);
+    CHECK(pthread_create(&tb, NULL, send_without_waiting, &b) == 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    CHECK(a.refused == 0 && b.refused == 0);
+    CHECK(shmq_len(q) == 2000);
+    shmq_queue_stats st;
+    st.struct_size = sizeof st;
+    CHECK_STATUS(shmq_stats(q, &st), SHMQ_OK);
+    CHECK(st.send_full == 0 && st.peak_depth <= 2000);
+    drop_queue(q, name);
+}
+
 /* A call made from inside the callback of a call with SHMQ_WAIT_SLICE, without the flag, counts
  * its own timeout (the flag used to stay set for every call the callback made). */
 struct nested_wait {
@@ -2182,6 +2217,96 @@ static void handle_across_fork(uint32_t flags) {
     drop_queue(q, name);
 }
 
+/* In a child: reopens the inherited handle (a participant of its own on the same segment,
+ * whatever its name now names), takes the parent's message and answers. */
+static int child_reopens(const char *name) {
+    (void)name;
+    shmq_queue *own = NULL;
+    if (shmq_reopen(inherited_queue, &own) != SHMQ_OK) return 1;
+    shmq_close(inherited_queue);
+    char buf[32];
+    size_t len = 0;
+    if (shmq_receive(own, buf, sizeof buf, &len, 1000) != SHMQ_OK) return 2;
+    if (len != 2 || memcmp(buf, "m1", 2) != 0) return 3;
+    if (shmq_send(own, "m2", 2, 0) != SHMQ_OK) return 4;
+    shmq_close(own);
+    return 0;
+}
+
+/* The pattern "create, unlink the name, fork the workers": a child reaches the queue through
+ * the handle it inherited, not by name (which now names nothing, or another queue). */
+static void test_reopen_in_a_child_after_unlink(void) {
+    char name[96];
+    shmq_queue *q = make_queue(name, sizeof name, 4, 32);
+    if (q == NULL) return;
+    shmq_queue *out = NULL;
+    CHECK_STATUS(shmq_reopen(NULL, &out), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(shmq_reopen(q, NULL), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(shmq_send(q, "m1", 2, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_unlink(name), SHMQ_OK);
+    shmq_queue *decoy = NULL; /* another queue under the same name */
+    CHECK_STATUS(shmq_create(name, 4, 32, &decoy), SHMQ_OK);
+    inherited_queue = q;
+    CHECK(in_child(child_reopens, name) == 0);
+    expect_message(q, "m2");
+    CHECK(shmq_len(q) == 0 && shmq_len(decoy) == 0);
+    shmq_close(q);
+    drop_queue(decoy, name);
+}
+
+/* A reader that forks: the child holds on inside the callback until the parent has gone on
+ * with the queue, then returns into its copy of the call. */
+struct forking_reader {
+    int is_child;
+    int go[2]; /* the parent writes a byte once it has gone on */
+};
+
+static void forking_read(void *ctx, const uint8_t *data, size_t len,
+                         const shmq_message_info *info) {
+    (void)data, (void)len, (void)info;
+    struct forking_reader *f = ctx;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        f->is_child = 1;
+        char byte;
+        while (read(f->go[0], &byte, 1) < 0 && errno == EINTR) {
+        }
+    }
+}
+
+/* The child of a fork inside a zero-copy callback returns into its copy of the call: that copy
+ * must fail without releasing the parent's slot a second time (it used to: on the default
+ * queue a later message was lost, on a single-producer queue one was delivered twice). */
+static void fork_inside_a_callback(uint32_t flags) {
+    char name[96];
+    shmq_queue *q = make_queue_with(name, sizeof name, 4, 32, flags);
+    if (q == NULL) return;
+    struct forking_reader f = {0};
+    CHECK(pipe(f.go) == 0);
+    CHECK_STATUS(shmq_send(q, "m1", 2, 0), SHMQ_OK);
+    shmq_status st = shmq_receive_in_place(q, forking_read, &f, 0, 0);
+    if (f.is_child) _exit(st == SHMQ_ERR_INVALID_ARGUMENT ? 0 : 1);
+    CHECK_STATUS(st, SHMQ_OK);
+    CHECK_STATUS(shmq_send(q, "m2", 2, 0), SHMQ_OK);
+    expect_message(q, "m2");
+    CHECK_STATUS(shmq_send(q, "m3", 2, 0), SHMQ_OK);
+    CHECK(write(f.go[1], "x", 1) == 1); /* the child returns from the callback now */
+    int status = 0;
+    CHECK(wait(&status) > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    expect_message(q, "m3");
+    CHECK(shmq_len(q) == 0);
+    close(f.go[0]);
+    close(f.go[1]);
+    drop_queue(q, name);
+}
+
+static void test_fork_inside_a_callback(void) {
+    fork_inside_a_callback(0);
+    fork_inside_a_callback(SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER);
+}
+
 static void test_handle_across_fork(void) { handle_across_fork(0); }
 
 static void test_handle_across_fork_spsc(void) {
@@ -2237,9 +2362,13 @@ static const struct test tests[] = {
     {"nested_calls", test_nested_calls},
     {"spsc_nested_calls", test_spsc_nested_calls},
     {"spsc_shared_handle_waits_within_its_timeout", test_spsc_shared_handle_waits_within_its_timeout},
+    {"spsc_threads_sending_without_waiting_take_turns",
+     test_spsc_threads_sending_without_waiting_take_turns},
     {"wait_slice_flag_stays_with_its_call", test_wait_slice_flag_stays_with_its_call},
     {"handle_across_fork", test_handle_across_fork},
     {"handle_across_fork_spsc", test_handle_across_fork_spsc},
+    {"fork_inside_a_callback", test_fork_inside_a_callback},
+    {"reopen_in_a_child_after_unlink", test_reopen_in_a_child_after_unlink},
 };
 
 int main(int argc, char **argv) {
