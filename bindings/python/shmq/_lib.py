@@ -142,6 +142,7 @@ def _declare(cdll: ctypes.CDLL) -> None:
             [c_char_p, c_uint32, c_uint32, c_uint32, c_uint32, ctypes.POINTER(QueuePtr)],
         ),
         "shmq_connect": (c_int, [c_char_p, ctypes.POINTER(QueuePtr)]),
+        "shmq_reopen": (c_int, [QueuePtr, ctypes.POINTER(QueuePtr)]),
         "shmq_send": (c_int, [QueuePtr, c_void_p, c_size_t, c_int]),
         "shmq_send_message": (c_int, [QueuePtr, c_uint64, c_uint64, c_void_p, c_size_t, c_int]),
         "shmq_receive": (

@@ -235,9 +235,10 @@ class Queue:
     ``close()`` (or leaving a ``with`` block) releases the handle; the queue itself lives on
     until :func:`unlink`. A queue pickles as its name: unpickling connects to it again (so a
     ``Queue`` can be handed to a ``multiprocessing`` child). A ``Queue`` inherited through
-    ``fork()`` (``multiprocessing``'s default start method on Linux) connects again by name
-    at its first use in the child, so that each process is a participant of its own: a
-    child that dies holding a message has it delivered again, as any other process.
+    ``fork()`` (``multiprocessing``'s default start method on Linux) reopens the same queue
+    at its first use in the child (also if its name was unlinked since), so that each process
+    is a participant of its own: a child that dies holding a message has it delivered again,
+    as any other process.
     """
 
     def __init__(self, _token: object = None, *, _handle: Any = None, _name: str = "") -> None:
@@ -350,40 +351,35 @@ class Queue:
         """Runs in a child forked while this handle was open. The parent's other threads may
         have held the lock at the fork (they do not exist here), and the C handle carries the
         parent's identity: the next call connects this process's own (:meth:`_adopt`)."""
+        # The forking thread's own zero-copy calls in progress on this handle (a fork from a
+        # callback) still hold their uses, which their ends will give back. (Its thread-local
+        # data, which counts them, lives on in the child: that thread is the child's.)
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._users = 0
-        self._local = threading.local()
+        self._users = getattr(self._local, "callbacks", 0)
         self._inherited = not self._closing
 
     def _adopt(self) -> None:
-        """Replaces the handle inherited through ``fork()`` by one of this process's own,
-        connected by name (called with the lock held). The library refuses the inherited
-        one (it would act as the parent) and closing it leaves the parent's state alone."""
+        """Replaces the handle inherited through ``fork()`` by one of this process's own on
+        the same queue (``shmq_reopen``: the same shared memory, even if the name was
+        unlinked or reused since), called with the lock held. The library refuses the
+        inherited one (it would act as the parent) and closing it leaves the parent's state
+        alone."""
         self._inherited = False
         inherited, self._handle = self._handle, None
-        lib.shmq_close(inherited)
         handle = QueuePtr()
-        status = lib.shmq_connect(_encode_name(self._name), ctypes.byref(handle))
+        status = lib.shmq_reopen(inherited, ctypes.byref(handle))
+        lib.shmq_close(inherited)
         if status != Status.OK:
             self._closing = True
             raise _error(status)
-        if (lib.shmq_capacity(handle), lib.shmq_message_size(handle)) != (
-                self._capacity, self._message_size):
-            lib.shmq_close(handle)
-            self._closing = True
-            raise InvalidArgument(
-                f"queue {self._name!r} was replaced by one of another size since this handle, "
-                "inherited through fork(), was opened"
-            )
         self._handle = handle
 
     def _release(self) -> None:
         with self._lock:
             self._users -= 1
-            if self._closing and self._users == 0:
-                self._cond.notify_all()
-                self._free_if_deferred()
+            if self._closing:
+                self._use_ended_while_closing()
 
     def _call(self, fn: Callable[..., int], *args: Any) -> Any:
         handle = self._acquire()
@@ -413,9 +409,12 @@ class Queue:
             handle, self._handle = self._handle, None
         lib.shmq_close(handle)
 
-    def _free_if_deferred(self) -> None:
-        """With the lock held and no use left: frees a handle whose close() was deferred."""
-        if self._free_when_unused:
+    def _use_ended_while_closing(self) -> None:
+        """With the lock held, a use just ended on a closing handle: wakes close() (which
+        may be waiting for the other threads' uses only, see :meth:`close`), and frees a
+        handle whose close() was deferred once no use is left."""
+        self._cond.notify_all()
+        if self._users == 0 and self._free_when_unused:
             self._free_when_unused = False
             handle, self._handle = self._handle, None
             lib.shmq_close(handle)
@@ -524,8 +523,9 @@ class Queue:
             timeout = _check_timeout(timeout)
             if timeout is not None:
                 deadline = time.monotonic() + timeout
-        lock = self._lock
         while True:
+            # The lock is looked up at each use, not kept: a fork() inside this call's
+            # callback gives the child a new one (see `_after_fork_in_child`).
             if not block:
                 slice_ms, flags = 0, 0
             elif deadline is None:
@@ -536,7 +536,7 @@ class Queue:
                     slice_ms, flags = max(1, left_ms), 0  # the last slice: its expiry counts
                 else:
                     slice_ms, flags = WAIT_SLICE_MS, WAIT_SLICE
-            with lock:
+            with self._lock:
                 if self._closing:
                     raise ValueError(f"operation on closed queue handle {self._name!r}")
                 if self._inherited:
@@ -546,11 +546,10 @@ class Queue:
                 # close() frees the handle only once the uses are back to zero.
                 status = fn(self._handle, *args, slice_ms, flags)
             finally:
-                with lock:
+                with self._lock:
                     self._users -= 1
-                    if self._closing and self._users == 0:
-                        self._cond.notify_all()
-                        self._free_if_deferred()
+                    if self._closing:
+                        self._use_ended_while_closing()
             if status != Status.ERR_TIMEOUT or flags == 0:
                 return status
 

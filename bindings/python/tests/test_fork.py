@@ -74,3 +74,54 @@ def test_a_forked_child_receives_while_the_parent_keeps_its_sending_role(qname: 
             with pytest.raises(shmq.RoleTaken):
                 other.put_nowait(b"x")
             assert other.get(timeout=10) == b"two"
+
+
+def test_a_fork_inside_a_callback_leaves_the_message_to_the_parent(qname: str) -> None:
+    # The child returns into its copy of the call: that copy must fail rather than release
+    # the parent's slot a second time, and the child's Queue then works (and closes) as its
+    # own participant.
+    with shmq.Queue.create(qname, capacity=4, message_size=16) as q:
+        q.put(b"m1")
+        forked: list[int] = []
+
+        def read(view: memoryview, info: object) -> bytes:
+            forked.append(os.fork())
+            return bytes(view)
+
+        try:
+            got = q.get_in_place(read)
+        except BaseException as e:  # noqa: BLE001 - the child reports through its status
+            if forked == [0]:
+                code = 1
+                if isinstance(e, shmq.InvalidArgument) and "fork" in str(e):
+                    q.put(b"from child")  # reopens the queue for this process
+                    q.close()
+                    code = 0 if q._handle is None else 3  # freed, not left for later
+                os._exit(code)
+            raise
+        if forked == [0]:
+            os._exit(2)  # the child's copy of the call succeeded: it released m1 again
+        assert got == b"m1"
+        assert wait_exit(forked[0]) == 0
+        assert q.get(timeout=10) == b"from child"
+        assert q.qsize() == 0
+
+
+def test_a_child_reaches_the_queue_it_inherited_after_the_name_was_unlinked(qname: str) -> None:
+    # "Create, unlink, fork the workers": the child reopens the queue it inherited, not
+    # whatever the name names now.
+    q = shmq.Queue.create(qname, capacity=4, message_size=16)
+    q.put(b"m1")
+    shmq.unlink(qname)
+    with q, shmq.Queue.create(qname, capacity=4, message_size=16) as decoy:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ok = q.get(timeout=10) == b"m1"
+                q.put(b"m2")
+            except BaseException:  # noqa: BLE001 - reported through the exit status
+                os._exit(2)
+            os._exit(0 if ok else 1)
+        assert wait_exit(pid) == 0
+        assert q.get(timeout=10) == b"m2"
+        assert decoy.qsize() == 0

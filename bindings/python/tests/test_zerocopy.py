@@ -242,6 +242,38 @@ def test_close_from_inside_a_callback_frees_the_handle_when_the_call_returns(
         assert other.get_nowait() == b"two"
 
 
+def test_close_from_a_callback_waits_for_the_other_threads_uses_only(qname: str) -> None:
+    # Another thread is blocked in a put; close() inside this thread's callback must return
+    # once that put's use ends (it used to wait for a wake-up sent only at zero uses).
+    q = shmq.Queue.create(qname, capacity=1, message_size=8)
+    q.put(b"x")
+    outcome: list[str] = []
+
+    def blocked_put() -> None:
+        try:
+            q.put(b"y", timeout=5)
+            outcome.append("sent")
+        except ValueError:
+            outcome.append("closed")
+
+    putter = threading.Thread(target=blocked_put, daemon=True)
+    putter.start()
+    time.sleep(0.2)  # the queue is full: the put waits
+
+    def read(view: memoryview, info: object) -> bytes:
+        q.close()
+        return bytes(view)
+
+    got: list[bytes] = []
+    caller = threading.Thread(target=lambda: got.append(q.get_in_place(read)), daemon=True)
+    caller.start()
+    caller.join(30)
+    putter.join(30)
+    assert not caller.is_alive(), "close() inside the callback did not return"
+    assert got == [b"x"] and outcome in (["sent"], ["closed"])
+    assert q.closed
+
+
 def test_a_call_on_the_side_a_single_producer_callback_holds_is_refused(qname: str) -> None:
     with shmq.Queue.create(qname, capacity=4, message_size=16,
                            single_producer_single_consumer=True) as q:
