@@ -178,7 +178,8 @@ inline const char *version() noexcept { return shmq_version(); }
 /// An open queue. Create with `Queue::create` or `Queue::connect`.
 class Queue {
 public:
-    /// An empty handle (every call on it throws SHMQ_ERR_INVALID_ARGUMENT).
+    /// An empty handle: its calls throw SHMQ_ERR_INVALID_ARGUMENT, except `capacity()`,
+    /// `message_size()` and `size()`, which return 0 (and `operator bool`, false).
     Queue() noexcept = default;
 
     /// Takes ownership of `handle` (from shmq_create/shmq_connect; may be NULL).
@@ -261,6 +262,10 @@ public:
     bool send(std::string_view bytes, Wait wait = forever) {
         return send(bytes.data(), bytes.size(), wait);
     }
+    /// Refused: `send("text", 0)` would take the 0 as a length (through the pointer form),
+    /// not as "do not wait". Write `send("text", shmq::no_wait)` or a duration.
+    template <std::size_t N, class Int, std::enable_if_t<std::is_integral_v<Int>, int> = 0>
+    bool send(const char (&)[N], Int) = delete;
 
     /// `send` with the id and timestamp chosen by the caller.
     bool send_message(uint64_t id, uint64_t timestamp_ns, const void *data, size_t len,
@@ -294,6 +299,14 @@ public:
     /// `send_batch` over a range of byte strings (anything convertible to std::string_view).
     template <class Range>
     size_t send_batch(const Range &messages, Wait wait = forever) {
+        using Element = decltype(*std::begin(messages));
+        // The bytes must outlive the loop below: elements the range makes on the fly (a
+        // transforming view yielding std::string) would be gone before the call.
+        static_assert(std::is_lvalue_reference_v<Element> ||
+                          std::is_same_v<std::decay_t<Element>, std::string_view> ||
+                          std::is_same_v<std::decay_t<Element>, const char *>,
+                      "send_batch: the range must yield references to stored messages (or "
+                      "string_views / C strings); store temporaries in a container first");
         std::vector<const void *> ptrs;
         std::vector<size_t> lens;
         for (const auto &m : messages) {
@@ -336,9 +349,14 @@ public:
     /// is left empty.
     Received receive(std::vector<uint8_t> &buf, Wait wait = forever) {
         buf.resize(message_size());
-        Received r = receive(buf.data(), buf.size(), wait);
-        buf.resize(r ? r.len : 0);
-        return r;
+        try {
+            Received r = receive(buf.data(), buf.size(), wait);
+            buf.resize(r ? r.len : 0);
+            return r;
+        } catch (...) {
+            buf.clear();  // no message: empty, as on any other outcome without one
+            throw;
+        }
     }
 
     /// Zero-copy receive: `read(const uint8_t *data, size_t len, const Received &info)` reads
@@ -480,6 +498,10 @@ private:
             try {
                 using Result =
                     decltype(call->read(data, len, static_cast<const Received &>(call->last)));
+                // Not any type that converts to bool: a C-style `int` (0 = go on) would mean
+                // the opposite here.
+                static_assert(std::is_void_v<Result> || std::is_same_v<Result, bool>,
+                              "a batch read callback returns void or bool (false ends the batch)");
                 if constexpr (std::is_void_v<Result>) {
                     call->read(data, len, static_cast<const Received &>(call->last));
                     return 0;

@@ -159,3 +159,89 @@ fn header_compiles_as_cpp17() {
         "cpp",
     );
 }
+
+/// Compiles `body` (inside `void f(shmq::Queue &q)`) against include/shmq.hpp as C++17 with
+/// the project's flags; returns the compiler's diagnostics if it failed.
+fn compile_cpp_use(body: &str) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!(
+        "shmq-hpp-{}-{:x}",
+        std::process::id(),
+        body.len() * 31 + body.bytes().map(usize::from).sum::<usize>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("use.cpp");
+    std::fs::write(
+        &src,
+        format!(
+            "#include <shmq.hpp>\n#include <string>\n#include <vector>\n\
+             using namespace std::chrono_literals;\n\
+             void f(shmq::Queue &q) {{\n{body}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let output = Command::new("g++")
+        .args([
+            "-std=c++17",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-fsyntax-only",
+        ])
+        .arg("-I")
+        .arg(root().join("include"))
+        .arg(&src)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run g++: {e}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+/// Misuse the C++ interface refuses at compile time, each next to the correct use.
+#[test]
+fn cpp_header_refuses_misuse_at_compile_time() {
+    let cases = [
+        // A C-style integer timeout after a literal would be a length.
+        (
+            r#"q.send("text", shmq::no_wait);"#,
+            r#"q.send("text", 0);"#,
+            "deleted",
+        ),
+        // A batch read returning a C-style int would mean the opposite of a bool.
+        (
+            "q.receive_batch_in_place(8, [](const uint8_t *, size_t, const shmq::Received &) \
+             { return true; });",
+            "q.receive_batch_in_place(8, [](const uint8_t *, size_t, const shmq::Received &) \
+             { return 0; });",
+            "returns void or bool",
+        ),
+        // Elements made on the fly would be gone before the batch is sent.
+        (
+            "std::vector<std::string> m{\"a\"}; q.send_batch(m);",
+            "struct R { struct I { int i; std::string operator*() const { return \"a\"; } \
+             I &operator++() { ++i; return *this; } bool operator!=(const I &o) const \
+             { return i != o.i; } }; I begin() const { return {0}; } I end() const \
+             { return {1}; } }; q.send_batch(R{});",
+            "must yield references",
+        ),
+        // A fill returns a length, not a flag.
+        (
+            "q.send_in_place([](uint8_t *, size_t) { return size_t{0}; });",
+            "q.send_in_place([](uint8_t *, size_t) { return true; });",
+            "returns the message length",
+        ),
+    ];
+    for (good, bad, why) in cases {
+        if let Err(e) = compile_cpp_use(good) {
+            panic!("the correct use `{good}` did not compile:\n{e}");
+        }
+        match compile_cpp_use(bad) {
+            Ok(()) => panic!("`{bad}` compiled; shmq.hpp should refuse it"),
+            Err(e) => assert!(e.contains(why), "`{bad}` failed, but not for `{why}`:\n{e}"),
+        }
+    }
+}

@@ -9,7 +9,11 @@
  */
 #include "shmq.hpp"
 
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -116,21 +120,63 @@ static void test_create_connect_unlink() {
     std::vector<uint8_t> buf;
     CHECK(other.receive(buf) && std::string(buf.begin(), buf.end()) == "shared");
     CHECK_THROWS(shmq::Queue::create(name, 9, 64, open), SHMQ_ERR_INVALID_ARGUMENT);
+
+    // IfExists::replace: a fresh queue under the name; the handles on the old one keep it.
+    CHECK(q.send("old"));
+    shmq::Options spsc;
+    spsc.single_producer_single_consumer = true;
+    spsc.if_exists = shmq::IfExists::replace;
+    shmq::Queue fresh = shmq::Queue::create(name, 4, 32, spsc);
+    CHECK(fresh.is_single_producer_single_consumer() && fresh.capacity() == 4);
+    CHECK(fresh.size() == 0 && q.size() == 1);
+    shmq::Queue by_name = shmq::Queue::connect(name);
+    CHECK(by_name.is_single_producer_single_consumer() && by_name.message_size() == 32);
     CHECK(shmq::Queue::unlink(name));
     CHECK(!shmq::Queue::unlink(name));
     CHECK_THROWS(shmq::Queue::connect(name), SHMQ_ERR_NOT_FOUND);
     CHECK_THROWS(shmq::Queue::connect(std::string("a\0b", 3)), SHMQ_ERR_INVALID_ARGUMENT);
     CHECK_THROWS(shmq::Queue::create("bad/name", 8, 64), SHMQ_ERR_INVALID_ARGUMENT);
     CHECK_THROWS(shmq::Queue::create(name, 0, 64), SHMQ_ERR_INVALID_ARGUMENT);
+}
 
-    shmq::Options spsc;
-    spsc.single_producer_single_consumer = true;
-    spsc.checksum = false;
-    spsc.if_exists = shmq::IfExists::replace;
-    shmq::Queue fresh = shmq::Queue::create(name, 4, 32, spsc);
-    CHECK(fresh.is_single_producer_single_consumer() && fresh.capacity() == 4);
-    // The queue `q` and `other` use is no longer under that name: the fresh one is empty.
-    CHECK(fresh.size() == 0);
+/* Options::mode sets the segment's permission bits; Options::checksum = false delivers a
+ * message whose payload changed in shared memory, which a checksummed queue drops. */
+static void test_options_mode_and_checksum() {
+    for (bool checksum : {true, false}) {
+        const std::string name = fresh_name();
+        Cleanup cleanup{name};
+        shmq::Options options;
+        options.mode = 0640;
+        options.checksum = checksum;
+        shmq::Queue q = shmq::Queue::create(name, 4, 64, options);
+        const std::string path = "/dev/shm/shmq." + name;
+        struct stat st;
+        CHECK(stat(path.c_str(), &st) == 0 && (st.st_mode & 0777) == 0640);
+        CHECK(q.send("original") && q.send("second"));
+        // Position 0's payload follows the 4096-byte header and its 64-byte slot header
+        // (docs/LAYOUT.md).
+        const int fd = open(path.c_str(), O_RDWR);
+        CHECK(fd >= 0);
+        if (fd >= 0) {
+            void *map = mmap(nullptr, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+            CHECK(map != MAP_FAILED);
+            if (map != MAP_FAILED) {
+                auto *bytes = static_cast<unsigned char *>(map);
+                CHECK(std::memcmp(bytes + 4096 + 64, "original", 8) == 0);
+                bytes[4096 + 64] = 'X';
+                munmap(map, 8192);
+            }
+            close(fd);
+        }
+        std::vector<uint8_t> buf;
+        if (checksum) {
+            CHECK_THROWS(q.receive(buf, shmq::no_wait), SHMQ_ERR_CORRUPTED_DATA);
+        } else {
+            CHECK(q.receive(buf, shmq::no_wait) &&
+                  std::string(buf.begin(), buf.end()) == "Xriginal");
+        }
+        CHECK(q.receive(buf, shmq::no_wait) && std::string(buf.begin(), buf.end()) == "second");
+    }
 }
 
 static void test_waits() {
@@ -350,6 +396,22 @@ static void test_batches() {
     b = q.receive_batch(buf.data(), buf.size(), infos, 5, shmq::no_wait);
     CHECK(!b && b.status == SHMQ_ERR_EMPTY);
     CHECK(q.send_batch_in_place(0, [](size_t, uint8_t *, size_t) { return 0; }) == 0);
+
+    // An exception from a batch read: the batch ends there (that message counts as
+    // received) and the exception reaches us; the rest stays queued.
+    CHECK(q.send_batch(std::vector<std::string>{"r0", "r1", "r2"}) == 3);
+    int reads = 0;
+    bool thrown = false;
+    try {
+        q.receive_batch_in_place(8, [&](const uint8_t *, size_t, const shmq::Received &) {
+            if (++reads == 2) throw std::out_of_range("second");
+        });
+    } catch (const std::out_of_range &) {
+        thrown = true;
+    }
+    CHECK(thrown && reads == 2 && q.size() == 1);
+    std::vector<uint8_t> rest;
+    CHECK(q.receive(rest, shmq::no_wait) && std::string(rest.begin(), rest.end()) == "r2");
     CHECK_THROWS(q.receive_batch(buf.data(), 10, infos, 5, shmq::no_wait),
                  SHMQ_ERR_BUFFER_TOO_SMALL);
     // A corrupted message first in a batch throws.
@@ -361,6 +423,9 @@ static void test_batches() {
  * shut down and drained, checking each, and marks each seq in `seen`. Exit status 0 if all
  * were well formed. */
 static int consume(const std::string &name, std::atomic<uint8_t> *seen, uint64_t total) {
+    // A consumer outlives neither its parent nor a stalled producer: the test fails instead.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    const shmq::Wait patience = std::chrono::seconds(30);
     try {
         shmq::Queue q = shmq::Queue::connect(name);
         std::vector<uint8_t> buf;
@@ -376,39 +441,42 @@ static int consume(const std::string &name, std::atomic<uint8_t> *seen, uint64_t
             }
         };
         for (unsigned turn = 0;; turn++) {
-            bool closed = false;
+            shmq_status status = SHMQ_OK;
             switch (turn % 4) {
                 case 0: {
-                    shmq::Received r = q.receive(buf);
+                    shmq::Received r = q.receive(buf, patience);
                     if (r) take(buf.data(), r.len);
-                    closed = r.closed();
+                    status = r.status;
                     break;
                 }
                 case 1: {
-                    shmq::Received r =
-                        q.receive_in_place([&](const uint8_t *data, size_t len,
-                                               const shmq::Received &) { take(data, len); });
-                    closed = r.closed();
+                    status = q.receive_in_place([&](const uint8_t *data, size_t len,
+                                                    const shmq::Received &) { take(data, len); },
+                                                patience)
+                                 .status;
                     break;
                 }
                 case 2: {
                     shmq::ReceivedBatch b =
-                        q.receive_batch(batch_buf.data(), batch_buf.size(), infos, 8);
+                        q.receive_batch(batch_buf.data(), batch_buf.size(), infos, 8, patience);
                     for (size_t i = 0; i < b.count; i++)
                         take(&batch_buf[i * q.message_size()], infos[i].len);
-                    closed = b.closed();
+                    status = b.status;
                     break;
                 }
                 default: {
-                    shmq::ReceivedBatch b = q.receive_batch_in_place(
-                        8, [&](const uint8_t *data, size_t len, const shmq::Received &) {
-                            take(data, len);
-                        });
-                    closed = b.closed();
+                    status = q.receive_batch_in_place(
+                                  8,
+                                  [&](const uint8_t *data, size_t len, const shmq::Received &) {
+                                      take(data, len);
+                                  },
+                                  patience)
+                                 .status;
                     break;
                 }
             }
-            if (closed) break;
+            if (status == SHMQ_ERR_CLOSED) break;
+            if (status != SHMQ_OK) return 3;  // nothing for 30 s: the producer stalled
         }
         return bad == 0 ? 0 : 1;
     } catch (const std::exception &e) {
@@ -496,6 +564,7 @@ struct Test {
 static const Test tests[] = {
     {"create_connect_unlink", test_create_connect_unlink},
     {"waits", test_waits},
+    {"options_mode_and_checksum", test_options_mode_and_checksum},
     {"send_receive", test_send_receive},
     {"shutdown_and_drain", test_shutdown_and_drain},
     {"move_and_ownership", test_move_and_ownership},
@@ -525,12 +594,14 @@ int main(int argc, char **argv) {
         if (only != nullptr && std::strcmp(only, t.name) != 0) continue;
         current_test = t.name;
         const int before = checks_failed;
+        alarm(120);  // a test that hangs fails the suite (SIGALRM) rather than stall it
         try {
             t.run();
         } catch (const std::exception &e) {
             std::fprintf(stderr, "[%s] unexpected exception: %s\n", t.name, e.what());
             checks_failed++;
         }
+        alarm(0);
         if (checks_failed == before) {
             std::printf("test %s ... ok\n", t.name);
             passed++;
