@@ -328,7 +328,7 @@ impl QueueOptions {
 /// A handle may be shared by any number of threads (`&self` methods, `Send + Sync`).
 /// Dropping it never removes the queue: use [`CrossProcessQueue::unlink`]. Handles do not
 /// cross `fork()`: in the child, an inherited handle refuses to send or receive
-/// ([`Error::InvalidArgument`]); connect a new one there.
+/// ([`Error::InvalidArgument`]); [`reopen`](Self::reopen) it or connect a new one there.
 pub struct CrossProcessQueue {
     ring: Ring,
     segment: Segment,
