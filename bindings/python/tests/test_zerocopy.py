@@ -8,6 +8,8 @@ import sys
 import threading
 import time
 
+from typing import Any
+
 import pytest
 
 import shmq
@@ -212,6 +214,17 @@ def test_callbacks_may_nest(qname: str) -> None:
             shmq.unlink(qname + "_b", missing_ok=True)
 
 
+def get_in_place_in_a_thread(q: shmq.Queue, read: Any) -> list[bytes]:
+    """``q.get_in_place(read)`` in a thread, so that a regression in which ``read`` never
+    returns fails the test instead of hanging it; returns what it got."""
+    got: list[bytes] = []
+    caller = threading.Thread(target=lambda: got.append(q.get_in_place(read)), daemon=True)
+    caller.start()
+    caller.join(30)
+    assert not caller.is_alive(), "close() inside the callback did not return"
+    return got
+
+
 @pytest.mark.parametrize("spsc", [False, True])
 def test_close_from_inside_a_callback_frees_the_handle_when_the_call_returns(
     qname: str, spsc: bool
@@ -228,13 +241,7 @@ def test_close_from_inside_a_callback_frees_the_handle_when_the_call_returns(
             q.get_nowait()
         return bytes(view)
 
-    # In a thread, so that a regression fails the test rather than hang it.
-    got: list[bytes] = []
-    caller = threading.Thread(target=lambda: got.append(q.get_in_place(read)), daemon=True)
-    caller.start()
-    caller.join(30)
-    assert not caller.is_alive(), "close() inside the callback did not return"
-    assert got == [b"one"]
+    assert get_in_place_in_a_thread(q, read) == [b"one"]
     with pytest.raises(ValueError, match="closed"):
         q.get()
     # The handle was freed: on a single-consumer queue its receiving role is free again.
@@ -264,12 +271,8 @@ def test_close_from_a_callback_waits_for_the_other_threads_uses_only(qname: str)
         q.close()
         return bytes(view)
 
-    got: list[bytes] = []
-    caller = threading.Thread(target=lambda: got.append(q.get_in_place(read)), daemon=True)
-    caller.start()
-    caller.join(30)
+    got = get_in_place_in_a_thread(q, read)
     putter.join(30)
-    assert not caller.is_alive(), "close() inside the callback did not return"
     assert got == [b"x"] and outcome in (["sent"], ["closed"])
     assert q.closed
 
