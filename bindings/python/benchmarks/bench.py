@@ -484,11 +484,12 @@ def run_many_to_many(transport: Transport, size: int, count: int) -> float:
                 raise SystemExit(f"{transport.name}: a consumer did not stop")
             send_range(transport, send, MARKER, MARKER + 1)
             time.sleep(0.001)
-        got = [results.get() for _ in range(2)]
+        # Exit statuses first: a consumer that failed put no result to wait for.
         for proc in procs:
             proc.join(TIMEOUT)
             if proc.exitcode != 0:
                 raise SystemExit(f"{transport.name}: a child exited with {proc.exitcode}")
+        got = [results.get() for _ in range(2)]
         sent = range(2 * half)
         if (sum(g[0] for g in got), sum(g[1] for g in got), sum(g[2] for g in got)) != (
                 len(sent), sum(sent), sum(s * s for s in sent)):
