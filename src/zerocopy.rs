@@ -343,6 +343,7 @@ impl CrossProcessQueue {
     {
         let size = self.message_size();
         let mut refused = None;
+        let mut forked = false;
         let sent = self.send_batch_by(count, timeout, |i, token, id, timestamp| {
             let payload = self.ring.payload_ptr(token);
             // SAFETY: the slot is claimed by this process until the batch publishes it (its
@@ -353,6 +354,12 @@ impl CrossProcessQueue {
                 self.entering_callbacks(true);
             }
             let len = fill(i, slot);
+            if self.inherited() {
+                // `fill` forked and this is the child: the batch is the parent's (its guard
+                // leaves the slot alone).
+                forked = true;
+                return None;
+            }
             if len > size {
                 refused = Some((i, len));
                 return None;
@@ -360,6 +367,9 @@ impl CrossProcessQueue {
             self.ring.finish_in_place(token, id, timestamp, len);
             Some(len)
         })?;
+        if forked {
+            return Err(self.inherited_error());
+        }
         match refused {
             None => Ok(sent),
             Some((i, len)) => Err(Error::InvalidArgument(format!(
@@ -372,8 +382,9 @@ impl CrossProcessQueue {
 
     /// The loop of both send batches: claims slot after slot, has `write(i, token, id,
     /// timestamp)` write message `i` into the claimed slot and return its length (`None`
-    /// refuses the message: its slot is published poisoned and the batch ends there),
-    /// publishes it, and returns how many were sent.
+    /// refuses the message: its slot is published poisoned, unless this is a child forked
+    /// inside `write`, and the batch ends there), publishes it, and returns how many were
+    /// sent.
     #[inline(always)]
     fn send_batch_by(
         &self,
@@ -400,10 +411,6 @@ impl CrossProcessQueue {
             let Some(len) = write(batch.sent, token, pos, timestamp) else {
                 break; // the guard publishes the slot poisoned
             };
-            if self.inherited() {
-                // A fill forked and this is the child: the batch is the parent's.
-                return Err(self.inherited_error());
-            }
             crashpoint::hit("push_written");
             let token = batch.token.take().expect("held by the loop");
             self.commit_push_in_batch(token, len);

@@ -245,15 +245,17 @@ class ShmqBatchBothInPlace(ShmqBatchInPlace):
         return send
 
 
-class MpQueue(Transport):
-    name = "multiprocessing.Queue"
+class QueuePair(Transport):
+    """Two queue objects with ``put``/``get`` (a -> b, b -> a), made by :meth:`make`."""
 
-    def make(self, size: int) -> Any:
-        return mp.Queue(DEPTH), mp.Queue(DEPTH)
+    @staticmethod
+    def ends(state: Any, role: str) -> tuple[Any, Any]:
+        """The queue ``role`` sends on, and the one it receives from."""
+        ab, ba = state
+        return (ab, ba) if role == "a" else (ba, ab)
 
     def endpoint(self, state: Any, role: str, size: int) -> tuple[Callable, Callable]:
-        ab, ba = state
-        out, inq = (ab, ba) if role == "a" else (ba, ab)
+        out, inq = self.ends(state, role)
 
         def send(seq: int) -> None:
             out.put(expected(seq, size), timeout=TIMEOUT)
@@ -262,6 +264,13 @@ class MpQueue(Transport):
             return inq.get(timeout=TIMEOUT)
 
         return send, recv
+
+
+class MpQueue(QueuePair):
+    name = "multiprocessing.Queue"
+
+    def make(self, size: int) -> Any:
+        return mp.Queue(DEPTH), mp.Queue(DEPTH)
 
 
 class MpPipe(Transport):
@@ -287,7 +296,7 @@ class MpPipe(Transport):
         return send, recv
 
 
-class FasterFifo(Transport):
+class FasterFifo(QueuePair):
     name = "faster_fifo.Queue"
     note = "put/get (pickled bytes), 1 MB buffer"
 
@@ -305,18 +314,6 @@ class FasterFifo(Transport):
     def make(self, size: int) -> Any:
         return faster_fifo.Queue(1_000_000), faster_fifo.Queue(1_000_000)
 
-    def endpoint(self, state: Any, role: str, size: int) -> tuple[Callable, Callable]:
-        ab, ba = state
-        out, inq = (ab, ba) if role == "a" else (ba, ab)
-
-        def send(seq: int) -> None:
-            out.put(expected(seq, size), timeout=TIMEOUT)
-
-        def recv() -> bytes:
-            return inq.get(timeout=TIMEOUT)
-
-        return send, recv
-
 
 class FasterFifoBatch(FasterFifo):
     name = "faster_fifo put_many/get_many (32)"
@@ -327,8 +324,7 @@ class FasterFifoBatch(FasterFifo):
         self.note = self.note.replace("put/get", "put_many of 32, get_many of up to 32")
 
     def endpoint(self, state: Any, role: str, size: int) -> tuple[Callable, Callable]:
-        ab, ba = state
-        out, inq = (ab, ba) if role == "a" else (ba, ab)
+        out, inq = self.ends(state, role)
 
         def send(seqs: range) -> None:
             out.put_many([expected(seq, size) for seq in seqs], timeout=TIMEOUT)
