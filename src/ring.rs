@@ -37,11 +37,24 @@
 //!   position's message is stray bytes, not a publication: taking it would deliver an old
 //!   message a second time and, with the tail not yet past `h`, move the head past the tail.
 //! * A state no lap leaves a slot in (hostile bytes) is repaired after a few looks at it, so
-//!   it cannot stop the ring for good: a producer takes over a slot whose `seq` is neither
-//!   its own free value, nor ahead of it, nor held by the position a lap before (under a
-//!   claim of that lap); a consumer skips a position the tail has passed that no claim word
-//!   says was claimed. One receive skips at most a lap's worth (a tail scribbled far ahead
-//!   would otherwise keep it skipping).
+//!   it cannot stop the ring for good once the bytes stop and the processes that were
+//!   running meanwhile are gone (`tests/ring_scribble.rs` searches for counterexamples):
+//!   - a producer takes over a slot whose `seq` is neither its own free value, nor ahead of
+//!     it, nor held by the position a lap before (under a claim of that lap; a producer's
+//!     claim only while the head has not passed that position), but only once the head is
+//!     past that position: before, the queue is full by count, and the consumer that gets
+//!     there repairs the slot (taken earlier, that consumer's repair would free it under
+//!     the new message);
+//!   - a consumer skips a position the tail has passed that no claim word says was
+//!     claimed, and frees its slot for the next lap by a compare-and-swap from what it saw
+//!     (a late publication of that position goes with the hostile bytes; a later lap's
+//!     producer keeps the slot). A slot already ahead of the position belongs to a later
+//!     lap: only the head moves;
+//!   - the head never moves past the tail on a slot's word alone; a head that is past it
+//!     anyway (scribbled) takes the tail with it.
+//!
+//!   One receive skips at most a lap's worth (a tail scribbled far ahead would otherwise
+//!   keep it skipping).
 //! * `shutdown` sets [`TAIL_CLOSED`] in `tail`; a producer whose claim cannot advance a closed
 //!   tail withdraws it, so no message is published after the final position and receivers
 //!   can report `Closed` once `head` reaches it.
@@ -683,8 +696,10 @@ impl Ring {
                 if self.tail().load(Acquire) == tail {
                     suspicious += 1;
                     if suspicious > CONSISTENCY_RETRIES {
-                        self.reclaim_corrupt_for_push(t, seq);
                         suspicious = 0;
+                        if let Some(blocked) = self.push_past_corrupt(t, seq) {
+                            return Err(blocked);
+                        }
                     }
                 }
             }
@@ -699,11 +714,22 @@ impl Ring {
     /// claim happened before it moved, and both words, loaded after our Acquire load of the
     /// tail, show that state or a later one. Anything else is hostile bytes: waiting for a
     /// consumer to release the slot would wait for ever (none holds it).
+    ///
+    /// Under a producer claim of `p`'s lap (being written, or published and not yet taken)
+    /// the head must not be past `p` either: a consumer moves the head past a position only
+    /// after claiming it (or skipping it, which claims it too). A head past `p` there means
+    /// hostile bytes, and no consumer will come back to free the slot. (The head is loaded
+    /// after the slot's words: seen past `p` while the slot still showed its producer's
+    /// claim, the state was a correct one only if it has changed since, and the caller,
+    /// treating it as suspicious, looks again.)
     #[cold] // only when the ring looks full: kept out of the claim, which is inlined
     #[inline(never)]
     fn held_for(&self, p: u64, t: u64, seq: u64, claim: u64) -> bool {
         let c = Claim::decode(claim);
         let of_p = (seq == seq_free(p) || seq == seq_full(p)) && c.lap == self.lap(p);
+        if of_p && c.role == Role::Producer {
+            return (p.wrapping_sub(self.head().load(Acquire)) as i64) >= 0;
+        }
         let republishing = seq == seq_full(p) && c.lap == self.lap(t) && c.role == Role::Producer;
         of_p || republishing
     }
@@ -746,16 +772,41 @@ impl Ring {
         }
     }
 
-    /// A slot whose `seq` is impossible for the current tail: take it for position `t`.
-    fn reclaim_corrupt_for_push(&self, t: u64, seen_seq: u64) {
-        let slot = self.slot(t);
-        if slot
+    /// The slot of `t` has shown `seen_seq`, impossible for the current tail, for a while.
+    /// Only the positions between the head and the tail are in use, and which of them `t`'s
+    /// slot is decides what to do:
+    /// * the head is past `t` (hostile bytes moved it, or a consumer skipped `t` before the
+    ///   tail got there): the positions up to the head are given up; move the tail to the
+    ///   head in one step (a head scribbled far ahead would otherwise take as many looks as
+    ///   positions) and leave the slot, which belongs to a later position now;
+    /// * the head is at or before `t - capacity`: the slot is still the previous lap's, and
+    ///   the queue is full by count. The consumer that reaches that position repairs or
+    ///   skips it and frees the slot for `t`; taking it now would let that consumer's skip
+    ///   free it again under our message (lost), and put `t`'s message in a slot the head
+    ///   has not reached yet;
+    /// * otherwise nobody else will fix the slot: take it for `t`.
+    #[cold]
+    #[inline(never)]
+    fn push_past_corrupt(&self, t: u64, seen_seq: u64) -> Option<PushBlocked> {
+        let head = self.head().load(Acquire) & POS_MASK;
+        if head > t {
+            let _ = self.tail().compare_exchange(t, head, AcqRel, Relaxed);
+            return None;
+        }
+        if t.checked_sub(self.capacity)
+            .is_some_and(|p| (p.wrapping_sub(head) as i64) >= 0)
+        {
+            return Some(PushBlocked::Full);
+        }
+        if self
+            .slot(t)
             .seq
             .compare_exchange(seen_seq, seq_free(t), AcqRel, Relaxed)
             .is_ok()
         {
             self.header().stats.corrupted.fetch_add(1, Relaxed);
         }
+        None
     }
 
     /// Writes a message into a claimed slot. `data.len()` must not exceed the message size.
@@ -991,9 +1042,7 @@ impl Ring {
                 let c = Claim::decode(current);
                 if c.lap == lap && c.role == Role::Consumer {
                     // Claimed by someone who has not advanced the head yet: help.
-                    let _ = self
-                        .head()
-                        .compare_exchange(h, h.wrapping_add(1), AcqRel, Relaxed);
+                    self.help_head_past(h)?;
                     continue;
                 }
                 if c.lap == lap.wrapping_add(1) && c.role == Role::Producer {
@@ -1002,9 +1051,7 @@ impl Ring {
                     // republisher's now: claiming it here would deliver it twice, or free
                     // the slot under the republished position. The republisher moves the
                     // head past `h` itself; help it and look at the next position.
-                    let _ = self
-                        .head()
-                        .compare_exchange(h, h.wrapping_add(1), AcqRel, Relaxed);
+                    self.help_head_past(h)?;
                     continue;
                 }
                 // Relaxed: ordered after the Acquire load of `seq`, which the producer's
@@ -1082,17 +1129,25 @@ impl Ring {
                 // Re-read after loading tail and head: any legitimate transition that led
                 // to these positions is now visible (see the module's notes on orderings).
                 let seq = slot.seq.load(Acquire);
-                let behind = (seq as i64).wrapping_sub(seq_free(h) as i64) < 0;
-                if behind && tail & POS_MASK <= h {
+                // Not past the tail: nothing of `h` to take, whatever the slot says (the
+                // producer that claims `h` repairs the slot; skipping `h` now would move the
+                // head past the tail).
+                if tail & POS_MASK <= h {
                     return Err(nothing_to_take(tail));
                 }
                 if seq == seq_free(h) || seq == seq_full(h) {
                     continue;
                 }
+                let behind = (seq as i64).wrapping_sub(seq_free(h) as i64) < 0;
                 if behind {
                     let c = Claim::decode(slot.claim.load(Acquire));
-                    if c.lap == lap && c.role == Role::Producer {
-                        // A producer is republishing a dead receiver's message here.
+                    let republishing = h
+                        .checked_sub(self.capacity)
+                        .is_some_and(|p| seq == seq_full(p));
+                    if c.lap == lap && c.role == Role::Producer && republishing {
+                        // A producer is republishing a dead receiver's message here (a dead
+                        // one is `repair_head`'s). Under any other `seq`, this claim is no
+                        // republisher's, and waiting for it could wait for ever.
                         return Err(PopBlocked::InProgress);
                     }
                     if c.lap == lap && c.role == Role::Consumer {
@@ -1109,10 +1164,42 @@ impl Ring {
         }
     }
 
+    /// Moves the head past `h`, which a published slot's claim word says another consumer
+    /// (or a republisher, a lap later) has taken, if the tail is past `h`. Such a claim is
+    /// made only after the tail has passed `h`, and our Acquire load of the claim makes that
+    /// tail visible; a tail not past `h` means the words are hostile, and a head past the
+    /// tail would lose the message the producer of `h` then sends. `Err` is what the
+    /// receive reports instead.
+    #[cold] // contention and repairs only: kept out of the claim, which is inlined
+    #[inline(never)]
+    fn help_head_past(&self, h: u64) -> Result<(), PopBlocked> {
+        let tail = self.tail().load(Acquire);
+        if tail & POS_MASK <= h {
+            return Err(nothing_to_take(tail));
+        }
+        let _ = self
+            .head()
+            .compare_exchange(h, h.wrapping_add(1), AcqRel, Relaxed);
+        Ok(())
+    }
+
     /// Skips the position `h` whose slot is in an impossible state (`seen_seq`), counted
     /// under `corrupted`.
     fn skip_corrupt_head(&self, h: u64, seen_seq: u64, peers: &dyn Peers) {
         let slot = self.slot(h);
+        if (seen_seq.wrapping_sub(seq_full(h)) as i64) > 0 {
+            // The slot is ahead of `h`: a later lap's producer has it (it judged the slot
+            // corrupt and took it, see `push_past_corrupt`). `h` is lost; the slot is not
+            // ours to claim or free.
+            if self
+                .head()
+                .compare_exchange(h, h.wrapping_add(1), AcqRel, Relaxed)
+                .is_ok()
+            {
+                self.header().stats.corrupted.fetch_add(1, Relaxed);
+            }
+            return;
+        }
         let mine = self.consumer_claim(h, peers.me());
         let current = slot.claim.load(Acquire);
         if slot.seq.load(Acquire) != seen_seq {
@@ -1121,14 +1208,32 @@ impl Ring {
         if slot
             .claim
             .compare_exchange(current, mine, AcqRel, Relaxed)
-            .is_ok()
-            && self
-                .head()
-                .compare_exchange(h, h.wrapping_add(1), AcqRel, Relaxed)
-                .is_ok()
+            .is_err()
         {
-            self.header().stats.corrupted.fetch_add(1, Relaxed);
-            slot.seq.store(seq_free(self.next_lap(h)), Release);
+            return;
+        }
+        // A consumer that sees our claim helps the head past `h`: whether this CAS or a
+        // helper's moves it, the slot is ours to free.
+        let _ = self
+            .head()
+            .compare_exchange(h, h.wrapping_add(1), AcqRel, Relaxed);
+        // Free the slot for the next lap, from what it says of `h` only: its producer may
+        // still publish (`h`'s message, over the hostile bytes; dropped with them), and once
+        // the head has moved, the producer of the next lap may have taken the slot, which a
+        // plain store would reset under its message. Counted by whoever frees it.
+        let mut seen = seen_seq;
+        loop {
+            match slot
+                .seq
+                .compare_exchange(seen, seq_free(self.next_lap(h)), Release, Relaxed)
+            {
+                Ok(_) => {
+                    self.header().stats.corrupted.fetch_add(1, Relaxed);
+                    return;
+                }
+                Err(now) if now == seq_full(h) || now == seq_free(h) => seen = now,
+                Err(_) => return,
+            }
         }
     }
 
