@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{xorshift, TestQueue, ROLE_ENV};
-use shmq::layout::{HEADER_SIZE, SLOT_HEADER_SIZE};
+use shmq::layout::{Claim, Role, HEADER_SIZE, SLOT_HEADER_SIZE};
 use shmq::{CrossProcessQueue, Error, Message, OpenMode};
 
 fn shm_path(name: &str) -> String {
@@ -734,12 +734,29 @@ fn queue_recovers_once_slot_scribbling_stops() {
             let r = rnd();
             let slot = slot_offset(rnd() % capacity);
             let tail = peek_u64(&q.name, 128) & !(1 << 63);
-            let (offset, value) = match r % 6 {
+            // A position near the tail, for words that name one (claims, positions).
+            let near = tail.wrapping_sub(rnd() % (2 * capacity));
+            let (offset, value) = match r % 8 {
                 0 => (slot, 2 * tail + rnd() % 5),
                 1 => (slot, (2 * tail).wrapping_sub(rnd() % 40)),
                 2 => (slot + 8, rnd()),
                 3 => (slot + 32, rnd() | 0x100),
                 4 => (slot + 16, rnd()),
+                // A claim that could be real: a nearby lap, either role, and an owner among
+                // the first participant ids (the children's, the creator's, nobody).
+                5 => {
+                    let claim = Claim {
+                        lap: (near / capacity) as u32,
+                        role: if rnd() % 2 == 0 {
+                            Role::Producer
+                        } else {
+                            Role::Consumer
+                        },
+                        owner: (rnd() % 8) as u32,
+                    };
+                    (slot + 8, claim.encode())
+                }
+                6 => (slot + 48, near),
                 _ => (slot + rnd() % (SLOT_HEADER_SIZE as u64 + 64 - 8), rnd()),
             };
             f.write_all_at(&value.to_le_bytes(), offset).unwrap();
