@@ -236,9 +236,10 @@ class Queue:
     until :func:`unlink`. A queue pickles as its name: unpickling connects to it again (so a
     ``Queue`` can be handed to a ``multiprocessing`` child). A ``Queue`` inherited through
     ``fork()`` (``multiprocessing``'s default start method on Linux) reopens the same queue
-    at its first use in the child (also if its name was unlinked since), so that each process
-    is a participant of its own: a child that dies holding a message has it delivered again,
-    as any other process.
+    right after the fork in the child (also if its name was unlinked since), so that each
+    process is a participant of its own: a child that dies holding a message has it delivered
+    again, as any other process, and a child that never uses the queue does not keep a dead
+    parent looking alive.
     """
 
     def __init__(self, _token: object = None, *, _handle: Any = None, _name: str = "") -> None:
@@ -260,6 +261,7 @@ class Queue:
         self._free_when_unused = False  # close() was called from inside a callback
         self._local = threading.local()
         self._inherited = False  # in a forked child: the handle is the parent's (see _adopt)
+        self._adopt_error: Exception | None = None  # why the child could not reopen it
         _live_queues.add(self)
 
     # ----- opening -------------------------------------------------------------------------
@@ -341,7 +343,7 @@ class Queue:
     def _acquire(self) -> Any:
         with self._lock:
             if self._closing:
-                raise ValueError(f"operation on closed queue handle {self._name!r}")
+                raise self._closed_error()
             if self._inherited:
                 self._adopt()
             self._users += 1
@@ -350,7 +352,9 @@ class Queue:
     def _after_fork_in_child(self) -> None:
         """Runs in a child forked while this handle was open. The parent's other threads may
         have held the lock at the fork (they do not exist here), and the C handle carries the
-        parent's identity: the next call connects this process's own (:meth:`_adopt`)."""
+        parent's identity: this process connects its own (:meth:`_adopt`) at once, so that
+        the inherited descriptor, which shares the parent's liveness lock, is closed even if
+        the child never uses the queue (else a dead parent's slots would wait for the child)."""
         # The forking thread's own zero-copy calls in progress on this handle (a fork from a
         # callback) still hold their uses, which their ends will give back. (Its thread-local
         # data, which counts them, lives on in the child: that thread is the child's.)
@@ -358,6 +362,21 @@ class Queue:
         self._cond = threading.Condition(self._lock)
         self._users = getattr(self._local, "callbacks", 0)
         self._inherited = not self._closing
+        if self._inherited and self._users == 0:
+            # Not while a call of this thread is in progress on the handle (a fork from a
+            # callback): the copy of that call returns into the library with it. The first
+            # use after that call adopts instead.
+            try:
+                self._adopt()
+            except Exception as e:  # noqa: BLE001 - raised by every use (the handle is closed)
+                self._adopt_error = e
+
+    def _closed_error(self) -> Exception:
+        """What a call on a closed handle raises: why the reopen after ``fork()`` failed, if
+        that is what closed it."""
+        if self._adopt_error is not None:
+            return self._adopt_error
+        return ValueError(f"operation on closed queue handle {self._name!r}")
 
     def _adopt(self) -> None:
         """Replaces the handle inherited through ``fork()`` by one of this process's own on
@@ -538,7 +557,7 @@ class Queue:
                     slice_ms, flags = WAIT_SLICE_MS, WAIT_SLICE
             with self._lock:
                 if self._closing:
-                    raise ValueError(f"operation on closed queue handle {self._name!r}")
+                    raise self._closed_error()
                 if self._inherited:
                     self._adopt()
                 self._users += 1

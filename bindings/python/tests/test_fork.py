@@ -1,10 +1,12 @@
 """A ``Queue`` inherited through ``fork()`` (``multiprocessing``'s default start method on
-Linux) becomes a participant of the child's own at its first use there."""
+Linux) becomes a participant of the child's own right after the fork."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
+import time
 
 import pytest
 
@@ -125,3 +127,34 @@ def test_a_child_reaches_the_queue_it_inherited_after_the_name_was_unlinked(qnam
         assert wait_exit(pid) == 0
         assert q.get(timeout=10) == b"m2"
         assert decoy.qsize() == 0
+
+
+def test_a_child_that_never_uses_the_queue_does_not_keep_a_dead_parent_alive(qname: str) -> None:
+    # The descriptor a child inherits shares the parent's liveness lock. Kept by a child that
+    # never touched the queue, it made a dead parent look alive: the message the parent died
+    # holding stayed stuck for as long as the child lived.
+    with shmq.Queue.create(qname, capacity=4, message_size=16) as q:
+        q.put(b"m1")
+        r, w = os.pipe()
+        parent = os.fork()
+        if parent == 0:
+            try:
+                q.qsize()  # a participant of its own from here on
+                child = os.fork()
+                if child == 0:
+                    time.sleep(30)  # holds whatever it inherited; never uses the queue
+                    os._exit(0)
+                os.write(w, str(child).encode())
+                q.get_in_place(lambda view, info: os.kill(os.getpid(), signal.SIGKILL))
+            finally:
+                os._exit(1)  # never the test session's code in a forked child
+        os.close(w)
+        child = int(os.read(r, 32) or b"0")
+        os.close(r)
+        try:
+            assert os.waitstatus_to_exitcode(os.waitpid(parent, 0)[1]) == -signal.SIGKILL
+            message = q.get_message(timeout=10)
+            assert (message.data, message.redelivered) == (b"m1", True)
+        finally:
+            if child:
+                os.kill(child, signal.SIGKILL)
