@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestQueue, ROLE_ENV};
+use common::{Rng, TestQueue, ROLE_ENV};
 use shmq::{CrossProcessQueue, Error};
 
 const PRODUCERS: usize = 2;
@@ -137,22 +137,6 @@ fn storm_child() {
     }
 }
 
-/// xorshift64*: reproducible randomness without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 struct Worker {
     role: &'static str,
     child: Child,
@@ -248,7 +232,7 @@ fn storm(tag: &str, producers: usize, consumers: usize, spsc: bool) {
         |s| s.parse().unwrap(),
     );
     println!("{tag}: {secs} s, seed {seed} (SHMQ_STORM_SEED replays it)");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let q = TestQueue::new(tag);
     // Small capacity: the ring laps constantly and producers often find it full, so both
     // repair paths (republish at the tail, adoption) run.

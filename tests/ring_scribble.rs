@@ -7,6 +7,7 @@
 //! (`SHMQ_SCRIBBLE_SEED=<seed>` replays one, with `SHMQ_SCRIBBLE_TRACE=1` the state at each
 //! step of its recovery; `SHMQ_SCRIBBLE_CASES=<n>` runs more).
 
+mod common;
 mod heap_ring;
 
 use std::collections::HashSet;
@@ -15,6 +16,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::Rng;
 use heap_ring::HeapRing;
 use shmq::layout::{slot_stride, Claim, Role, FLAG_CHECKSUM, HEADER_SIZE};
 use shmq::ring::{HeadRepair, Peers, PopBlocked, PopToken, PushBlocked, PushToken, Ring};
@@ -25,22 +27,6 @@ const CAPACITIES: [u32; 4] = [1, 2, 4, 8];
 const MESSAGE_SIZE: u32 = 16;
 /// Participants of the chaos phase: ids 1..=CHAOS_PEERS, replaced by fresh ids when killed.
 const CHAOS_PEERS: u32 = 3;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 /// A participant; every id not in `alive` is dead (no liveness lock), as in production.
 struct Peer<'a> {
@@ -175,10 +161,7 @@ fn run_case(seed: u64, positions: bool) -> Result<(), String> {
     let capacity = CAPACITIES[(seed % CAPACITIES.len() as u64) as usize];
     let h = HeapRing::new(capacity, MESSAGE_SIZE, FLAG_CHECKSUM);
     let ring = &h.ring;
-    // splitmix64 of the seed: neighbouring seeds start far apart (and never at 0).
-    let mut z = seed.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    let mut rng = Rng((z ^ (z >> 27)) | 1);
+    let mut rng = Rng::new(seed);
     let mut ids: Vec<u32> = (1..=CHAOS_PEERS).collect();
     let mut alive: HashSet<u32> = ids.iter().copied().collect();
     let mut next_id = CHAOS_PEERS + 1;
