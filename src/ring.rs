@@ -726,7 +726,15 @@ impl Ring {
     #[inline(never)]
     fn held_for(&self, p: u64, t: u64, seq: u64, claim: u64) -> bool {
         let c = Claim::decode(claim);
-        let of_p = (seq == seq_free(p) || seq == seq_full(p)) && c.lap == self.lap(p);
+        // A message of the lap before `p` held under a claim of `p`'s lap is a dead
+        // receiver's message on its way to `p`: a republisher that claimed `p` and has not
+        // published it yet, or a receiver that took it from a dead republisher
+        // (`repair_head`) and has not marked it `p`'s yet. Both are about to go on.
+        let moving_to_p = p
+            .checked_sub(self.capacity)
+            .is_some_and(|before| seq == seq_full(before));
+        let of_p =
+            (seq == seq_free(p) || seq == seq_full(p) || moving_to_p) && c.lap == self.lap(p);
         if of_p && c.role == Role::Producer {
             return (p.wrapping_sub(self.head().load(Acquire)) as i64) >= 0;
         }
@@ -798,13 +806,30 @@ impl Ring {
         {
             return Some(PushBlocked::Full);
         }
-        if self
-            .slot(t)
+        // A receiver's claim of `t`'s lap says a receiver has been at `t` (skipping it): the
+        // position is given up. Free the slot for the next lap and move the tail past `t`,
+        // rather than freeing it for `t` and leaving it so (the claim makes every producer
+        // help the tail past `t`, and nobody would free the slot for the next lap: a lap
+        // later it would say "being skipped" for as long as that receiver lives).
+        let slot = self.slot(t);
+        let c = Claim::decode(slot.claim.load(Acquire));
+        let skipped = c.lap == self.lap(t) && c.role == Role::Consumer;
+        let free = if skipped {
+            seq_free(self.next_lap(t))
+        } else {
+            seq_free(t)
+        };
+        if slot
             .seq
-            .compare_exchange(seen_seq, seq_free(t), AcqRel, Relaxed)
+            .compare_exchange(seen_seq, free, AcqRel, Relaxed)
             .is_ok()
         {
             self.header().stats.corrupted.fetch_add(1, Relaxed);
+        }
+        if skipped {
+            let _ = self
+                .tail()
+                .compare_exchange(t, t.wrapping_add(1), AcqRel, Relaxed);
         }
         None
     }
@@ -918,7 +943,12 @@ impl Ring {
         if !(dead_receiver || dead_republisher) || c.owner == peers.me() {
             return false;
         }
-        if seq != seq_full(p) && seq != seq_free(p) {
+        // A receiver that took a dead republisher's message for `p` (`repair_head`) and died
+        // before marking it `p`'s: the message of the lap before, republished like `p`'s.
+        let taken_over = dead_receiver
+            && p.checked_sub(self.capacity)
+                .is_some_and(|before| seq == seq_full(before));
+        if seq != seq_full(p) && seq != seq_free(p) && !taken_over {
             return false;
         }
         crate::crashpoint::hit("repair_tail_observed");
@@ -957,7 +987,7 @@ impl Ring {
         // disconnected) between our look and its death. Republishing would then deliver
         // its message a second time. Look again now that the slot is ours.
         match slot.seq.load(Acquire) {
-            s if s == seq_full(p) => {} // still the orphaned message
+            s if s == seq_full(p) || (taken_over && s == seq) => {} // still the orphan
             s if s == seq_free(t) => {
                 // The slot is free for `t`, and our claim makes us the producer of `t`,
                 // with no message to put there. Withdrawing the claim could race with a
@@ -1286,6 +1316,12 @@ impl Ring {
             slot.flags.fetch_or(SLOT_FLAG_REDELIVERED, Relaxed);
             // Ours (claimed, its republisher dead): the message now belongs to `h`.
             slot.position.store(h, Relaxed);
+            // And `seq` says so, as the republisher would have: "published for `h`" under
+            // our claim is what a receiver reading `h` looks like to everyone else (the
+            // producer of the next lap waits for it; if we die, `repair_tail` or
+            // `adopt_orphan` delivers it again). Left at the old lap's value, the slot
+            // looked corrupt to that producer, which took it while we read it.
+            slot.seq.store(seq_full(h), Release);
             stats.redelivered.fetch_add(1, Relaxed);
             stats.republished.fetch_add(1, Relaxed);
             return HeadRepair::Message(self.pop_token(h));
@@ -1336,7 +1372,16 @@ impl Ring {
             let t = self.next_lap(p);
             let dead_receiver = c.role == Role::Consumer && c.lap == self.lap(p);
             let dead_republisher = c.role == Role::Producer && c.lap == self.lap(t);
-            if !(dead_receiver || dead_republisher) || c.owner == peers.me() {
+            // A receiver that took a dead republisher's message for `t` (`repair_head`) and
+            // died before marking it `t`'s: the message is `t`'s, and the head is at or past
+            // `t` (receivers at `t` help it past a receiver's claim), so only a scan finds it.
+            let dead_taker = c.role == Role::Consumer && c.lap == self.lap(t);
+            if !(dead_receiver || dead_republisher || dead_taker) || c.owner == peers.me() {
+                continue;
+            }
+            // Only a position the tail has passed was ever taken (the republisher moved the
+            // tail past `t` before it died); anything else is stray bytes.
+            if dead_taker && self.tail().load(Acquire) & POS_MASK <= t {
                 continue;
             }
             crate::crashpoint::hit("adopt_observed");
@@ -1353,7 +1398,8 @@ impl Ring {
             if len <= self.message_size && len > buf_len {
                 return Err(len);
             }
-            let mine = self.consumer_claim(p, peers.me());
+            let at = if dead_taker { t } else { p };
+            let mine = self.consumer_claim(at, peers.me());
             if slot
                 .claim
                 .compare_exchange(current, mine, AcqRel, Relaxed)
@@ -1367,6 +1413,16 @@ impl Ring {
             // its finished one, which is all a producer needs: leave the slot alone.
             if slot.seq.load(Acquire) != seq {
                 continue;
+            }
+            if dead_taker {
+                // Finish its work (`repair_head`'s), counted there only after it.
+                slot.flags.fetch_or(SLOT_FLAG_REDELIVERED, Relaxed);
+                slot.position.store(t, Relaxed);
+                slot.seq.store(seq_full(t), Release);
+                let stats = &self.header().stats;
+                stats.redelivered.fetch_add(1, Relaxed);
+                stats.republished.fetch_add(1, Relaxed);
+                return Ok(Some(self.pop_token(t)));
             }
             slot.flags.fetch_or(SLOT_FLAG_REDELIVERED, Relaxed);
             // The message is read as `p`'s. (A republisher stores `t` there only after moving

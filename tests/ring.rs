@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use heap_ring::HeapRing;
-use shmq::layout::{FLAG_CHECKSUM, FLAG_SPSC};
+use shmq::layout::{Claim, Role, FLAG_CHECKSUM, FLAG_SPSC, HEADER_SIZE};
 use shmq::ring::{HeadRepair, Peers, PopBlocked, PushBlocked, ReadError, Ring, SpscPop};
 
 /// Participants whose death the test decides.
@@ -195,6 +195,131 @@ fn dead_producer_position_is_skipped() {
     for i in 10..30 {
         push(&h.ring, &c, i, b"x").unwrap();
         assert_eq!(pop(&h.ring, &c).unwrap().0, i);
+    }
+}
+
+/// The 64-bit word at `offset` of the ring's memory.
+fn word_at(h: &HeapRing, offset: usize) -> &std::sync::atomic::AtomicU64 {
+    // SAFETY: `offset` is inside the ring's block and 8-aligned (callers pass header and slot
+    // header words), the block lives as long as `h`, and the ring accesses it atomically too.
+    unsafe { &*(h.base().add(offset) as *const std::sync::atomic::AtomicU64) }
+}
+
+/// A receiver takes a dead republisher's message (`repair_head`: the republisher moved the
+/// tail to the message's new position and died before publishing it there) and holds it,
+/// reading it in place. The producer a lap later must wait for that receiver, as for any
+/// receiver reading: it took the slot instead (the slot still said "published a lap
+/// before", which looked corrupt), wrote its message over the one being read, and the
+/// receiver's release then erased that message's publication. (Found by an audit.)
+#[test]
+fn a_message_taken_from_a_dead_republisher_is_not_overwritten_while_read() {
+    let h = HeapRing::new(2, 16, FLAG_CHECKSUM);
+    let ring = &h.ring;
+    let w = World::default();
+    let p = |id| peer(&w, id);
+    let mut buf = [0u8; 16];
+    push(ring, &p(1), 0xA, b"a").unwrap(); // position 0
+    push(ring, &p(1), 0xB, b"b").unwrap(); // position 1: full
+                                           // Receiver 2 claims a and dies reading it.
+    let _never_released = ring.claim_pop(&p(2), 16).unwrap();
+    w.dead.lock().unwrap().insert(2);
+    // Producer 3 finds the ring full and republishes a at position 2 (`repair_tail`), dying
+    // after moving the tail, before publishing: its stores up to there, by hand (claim of
+    // lap 1, head 0 -> 1 was done by receiver 2's claim, tail 2 -> 3).
+    let slot0 = HEADER_SIZE;
+    let claim = word_at(&h, slot0 + 8);
+    let receiver = claim.load(Relaxed);
+    assert_eq!(Claim::decode(receiver).owner, 2);
+    let republisher = Claim {
+        lap: 1,
+        role: Role::Producer,
+        owner: 3,
+    };
+    claim.store(republisher.encode(), Relaxed);
+    word_at(&h, 128).store(3, Relaxed); // the tail
+    w.dead.lock().unwrap().insert(3);
+    // Receiver 4 takes b, then a (from the dead republisher) and holds it.
+    assert_eq!(pop(ring, &p(4)).unwrap().0, 0xB);
+    assert_eq!(
+        ring.claim_pop(&p(4), 16).unwrap_err(),
+        PopBlocked::InProgress
+    );
+    let HeadRepair::Message(held) = ring.repair_head(&p(4)) else {
+        panic!("repair_head hands over the republished message");
+    };
+    assert_eq!(held.position(), 2);
+    // Producer 5 sends c (position 3); d finds the ring full: position 2 is being read.
+    push(ring, &p(5), 0xC, b"c").unwrap();
+    assert_eq!(
+        push(ring, &p(5), 0xD, b"d").unwrap_err(),
+        PushBlocked::Full,
+        "the slot of a message being read was taken"
+    );
+    let meta = ring.read(&held, &mut buf).unwrap();
+    assert_eq!(
+        (meta.id, &buf[..meta.len], meta.redelivered),
+        (0xA, &b"a"[..], true)
+    );
+    ring.release(held);
+    push(ring, &p(5), 0xD, b"d").unwrap();
+    assert_eq!(pop(ring, &p(4)).unwrap().0, 0xC);
+    assert_eq!(pop(ring, &p(4)).unwrap().0, 0xD);
+    assert_eq!(ring.header().stats.corrupted.load(Relaxed), 0);
+}
+
+/// As above, but the receiver that took the message dies before it marks the message as its
+/// new position's: the next lap's producer delivers it again (republishes it), and so does a
+/// receiver's scan for orphans when no producer comes.
+#[test]
+fn a_message_taken_from_a_dead_republisher_survives_its_taker() {
+    for by_producer in [true, false] {
+        let h = HeapRing::new(2, 16, FLAG_CHECKSUM);
+        let ring = &h.ring;
+        let w = World::default();
+        let p = |id| peer(&w, id);
+        push(ring, &p(1), 0xA, b"a").unwrap();
+        push(ring, &p(1), 0xB, b"b").unwrap();
+        let _never_released = ring.claim_pop(&p(2), 16).unwrap();
+        w.dead.lock().unwrap().insert(2);
+        // The state `repair_head` leaves right after claiming the dead republisher's slot
+        // (position 2) for receiver 4 and moving the head: the message is still marked as
+        // the old position's. Receiver 4 dies there.
+        let taker = Claim {
+            lap: 1,
+            role: Role::Consumer,
+            owner: 4,
+        };
+        word_at(&h, HEADER_SIZE + 8).store(taker.encode(), Relaxed);
+        word_at(&h, 128).store(3, Relaxed); // the tail (the republisher moved it)
+        assert_eq!(pop(ring, &p(5)).unwrap().0, 0xB);
+        word_at(&h, 256).store(3, Relaxed); // the head (past 2, as repair_head moved it)
+        w.dead.lock().unwrap().insert(4);
+        if by_producer {
+            push(ring, &p(6), 0xC, b"c").unwrap(); // position 3
+            assert_eq!(push(ring, &p(6), 0xD, b"d").unwrap_err(), PushBlocked::Full);
+            assert!(
+                ring.repair_tail(&p(6)),
+                "the taker's message is republished"
+            );
+            assert_eq!(pop(ring, &p(5)).unwrap().0, 0xC);
+            let (id, _, redelivered) = pop(ring, &p(5)).unwrap();
+            assert_eq!(
+                (id, redelivered),
+                (0xA, true),
+                "after c, which was sent before"
+            );
+        } else {
+            assert_eq!(pop(ring, &p(5)).unwrap_err(), PopBlocked::Empty);
+            let token = ring.adopt_orphan(&p(5), 16).unwrap().expect("adopted");
+            let mut buf = [0u8; 16];
+            let meta = ring.read(&token, &mut buf).unwrap();
+            ring.release(token);
+            assert_eq!((meta.id, meta.redelivered), (0xA, true));
+            push(ring, &p(6), 0xC, b"c").unwrap();
+            push(ring, &p(6), 0xD, b"d").unwrap();
+            assert_eq!(pop(ring, &p(5)).unwrap().0, 0xC);
+            assert_eq!(pop(ring, &p(5)).unwrap().0, 0xD);
+        }
     }
 }
 
