@@ -13,24 +13,25 @@
 
 /// Every crash point, in the order an operation passes them.
 pub const POINTS: &[&str] = &[
-    "push_observed",   // producer: slot's claim loaded, its seq not yet (pause point)
-    "push_claimed",    // producer: slot claimed, tail not yet advanced
-    "push_tail_moved", // producer: tail advanced, nothing written
-    "push_written",    // producer: message written, not yet published
-    "pop_observed",    // consumer: slot's claim loaded, its seq not yet (pause point)
-    "pop_claimed",     // consumer: slot claimed, head not yet advanced
-    "pop_head_moved",  // consumer: head advanced, message not yet copied
-    "pop_read",        // consumer: message copied, slot not yet released
-    "push_batch_next", // producer in send_batch: earlier messages published, next slot claimed
-    "pop_batch_next",  // consumer in recv_batch: earlier messages copied (held), next one claimed
+    "push_observed",    // producer: slot's claim loaded, its seq not yet (pause point)
+    "push_claimed",     // producer: slot claimed, tail not yet advanced
+    "push_tail_moved",  // producer: tail advanced, nothing written
+    "push_written",     // producer: message written, not yet published
+    "pop_observed",     // consumer: slot's claim loaded, its seq not yet (pause point)
+    "pop_claimed",      // consumer: slot claimed, head not yet advanced
+    "pop_head_moved",   // consumer: head advanced, message not yet copied
+    "pop_read",         // consumer: message copied, slot not yet released
+    "push_batch_next",  // producer in send_batch: earlier messages published, next slot claimed
+    "push_run_claimed", // producer in send_batch: a run's slots claimed, tail not yet moved
+    "pop_batch_next",   // consumer in recv_batch: earlier messages copied (held), next one claimed
     "repair_tail_observed", // producer found a dead-looking receiver's slot (pause point)
     "repair_tail_claimed", // producer republishing a dead receiver's message: slot claimed
     "repair_tail_head_moved", // ... head moved past the old position, tail not yet advanced
     "repair_tail_tail_moved", // ... tail advanced, message not yet republished
     "repair_head_claimed", // consumer skipping a dead producer's position: slot claimed
     "repair_head_head_moved", // ... head advanced, slot not yet freed for the next lap
-    "adopt_observed",  // consumer found a dead-looking receiver's message (pause point)
-    "adopt_claimed",   // consumer adopting a dead receiver's message: slot claimed
+    "adopt_observed",   // consumer found a dead-looking receiver's message (pause point)
+    "adopt_claimed",    // consumer adopting a dead receiver's message: slot claimed
 ];
 
 #[cfg(feature = "crash-points")]

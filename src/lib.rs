@@ -1083,6 +1083,14 @@ impl CrossProcessQueue {
         }
     }
 
+    /// Claims a run of up to `max` slots of a multi-producer queue for a send batch,
+    /// without waiting (as [`claim_next_push`](Self::claim_next_push)); `None` ends the
+    /// batch.
+    #[inline(always)]
+    fn claim_push_run(&self, max: usize) -> Option<(ring::PushToken, usize)> {
+        self.ring.claim_push_run(&self.peers(), max).ok()
+    }
+
     /// Ends a send batch of `messages` (`bytes` in all) whose last position is `last`.
     #[inline]
     fn finish_push_batch(&self, last: u64, messages: usize, bytes: u64) {

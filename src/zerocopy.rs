@@ -78,6 +78,11 @@ impl Drop for PushGuard<'_> {
 struct SendBatch<'a> {
     queue: &'a CrossProcessQueue,
     token: Option<PushToken>,
+    /// Positions claimed ahead by a run ([`Ring::claim_push_run`]) after `token`'s, not yet
+    /// handed out.
+    ///
+    /// [`Ring::claim_push_run`]: crate::ring::Ring::claim_push_run
+    reserved: usize,
     /// The position of the last slot published.
     last: u64,
     sent: usize,
@@ -92,8 +97,19 @@ impl Drop for SendBatch<'_> {
             return; // forked inside a closure: the batch is the parent's to end
         }
         if let Some(token) = self.token.take() {
+            // The claims of a run that ended early (only a copying batch claims runs, and
+            // it writes every message it claims, so this is defensive): published poisoned
+            // like the slot in hand, which receivers drop, rather than left to be skipped
+            // only once this process dies.
+            let mut at = token.cursor();
             self.last = token.position();
             queue.ring.publish_poisoned(token);
+            for _ in 0..std::mem::take(&mut self.reserved) {
+                let next = queue.ring.run_token(at);
+                at = next.cursor();
+                self.last = next.position();
+                queue.ring.publish_poisoned(next);
+            }
         }
         queue.finish_push_batch(self.last, self.sent, self.bytes);
         wait::wake_receivers(queue.ring.header());
@@ -292,7 +308,9 @@ impl CrossProcessQueue {
                 max: size,
             });
         }
-        self.send_batch_by(count, timeout, |i, token, id, timestamp| {
+        // Every message is written once claimed (lengths checked above, no caller code), so
+        // the batch can claim runs of slots ahead.
+        self.send_batch_by(count, timeout, true, |i, token, id, timestamp| {
             let data = message(i);
             self.ring.write(token, id, timestamp, data);
             Some(data.len())
@@ -344,7 +362,8 @@ impl CrossProcessQueue {
         let size = self.message_size();
         let mut refused = None;
         let mut forked = false;
-        let sent = self.send_batch_by(count, timeout, |i, token, id, timestamp| {
+        // One slot at a time: `fill` may end the batch at any message.
+        let sent = self.send_batch_by(count, timeout, false, |i, token, id, timestamp| {
             let payload = self.ring.payload_ptr(token);
             // SAFETY: the slot is claimed by this process until the batch publishes it (its
             // guard on unwind at the latest), so no correct peer reads or writes its payload
@@ -384,12 +403,16 @@ impl CrossProcessQueue {
     /// timestamp)` write message `i` into the claimed slot and return its length (`None`
     /// refuses the message: its slot is published poisoned, unless this is a child forked
     /// inside `write`, and the batch ends there), publishes it, and returns how many were
-    /// sent.
+    /// sent. With `runs` (only where `write` never refuses), a multi-producer queue claims
+    /// the slots after the first in runs ([`Ring::claim_push_run`]: one tail move per run).
+    ///
+    /// [`Ring::claim_push_run`]: crate::ring::Ring::claim_push_run
     #[inline(always)]
     fn send_batch_by(
         &self,
         count: usize,
         timeout: Option<Duration>,
+        runs: bool,
         mut write: impl FnMut(usize, &PushToken, u64, u64) -> Option<usize>,
     ) -> Result<usize> {
         if count == 0 {
@@ -399,6 +422,7 @@ impl CrossProcessQueue {
         let mut batch = SendBatch {
             queue: self,
             token: Some(token),
+            reserved: 0,
             last: 0,
             sent: 0,
             bytes: 0,
@@ -420,7 +444,17 @@ impl CrossProcessQueue {
             if batch.sent == count {
                 break;
             }
-            batch.token = self.claim_next_push(at);
+            batch.token = if batch.reserved > 0 {
+                batch.reserved -= 1;
+                Some(self.ring.run_token(at))
+            } else if runs && self.spsc.is_none() {
+                self.claim_push_run(count - batch.sent).map(|(token, n)| {
+                    batch.reserved = n - 1;
+                    token
+                })
+            } else {
+                self.claim_next_push(at)
+            };
             if batch.token.is_some() {
                 crashpoint::hit("push_batch_next");
             }

@@ -423,14 +423,15 @@ fn polling_receiver_skips_a_dead_producers_position() {
     s.finish(1, 0);
 }
 
-/// A producer killed inside a batch, after publishing the batch's first message and claiming
-/// the slot of the second: the first is delivered, the claimed position skipped.
-#[test]
-fn killed_at_push_batch_next() {
-    let mut s = Scenario::new("push_batch_next", 4);
+/// A producer killed inside a batch of three, after publishing the batch's first message
+/// and claiming the slots of the other two (one run), before or after moving the tail past
+/// them: the first is delivered, the two claimed positions skipped, and the queue goes on.
+fn killed_in_a_send_batch(point: &str) {
+    let mut s = Scenario::new(point, 4);
     s.send();
-    let (child, ids) = s.child_send_batch("push_batch_next");
-    s.absorb(&child.kill_at("push_batch_next"));
+    let (child, ids) = s.child_send_batch(point);
+    s.absorb(&child.kill_at(point));
+    s.recv_all(); // room for the next send: the run holds two of the four slots
     s.send();
     s.recv_all();
     assert_eq!(
@@ -442,7 +443,17 @@ fn killed_at_push_batch_next() {
         !s.received.contains_key(&ids[1]) && !s.received.contains_key(&ids[2]),
         "an unpublished message was delivered"
     );
-    s.finish(1, 0);
+    s.finish(2, 0);
+}
+
+#[test]
+fn killed_at_push_run_claimed() {
+    killed_in_a_send_batch("push_run_claimed");
+}
+
+#[test]
+fn killed_at_push_batch_next() {
+    killed_in_a_send_batch("push_batch_next");
 }
 
 /// A producer killed after claiming, with nobody sending afterwards: receivers are not

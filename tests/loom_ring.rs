@@ -194,6 +194,77 @@ fn two_producers_one_consumer() {
     });
 }
 
+/// Claims a run of up to `max` slots and publishes them as `ids` (from `first`); the ids
+/// sent. A run is a contiguous block from the tail, so its ids are consecutive positions.
+fn push_run(ring: &Ring, p: &Peer, first: u64, max: usize) -> Vec<u64> {
+    let Ok((token, n)) = ring.claim_push_run(p, max) else {
+        return Vec::new();
+    };
+    assert!((1..=max).contains(&n), "run of {n} for at most {max}");
+    let mut at = token.cursor();
+    ring.write(&token, first, 0, &first.to_le_bytes());
+    ring.publish(token);
+    for i in 1..n as u64 {
+        let t = ring.run_token(at);
+        at = t.cursor();
+        ring.write(&t, first + i, 0, &(first + i).to_le_bytes());
+        ring.publish(t);
+    }
+    (first..first + n as u64).collect()
+}
+
+/// (1b) A producer claims a run of two slots (one tail move for both) while another sends one
+/// message and a consumer receives: every message sent is received once, and the run's
+/// messages in their order. With one slot the run is one message (the second slot is the
+/// first one's next lap).
+#[test]
+fn a_run_races_a_single_producer() {
+    for_capacities(|capacity| {
+        let q = heap_ring(capacity);
+        let world = World::new();
+        let runner = {
+            let (q, p) = (q.clone(), world.peer(1));
+            thread::spawn(move || push_run(&q.ring, &p, 10, 2))
+        };
+        let single = {
+            let (q, p) = (q.clone(), world.peer(2));
+            thread::spawn(move || try_send(&q.ring, &p, 20, false).then_some(20))
+        };
+        let mut got = recv_some(&q.ring, &world.peer(3), false, TRIES);
+        let mut sent = runner.join().unwrap();
+        if capacity == 1 {
+            assert!(sent.len() <= 1, "a run past the capacity: {sent:?}");
+        }
+        sent.extend(single.join().unwrap());
+        got.extend(drain(&q.ring, &world.peer(4)));
+        let run: Vec<u64> = got.iter().copied().filter(|&id| id < 20).collect();
+        assert!(run.windows(2).all(|w| w[0] < w[1]), "out of order: {got:?}");
+        assert_eq!(sorted(got), sorted(sent));
+    });
+}
+
+/// (1c) A run of two races a shutdown: the messages of the run that the final tail covers
+/// are sent and received, the rest withdrawn (not sent, and no receiver waits for them).
+#[test]
+fn a_run_races_close() {
+    loom::model(|| {
+        let q = heap_ring(2);
+        let world = World::new();
+        let runner = {
+            let (q, p) = (q.clone(), world.peer(1));
+            thread::spawn(move || push_run(&q.ring, &p, 10, 2))
+        };
+        q.ring.close();
+        let sent = runner.join().unwrap();
+        let got = drain(&q.ring, &world.peer(2));
+        assert_eq!(got, sent);
+        assert!(matches!(
+            q.ring.claim_pop(&world.peer(2), MESSAGE_SIZE as usize),
+            Err(PopBlocked::Closed)
+        ));
+    });
+}
+
 /// (2) One producer sends two messages then closes while two consumers receive: each sent
 /// message exactly once, and each consumer sees them in the order they were sent.
 #[test]

@@ -375,22 +375,67 @@ fn dead_consumer_message_is_adopted_when_no_producer_comes() {
 
 #[test]
 fn many_threads_every_message_once_in_producer_order() {
+    many_threads(false);
+}
+
+/// As above, with two of the producers claiming runs of slots (one tail move per run, see
+/// `Ring::claim_push_run`) among the others' single claims.
+#[test]
+fn runs_among_single_claims_every_message_once_in_producer_order() {
+    many_threads(true);
+}
+
+/// Claims a run of up to `max` slots and publishes messages `ids.next()` into them; how many.
+fn push_run(ring: &Ring, p: &Peer, max: usize, mut ids: impl FnMut() -> u64) -> usize {
+    let Ok((token, n)) = ring.claim_push_run(p, max) else {
+        return 0;
+    };
+    let mut at = token.cursor();
+    let id = ids();
+    ring.write(&token, id, 0, &id.to_le_bytes());
+    ring.publish(token);
+    for _ in 1..n {
+        let t = ring.run_token(at);
+        at = t.cursor();
+        let id = ids();
+        ring.write(&t, id, 0, &id.to_le_bytes());
+        ring.publish(t);
+    }
+    n
+}
+
+fn many_threads(runs: bool) {
     const PRODUCERS: u64 = 4;
     const CONSUMERS: u32 = 4;
     const PER_PRODUCER: u64 = 50_000;
     let h = Arc::new(HeapRing::new(8, 16, FLAG_CHECKSUM));
     let w = World::default();
     let received = Arc::new(Mutex::new(Vec::new()));
+    let longest = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut threads = Vec::new();
     for p in 0..PRODUCERS {
-        let (h, w) = (h.clone(), w.clone());
+        let (h, w, longest) = (h.clone(), w.clone(), longest.clone());
         threads.push(std::thread::spawn(move || {
             let me = peer(&w, 100 + p as u32);
-            for i in 0..PER_PRODUCER {
-                let id = (p << 32) | i;
-                while push(&h.ring, &me, id, &id.to_le_bytes()).is_err() {
+            let mut i = 0;
+            while i < PER_PRODUCER {
+                let sent = if runs && p % 2 == 1 {
+                    let max = (PER_PRODUCER - i).min(8) as usize;
+                    let mut next = i;
+                    let n = push_run(&h.ring, &me, max, || {
+                        next += 1;
+                        (p << 32) | (next - 1)
+                    });
+                    longest.fetch_max(n, Relaxed);
+                    n as u64
+                } else {
+                    let id = (p << 32) | i;
+                    u64::from(push(&h.ring, &me, id, &id.to_le_bytes()).is_ok())
+                };
+                if sent == 0 {
                     std::thread::yield_now();
                 }
+                i += sent;
             }
         }));
     }
@@ -430,4 +475,7 @@ fn many_threads_every_message_once_in_producer_order() {
     all.sort_unstable();
     all.dedup();
     assert_eq!(all.len() as u64, PRODUCERS * PER_PRODUCER, "duplicates");
+    if runs {
+        assert!(longest.load(Relaxed) > 1, "no run of more than one slot");
+    }
 }

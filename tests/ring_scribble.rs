@@ -186,8 +186,16 @@ fn run_case(seed: u64, positions: bool) -> Result<(), String> {
                 }
             }
             2 => {
-                if let Ok(t) = ring.claim_push(&me) {
+                // One slot or a run (one tail move for several claims), published later or
+                // never.
+                if let Ok((t, n)) = ring.claim_push_run(&me, 1 + rng.below(3) as usize) {
+                    let mut at = t.cursor();
                     pushes.push((who, t));
+                    for _ in 1..n {
+                        let next = ring.run_token(at);
+                        at = next.cursor();
+                        pushes.push((who, next));
+                    }
                 }
             }
             3 if !pushes.is_empty() => {
@@ -262,10 +270,18 @@ fn run_case(seed: u64, positions: bool) -> Result<(), String> {
         }
         let mut moved = false;
         if sent < total {
-            match ring.claim_push(&p) {
-                Ok(t) => {
+            // Runs of up to three slots every other time.
+            let max = if sent % 2 == 0 { 3 } else { 1 };
+            match ring.claim_push_run(&p, max.min((total - sent) as usize)) {
+                Ok((t, n)) => {
+                    let mut at = t.cursor();
                     send(ring, t, FIRST + sent);
-                    sent += 1;
+                    for i in 1..n as u64 {
+                        let next = ring.run_token(at);
+                        at = next.cursor();
+                        send(ring, next, FIRST + sent + i);
+                    }
+                    sent += n as u64;
                     moved = true;
                 }
                 Err(PushBlocked::Full) => moved |= ring.repair_tail(&p),
