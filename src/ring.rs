@@ -162,7 +162,10 @@ fn nothing_to_take(tail: u64) -> PopBlocked {
 /// One [`Ring::claim_pop`]'s looks at slots in impossible states (hostile bytes).
 #[derive(Default)]
 struct HeadSuspicion {
-    /// Looks at the current one since the last skip.
+    /// The position and the state looked at.
+    at: (u64, u64),
+    /// Consecutive looks at that state since the last skip (a look at another position
+    /// or state starts again: a correct peer's moment in passing is not a stuck slot).
     looks: u32,
     /// Positions this call skipped.
     skipped: u64,
@@ -177,6 +180,10 @@ impl HeadSuspicion {
     #[cold]
     #[inline(never)]
     fn look(&mut self, ring: &Ring, h: u64, seq: u64, peers: &dyn Peers) -> Result<(), PopBlocked> {
+        if self.at != (h, seq) {
+            self.at = (h, seq);
+            self.looks = 0;
+        }
         self.looks += 1;
         if self.looks > CONSISTENCY_RETRIES {
             self.looks = 0;
@@ -644,7 +651,8 @@ impl Ring {
         peers: &dyn Peers,
         max: usize,
     ) -> Result<(PushToken, usize), PushBlocked> {
-        let mut suspicious = 0;
+        // Consecutive looks at the same impossible state: (tail, seq) and how many.
+        let mut suspicious = (u64::MAX, 0u64, 0u32);
         loop {
             let tail = self.tail().load(Acquire);
             if tail & TAIL_CLOSED != 0 {
@@ -723,10 +731,15 @@ impl Ring {
                 // to every producer and "empty" to every consumer for ever. If the tail
                 // really has not moved, the slot's sequence is corrupt; repair it so
                 // producers go on.
+                // Counted only while it is the same state at the same tail: a look at
+                // another one (a correct peer's moment in passing) starts the count again.
                 if self.tail().load(Acquire) == tail {
-                    suspicious += 1;
-                    if suspicious > CONSISTENCY_RETRIES {
-                        suspicious = 0;
+                    if (suspicious.0, suspicious.1) != (t, seq) {
+                        suspicious = (t, seq, 0);
+                    }
+                    suspicious.2 += 1;
+                    if suspicious.2 > CONSISTENCY_RETRIES {
+                        suspicious.2 = 0;
                         if let Some(blocked) = self.push_past_corrupt(t, seq) {
                             return Err(blocked);
                         }
