@@ -828,8 +828,9 @@ impl Ring {
         }
     }
 
-    /// The token of the `i`-th position after `first` of a run that
-    /// [`Ring::claim_push_run`] returned (by stepping from the previous one's cursor).
+    /// The token of the position after `prev` in a run that [`Ring::claim_push_run`]
+    /// claimed (`prev`: the cursor of the run's previous token). Only for positions of a run
+    /// the caller claimed: a token is the right to write and publish a slot.
     pub fn run_token(&self, prev: Cursor) -> PushToken {
         let at = self.after(prev);
         PushToken {
