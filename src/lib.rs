@@ -1070,25 +1070,22 @@ impl CrossProcessQueue {
     }
 
     /// Claims the slot after `prev` (just published by [`commit_push_in_batch`]) without
-    /// waiting; `None` ends the batch.
+    /// waiting, and on a multi-producer queue up to `max - 1` more after it as a run
+    /// ([`Ring::claim_push_run`]: one tail move for all); returns the first token and how
+    /// many were claimed. `None` ends the batch.
     ///
     /// [`commit_push_in_batch`]: Self::commit_push_in_batch
+    /// [`Ring::claim_push_run`]: ring::Ring::claim_push_run
     #[inline(always)]
-    fn claim_next_push(&self, prev: ring::Cursor) -> Option<ring::PushToken> {
+    fn claim_next_push(&self, prev: ring::Cursor, max: usize) -> Option<(ring::PushToken, usize)> {
         match &self.spsc {
-            Some(spsc) => spsc.claim_next_push(&self.ring, prev),
+            Some(spsc) => spsc
+                .claim_next_push(&self.ring, prev)
+                .map(|token| (token, 1)),
             // Full, or shut down meanwhile: what was sent stays sent. The ring's claim
             // itself, not `try_claim_push`'s layers around it: they only map its answers.
-            None => self.ring.claim_push(&self.peers()).ok(),
+            None => self.ring.claim_push_run(&self.peers(), max).ok(),
         }
-    }
-
-    /// Claims a run of up to `max` slots of a multi-producer queue for a send batch,
-    /// without waiting (as [`claim_next_push`](Self::claim_next_push)); `None` ends the
-    /// batch.
-    #[inline(always)]
-    fn claim_push_run(&self, max: usize) -> Option<(ring::PushToken, usize)> {
-        self.ring.claim_push_run(&self.peers(), max).ok()
     }
 
     /// Ends a send batch of `messages` (`bytes` in all) whose last position is `last`.

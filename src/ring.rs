@@ -197,6 +197,36 @@ impl HeadSuspicion {
     }
 }
 
+/// One [`Ring::claim_push_run`]'s looks at the slot at the tail in impossible states.
+#[derive(Default)]
+struct TailSuspicion {
+    /// The position and the state looked at.
+    at: (u64, u64),
+    /// Consecutive looks at that state (a look at another position or state starts again:
+    /// a correct peer's moment in passing is not a stuck slot).
+    looks: u32,
+}
+
+impl TailSuspicion {
+    /// One more look, with the tail still at `t`, at its slot in the impossible state `seq`:
+    /// after [`CONSISTENCY_RETRIES`] of them, [`Ring::push_past_corrupt`], whose answer is
+    /// the claim's if it has one.
+    #[cold]
+    #[inline(never)]
+    fn look(&mut self, ring: &Ring, t: u64, seq: u64) -> Option<PushBlocked> {
+        if self.at != (t, seq) {
+            self.at = (t, seq);
+            self.looks = 0;
+        }
+        self.looks += 1;
+        if self.looks > CONSISTENCY_RETRIES {
+            self.looks = 0;
+            return ring.push_past_corrupt(t, seq);
+        }
+        None
+    }
+}
+
 /// A message could not be read from the slot it was claimed from.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReadError {
@@ -651,8 +681,7 @@ impl Ring {
         peers: &dyn Peers,
         max: usize,
     ) -> Result<(PushToken, usize), PushBlocked> {
-        // Consecutive looks at the same impossible state: (tail, seq) and how many.
-        let mut suspicious = (u64::MAX, 0u64, 0u32);
+        let mut suspicion = TailSuspicion::default();
         loop {
             let tail = self.tail().load(Acquire);
             if tail & TAIL_CLOSED != 0 {
@@ -731,18 +760,9 @@ impl Ring {
                 // to every producer and "empty" to every consumer for ever. If the tail
                 // really has not moved, the slot's sequence is corrupt; repair it so
                 // producers go on.
-                // Counted only while it is the same state at the same tail: a look at
-                // another one (a correct peer's moment in passing) starts the count again.
                 if self.tail().load(Acquire) == tail {
-                    if (suspicious.0, suspicious.1) != (t, seq) {
-                        suspicious = (t, seq, 0);
-                    }
-                    suspicious.2 += 1;
-                    if suspicious.2 > CONSISTENCY_RETRIES {
-                        suspicious.2 = 0;
-                        if let Some(blocked) = self.push_past_corrupt(t, seq) {
-                            return Err(blocked);
-                        }
+                    if let Some(blocked) = suspicion.look(self, t, seq) {
+                        return Err(blocked);
                     }
                 }
             }

@@ -447,13 +447,12 @@ impl CrossProcessQueue {
             batch.token = if batch.reserved > 0 {
                 batch.reserved -= 1;
                 Some(self.ring.run_token(at))
-            } else if runs && self.spsc.is_none() {
-                self.claim_push_run(count - batch.sent).map(|(token, n)| {
+            } else {
+                let max = if runs { count - batch.sent } else { 1 };
+                self.claim_next_push(at, max).map(|(token, n)| {
                     batch.reserved = n - 1;
                     token
                 })
-            } else {
-                self.claim_next_push(at)
             };
             if batch.token.is_some() {
                 crashpoint::hit("push_batch_next");
