@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::Rng;
+use common::{search_seeds, Rng};
 use heap_ring::HeapRing;
 use shmq::layout::{slot_stride, Claim, Role, FLAG_CHECKSUM, HEADER_SIZE};
 use shmq::ring::{HeadRepair, Peers, PopBlocked, PopToken, PushBlocked, PushToken, Ring};
@@ -331,15 +331,7 @@ fn run_case(seed: u64, positions: bool) -> Result<(), String> {
 /// Runs `run_case` for the seeds of the environment (see the module's doc), on a thread
 /// given two minutes: a call that never returns is a failure too.
 fn search(positions: bool) {
-    let seeds: Vec<u64> = match std::env::var("SHMQ_SCRIBBLE_SEED") {
-        Ok(s) => vec![s.parse().expect("SHMQ_SCRIBBLE_SEED: a number")],
-        Err(_) => {
-            let n = std::env::var("SHMQ_SCRIBBLE_CASES")
-                .map(|n| n.parse().expect("SHMQ_SCRIBBLE_CASES: a number"))
-                .unwrap_or(20_000u64);
-            (1..=n).collect()
-        }
-    };
+    let seeds = search_seeds(20_000);
     let current = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU32::new(0));
     let (done_tx, done_rx) = mpsc::channel();

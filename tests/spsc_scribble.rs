@@ -14,7 +14,7 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
-use common::{Rng, TestQueue};
+use common::{search_seeds, Rng, TestQueue};
 use shmq::layout::{slot_stride, HEADER_SIZE};
 use shmq::{CrossProcessQueue, Error};
 
@@ -122,15 +122,7 @@ fn case(seed: u64) -> Result<(), String> {
 
 #[test]
 fn new_messages_get_through_once_hostile_writes_stop_and_the_handles_close() {
-    let seeds: Vec<u64> = match std::env::var("SHMQ_SCRIBBLE_SEED") {
-        Ok(s) => vec![s.parse().expect("SHMQ_SCRIBBLE_SEED: a number")],
-        Err(_) => {
-            let n = std::env::var("SHMQ_SCRIBBLE_CASES")
-                .map(|n| n.parse().expect("SHMQ_SCRIBBLE_CASES: a number"))
-                .unwrap_or(2000u64);
-            (1..=n).collect()
-        }
-    };
+    let seeds = search_seeds(2000);
     let failures: Vec<String> = seeds
         .into_iter()
         .filter_map(|seed| case(seed).err().map(|e| format!("seed {seed}: {e}")))

@@ -261,3 +261,17 @@ impl Rng {
         self.next() % n.max(1)
     }
 }
+
+/// The seeds a seeded search runs: `SHMQ_SCRIBBLE_SEED` alone if set (to replay one),
+/// else `1..=SHMQ_SCRIBBLE_CASES` (default `cases`).
+pub fn search_seeds(cases: u64) -> Vec<u64> {
+    match std::env::var("SHMQ_SCRIBBLE_SEED") {
+        Ok(s) => vec![s.parse().expect("SHMQ_SCRIBBLE_SEED: a number")],
+        Err(_) => {
+            let n = std::env::var("SHMQ_SCRIBBLE_CASES")
+                .map(|n| n.parse().expect("SHMQ_SCRIBBLE_CASES: a number"))
+                .unwrap_or(cases);
+            (1..=n).collect()
+        }
+    }
+}
