@@ -621,8 +621,9 @@ enum shmq_status shmq_send_batch(struct shmq_queue *q,
  * `SHMQ_ERR_BUFFER_TOO_SMALL` if `buf_len` is below the message size,
  * `SHMQ_ERR_INVALID_ARGUMENT` if `max_messages` is 0. A message that fails verification is
  * dropped and ends the batch with `SHMQ_ERR_CORRUPTED_DATA`: the messages received before
- * it are in `buf` and `infos`, and `*out_count` says how many (it is written on success and
- * on this error only).
+ * it, and those the call had already claimed after it (a multi-consumer queue claims
+ * several at a time), are in `buf` and `infos`, and `*out_count` says how many (it is
+ * written on success and on this error only; it may be 0).
  *
  * # Safety
  * `q` is NULL or a live handle; `buf` is NULL or writable for `buf_len` bytes; `infos` is

@@ -376,7 +376,8 @@ public:
     /// Receives up to `max_messages` (at most SHMQ_RECEIVE_BATCH_MAX and `buf_len /
     /// message_size()`) with one wait: message `i` at `buf + i * message_size()`, its
     /// metadata in `infos[i]`. A message that fails verification is dropped and ends the
-    /// batch (`dropped_corrupted`; it throws SHMQ_ERR_CORRUPTED_DATA if it came first).
+    /// batch (`dropped_corrupted`; it throws SHMQ_ERR_CORRUPTED_DATA if no other message was
+    /// received).
     ReceivedBatch receive_batch(void *buf, size_t buf_len, shmq_message_info *infos,
                                 size_t max_messages, Wait wait = forever) {
         size_t n = 0;

@@ -1132,16 +1132,27 @@ impl CrossProcessQueue {
     }
 
     /// Claims the message after `prev` (claimed earlier in the batch, and still held), if one
-    /// is there for a buffer of `buf_len` bytes; `None` ends the batch.
+    /// is there for a buffer of `buf_len` bytes, and on a multi-consumer queue up to `max - 1`
+    /// more after it as a run ([`Ring::claim_pop_run`]: one head move for all); returns the
+    /// first token and how many were claimed. `None` ends the batch.
+    ///
+    /// [`Ring::claim_pop_run`]: ring::Ring::claim_pop_run
     #[inline]
-    fn claim_next_pop(&self, prev: ring::Cursor, buf_len: usize) -> Option<PopToken> {
+    fn claim_next_pop(
+        &self,
+        prev: ring::Cursor,
+        buf_len: usize,
+        max: usize,
+    ) -> Option<(PopToken, usize)> {
         match &self.spsc {
-            Some(spsc) => spsc.claim_next_pop(&self.ring, prev, buf_len),
+            Some(spsc) => spsc
+                .claim_next_pop(&self.ring, prev, buf_len)
+                .map(|token| (token, 1)),
             // The ring's claim itself, as in `claim_next_push`: no look at the head first
             // (the message after one just taken is usually there), and whatever else it
             // finds (empty, in progress, closed, too large) ends the batch for the next plain
             // receive to deal with.
-            None => self.ring.claim_pop(&self.peers(), buf_len).ok(),
+            None => self.ring.claim_pop_run(&self.peers(), buf_len, max).ok(),
         }
     }
 

@@ -466,8 +466,9 @@ impl CrossProcessQueue {
     /// its metadata pushed as `metas[i]` (`metas` is cleared first; reserve its capacity to
     /// avoid allocating). Waits per `timeout` (as in [`recv_with`](Self::recv_with)) only for
     /// the first message and returns how many were received (at least one). A message that
-    /// fails verification is dropped and ends the batch with `CorruptedData`; the messages
-    /// received before it are still in `buf` and `metas`.
+    /// fails verification is dropped and ends the batch with `CorruptedData`: the messages
+    /// received before it, and those the batch had already claimed after it (a
+    /// multi-consumer queue claims several at a time), are in `buf` and `metas`.
     ///
     /// The slots stay claimed until every message of the batch is copied, so a process that
     /// dies inside the call leaves them all to be delivered again (flagged `redelivered`), as
@@ -483,8 +484,8 @@ impl CrossProcessQueue {
     }
 
     /// [`recv_batch`](Self::recv_batch) handing message `i`'s metadata to `on_message` (in
-    /// order, `i` from 0) instead of a vector: the messages it saw before an error are in
-    /// `buf` too. `on_message` runs while the batch's slots are held, so it must not panic
+    /// order, `i` from 0) instead of a vector: the messages it handed out before an error are
+    /// in `buf` too. `on_message` runs while the batch's slots are held, so it must not panic
     /// (the two callers push to a vector and write to the C caller's array).
     pub(crate) fn recv_batch_with(
         &self,
@@ -507,6 +508,8 @@ impl CrossProcessQueue {
         let mut received = 0;
         let mut bytes = 0u64;
         let mut failure = None;
+        // Messages claimed after `token` by the same run (`claim_next_pop`), not read yet.
+        let mut reserved = 0;
         loop {
             crashpoint::hit("pop_head_moved");
             let at = token.cursor();
@@ -522,16 +525,26 @@ impl CrossProcessQueue {
                     on_message(meta);
                 }
                 Err(e) => {
-                    failure = Some(self.read_error(e));
-                    break;
+                    // Counted and dropped. The first is what the call reports; the batch
+                    // ends once the messages it already claimed are read (the head is past
+                    // them: nobody else would deliver them).
+                    let e = self.read_error(e);
+                    failure.get_or_insert(e);
                 }
             }
-            if claimed == max {
+            if reserved > 0 {
+                reserved -= 1;
+                token = self.ring.pop_run_token(at);
+            } else if claimed == max || failure.is_some() {
                 break;
-            }
-            match self.claim_next_pop(at, size) {
-                Some(t) => token = t,
-                None => break,
+            } else {
+                match self.claim_next_pop(at, size, max - claimed) {
+                    Some((t, n)) => {
+                        token = t;
+                        reserved = n - 1;
+                    }
+                    None => break,
+                }
             }
             crashpoint::hit("pop_batch_next");
         }
@@ -619,7 +632,9 @@ impl CrossProcessQueue {
                     break;
                 }
             }
-            batch.held = self.claim_next_pop(at, size);
+            // One at a time: `read` may end the batch at any message, and messages claimed
+            // ahead of it could not be given back (the head is past them).
+            batch.held = self.claim_next_pop(at, size, 1).map(|(token, _)| token);
         }
         let count = batch.count;
         drop(batch);

@@ -534,23 +534,31 @@ fn killed_at_pop_read_republished() {
     consumer_killed_republished("pop_read");
 }
 
-/// A receiver killed inside a batch, after copying the batch's first message and claiming the
-/// second: both are delivered again (flagged), since the call never returned them.
-#[test]
-fn killed_at_pop_batch_next() {
-    let mut s = Scenario::new("pop_batch_next", 4);
-    let first = s.send();
-    let second = s.send();
-    s.send();
-    let mut child = Proc::spawn(&s.q, "recv_batch", 0, Some("pop_batch_next"), 10_000);
+/// A receiver killed inside a batch of three, after copying the batch's first message and
+/// claiming the other two (one run), before or after moving the head past them: all three
+/// are delivered again (flagged), since the call never returned them.
+fn killed_in_a_receive_batch(point: &str) {
+    let mut s = Scenario::new(point, 4);
+    let ids = [s.send(), s.send(), s.send()];
+    let mut child = Proc::spawn(&s.q, "recv_batch", 0, Some(point), 10_000);
     child.wait_stopped();
-    s.absorb(&child.kill_at("pop_batch_next"));
+    s.absorb(&child.kill_at(point));
     assert!(s.received.is_empty());
     s.recv_all();
-    for id in [first, second] {
+    for id in ids {
         assert_eq!(s.received.get(&id), Some(&1), "{id} not delivered again");
     }
-    s.finish(0, 2);
+    s.finish(0, 3);
+}
+
+#[test]
+fn killed_at_pop_run_claimed() {
+    killed_in_a_receive_batch("pop_run_claimed");
+}
+
+#[test]
+fn killed_at_pop_batch_next() {
+    killed_in_a_receive_batch("pop_batch_next");
 }
 
 /// A receiver killed mid-receive, then shutdown: the message still comes before `Closed`.

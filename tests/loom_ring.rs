@@ -297,6 +297,96 @@ fn one_producer_two_consumers() {
     });
 }
 
+/// Claims a run of up to `max` messages from the head; their tokens, in order.
+fn claim_pop_run(ring: &Ring, p: &Peer, max: usize) -> Vec<PopToken> {
+    let Ok((first, n)) = ring.claim_pop_run(p, MESSAGE_SIZE as usize, max) else {
+        return Vec::new();
+    };
+    assert!((1..=max).contains(&n), "run of {n} for at most {max}");
+    let mut tokens = vec![first];
+    for _ in 1..n {
+        let next = ring.pop_run_token(tokens.last().unwrap().cursor());
+        tokens.push(next);
+    }
+    tokens
+}
+
+/// (2b) A consumer claims a run of two messages (one head move for both) while another
+/// receives and a producer sends into the slots they free: every message sent is received
+/// once, and the run's messages are consecutive positions, in order.
+#[test]
+fn a_receive_run_races_a_single_consumer() {
+    for_capacities(|capacity| {
+        let q = heap_ring(capacity);
+        let world = World::new();
+        let mut sent: Vec<u64> = (1..=u64::from(capacity)).collect();
+        for &id in &sent {
+            push(&q.ring, &world.peer(1), id).unwrap();
+        }
+        let runner = {
+            let (q, p) = (q.clone(), world.peer(2));
+            thread::spawn(move || {
+                let tokens = claim_pop_run(&q.ring, &p, 2);
+                let positions: Vec<u64> = tokens.iter().map(|t| t.position()).collect();
+                let got: Vec<u64> = tokens.into_iter().map(|t| take(&q.ring, t)).collect();
+                (positions, got)
+            })
+        };
+        let single = {
+            let (q, p) = (q.clone(), world.peer(3));
+            thread::spawn(move || recv_some(&q.ring, &p, false, TRIES))
+        };
+        let extra = u64::from(capacity) + 1;
+        if try_send(&q.ring, &world.peer(1), extra, false) {
+            sent.push(extra);
+        }
+        let (positions, mut got) = runner.join().unwrap();
+        assert!(
+            positions.windows(2).all(|w| w[1] == w[0] + 1),
+            "a run of non-consecutive positions: {positions:?}"
+        );
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "out of order: {got:?}");
+        got.extend(single.join().unwrap());
+        got.extend(drain(&q.ring, &world.peer(4)));
+        assert_eq!(sorted(got), sent);
+    });
+}
+
+/// (2c) A consumer claims a run of two messages and dies before reading them (and maybe
+/// before moving the head past them) while another consumer receives with repairs and a
+/// producer that finds the ring full repairs the tail: every message is delivered exactly
+/// once, and each of the run's counted as redelivered once.
+#[test]
+fn a_receiver_dies_holding_a_run() {
+    loom::model(|| {
+        let q = heap_ring(2);
+        let world = World::new();
+        for id in 1..=2 {
+            push(&q.ring, &world.peer(1), id).unwrap();
+        }
+        let dying = {
+            let (q, p) = (q.clone(), world.peer(2));
+            thread::spawn(move || {
+                let held = claim_pop_run(&q.ring, &p, 2).len();
+                p.die();
+                held
+            })
+        };
+        let producer = {
+            let (q, p) = (q.clone(), world.peer(1));
+            thread::spawn(move || try_send(&q.ring, &p, 3, true))
+        };
+        let mut all = recv_some(&q.ring, &world.peer(3), true, TRIES);
+        let held = dying.join().unwrap();
+        let sent = producer.join().unwrap();
+        all.extend(drain(&q.ring, &world.peer(4)));
+        let expected = 1..=if sent { 3 } else { 2 };
+        assert_eq!(sorted(all), expected.collect::<Vec<_>>());
+        let redelivered = q.ring.header().stats.redelivered.load(SeqCst);
+        assert_eq!(redelivered, held as u64);
+    });
+}
+
 /// (3) Wrap-around: with one slot, the second message reuses the slot one lap later. (Two
 /// threads: each one's wait is ended by the other.)
 #[test]

@@ -205,6 +205,74 @@ fn word_at(h: &HeapRing, offset: usize) -> &std::sync::atomic::AtomicU64 {
     unsafe { &*(h.base().add(offset) as *const std::sync::atomic::AtomicU64) }
 }
 
+/// A receive run (`Ring::claim_pop_run`) takes the messages after its first only while each
+/// is plainly published for its own position under its producer's claim and fits the
+/// buffer; it stops before anything else (the next plain claim sorts that out). Each case
+/// leaves the third of five published messages in another state, as a racing peer or
+/// hostile bytes would, and the run must end before it, with the head moved past the two it
+/// took.
+#[test]
+fn a_receive_run_stops_at_what_is_not_a_plain_publication() {
+    let stride = shmq::layout::slot_stride(16).unwrap();
+    let (seq, claim, len, position) = (0, 8, 32, 48);
+    let other = |lap, role| {
+        Claim {
+            lap,
+            role,
+            owner: 9,
+        }
+        .encode()
+    };
+    type Case = (&'static str, Option<(usize, u64)>);
+    let cases: [Case; 7] = [
+        ("untouched", None),
+        (
+            "held by another receiver",
+            Some((claim, other(0, Role::Consumer))),
+        ),
+        (
+            "republished a lap later",
+            Some((claim, other(1, Role::Producer))),
+        ),
+        ("of a producer still writing", Some((seq, 2 * 2))),
+        ("published for the next lap", Some((seq, 2 * (2 + 8) + 1))),
+        ("another position's message", Some((position, 2 + 8))),
+        ("longer than the buffer", Some((len, 12))),
+    ];
+    for (what, change) in cases {
+        let h = HeapRing::new(8, 16, FLAG_CHECKSUM);
+        let w = World::default();
+        let p = peer(&w, 1);
+        for id in 0..5u64 {
+            push(&h.ring, &p, id, &id.to_le_bytes()).unwrap();
+        }
+        if let Some((offset, value)) = change {
+            let at = HEADER_SIZE + 2 * stride + offset;
+            if offset == len {
+                // The length word is 32 bits, next to the flags.
+                let old = word_at(&h, at).load(Relaxed);
+                word_at(&h, at).store(old & !0xffff_ffff | value, Relaxed);
+            } else {
+                word_at(&h, at).store(value, Relaxed);
+            }
+        }
+        let (first, n) = h.ring.claim_pop_run(&peer(&w, 2), 8, 8).unwrap();
+        let expected = if change.is_none() { 5 } else { 2 };
+        assert_eq!((first.position(), n), (0, expected), "{what}");
+        assert_eq!(h.ring.head_position(), expected as u64, "{what}");
+        let mut token = first;
+        for i in 0..n as u64 {
+            let mut buf = [0u8; 8];
+            let meta = h.ring.read(&token, &mut buf).expect("intact");
+            assert_eq!((meta.id, buf), (i, i.to_le_bytes()), "{what}");
+            let at = token.cursor();
+            h.ring.release(token);
+            token = h.ring.pop_run_token(at);
+        }
+        drop(token);
+    }
+}
+
 /// A receiver takes a dead republisher's message (`repair_head`: the republisher moved the
 /// tail to the message's new position and died before publishing it there) and holds it,
 /// reading it in place. The producer a lap later must wait for that receiver, as for any
@@ -379,7 +447,8 @@ fn many_threads_every_message_once_in_producer_order() {
 }
 
 /// As above, with two of the producers claiming runs of slots (one tail move per run, see
-/// `Ring::claim_push_run`) among the others' single claims.
+/// `Ring::claim_push_run`) among the others' single claims, and two of the consumers
+/// claiming runs of messages (one head move per run, `Ring::claim_pop_run`).
 #[test]
 fn runs_among_single_claims_every_message_once_in_producer_order() {
     many_threads(true);
@@ -402,6 +471,24 @@ fn push_run(ring: &Ring, p: &Peer, max: usize, mut ids: impl FnMut() -> u64) -> 
         ring.publish(t);
     }
     n
+}
+
+/// Claims a run of up to `max` messages and reads them (ids, in order), releasing each.
+fn pop_run(ring: &Ring, p: &Peer, max: usize) -> Result<Vec<(u64, Vec<u8>)>, PopBlocked> {
+    let mut buf = vec![0u8; ring.message_size()];
+    let (mut token, n) = ring.claim_pop_run(p, buf.len(), max)?;
+    let mut got = Vec::with_capacity(n);
+    for i in 1..=n {
+        let meta = ring.read(&token, &mut buf).expect("valid message");
+        got.push((meta.id, buf[..meta.len].to_vec()));
+        let at = token.cursor();
+        ring.release(token);
+        if i == n {
+            break;
+        }
+        token = ring.pop_run_token(at);
+    }
+    Ok(got)
 }
 
 fn many_threads(runs: bool) {
@@ -439,21 +526,31 @@ fn many_threads(runs: bool) {
             }
         }));
     }
+    let longest_pop = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for c in 0..CONSUMERS {
         let (h, w, received) = (h.clone(), w.clone(), received.clone());
+        let longest_pop = longest_pop.clone();
         threads.push(std::thread::spawn(move || {
             let me = peer(&w, 200 + c);
             let mut mine = Vec::new();
             let mut last = [None::<u64>; PRODUCERS as usize];
             loop {
-                match pop(&h.ring, &me) {
-                    Ok((id, data, _)) => {
-                        assert_eq!(data, id.to_le_bytes());
-                        let (p, i) = ((id >> 32) as usize, id & 0xffff_ffff);
-                        // Per-producer order as seen by one consumer.
-                        assert!(last[p].is_none_or(|l| l < i));
-                        last[p] = Some(i);
-                        mine.push(id);
+                let got = if runs && c % 2 == 1 {
+                    pop_run(&h.ring, &me, 8)
+                } else {
+                    pop(&h.ring, &me).map(|(id, data, _)| vec![(id, data)])
+                };
+                match got {
+                    Ok(got) => {
+                        longest_pop.fetch_max(got.len(), Relaxed);
+                        for (id, data) in got {
+                            assert_eq!(data, id.to_le_bytes());
+                            let (p, i) = ((id >> 32) as usize, id & 0xffff_ffff);
+                            // Per-producer order as seen by one consumer.
+                            assert!(last[p].is_none_or(|l| l < i));
+                            last[p] = Some(i);
+                            mine.push(id);
+                        }
                     }
                     Err(PopBlocked::Closed) => break,
                     Err(_) => std::thread::yield_now(),
@@ -477,5 +574,9 @@ fn many_threads(runs: bool) {
     assert_eq!(all.len() as u64, PRODUCERS * PER_PRODUCER, "duplicates");
     if runs {
         assert!(longest.load(Relaxed) > 1, "no run of more than one slot");
+        assert!(
+            longest_pop.load(Relaxed) > 1,
+            "no receive run of more than one message"
+        );
     }
 }

@@ -154,6 +154,24 @@ fn take(ring: &Ring, token: PopToken) -> Option<u64> {
     got
 }
 
+/// Claims a run of up to `max` messages from the head (none if there is nothing to take).
+fn claim_pop_run(ring: &Ring, me: &Peer, max: usize) -> Vec<PopToken> {
+    match ring.claim_pop_run(me, MESSAGE_SIZE as usize, max) {
+        Ok((first, n)) => run_tokens(ring, first, n),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The tokens of a run of `n` claimed from `first` on.
+fn run_tokens(ring: &Ring, first: PopToken, n: usize) -> Vec<PopToken> {
+    let mut tokens = vec![first];
+    for _ in 1..n {
+        let next = ring.pop_run_token(tokens.last().unwrap().cursor());
+        tokens.push(next);
+    }
+    tokens
+}
+
 /// One case: chaos, deaths, then recovery. `Err` describes a failure. With `positions`,
 /// the chaos scribbles on the head and the tail too, after which positions may be lost for
 /// good (the queue counts on them); then only that every call returns is checked.
@@ -204,12 +222,14 @@ fn run_case(seed: u64, positions: bool) -> Result<(), String> {
                 send(ring, t, rng.below(100));
             }
             4 | 5 => {
-                if let Ok(t) = ring.claim_pop(&me, MESSAGE_SIZE as usize) {
+                // One message or a run (one head move for several claims), read at once.
+                for t in claim_pop_run(ring, &me, 1 + rng.below(3) as usize) {
                     take(ring, t);
                 }
             }
             6 => {
-                if let Ok(t) = ring.claim_pop(&me, MESSAGE_SIZE as usize) {
+                // One message or a run, read later or never.
+                for t in claim_pop_run(ring, &me, 1 + rng.below(3) as usize) {
                     pops.push((who, t));
                 }
             }
@@ -289,21 +309,28 @@ fn run_case(seed: u64, positions: bool) -> Result<(), String> {
                 Err(PushBlocked::Closed) => return Err("closed".into()),
             }
         }
-        let token = match ring.claim_pop(&c, MESSAGE_SIZE as usize) {
-            Ok(t) => Some(t),
+        // Runs of up to three messages every other time.
+        let max = if got.len() % 2 == 0 { 3 } else { 1 };
+        let tokens = match ring.claim_pop_run(&c, MESSAGE_SIZE as usize, max) {
+            Ok((t, n)) => run_tokens(ring, t, n),
             Err(PopBlocked::InProgress) => match ring.repair_head(&c) {
-                HeadRepair::Message(t) => Some(t),
+                HeadRepair::Message(t) => vec![t],
                 HeadRepair::Skipped => {
                     moved = true;
-                    None
+                    vec![]
                 }
-                HeadRepair::Nothing => None,
+                HeadRepair::Nothing => vec![],
             },
-            Err(PopBlocked::Empty) => ring.adopt_orphan(&c, MESSAGE_SIZE as usize).ok().flatten(),
-            Err(PopBlocked::Closed) if positions => None,
+            Err(PopBlocked::Empty) => ring
+                .adopt_orphan(&c, MESSAGE_SIZE as usize)
+                .ok()
+                .flatten()
+                .into_iter()
+                .collect(),
+            Err(PopBlocked::Closed) if positions => vec![],
             Err(e) => return Err(format!("receive: {e:?}")),
         };
-        if let Some(t) = token {
+        for t in tokens {
             moved = true;
             if let Some(id) = take(ring, t) {
                 if id >= FIRST {

@@ -809,8 +809,9 @@ class Queue:
 
         Raises :class:`Empty` and :class:`Closed` as :meth:`get` does when there is none. A
         message that fails verification is dropped and raises :class:`CorruptedData`, whose
-        ``received`` attribute holds the messages taken before it (they are not lost). The
-        messages of one call into the library are released together once all are copied, so
+        ``received`` attribute holds the other messages taken (they are not lost: those
+        before it, and those the same call into the library had already claimed after it).
+        The messages of one call into the library are released together once all are copied, so
         a process killed inside it leaves them to be delivered again.
         """
         _check_count("max_messages", max_messages, 1)
