@@ -176,20 +176,28 @@ impl HeadSuspicion {
     /// [`CONSISTENCY_RETRIES`] of them (a correct peer's state would have changed by then),
     /// skips it. `Err(InProgress)` once this call has skipped a lap's worth: hostile
     /// positions (a tail far ahead) could otherwise keep one call skipping for ever; the
-    /// caller gets control back (to time out, or to call again and go on).
+    /// caller gets control back (to time out, or to call again and go on). `this` is the
+    /// call's suspicion, made here at its first look.
     #[cold]
     #[inline(never)]
-    fn look(&mut self, ring: &Ring, h: u64, seq: u64, peers: &dyn Peers) -> Result<(), PopBlocked> {
-        if self.at != (h, seq) {
-            self.at = (h, seq);
-            self.looks = 0;
+    fn look(
+        this: &mut Option<HeadSuspicion>,
+        ring: &Ring,
+        h: u64,
+        seq: u64,
+        peers: &dyn Peers,
+    ) -> Result<(), PopBlocked> {
+        let this = this.get_or_insert_with(HeadSuspicion::default);
+        if this.at != (h, seq) {
+            this.at = (h, seq);
+            this.looks = 0;
         }
-        self.looks += 1;
-        if self.looks > CONSISTENCY_RETRIES {
-            self.looks = 0;
+        this.looks += 1;
+        if this.looks > CONSISTENCY_RETRIES {
+            this.looks = 0;
             ring.skip_corrupt_head(h, seq, peers);
-            self.skipped += 1;
-            if self.skipped >= ring.capacity {
+            this.skipped += 1;
+            if this.skipped >= ring.capacity {
                 return Err(PopBlocked::InProgress);
             }
         }
@@ -210,17 +218,23 @@ struct TailSuspicion {
 impl TailSuspicion {
     /// One more look, with the tail still at `t`, at its slot in the impossible state `seq`:
     /// after [`CONSISTENCY_RETRIES`] of them, [`Ring::push_past_corrupt`], whose answer is
-    /// the claim's if it has one.
+    /// the claim's if it has one. `this`: as in [`HeadSuspicion::look`].
     #[cold]
     #[inline(never)]
-    fn look(&mut self, ring: &Ring, t: u64, seq: u64) -> Option<PushBlocked> {
-        if self.at != (t, seq) {
-            self.at = (t, seq);
-            self.looks = 0;
+    fn look(
+        this: &mut Option<TailSuspicion>,
+        ring: &Ring,
+        t: u64,
+        seq: u64,
+    ) -> Option<PushBlocked> {
+        let this = this.get_or_insert_with(TailSuspicion::default);
+        if this.at != (t, seq) {
+            this.at = (t, seq);
+            this.looks = 0;
         }
-        self.looks += 1;
-        if self.looks > CONSISTENCY_RETRIES {
-            self.looks = 0;
+        this.looks += 1;
+        if this.looks > CONSISTENCY_RETRIES {
+            this.looks = 0;
             return ring.push_past_corrupt(t, seq);
         }
         None
@@ -681,7 +695,9 @@ impl Ring {
         peers: &dyn Peers,
         max: usize,
     ) -> Result<(PushToken, usize), PushBlocked> {
-        let mut suspicion = TailSuspicion::default();
+        // Made at the first suspicious look: a claim that finds its slot as expected then
+        // pays one store for it, not four (callgrind: 4 instructions per send + receive).
+        let mut suspicion = None::<TailSuspicion>;
         loop {
             let tail = self.tail().load(Acquire);
             if tail & TAIL_CLOSED != 0 {
@@ -761,7 +777,7 @@ impl Ring {
                 // really has not moved, the slot's sequence is corrupt; repair it so
                 // producers go on.
                 if self.tail().load(Acquire) == tail {
-                    if let Some(blocked) = suspicion.look(self, t, seq) {
+                    if let Some(blocked) = TailSuspicion::look(&mut suspicion, self, t, seq) {
                         return Err(blocked);
                     }
                 }
@@ -1232,7 +1248,8 @@ impl Ring {
         buf_len: usize,
         max: usize,
     ) -> Result<(PopToken, usize), PopBlocked> {
-        let mut suspicion = HeadSuspicion::default();
+        // Made at the first suspicious look, as in `claim_push_run`.
+        let mut suspicion = None::<HeadSuspicion>;
         loop {
             let h = self.head().load(Acquire);
             // One division for both (they share the `div` instruction).
@@ -1277,7 +1294,7 @@ impl Ring {
                     if tail & POS_MASK <= h {
                         return Err(nothing_to_take(tail));
                     }
-                    suspicion.look(self, h, seq, peers)?;
+                    HeadSuspicion::look(&mut suspicion, self, h, seq, peers)?;
                     spin_loop();
                     continue;
                 }
@@ -1326,7 +1343,7 @@ impl Ring {
                     // moved). Nobody's claim of `h` means hostile bytes: no producer is
                     // writing `h`, and waiting for one would wait for ever. Skip it.
                     if self.head().load(Acquire) == h && slot.seq.load(Acquire) == seq {
-                        suspicion.look(self, h, seq, peers)?;
+                        HeadSuspicion::look(&mut suspicion, self, h, seq, peers)?;
                     }
                     spin_loop();
                     continue;
@@ -1371,7 +1388,7 @@ impl Ring {
                     }
                 }
                 // Impossible state for a live position: skip it so the queue goes on.
-                suspicion.look(self, h, seq, peers)?;
+                HeadSuspicion::look(&mut suspicion, self, h, seq, peers)?;
             }
             spin_loop();
         }
