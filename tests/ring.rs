@@ -4,7 +4,7 @@
 
 mod heap_ring;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
@@ -271,6 +271,126 @@ fn a_receive_run_stops_at_what_is_not_a_plain_publication() {
         }
         drop(token);
     }
+}
+
+/// A receiver dies between a run's claims and its head move, after helpers moved the head
+/// `k` of the run's `n` positions (what a receiver killed at `pop_run_claimed` leaves), at
+/// every offset in rings of one to six slots. With a producer and a receiver that make the
+/// repairs, every message is delivered exactly once, the run's flagged `redelivered` and no
+/// other, and the ring closes and drains. (From an audit of the receive runs.)
+#[test]
+fn a_receiver_dead_in_a_run_before_its_head_move_loses_nothing() {
+    for cap in 1..=6u32 {
+        for offset in 0..u64::from(cap) {
+            for n in 1..=cap as usize {
+                for k in 0..=n as u64 {
+                    dead_in_a_run(cap, offset, n, k);
+                }
+            }
+        }
+    }
+}
+
+fn dead_in_a_run(cap: u32, offset: u64, n: usize, k: u64) {
+    let case = format!("capacity {cap}, offset {offset}, run of {n}, head moved {k}");
+    let h = HeapRing::new(cap, 16, FLAG_CHECKSUM);
+    let ring = &h.ring;
+    let w = World::default();
+    let (producer, receiver) = (peer(&w, 1), peer(&w, 3));
+    for i in 0..offset {
+        push(ring, &producer, 1000 + i, b"x").unwrap();
+        pop(ring, &receiver).unwrap();
+    }
+    let mut sent: Vec<u64> = (0..u64::from(cap)).collect();
+    for &id in &sent {
+        push(ring, &producer, id, &id.to_le_bytes()).unwrap();
+    }
+    let head = ring.head_position();
+    let (_, claimed) = ring.claim_pop_run(&peer(&w, 2), 16, n).unwrap();
+    assert_eq!(claimed, n, "{case}");
+    word_at(&h, 256).store(head + k, Relaxed); // the head, where helpers left it
+    w.dead.lock().unwrap().insert(2);
+    let mut got = HashMap::<u64, u32>::new();
+    let receive = |got: &mut HashMap<u64, u32>| -> Result<(), PopBlocked> {
+        for (id, redelivered) in receive_repairing(ring, &receiver)? {
+            assert_eq!(redelivered, id < n as u64, "{case}: message {id}");
+            *got.entry(id).or_default() += 1;
+        }
+        Ok(())
+    };
+    for id in 100..100 + 3 * u64::from(cap) + 5 {
+        if send_repairing(ring, &producer, id) {
+            sent.push(id);
+        }
+        let _ = receive(&mut got);
+    }
+    ring.close();
+    for _ in 0..10 * cap {
+        match receive(&mut got) {
+            Ok(()) => {}
+            Err(PopBlocked::Closed) => break,
+            Err(e) => panic!("{case}: {e:?}"),
+        }
+    }
+    let mut once: Vec<u64> = got
+        .iter()
+        .filter(|&(_, &c)| c == 1)
+        .map(|(&id, _)| id)
+        .collect();
+    once.sort_unstable();
+    sent.sort_unstable();
+    assert_eq!(once, sent, "{case}: {got:?}");
+    assert_eq!(got.len(), sent.len(), "{case}: {got:?}");
+}
+
+/// One send, repairing the tail while the ring is full of a dead receiver's messages.
+fn send_repairing(ring: &Ring, p: &Peer, id: u64) -> bool {
+    loop {
+        match push(ring, p, id, &id.to_le_bytes()) {
+            Ok(()) => return true,
+            Err(PushBlocked::Full) if ring.repair_tail(p) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// One receive of a run of up to three, with the repairs a blocked receiver makes; the ids
+/// and `redelivered` flags.
+fn receive_repairing(ring: &Ring, p: &Peer) -> Result<Vec<(u64, bool)>, PopBlocked> {
+    let tokens = loop {
+        match ring.claim_pop_run(p, ring.message_size(), 3) {
+            Ok((first, n)) => {
+                let mut tokens = vec![first];
+                for _ in 1..n {
+                    let next = ring.pop_run_token(tokens.last().unwrap().cursor());
+                    tokens.push(next);
+                }
+                break tokens;
+            }
+            Err(PopBlocked::InProgress) => match ring.repair_head(p) {
+                HeadRepair::Message(t) => break vec![t],
+                HeadRepair::Skipped => {}
+                HeadRepair::Nothing => return Err(PopBlocked::InProgress),
+            },
+            Err(e @ (PopBlocked::Empty | PopBlocked::Closed)) => {
+                match ring.adopt_orphan(p, ring.message_size()) {
+                    Ok(Some(t)) => break vec![t],
+                    _ => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let mut buf = vec![0u8; ring.message_size()];
+    Ok(tokens
+        .into_iter()
+        .map(|t| {
+            let meta = ring.read(&t, &mut buf).expect("intact");
+            assert_eq!(buf[..8], meta.id.to_le_bytes());
+            ring.release(t);
+            (meta.id, meta.redelivered)
+        })
+        .collect())
 }
 
 /// A receiver takes a dead republisher's message (`repair_head`: the republisher moved the
