@@ -6,6 +6,11 @@
 # per execution.
 #
 #   scripts/loom.sh [test name filter]          LOOM_MAX_PREEMPTIONS=3 scripts/loom.sh
+#   SHMQ_LOOM_YIELD=1 scripts/loom.sh a_receive_run
+#
+# SHMQ_LOOM_YIELD=1 makes every crash point (src/crashpoint.rs) a place where the other
+# threads run first: a second search, which finds races in the windows the crash points mark
+# that the default search missed (docs/LIVENESS.md). It is much slower: give it a filter.
 #
 # Under `--cfg loom` the ring's atomics are loom's (src/sync.rs) and the SPSC module is public
 # (for its model only); the code checked is the production code. A failure prints the

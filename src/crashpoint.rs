@@ -4,7 +4,8 @@
 //! Compiled in only with the `crash-points` feature. When the environment variable
 //! `SHMQ_CRASH_AT` names a point and the process reaches it, the process prints
 //! `SHMQ_CRASH_POINT <name>` on stderr and stops itself with `SIGSTOP`; the test then sends
-//! `SIGKILL`. Without the feature, [`hit`] compiles to nothing.
+//! `SIGKILL`. Without the feature, [`hit`] compiles to nothing (under loom, to a yield when
+//! `SHMQ_LOOM_YIELD` is set: see the loom version of [`hit`]).
 //!
 //! A point fires at most once per process. That makes the same points usable as *pause*
 //! points: a test may resume the stopped process with `SIGCONT` instead of killing it, after
@@ -49,6 +50,21 @@ pub fn hit(point: &'static str) {
     }
 }
 
-#[cfg(not(feature = "crash-points"))]
+#[cfg(all(not(feature = "crash-points"), not(loom)))]
 #[inline(always)]
 pub fn hit(_point: &'static str) {}
+
+/// Under loom with `SHMQ_LOOM_YIELD` set, a crash point makes the model's scheduler run the
+/// other threads first: loom's search did not try a preemption between a receive run's first
+/// claim and its next ones (a double claim planted there passed every model, even without a
+/// preemption bound, and fails at once with the yield). Crash points mark exactly such
+/// windows. A forced switch also leaves out the schedules that run on through the point, so
+/// this is a second search next to the default one, not a replacement (docs/LIVENESS.md).
+#[cfg(all(not(feature = "crash-points"), loom))]
+pub fn hit(_point: &'static str) {
+    use std::sync::OnceLock;
+    static YIELD: OnceLock<bool> = OnceLock::new();
+    if *YIELD.get_or_init(|| std::env::var_os("SHMQ_LOOM_YIELD").is_some()) {
+        loom::thread::yield_now();
+    }
+}
