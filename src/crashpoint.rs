@@ -25,6 +25,7 @@ pub const POINTS: &[&str] = &[
     "push_batch_next",  // producer in send_batch: earlier messages published, next slot claimed
     "push_run_claimed", // producer in send_batch: a run's slots claimed, tail not yet moved
     "pop_batch_next",   // consumer in recv_batch: earlier messages copied (held), next one claimed
+    "pop_run_claimed",  // consumer in recv_batch: a run's messages claimed, head not yet moved
     "repair_tail_observed", // producer found a dead-looking receiver's slot (pause point)
     "repair_tail_claimed", // producer republishing a dead receiver's message: slot claimed
     "repair_tail_head_moved", // ... head moved past the old position, tail not yet advanced
