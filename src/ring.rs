@@ -828,39 +828,28 @@ impl Ring {
             n += 1;
         }
         crate::crashpoint::hit("push_run_claimed");
-        let end = t.wrapping_add(n as u64);
-        let mut expected = t;
-        loop {
-            match self.tail().compare_exchange(expected, end, AcqRel, Acquire) {
-                Ok(_) => return Ok(n),
-                Err(cur) if cur & TAIL_CLOSED != 0 => {
-                    // Shut down: positions below the final tail were passed (by helpers) and
-                    // are ours to publish; withdraw the others so nobody waits for them.
-                    let kept = (cur & POS_MASK).saturating_sub(t).min(n as u64) as usize;
-                    let mut at = first.cursor();
-                    for (i, &old) in was.iter().enumerate().take(n) {
-                        if i >= kept {
-                            let _ = self.slot_at(at.index).claim.compare_exchange(
-                                self.producer_claim(at.pos, me),
-                                old,
-                                AcqRel,
-                                Relaxed,
-                            );
-                        }
-                        at = self.after(at);
-                    }
-                    return if kept == 0 {
-                        Err(PushBlocked::Closed)
-                    } else {
-                        Ok(kept)
-                    };
-                }
-                // Helped part of the way (others move the tail past each claim they see).
-                Err(cur) if cur > t && cur < end => expected = cur,
-                // Helped all the way; any other value is corruption, and the claims are ours
-                // either way.
-                Err(_) => return Ok(n),
+        let Err(closed) = move_past_run(self.tail(), t, t.wrapping_add(n as u64)) else {
+            return Ok(n);
+        };
+        // Shut down: positions below the final tail were passed (by helpers) and are ours to
+        // publish; withdraw the others so nobody waits for them.
+        let kept = (closed & POS_MASK).saturating_sub(t).min(n as u64) as usize;
+        let mut at = first.cursor();
+        for (i, &old) in was.iter().enumerate().take(n) {
+            if i >= kept {
+                let _ = self.slot_at(at.index).claim.compare_exchange(
+                    self.producer_claim(at.pos, me),
+                    old,
+                    AcqRel,
+                    Relaxed,
+                );
             }
+            at = self.after(at);
+        }
+        if kept == 0 {
+            Err(PushBlocked::Closed)
+        } else {
+            Ok(kept)
         }
     }
 
@@ -1442,18 +1431,9 @@ impl Ring {
             n += 1;
         }
         crate::crashpoint::hit("pop_run_claimed");
-        let end = h.wrapping_add(n as u64);
-        let mut expected = h;
-        loop {
-            match self.head().compare_exchange(expected, end, AcqRel, Acquire) {
-                Ok(_) => return n,
-                // Helped part of the way (receivers move the head past each claim they see).
-                Err(cur) if cur > h && cur < end => expected = cur,
-                // Helped all the way; any other value is corruption, and the claims are ours
-                // either way.
-                Err(_) => return n,
-            }
-        }
+        // The head has no shutdown flag: a value with it is corruption, as in `move_past_run`.
+        let _ = move_past_run(self.head(), h, h.wrapping_add(n as u64));
+        n
     }
 
     /// The token of the message after `prev` in a run that [`Ring::claim_pop_run`] claimed
@@ -1804,6 +1784,23 @@ impl Ring {
     /// The futex word producers sleep on.
     pub fn not_full_word(&self) -> &AtomicU32 {
         &self.header().wake.not_full
+    }
+}
+
+/// Moves `word` (the tail or the head) from `from` to `end` past a run of positions claimed
+/// from `from` on, going on from wherever helpers left it (they move it past each claim they
+/// see). `Err` with the value found if it carries [`TAIL_CLOSED`] (the queue was shut down);
+/// `Ok` once moved, or helped all the way, or on any other value, which is corruption (the
+/// run's claims are its claimer's either way).
+fn move_past_run(word: &AtomicU64, from: u64, end: u64) -> Result<(), u64> {
+    let mut expected = from;
+    loop {
+        match word.compare_exchange(expected, end, AcqRel, Acquire) {
+            Ok(_) => return Ok(()),
+            Err(cur) if cur & TAIL_CLOSED != 0 => return Err(cur),
+            Err(cur) if cur > from && cur < end => expected = cur,
+            Err(_) => return Ok(()),
+        }
     }
 }
 
