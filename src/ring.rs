@@ -159,25 +159,49 @@ fn nothing_to_take(tail: u64) -> PopBlocked {
     }
 }
 
+/// Consecutive looks at one slot in one impossible state (hostile bytes). A look at another
+/// position or state starts again: a correct peer's moment in passing is not a stuck slot.
+#[derive(Default)]
+struct ConsecutiveLooks {
+    /// The position and the state looked at.
+    at: (u64, u64),
+    looks: u32,
+}
+
+impl ConsecutiveLooks {
+    /// One more look at position `pos` in state `seq`: true after [`CONSISTENCY_RETRIES`] of
+    /// them in a row (a correct peer's state would have changed by then), and the count
+    /// starts again.
+    fn exceeded(&mut self, pos: u64, seq: u64) -> bool {
+        if self.at != (pos, seq) {
+            self.at = (pos, seq);
+            self.looks = 0;
+        }
+        self.looks += 1;
+        if self.looks > CONSISTENCY_RETRIES {
+            self.looks = 0;
+            return true;
+        }
+        false
+    }
+}
+
 /// One [`Ring::claim_pop`]'s looks at slots in impossible states (hostile bytes).
 #[derive(Default)]
 struct HeadSuspicion {
-    /// The position and the state looked at.
-    at: (u64, u64),
-    /// Consecutive looks at that state since the last skip (a look at another position
-    /// or state starts again: a correct peer's moment in passing is not a stuck slot).
-    looks: u32,
+    looks: ConsecutiveLooks,
     /// Positions this call skipped.
     skipped: u64,
 }
 
 impl HeadSuspicion {
-    /// One more look at the slot of `h` in the impossible state `seq`: after
-    /// [`CONSISTENCY_RETRIES`] of them (a correct peer's state would have changed by then),
-    /// skips it. `Err(InProgress)` once this call has skipped a lap's worth: hostile
-    /// positions (a tail far ahead) could otherwise keep one call skipping for ever; the
-    /// caller gets control back (to time out, or to call again and go on). `this` is the
-    /// call's suspicion, made here at its first look.
+    /// One more look at the slot of `h` in the impossible state `seq`: after too many in a
+    /// row ([`ConsecutiveLooks`]), skips it. `Err(InProgress)` once this call has skipped a
+    /// lap's worth: hostile positions (a tail far ahead) could otherwise keep one call
+    /// skipping for ever; the caller gets control back (to time out, or to call again and
+    /// go on). `this` is the call's suspicion, made here at its first look (an ordinary
+    /// claim then pays one store for it, not four: callgrind, 4 instructions per send +
+    /// receive).
     #[cold]
     #[inline(never)]
     fn look(
@@ -188,13 +212,7 @@ impl HeadSuspicion {
         peers: &dyn Peers,
     ) -> Result<(), PopBlocked> {
         let this = this.get_or_insert_with(HeadSuspicion::default);
-        if this.at != (h, seq) {
-            this.at = (h, seq);
-            this.looks = 0;
-        }
-        this.looks += 1;
-        if this.looks > CONSISTENCY_RETRIES {
-            this.looks = 0;
+        if this.looks.exceeded(h, seq) {
             ring.skip_corrupt_head(h, seq, peers);
             this.skipped += 1;
             if this.skipped >= ring.capacity {
@@ -208,17 +226,13 @@ impl HeadSuspicion {
 /// One [`Ring::claim_push_run`]'s looks at the slot at the tail in impossible states.
 #[derive(Default)]
 struct TailSuspicion {
-    /// The position and the state looked at.
-    at: (u64, u64),
-    /// Consecutive looks at that state (a look at another position or state starts again:
-    /// a correct peer's moment in passing is not a stuck slot).
-    looks: u32,
+    looks: ConsecutiveLooks,
 }
 
 impl TailSuspicion {
     /// One more look, with the tail still at `t`, at its slot in the impossible state `seq`:
-    /// after [`CONSISTENCY_RETRIES`] of them, [`Ring::push_past_corrupt`], whose answer is
-    /// the claim's if it has one. `this`: as in [`HeadSuspicion::look`].
+    /// after too many in a row, [`Ring::push_past_corrupt`], whose answer is the claim's if
+    /// it has one. `this`: as in [`HeadSuspicion::look`].
     #[cold]
     #[inline(never)]
     fn look(
@@ -228,13 +242,7 @@ impl TailSuspicion {
         seq: u64,
     ) -> Option<PushBlocked> {
         let this = this.get_or_insert_with(TailSuspicion::default);
-        if this.at != (t, seq) {
-            this.at = (t, seq);
-            this.looks = 0;
-        }
-        this.looks += 1;
-        if this.looks > CONSISTENCY_RETRIES {
-            this.looks = 0;
+        if this.looks.exceeded(t, seq) {
             return ring.push_past_corrupt(t, seq);
         }
         None
@@ -695,8 +703,7 @@ impl Ring {
         peers: &dyn Peers,
         max: usize,
     ) -> Result<(PushToken, usize), PushBlocked> {
-        // Made at the first suspicious look: a claim that finds its slot as expected then
-        // pays one store for it, not four (callgrind: 4 instructions per send + receive).
+        // Made at the first suspicious look (see `HeadSuspicion::look`).
         let mut suspicion = None::<TailSuspicion>;
         loop {
             let tail = self.tail().load(Acquire);
@@ -887,9 +894,7 @@ impl Ring {
         // receiver's message on its way to `p`: a republisher that claimed `p` and has not
         // published it yet, or a receiver that took it from a dead republisher
         // (`repair_head`) and has not marked it `p`'s yet. Both are about to go on.
-        let moving_to_p = p
-            .checked_sub(self.capacity)
-            .is_some_and(|before| seq == seq_full(before));
+        let moving_to_p = self.published_a_lap_before(p, seq);
         let of_p =
             (seq == seq_free(p) || seq == seq_full(p) || moving_to_p) && c.lap == self.lap(p);
         if of_p && c.role == Role::Producer {
@@ -915,6 +920,28 @@ impl Ring {
             owner: me,
         }
         .encode()
+    }
+
+    /// Whether `seq` says "published" for the position a lap before `pos`: a dead receiver's
+    /// message on its way to `pos` (being republished there, or taken over from a dead
+    /// republisher and not yet marked as `pos`'s).
+    fn published_a_lap_before(&self, pos: u64, seq: u64) -> bool {
+        pos.checked_sub(self.capacity)
+            .is_some_and(|before| seq == seq_full(before))
+    }
+
+    /// Makes the dead receiver's message in `slot` (claimed by the caller, its earlier
+    /// holders dead) the message of `pos`, flagged and counted as redelivered and
+    /// republished: the last steps of `repair_tail`, which `repair_head` and `adopt_orphan`
+    /// finish for a republisher or a taker that died before them.
+    fn republish_as(&self, slot: &SlotHeader, pos: u64) {
+        slot.flags.fetch_or(SLOT_FLAG_REDELIVERED, Relaxed);
+        slot.position.store(pos, Relaxed);
+        // Release: as in `publish`; the payload is the dead receiver's intact message.
+        slot.seq.store(seq_full(pos), Release);
+        let stats = &self.header().stats;
+        stats.redelivered.fetch_add(1, Relaxed);
+        stats.republished.fetch_add(1, Relaxed);
     }
 
     /// Moves the tail past `t` after a claim of `t` (or observes that someone else did).
@@ -1102,9 +1129,7 @@ impl Ring {
         }
         // A receiver that took a dead republisher's message for `p` (`repair_head`) and died
         // before marking it `p`'s: the message of the lap before, republished like `p`'s.
-        let taken_over = dead_receiver
-            && p.checked_sub(self.capacity)
-                .is_some_and(|before| seq == seq_full(before));
+        let taken_over = dead_receiver && self.published_a_lap_before(p, seq);
         if seq != seq_full(p) && seq != seq_free(p) && !taken_over {
             return false;
         }
@@ -1170,15 +1195,9 @@ impl Ring {
         match self.advance_tail(t) {
             Ok(()) => {
                 crate::crashpoint::hit("repair_tail_tail_moved");
-                slot.flags.fetch_or(SLOT_FLAG_REDELIVERED, Relaxed);
-                // The message now belongs to position `t`.
-                slot.position.store(t, Relaxed);
-                // Release: as in `publish`; the payload is the dead receiver's intact message.
-                slot.seq.store(seq_full(t), Release);
                 // Counted only once published: if we die before, whoever finishes our work
                 // (`repair_head`, `adopt_orphan` or another `repair_tail`) counts instead.
-                stats.redelivered.fetch_add(1, Relaxed);
-                stats.republished.fetch_add(1, Relaxed);
+                self.republish_as(slot, t);
                 true
             }
             Err(_) => {
@@ -1237,7 +1256,7 @@ impl Ring {
         buf_len: usize,
         max: usize,
     ) -> Result<(PopToken, usize), PopBlocked> {
-        // Made at the first suspicious look, as in `claim_push_run`.
+        // Made at the first suspicious look (see `HeadSuspicion::look`).
         let mut suspicion = None::<HeadSuspicion>;
         loop {
             let h = self.head().load(Acquire);
@@ -1360,9 +1379,7 @@ impl Ring {
                 let behind = (seq as i64).wrapping_sub(seq_free(h) as i64) < 0;
                 if behind {
                     let c = Claim::decode(slot.claim.load(Acquire));
-                    let republishing = h
-                        .checked_sub(self.capacity)
-                        .is_some_and(|p| seq == seq_full(p));
+                    let republishing = self.published_a_lap_before(h, seq);
                     if c.lap == lap && c.role == Role::Producer && republishing {
                         // A producer is republishing a dead receiver's message here (a dead
                         // one is `repair_head`'s). Under any other `seq`, this claim is no
@@ -1528,7 +1545,7 @@ impl Ring {
         let slot = self.slot(h);
         let seq = slot.seq.load(Acquire);
         // A producer republishing a dead receiver's message leaves the old lap's `seq`.
-        let republishing = h >= self.capacity && seq == seq_full(h - self.capacity);
+        let republishing = self.published_a_lap_before(h, seq);
         if seq != seq_free(h) && !republishing {
             return HeadRepair::Nothing;
         }
@@ -1565,18 +1582,14 @@ impl Ring {
         let stats = &self.header().stats;
         if republishing {
             // The republisher died after moving the tail, before publishing; the dead
-            // receiver's message is intact. It counts only after publishing, so we count.
-            slot.flags.fetch_or(SLOT_FLAG_REDELIVERED, Relaxed);
-            // Ours (claimed, its republisher dead): the message now belongs to `h`.
-            slot.position.store(h, Relaxed);
-            // And `seq` says so, as the republisher would have: "published for `h`" under
-            // our claim is what a receiver reading `h` looks like to everyone else (the
-            // producer of the next lap waits for it; if we die, `repair_tail` or
-            // `adopt_orphan` delivers it again). Left at the old lap's value, the slot
-            // looked corrupt to that producer, which took it while we read it.
-            slot.seq.store(seq_full(h), Release);
-            stats.redelivered.fetch_add(1, Relaxed);
-            stats.republished.fetch_add(1, Relaxed);
+            // receiver's message is intact, and ours (claimed, its republisher dead). It
+            // counts only after publishing, so we count. And `seq` says "published for `h`",
+            // as the republisher would have left it: under our claim that is what a receiver
+            // reading `h` looks like to everyone else (the producer of the next lap waits for
+            // it; if we die, `repair_tail` or `adopt_orphan` delivers it again). Left at the
+            // old lap's value, the slot looked corrupt to that producer, which took it while
+            // we read it.
+            self.republish_as(slot, h);
             return HeadRepair::Message(self.pop_token(h));
         }
         crate::crashpoint::hit("repair_head_head_moved");
@@ -1669,12 +1682,7 @@ impl Ring {
             }
             if dead_taker {
                 // Finish its work (`repair_head`'s), counted there only after it.
-                slot.flags.fetch_or(SLOT_FLAG_REDELIVERED, Relaxed);
-                slot.position.store(t, Relaxed);
-                slot.seq.store(seq_full(t), Release);
-                let stats = &self.header().stats;
-                stats.redelivered.fetch_add(1, Relaxed);
-                stats.republished.fetch_add(1, Relaxed);
+                self.republish_as(slot, t);
                 return Ok(Some(self.pop_token(t)));
             }
             slot.flags.fetch_or(SLOT_FLAG_REDELIVERED, Relaxed);

@@ -26,7 +26,7 @@ use loom::sync::atomic::Ordering::SeqCst;
 use loom::sync::Arc;
 use loom::thread;
 
-use heap_ring::HeapRing;
+use heap_ring::{run_tokens, HeapRing};
 use loom_world::{Peer, World};
 use shmq::layout::FLAG_CHECKSUM;
 use shmq::ring::{HeadRepair, PopBlocked, PopToken, PushBlocked, Ring};
@@ -303,12 +303,7 @@ fn claim_pop_run(ring: &Ring, p: &Peer, max: usize) -> Vec<PopToken> {
         return Vec::new();
     };
     assert!((1..=max).contains(&n), "run of {n} for at most {max}");
-    let mut tokens = vec![first];
-    for _ in 1..n {
-        let next = ring.pop_run_token(tokens.last().unwrap().cursor());
-        tokens.push(next);
-    }
-    tokens
+    run_tokens(ring, first, n)
 }
 
 /// (2b) A consumer claims a run of two messages (one head move for both) while another

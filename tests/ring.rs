@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
-use heap_ring::HeapRing;
+use heap_ring::{run_tokens, HeapRing};
 use shmq::layout::{Claim, Role, FLAG_CHECKSUM, FLAG_SPSC, HEADER_SIZE};
 use shmq::ring::{HeadRepair, Peers, PopBlocked, PushBlocked, ReadError, Ring, SpscPop};
 
@@ -260,16 +260,12 @@ fn a_receive_run_stops_at_what_is_not_a_plain_publication() {
         let expected = if change.is_none() { 5 } else { 2 };
         assert_eq!((first.position(), n), (0, expected), "{what}");
         assert_eq!(h.ring.head_position(), expected as u64, "{what}");
-        let mut token = first;
-        for i in 0..n as u64 {
+        for (i, token) in (0u64..).zip(run_tokens(&h.ring, first, n)) {
             let mut buf = [0u8; 8];
             let meta = h.ring.read(&token, &mut buf).expect("intact");
             assert_eq!((meta.id, buf), (i, i.to_le_bytes()), "{what}");
-            let at = token.cursor();
             h.ring.release(token);
-            token = h.ring.pop_run_token(at);
         }
-        drop(token);
     }
 }
 
@@ -359,14 +355,7 @@ fn send_repairing(ring: &Ring, p: &Peer, id: u64) -> bool {
 fn receive_repairing(ring: &Ring, p: &Peer) -> Result<Vec<(u64, bool)>, PopBlocked> {
     let tokens = loop {
         match ring.claim_pop_run(p, ring.message_size(), 3) {
-            Ok((first, n)) => {
-                let mut tokens = vec![first];
-                for _ in 1..n {
-                    let next = ring.pop_run_token(tokens.last().unwrap().cursor());
-                    tokens.push(next);
-                }
-                break tokens;
-            }
+            Ok((first, n)) => break run_tokens(ring, first, n),
             Err(PopBlocked::InProgress) => match ring.repair_head(p) {
                 HeadRepair::Message(t) => break vec![t],
                 HeadRepair::Skipped => {}
@@ -596,17 +585,12 @@ fn push_run(ring: &Ring, p: &Peer, max: usize, mut ids: impl FnMut() -> u64) -> 
 /// Claims a run of up to `max` messages and reads them (ids, in order), releasing each.
 fn pop_run(ring: &Ring, p: &Peer, max: usize) -> Result<Vec<(u64, Vec<u8>)>, PopBlocked> {
     let mut buf = vec![0u8; ring.message_size()];
-    let (mut token, n) = ring.claim_pop_run(p, buf.len(), max)?;
+    let (first, n) = ring.claim_pop_run(p, buf.len(), max)?;
     let mut got = Vec::with_capacity(n);
-    for i in 1..=n {
+    for token in run_tokens(ring, first, n) {
         let meta = ring.read(&token, &mut buf).expect("valid message");
         got.push((meta.id, buf[..meta.len].to_vec()));
-        let at = token.cursor();
         ring.release(token);
-        if i == n {
-            break;
-        }
-        token = ring.pop_run_token(at);
     }
     Ok(got)
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{search_seeds, Rng};
-use heap_ring::HeapRing;
+use heap_ring::{run_tokens, HeapRing};
 use shmq::layout::{slot_stride, Claim, Role, FLAG_CHECKSUM, HEADER_SIZE};
 use shmq::ring::{HeadRepair, Peers, PopBlocked, PopToken, PushBlocked, PushToken, Ring};
 
@@ -160,16 +160,6 @@ fn claim_pop_run(ring: &Ring, me: &Peer, max: usize) -> Vec<PopToken> {
         Ok((first, n)) => run_tokens(ring, first, n),
         Err(_) => Vec::new(),
     }
-}
-
-/// The tokens of a run of `n` claimed from `first` on.
-fn run_tokens(ring: &Ring, first: PopToken, n: usize) -> Vec<PopToken> {
-    let mut tokens = vec![first];
-    for _ in 1..n {
-        let next = ring.pop_run_token(tokens.last().unwrap().cursor());
-        tokens.push(next);
-    }
-    tokens
 }
 
 /// One case: chaos, deaths, then recovery. `Err` describes a failure. With `positions`,

@@ -6,7 +6,7 @@
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 
 use shmq::layout::segment_size;
-use shmq::ring::Ring;
+use shmq::ring::{PopToken, Ring};
 
 /// A ring of its own heap block, freed on drop.
 pub struct HeapRing {
@@ -42,6 +42,18 @@ impl HeapRing {
     pub fn base(&self) -> *mut u8 {
         self.base
     }
+}
+
+/// The tokens of a receive run of `n` messages claimed from `first` on
+/// (`Ring::claim_pop_run`), in order.
+#[allow(dead_code)] // not every test that includes this module claims runs
+pub fn run_tokens(ring: &Ring, first: PopToken, n: usize) -> Vec<PopToken> {
+    let mut tokens = vec![first];
+    for _ in 1..n {
+        let next = ring.pop_run_token(tokens.last().unwrap().cursor());
+        tokens.push(next);
+    }
+    tokens
 }
 
 impl Drop for HeapRing {
