@@ -9,13 +9,20 @@
 //! * It runs on a multi-producer queue (two producers, two consumers) and on a
 //!   single-producer/single-consumer one, where each restarted process takes over the role
 //!   of the one killed before it.
-//! * Consumers receive with `recv_in_place` (every other incarnation: `recv_batch_in_place`,
-//!   up to 4 at a time) and append `id redelivered` to their record file *inside* the
-//!   closure, while the slot is still claimed. A consumer killed before the
+//! * A third of the consumer incarnations receive with `recv_in_place`, a third with
+//!   `recv_batch_in_place` (up to 4 at a time); both append `id redelivered` to their record
+//!   file *inside* the closure, while the slot is still claimed. A consumer killed before the
 //!   record leaves a message nobody recorded, which must be redelivered; one killed after
 //!   the record but before the release leaves a message recorded once and then redelivered
 //!   (flagged `redelivered`): such duplicates are counted separately and bounded by the
 //!   number of consumer kills.
+//! * The remaining third receive copying batches (`recv_batch`, up to 4: on the default
+//!   queue these claim runs of messages with one head move) into an *inbox*, a buffer in a
+//!   shared file mapping that survives the kill, cleared before each call; they record the
+//!   batch after the call returns. A kill between the release (inside the call) and the
+//!   record leaves messages received but unrecorded: they count as received if they are in
+//!   a dead consumer's inbox. So this mode checks for losses only where the message is in
+//!   no inbox either; for duplicates and wedges it checks as much as the others.
 //!
 //! CI runs it for 12 s. By hand: `SHMQ_STORM_SECS=300 cargo test --release --test
 //! kill_storm -- --nocapture` (`SHMQ_STORM_SEED` replays a seed).
@@ -41,6 +48,74 @@ fn payload(id: u64) -> [u8; 24] {
     p[8..16].copy_from_slice(&(!id).to_le_bytes());
     p[16..].copy_from_slice(b"storm!!!");
     p
+}
+
+/// Messages of a copying batch receive (of 64 bytes, the storm queue's message size).
+const INBOX_MESSAGES: usize = 4;
+
+/// A consumer's receive buffer in a shared mapping of its own file, so that what a copying
+/// receive had copied when the consumer was killed can be read afterwards.
+struct Inbox {
+    base: *mut u8,
+}
+
+impl Inbox {
+    const LEN: usize = INBOX_MESSAGES * 64;
+
+    fn create(path: &Path) -> Inbox {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .expect("create inbox");
+        file.set_len(Self::LEN as u64).expect("size inbox");
+        // SAFETY: a fresh shared mapping of a file of LEN bytes; the result is checked. The
+        // mapping outlives the descriptor, which closes when `file` drops.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                Self::LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED, "map inbox");
+        Inbox { base: base.cast() }
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: LEN bytes mapped until the process ends (never unmapped), written only
+        // through this borrow in this process, read by the parent only after our death.
+        unsafe { std::slice::from_raw_parts_mut(self.base, Self::LEN) }
+    }
+
+    /// Zeroes the inbox, so that it shows only what the next call copies.
+    fn clear(&mut self) {
+        self.bytes().fill(0);
+    }
+}
+
+/// The storm messages whose payloads are whole in the inbox files of `dir`.
+fn read_inboxes(dir: &Path) -> BTreeSet<u64> {
+    let mut ids = BTreeSet::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().ends_with(".inbox") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        for chunk in bytes.chunks_exact(64) {
+            let id = u64::from_le_bytes(chunk[..8].try_into().unwrap());
+            if chunk[..24] == payload(id) {
+                ids.insert(id);
+            }
+        }
+    }
+    ids
 }
 
 fn append(file: &mut std::fs::File, line: &str) {
@@ -107,32 +182,53 @@ fn storm_child() {
                 }
             }
         }
-        "consumer" => loop {
-            let record = |m: shmq::Received, bytes: &[u8], file: &mut std::fs::File| {
-                // The id travels in the payload (in-place sends get their position as id).
-                let id = u64::from_le_bytes(bytes[..8].try_into().unwrap());
-                assert_eq!(bytes, &payload(id)[..], "payload of {id}");
-                append(file, &format!("{id} {}\n", m.redelivered as u8));
-                // Every 8th message is "processed" slowly, holding the slot.
-                if id % 8 == 3 {
-                    std::thread::sleep(Duration::from_micros(300));
+        "consumer" => {
+            let mut inbox = None::<Inbox>;
+            let mut metas = Vec::with_capacity(INBOX_MESSAGES);
+            let inbox_path = || PathBuf::from(std::env::var("INBOX").unwrap());
+            loop {
+                let record = |m: shmq::Received, bytes: &[u8], file: &mut std::fs::File| {
+                    // The id travels in the payload (in-place sends get their position as id).
+                    let id = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+                    assert_eq!(bytes, &payload(id)[..], "payload of {id}");
+                    append(file, &format!("{id} {}\n", m.redelivered as u8));
+                    // Every 8th message is "processed" slowly, holding the slot.
+                    if id % 8 == 3 {
+                        std::thread::sleep(Duration::from_micros(300));
+                    }
+                };
+                // A third of the incarnations receive zero-copy batches of up to 4, each message
+                // released as soon as its record is written; another third copying batches.
+                let timeout = Some(Duration::from_millis(200));
+                let r = match incarnation % 3 {
+                    0 => q.recv_in_place(timeout, |m, b| record(m, b, &mut file)),
+                    1 => q
+                        .recv_batch_in_place(4, timeout, |m, b| record(m, b, &mut file))
+                        .map(drop),
+                    _ => {
+                        let inbox = inbox.get_or_insert_with(|| Inbox::create(&inbox_path()));
+                        inbox.clear();
+                        q.recv_batch(inbox.bytes(), &mut metas, timeout).map(|n| {
+                            let bytes = inbox.bytes();
+                            let lines: String = (0..n)
+                                .map(|i| {
+                                    let b = &bytes[i * 64..][..24];
+                                    let id = u64::from_le_bytes(b[..8].try_into().unwrap());
+                                    assert_eq!(b, &payload(id)[..], "payload of {id}");
+                                    format!("{id} {}\n", metas[i].redelivered as u8)
+                                })
+                                .collect();
+                            append(&mut file, &lines);
+                        })
+                    }
+                };
+                match r {
+                    Ok(()) | Err(Error::Timeout) => {}
+                    Err(Error::Closed) => return,
+                    Err(e) => panic!("receive: {e}"),
                 }
-            };
-            // Every other incarnation receives zero-copy batches of up to 4, each message
-            // released as soon as its record is written.
-            let timeout = Some(Duration::from_millis(200));
-            let r = if incarnation % 2 == 0 {
-                q.recv_in_place(timeout, |m, b| record(m, b, &mut file))
-            } else {
-                q.recv_batch_in_place(4, timeout, |m, b| record(m, b, &mut file))
-                    .map(drop)
-            };
-            match r {
-                Ok(()) | Err(Error::Timeout) => {}
-                Err(Error::Closed) => return,
-                Err(e) => panic!("receive: {e}"),
             }
-        },
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -154,7 +250,13 @@ struct Storm {
 impl Storm {
     fn spawn(&mut self, role: &'static str) -> Worker {
         self.incarnation += 1;
-        let log = self.dir.join(format!("{role}-{}.log", self.incarnation));
+        // The child picks its receive by `incarnation % 3` (see `storm_child`).
+        let kind = match role {
+            "consumer" if self.incarnation % 3 == 2 => "consumer-batch",
+            _ => role,
+        };
+        let log = self.dir.join(format!("{kind}-{}.log", self.incarnation));
+        let inbox = self.dir.join(format!("{}.inbox", self.incarnation));
         let child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
@@ -166,6 +268,7 @@ impl Storm {
             .env(ROLE_ENV, role)
             .env("Q", &self.q.name)
             .env("LOG", &log)
+            .env("INBOX", &inbox)
             .env("INCARNATION", self.incarnation.to_string())
             .env_remove("SHMQ_CRASH_AT")
             .stdin(Stdio::null())
@@ -314,11 +417,18 @@ fn storm(tag: &str, producers: usize, consumers: usize, spsc: bool) {
         e.0 += 1;
         e.1 += (flag == "1") as u32;
     }
+    // Copied by a batch receive whose consumer was killed before recording it (or after:
+    // then it is recorded too, and the inbox adds nothing).
+    let in_inboxes = read_inboxes(&storm.dir);
     let lost: Vec<u64> = acked
         .iter()
-        .filter(|id| !received.contains_key(id))
+        .filter(|id| !received.contains_key(id) && !in_inboxes.contains(id))
         .copied()
         .collect();
+    let only_in_inboxes = in_inboxes
+        .iter()
+        .filter(|id| !received.contains_key(id))
+        .count();
     let mut duplicates = 0u64;
     for (id, &(times, flagged)) in &received {
         assert!(
@@ -335,16 +445,20 @@ fn storm(tag: &str, producers: usize, consumers: usize, spsc: bool) {
             duplicates += (times - 1) as u64;
         }
     }
+    let batch_records = read_lines(&storm.dir, "consumer-batch").len();
     let unacked_received = received.keys().filter(|id| !acked.contains(id)).count();
     let consumer_kills = storm.kills.get("consumer").copied().unwrap_or(0);
     println!(
         "{tag}: kills {:?}, acknowledged {}, received {} distinct ({} unacknowledged), \
-         redelivered records {}, lost {}, stats {:?}",
+         redelivered records {}, recorded by copying batches {}, only in a dead batch \
+         receiver's inbox {}, lost {}, stats {:?}",
         storm.kills,
         acked.len(),
         received.len(),
         unacked_received,
         duplicates,
+        batch_records,
+        only_in_inboxes,
         lost.len(),
         stats
     );
@@ -361,6 +475,10 @@ fn storm(tag: &str, producers: usize, consumers: usize, spsc: bool) {
     assert!(
         acked.len() > 100,
         "the storm moved too little to prove anything"
+    );
+    assert!(
+        batch_records > 0,
+        "no copying batch receive recorded anything"
     );
     assert!(consumer_kills > 0 && storm.kills.get("producer").copied().unwrap_or(0) > 0);
 }
