@@ -701,6 +701,38 @@ fn bench_runs_two_processes_and_cleans_up() {
     assert!(out.stdout.contains("throughput"), "{out:?}");
     assert!(out.stdout.contains("msg/s"), "{out:?}");
     assert!(out.stdout.contains("p99"), "{out:?}");
+
+    // Batches (a count that is no multiple of the batch: the last call sends the rest) on
+    // a queue without checksums; the receiver still checks every id and size.
+    let out = ok(&[
+        "bench",
+        "-n",
+        "1001",
+        "-l",
+        "10",
+        "-c",
+        "16",
+        "--batch",
+        "32",
+        "--no-checksum",
+        "--json",
+    ]);
+    let v = json(&out.stdout);
+    assert_eq!(
+        (v["batch"].as_u64(), v["checksum"].as_bool()),
+        (Some(32), Some(false))
+    );
+    assert_eq!(v["messages"], 1001);
+    assert_eq!(v["latency_ns"]["samples"], 10);
+    let out = ok(&["bench", "-n", "100", "-l", "5", "-b", "64"]);
+    assert!(out.stdout.contains("up to 64 per call"), "{out:?}");
+    for bad in ["0", "65"] {
+        assert_eq!(
+            run(&["bench", "-n", "10", "--batch", bad]).code,
+            INVALID,
+            "--batch {bad}"
+        );
+    }
 }
 
 #[test]

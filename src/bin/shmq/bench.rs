@@ -38,6 +38,14 @@ pub struct BenchArgs {
     /// Measure a single-producer/single-consumer queue (see `shmq create --spsc`).
     #[arg(long = "single-producer-single-consumer", visible_alias = "spsc")]
     pub single_producer_single_consumer: bool,
+    /// Move up to N messages per call in the throughput phase (`send_batch` / `recv_batch`;
+    /// the latency phase sends one at a time).
+    #[arg(short, long, default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=shmq::RECV_BATCH_MAX as u64))]
+    pub batch: u64,
+    /// Create the queue without per-message checksums (see `shmq create --no-checksum`).
+    #[arg(long)]
+    pub no_checksum: bool,
 }
 
 #[derive(Args, Debug)]
@@ -49,6 +57,8 @@ pub struct PeerArgs {
     pub latency_samples: u64,
     #[arg(long)]
     pub size: usize,
+    #[arg(long, default_value_t = 1)]
+    pub batch: u64,
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the same clock in every process of the machine.
@@ -117,6 +127,7 @@ pub fn bench(a: BenchArgs) -> CmdResult {
     let name = format!("bench-{}-{}", std::process::id(), mono_ns() % 1_000_000_000);
     let queue = CrossProcessQueue::options()
         .single_producer_single_consumer(a.single_producer_single_consumer)
+        .checksum(!a.no_checksum)
         .create(&name, a.capacity, a.size)
         .map_err(|e| Failure::from_error(&name, e))?;
     let mut cleanup = Cleanup {
@@ -130,6 +141,7 @@ pub fn bench(a: BenchArgs) -> CmdResult {
         .args(["--messages", &a.messages.to_string()])
         .args(["--latency-samples", &a.latency_samples.to_string()])
         .args(["--size", &a.size.to_string()])
+        .args(["--batch", &a.batch.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -158,15 +170,31 @@ pub fn bench(a: BenchArgs) -> CmdResult {
             })
     };
     let payload = vec![0xA5u8; a.size];
+    // A batch's ids are its positions, which on this fresh queue are the same 0, 1, ...
+    let batch = vec![payload.as_slice(); a.batch as usize];
     progress.phase(&format!(
-        "shmq bench: throughput, {} messages of {} bytes...",
-        a.messages, a.size
+        "shmq bench: throughput, {} messages of {} bytes{}...",
+        a.messages,
+        a.size,
+        batches(a.batch)
     ));
     let step = (a.messages / 100).max(1);
     let t0 = mono_ns();
-    for i in 0..a.messages {
-        send(i, &payload)?;
-        if i % step == 0 {
+    let mut i = 0;
+    while i < a.messages {
+        if a.batch == 1 {
+            send(i, &payload)?;
+            i += 1;
+        } else {
+            let n = batch.len().min((a.messages - i) as usize);
+            i += queue
+                .send_batch(&batch[..n], Some(PEER_WAIT))
+                .map_err(|e| match e {
+                    shmq::Error::Timeout => fail(&name, "the receiving process stopped receiving"),
+                    e => Failure::from_error(&name, e),
+                })? as u64;
+        }
+        if i % step < a.batch {
             progress.percent("shmq bench: throughput", i, a.messages);
         }
     }
@@ -238,6 +266,8 @@ pub fn bench(a: BenchArgs) -> CmdResult {
             "message_size": a.size,
             "capacity": a.capacity,
             "single_producer_single_consumer": a.single_producer_single_consumer,
+            "batch": a.batch,
+            "checksum": !a.no_checksum,
             "elapsed_s": elapsed,
             "send_elapsed_s": send_elapsed,
             "throughput_msgs_per_s": msgs_per_s,
@@ -258,7 +288,7 @@ pub fn bench(a: BenchArgs) -> CmdResult {
     let us =
         |v: Option<u64>| v.map_or_else(|| "-".into(), |ns| format!("{:.1} us", ns as f64 / 1e3));
     println!(
-        "shmq {} bench: 1 producer and 1 consumer process, {cpus} CPUs, capacity {}, {} byte messages{}",
+        "shmq {} bench: 1 producer and 1 consumer process, {cpus} CPUs, capacity {}, {} byte messages{}{}{}",
         shmq::VERSION,
         a.capacity,
         a.size,
@@ -266,7 +296,9 @@ pub fn bench(a: BenchArgs) -> CmdResult {
             ", single-producer/single-consumer queue"
         } else {
             ""
-        }
+        },
+        batches(a.batch),
+        if a.no_checksum { ", checksums off" } else { "" },
     );
     println!(
         "throughput  {} messages in {elapsed:.3} s: {:.0} msg/s, {:.1} MB/s",
@@ -285,6 +317,15 @@ pub fn bench(a: BenchArgs) -> CmdResult {
         us(r.latency.last().copied()),
     );
     Ok(())
+}
+
+/// How the throughput phase moves messages, for the text output.
+fn batches(batch: u64) -> String {
+    if batch == 1 {
+        String::new()
+    } else {
+        format!(", up to {batch} per call")
+    }
 }
 
 /// The `q` quantile of sorted values (nearest rank).
@@ -331,23 +372,40 @@ pub fn peer(a: PeerArgs) -> CmdResult {
     writeln!(out, "ready")
         .and_then(|()| out.flush())
         .map_err(Failure::from_output)?;
-    let mut buf = vec![0u8; queue.message_size()];
+    let size = queue.message_size();
+    let batch = (a.batch as usize).clamp(1, shmq::RECV_BATCH_MAX);
+    let mut buf = vec![0u8; size * batch];
+    let mut metas = Vec::with_capacity(batch);
     let mut expected = 0u64;
     let mut errors = 0u64;
     let mut throughput_end_ns = 0;
     let mut latency = Vec::with_capacity(a.latency_samples as usize);
     loop {
-        match queue.recv_with(&mut buf, Some(PEER_WAIT)) {
-            Ok(meta) => {
+        // One at a time once the throughput phase is over: latency messages come alone.
+        let received = if batch > 1 && expected < a.messages {
+            queue.recv_batch(&mut buf, &mut metas, Some(PEER_WAIT))
+        } else {
+            queue
+                .recv_with(&mut buf[..size], Some(PEER_WAIT))
+                .map(|meta| {
+                    metas.clear();
+                    metas.push(meta);
+                    1
+                })
+        };
+        match received {
+            Ok(_) => {
                 let now = mono_ns();
-                if meta.id != expected || meta.len != a.size {
-                    errors += 1;
-                }
-                expected = meta.id + 1;
-                if meta.id + 1 == a.messages {
-                    throughput_end_ns = now;
-                } else if meta.id >= a.messages {
-                    latency.push(now.saturating_sub(meta.timestamp_ns));
+                for meta in &metas {
+                    if meta.id != expected || meta.len != a.size {
+                        errors += 1;
+                    }
+                    expected = meta.id + 1;
+                    if meta.id + 1 == a.messages {
+                        throughput_end_ns = now;
+                    } else if meta.id >= a.messages {
+                        latency.push(now.saturating_sub(meta.timestamp_ns));
+                    }
                 }
             }
             Err(shmq::Error::Closed) => break,

@@ -153,6 +153,7 @@ enum Command {
         "Examples:\n",
         "  shmq bench\n",
         "  shmq bench --messages 1000000 --size 1024 --capacity 4096\n",
+        "  shmq bench --batch 32 --no-checksum --spsc\n",
         "  shmq bench --json\n",
         "\nThe throughput phase sends as fast as possible; the latency phase sends one\n",
         "message at a time to an idle receiver (which sleeps on a futex) and measures the\n",
