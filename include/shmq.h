@@ -726,8 +726,10 @@ enum shmq_status shmq_receive_batch_in_place(struct shmq_queue *q,
  * A `fill` that returns a negative value (`SHMQ_ERR_INVALID_ARGUMENT`) or more than
  * `capacity` (`SHMQ_ERR_MESSAGE_TOO_LARGE`) ends the batch: its slot is published poisoned
  * (as in `shmq_send_in_place`), and `*out_count` says how many were sent before it (it is
- * written on success and on these two errors only). A sender that dies inside the call
- * leaves the messages before the one being written sent.
+ * written on success and on these two errors only). On a multi-producer queue the batch
+ * claims runs of free slots (one tail move per run); the positions it had claimed after
+ * the refused one are given up: receivers skip them, counted under `abandoned`. A sender
+ * that dies inside the call leaves the messages before the one being written sent.
  *
  * # Safety
  * `q` is NULL or a live handle; `fill` is NULL or a function that may be called with `ctx`

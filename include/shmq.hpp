@@ -321,7 +321,8 @@ public:
     /// `fill(size_t index, uint8_t *slot, size_t capacity) -> size_t` writes message
     /// `index`. Returns how many were sent (0 if there was no room within `wait`); `fill`
     /// ran exactly that many times. A bad length or an exception from `fill` ends the batch
-    /// as in `send_in_place` (the messages before it are sent).
+    /// as in `send_in_place` (the messages before it are sent; positions claimed after it
+    /// on a multi-producer queue are given up, and receivers skip them).
     template <class Fill>
     size_t send_batch_in_place(size_t count, Fill &&fill, Wait wait = forever) {
         FillCall<Fill> call{fill, nullptr};

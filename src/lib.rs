@@ -1307,11 +1307,12 @@ impl CrossProcessQueue {
         if let Some(spsc) = &self.spsc {
             return spsc.try_claim_pop(&self.ring, &peers, &self.name, buf_len, repair, wait);
         }
-        // Nothing published at the head, not shut down, and no repair to make: that is all
+        // Nothing published at the head, not shut down, and no repair to make (none due, and
+        // the head not a position given up, which is skipped at once): that is all
         // `claim_pop` would find out too, after reading the producers' tail line.
         if self.ring.head_unpublished()
             && !self.ring.close_requested()
-            && !(repair && self.receive_repair_due())
+            && !(repair && (self.receive_repair_due() || self.ring.head_given_up()))
         {
             return Ok(Attempt::WouldBlock);
         }
@@ -1325,7 +1326,9 @@ impl CrossProcessQueue {
                     })
                 }
                 Err(PopBlocked::InProgress) => {
-                    if repair && self.liveness_due() {
+                    // A position given up by a live producer is skipped at once; a claim of
+                    // a producer that may be dead waits for the rate-limited liveness check.
+                    if repair && (self.ring.head_given_up() || self.liveness_due()) {
                         match self.ring.repair_head(&peers) {
                             HeadRepair::Message(token) => return Ok(Attempt::Done(token)),
                             HeadRepair::Skipped => {

@@ -871,6 +871,32 @@ impl Ring {
         }
     }
 
+    /// Gives up a position of a send run that the caller (`me`) claimed and will not write
+    /// (its batch ended early): the claim passes to owner 0, nobody, and receivers skip the
+    /// position as they skip a dead producer's (`repair_head`, counted `abandoned`), without
+    /// waiting for a liveness check (see [`Ring::head_given_up`]). Withdrawing the claim
+    /// instead could race with a producer that saw it and is helping the tail past it.
+    pub fn give_up(&self, token: PushToken, me: u32) {
+        let slot = self.slot_at(token.index);
+        // AcqRel, as every claim compare-and-swap (see the module's notes on orderings).
+        // It fails only if someone took the position over, which needs us dead: not so.
+        let _ = slot.claim.compare_exchange(
+            self.producer_claim(token.pos, me),
+            self.producer_claim(token.pos, 0),
+            AcqRel,
+            Relaxed,
+        );
+    }
+
+    /// Whether the position at the head was given up by its producer ([`Ring::give_up`]): a
+    /// receiver finding it in progress may skip it (`repair_head`) at once. A hint: the
+    /// repair checks everything again.
+    pub fn head_given_up(&self) -> bool {
+        let h = self.head().load(Acquire);
+        let c = Claim::decode(self.slot(h).claim.load(Acquire));
+        c.lap == self.lap(h) && c.role == Role::Producer && c.owner == 0
+    }
+
     /// Whether a slot in which the producer of `t` found `seq`, under the claim word `claim`,
     /// still belongs to position `p = t - capacity`: claimed and being written (`seq` free
     /// for `p`), or published and not yet released, under a claim of `p`'s lap (its producer

@@ -31,15 +31,22 @@
 //! lets another process repair the slot if the claimer dies. A single `fetch_add` on the tail
 //! claiming `n` positions at once would leave positions taken but not owned by anyone a
 //! repairer can identify, so a process dying right after it would wedge the queue. So
-//! [`CrossProcessQueue::send_batch`] and [`CrossProcessQueue::recv_batch`] still make one claim
-//! per message, but amortise everything else over the batch: one wait (for the first
+//! the batches still make one claim per message, but on a multi-producer/multi-consumer
+//! queue the copying receive batch and both send batches claim *runs* of consecutive
+//! positions and move the head or tail past a whole run at once (`Ring::claim_pop_run`,
+//! `Ring::claim_push_run`), and every batch amortises the rest: one wait (for the first
 //! message only), one wake-up check (a compiler barrier and a load of the futex word, plus a
 //! `futex` call only if someone sleeps), one timestamp and one statistics update per batch.
 //!
 //! [`CrossProcessQueue::send_batch_in_place`] and [`CrossProcessQueue::recv_batch_in_place`]
 //! are the zero-copy forms of the same: each message's slot is lent to a closure in turn
-//! (both send batches share one loop, `send_batch_by`). A send batch claims a slot only for
-//! a message it will write, so a full queue ends it between two messages, never inside one.
+//! (both send batches share one loop, `send_batch_by`). A full queue ends a send batch
+//! between two messages, never inside one. A zero-copy send batch whose `fill` refuses a
+//! message (or panics) ends there: that slot is published poisoned, and the positions its
+//! run had claimed after it are *given up* (`Ring::give_up`): receivers skip them at once,
+//! counting them under `abandoned`. The zero-copy receive batch claims one message at a
+//! time: its reader may end the batch at any message, and messages claimed ahead could
+//! not be given back (the head is past them).
 //!
 //! A single-producer/single-consumer side has no claim words: it keeps its role's lock from
 //! the batch's first claim to the end, checks `closed` once, judges room for each further
@@ -97,18 +104,19 @@ impl Drop for SendBatch<'_> {
             return; // forked inside a closure: the batch is the parent's to end
         }
         if let Some(token) = self.token.take() {
-            // The claims of a run that ended early (only a copying batch claims runs, and
-            // it writes every message it claims, so this is defensive): published poisoned
-            // like the slot in hand, which receivers drop, rather than left to be skipped
-            // only once this process dies.
+            // The slot in hand (its message refused, or its writer unwinding) is published
+            // poisoned: receivers drop it. The positions a run claimed after it (a multi-
+            // producer queue's batch ended early) were never messages: given up, receivers
+            // skip them (counted `abandoned`) instead of reporting each as corrupt.
             let mut at = token.cursor();
             self.last = token.position();
             queue.ring.publish_poisoned(token);
+            // Only a multi-producer queue claims runs (the tail has moved past them all).
+            let me = queue.me;
             for _ in 0..std::mem::take(&mut self.reserved) {
                 let next = queue.ring.run_token(at);
                 at = next.cursor();
-                self.last = next.position();
-                queue.ring.publish_poisoned(next);
+                queue.ring.give_up(next, me);
             }
         }
         queue.finish_push_batch(self.last, self.sent, self.bytes);
@@ -308,9 +316,8 @@ impl CrossProcessQueue {
                 max: size,
             });
         }
-        // Every message is written once claimed (lengths checked above, no caller code), so
-        // the batch can claim runs of slots ahead.
-        self.send_batch_by(count, timeout, true, |i, token, id, timestamp| {
+        // Lengths checked above: every message claimed is written.
+        self.send_batch_by(count, timeout, |i, token, id, timestamp| {
             let data = message(i);
             self.ring.write(token, id, timestamp, data);
             Some(data.len())
@@ -329,9 +336,13 @@ impl CrossProcessQueue {
     ///
     /// If `fill` returns more than `message_size`, or panics, that slot is published
     /// poisoned (as in [`send_in_place`](Self::send_in_place)), the messages before it stay
-    /// sent, and the call fails with `InvalidArgument` (or the panic resumes). A process that
-    /// dies inside `fill` leaves the messages before it sent; the slot it was writing is
-    /// skipped (on a single-producer queue, written again by the sender that takes over).
+    /// sent, and the call fails with `InvalidArgument` (or the panic resumes). On a
+    /// multi-producer queue the batch may have claimed positions after that one (it claims
+    /// runs of free slots, moving the tail once per run): they are given up, and receivers
+    /// skip them, counting them under `abandoned` in [`stats`](Self::stats). A process that
+    /// dies inside `fill` leaves the messages before it sent; the slot it was writing, and
+    /// any claimed after it, are skipped (on a single-producer queue, the slot is written
+    /// again by the sender that takes over).
     ///
     /// ```no_run
     /// # fn main() -> shmq::Result<()> {
@@ -362,8 +373,7 @@ impl CrossProcessQueue {
         let size = self.message_size();
         let mut refused = None;
         let mut forked = false;
-        // One slot at a time: `fill` may end the batch at any message.
-        let sent = self.send_batch_by(count, timeout, false, |i, token, id, timestamp| {
+        let sent = self.send_batch_by(count, timeout, |i, token, id, timestamp| {
             let payload = self.ring.payload_ptr(token);
             // SAFETY: the slot is claimed by this process until the batch publishes it (its
             // guard on unwind at the latest), so no correct peer reads or writes its payload
@@ -403,8 +413,9 @@ impl CrossProcessQueue {
     /// timestamp)` write message `i` into the claimed slot and return its length (`None`
     /// refuses the message: its slot is published poisoned, unless this is a child forked
     /// inside `write`, and the batch ends there), publishes it, and returns how many were
-    /// sent. With `runs` (only where `write` never refuses), a multi-producer queue claims
-    /// the slots after the first in runs ([`Ring::claim_push_run`]: one tail move per run).
+    /// sent. A multi-producer queue claims the slots after the first in runs
+    /// ([`Ring::claim_push_run`]: one tail move per run); the positions of a run that a
+    /// refusal leaves unwritten are given up (see `SendBatch`).
     ///
     /// [`Ring::claim_push_run`]: crate::ring::Ring::claim_push_run
     #[inline(always)]
@@ -412,7 +423,6 @@ impl CrossProcessQueue {
         &self,
         count: usize,
         timeout: Option<Duration>,
-        runs: bool,
         mut write: impl FnMut(usize, &PushToken, u64, u64) -> Option<usize>,
     ) -> Result<usize> {
         if count == 0 {
@@ -448,11 +458,11 @@ impl CrossProcessQueue {
                 batch.reserved -= 1;
                 Some(self.ring.run_token(at))
             } else {
-                let max = if runs { count - batch.sent } else { 1 };
-                self.claim_next_push(at, max).map(|(token, n)| {
-                    batch.reserved = n - 1;
-                    token
-                })
+                self.claim_next_push(at, count - batch.sent)
+                    .map(|(token, n)| {
+                        batch.reserved = n - 1;
+                        token
+                    })
             };
             if batch.token.is_some() {
                 crashpoint::hit("push_batch_next");

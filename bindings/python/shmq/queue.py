@@ -901,7 +901,8 @@ class Queue:
         negative length (:class:`InvalidArgument`) or one above :attr:`message_size`
         (:class:`MessageTooLarge`), the exception propagates, the messages before that index
         stay sent, and that message is cancelled (its slot passes through the queue
-        poisoned).
+        poisoned). On a multi-producer queue the positions the batch had claimed after it
+        are given up: receivers skip them (``stats().abandoned`` counts them).
         """
         _check_count("count", count, 0)
         if count == 0:

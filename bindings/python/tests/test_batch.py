@@ -440,13 +440,17 @@ def test_a_failing_fill_ends_the_batch_and_cancels_that_message(
 
         with pytest.raises(error):
             q.put_many_in_place(fill, 5)
-        # Messages 0 and 1 were sent, message 2's slot passes through poisoned, nothing after.
-        assert q.qsize() == 3
+        # Messages 0 and 1 were sent, message 2's slot passes through poisoned, and the
+        # positions of messages 3 and 4, claimed with it (one run, one tail move), are given
+        # up: receivers skip them at once, counted as abandoned.
+        assert q.qsize() == 5
         with pytest.raises(shmq.CorruptedData) as caught:
             q.get_many()
         assert caught.value.received == [pattern(0), pattern(1)]  # type: ignore[attr-defined]
         with pytest.raises(shmq.Empty):
             q.get(block=False)
+        assert q.qsize() == 0
+        assert q.stats().abandoned == 2
         assert q.put_many_in_place(writes(), 2) == 2
         assert q.get_many() == [pattern(0), pattern(1)]
 
@@ -481,4 +485,5 @@ def test_a_sender_killed_inside_fill_keeps_what_it_sent(qname: str, spsc: bool) 
         # (A batch receive ends at the dead sender's position; the next one goes past it.)
         assert [q.get(timeout=5) for _ in range(3)] == [b"msg 0", b"msg 1", b"after"]
         assert q.qsize() == 0
-        assert q.stats().abandoned == (0 if spsc else 1)
+        # Multi-producer: message 2's position and those of 3 and 4 (its run) are skipped.
+        assert q.stats().abandoned == (0 if spsc else 3)
