@@ -29,7 +29,7 @@ use loom::thread;
 use heap_ring::{run_tokens, HeapRing};
 use loom_world::{Peer, World};
 use shmq::layout::FLAG_CHECKSUM;
-use shmq::ring::{HeadRepair, PopBlocked, PopToken, PushBlocked, Ring};
+use shmq::ring::{HeadRepair, Peers, PopBlocked, PopToken, PushBlocked, Ring};
 
 /// Every message is its id, eight bytes.
 const MESSAGE_SIZE: u32 = 8;
@@ -240,6 +240,48 @@ fn a_run_races_a_single_producer() {
         let run: Vec<u64> = got.iter().copied().filter(|&id| id < 20).collect();
         assert!(run.windows(2).all(|w| w[0] < w[1]), "out of order: {got:?}");
         assert_eq!(sorted(got), sorted(sent));
+    });
+}
+
+/// (1d) A producer claims a run of two, publishes the first message and gives the second
+/// position up (its zero-copy batch ended early: `Ring::give_up`), while another producer
+/// sends and a consumer receives with repairs: every message sent is received once, the
+/// given-up position is skipped (counted `abandoned`) and nothing else is, and the head
+/// meets the tail.
+#[test]
+fn a_run_given_up_races_a_producer_and_a_receiver() {
+    for_capacities(|capacity| {
+        let q = heap_ring(capacity);
+        let world = World::new();
+        let runner = {
+            let (q, p) = (q.clone(), world.peer(1));
+            thread::spawn(move || {
+                let Ok((token, n)) = q.ring.claim_push_run(&p, 2) else {
+                    return (Vec::new(), 0);
+                };
+                let at = token.cursor();
+                q.ring.write(&token, 10, 0, &10u64.to_le_bytes());
+                q.ring.publish(token);
+                if n == 2 {
+                    q.ring.give_up(q.ring.run_token(at), p.me());
+                }
+                (vec![10], n as u64 - 1)
+            })
+        };
+        let single = {
+            let (q, p) = (q.clone(), world.peer(2));
+            thread::spawn(move || try_send(&q.ring, &p, 20, false).then_some(20))
+        };
+        let mut got = recv_some(&q.ring, &world.peer(3), true, TRIES);
+        let (mut sent, given_up) = runner.join().unwrap();
+        sent.extend(single.join().unwrap());
+        got.extend(drain(&q.ring, &world.peer(4)));
+        assert_eq!(sorted(got), sorted(sent.clone()));
+        let abandoned = q.ring.header().stats.abandoned.load(SeqCst);
+        assert_eq!(abandoned, given_up, "sent {sent:?}");
+        let positions = sent.len() as u64 + given_up;
+        assert_eq!(q.ring.head_position(), positions);
+        assert_eq!(q.ring.tail_position(), positions);
     });
 }
 
