@@ -42,6 +42,9 @@ use shmq::{CrossProcessQueue, Error};
 const PRODUCERS: usize = 2;
 const CONSUMERS: usize = 2;
 
+/// The storm queue's message size.
+const MESSAGE_SIZE: usize = 64;
+
 fn payload(id: u64) -> [u8; 24] {
     let mut p = [0u8; 24];
     p[..8].copy_from_slice(&id.to_le_bytes());
@@ -50,7 +53,15 @@ fn payload(id: u64) -> [u8; 24] {
     p
 }
 
-/// Messages of a copying batch receive (of 64 bytes, the storm queue's message size).
+/// The id of a received message, which travels in its payload (in-place sends get their
+/// position as id), after checking the whole payload against it.
+fn payload_id(bytes: &[u8]) -> u64 {
+    let id = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    assert_eq!(bytes, &payload(id)[..], "payload of {id}");
+    id
+}
+
+/// Messages of a copying batch receive.
 const INBOX_MESSAGES: usize = 4;
 
 /// A consumer's receive buffer in a shared mapping of its own file, so that what a copying
@@ -60,7 +71,7 @@ struct Inbox {
 }
 
 impl Inbox {
-    const LEN: usize = INBOX_MESSAGES * 64;
+    const LEN: usize = INBOX_MESSAGES * MESSAGE_SIZE;
 
     fn create(path: &Path) -> Inbox {
         let file = OpenOptions::new()
@@ -108,7 +119,7 @@ fn read_inboxes(dir: &Path) -> BTreeSet<u64> {
             continue;
         }
         let bytes = std::fs::read(&path).unwrap();
-        for chunk in bytes.chunks_exact(64) {
+        for chunk in bytes.chunks_exact(MESSAGE_SIZE) {
             let id = u64::from_le_bytes(chunk[..8].try_into().unwrap());
             if chunk[..24] == payload(id) {
                 ids.insert(id);
@@ -188,9 +199,7 @@ fn storm_child() {
             let inbox_path = || PathBuf::from(std::env::var("INBOX").unwrap());
             loop {
                 let record = |m: shmq::Received, bytes: &[u8], file: &mut std::fs::File| {
-                    // The id travels in the payload (in-place sends get their position as id).
-                    let id = u64::from_le_bytes(bytes[..8].try_into().unwrap());
-                    assert_eq!(bytes, &payload(id)[..], "payload of {id}");
+                    let id = payload_id(bytes);
                     append(file, &format!("{id} {}\n", m.redelivered as u8));
                     // Every 8th message is "processed" slowly, holding the slot.
                     if id % 8 == 3 {
@@ -210,12 +219,12 @@ fn storm_child() {
                         inbox.clear();
                         q.recv_batch(inbox.bytes(), &mut metas, timeout).map(|n| {
                             let bytes = inbox.bytes();
-                            let lines: String = (0..n)
-                                .map(|i| {
-                                    let b = &bytes[i * 64..][..24];
-                                    let id = u64::from_le_bytes(b[..8].try_into().unwrap());
-                                    assert_eq!(b, &payload(id)[..], "payload of {id}");
-                                    format!("{id} {}\n", metas[i].redelivered as u8)
+                            let lines: String = bytes
+                                .chunks_exact(MESSAGE_SIZE)
+                                .zip(&metas[..n])
+                                .map(|(b, m)| {
+                                    let id = payload_id(&b[..m.len]);
+                                    format!("{id} {}\n", m.redelivered as u8)
                                 })
                                 .collect();
                             append(&mut file, &lines);
@@ -341,7 +350,7 @@ fn storm(tag: &str, producers: usize, consumers: usize, spsc: bool) {
     // repair paths (republish at the tail, adoption) run.
     let parent = CrossProcessQueue::options()
         .single_producer_single_consumer(spsc)
-        .create(&q.name, 8, 64)
+        .create(&q.name, 8, MESSAGE_SIZE)
         .unwrap();
     let dir = std::env::temp_dir().join(format!("shmq-storm-{}", q.name));
     std::fs::create_dir_all(&dir).unwrap();
@@ -398,7 +407,7 @@ fn storm(tag: &str, producers: usize, consumers: usize, spsc: bool) {
         }
     }
     // Nothing left, not even an orphan: the parent's receive adopts before saying Closed.
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; MESSAGE_SIZE];
     match parent.recv_with(&mut buf, Some(Duration::from_secs(5))) {
         Err(Error::Closed) => {}
         other => panic!("queue not drained: {other:?}"),
