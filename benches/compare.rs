@@ -766,6 +766,7 @@ impl Drop for IoxRx {
 }
 
 /// One direction of a transport, created in the parent before forking.
+#[allow(clippy::large_enum_variant)] // one per run, never moved in a loop: boxing buys nothing
 enum Chan {
     Limit(LimitRing),
     Shmq {
@@ -1021,6 +1022,7 @@ fn open_boost(name: &std::ffi::CStr) -> *mut libc::c_void {
     q
 }
 
+#[allow(clippy::large_enum_variant)] // as for `Chan`: one per process, held in place
 enum Tx {
     Limit(LimitTx),
     Boost {
@@ -1165,6 +1167,7 @@ impl Tx {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // as for `Chan`: one per process, held in place
 enum Rx {
     Limit(LimitRx),
     Boost {

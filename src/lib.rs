@@ -25,6 +25,7 @@
 pub mod admin;
 mod checksum;
 mod clock;
+mod counts;
 pub mod crashpoint;
 mod error;
 pub mod ffi;
@@ -49,6 +50,7 @@ pub use error::{Error, Result};
 pub use ring::MessageMeta as Received;
 pub use segment::{validate_name, MAX_NAME_LEN, SHM_DIR, SHM_PREFIX};
 
+use counts::PendingCounts;
 use layout::{Header, FLAG_CHECKSUM, FLAG_SPSC, HEADER_SIZE, KNOWN_FLAGS, LAYOUT_VERSION, MAGIC};
 use ring::{HeadRepair, MessageMeta, Peers, PopBlocked, PopToken, PushBlocked, Ring};
 use segment::Segment;
@@ -89,12 +91,8 @@ const YIELD_SWITCHED: Duration = Duration::from_micros(5);
 const LIVENESS_INTERVAL_NS: u64 = 1_000_000;
 /// Pending byte counts are flushed to the shared statistics after this many messages.
 const STATS_BATCH: u64 = 64;
-/// A handle's pending statistics word: messages above this bit, bytes below it.
-const PENDING_SHIFT: u32 = 40;
 /// Most messages one `recv_batch` takes: it holds their slots until all are copied.
 pub const RECV_BATCH_MAX: usize = 64;
-/// Byte counts from this size up are flushed at once (they would overflow the packing).
-const PENDING_BYTES_LIMIT: u64 = 1 << (PENDING_SHIFT - 1);
 
 /// A message as the original design note defines it. `id` and `timestamp` travel in the
 /// slot header, so every language sees them.
@@ -122,7 +120,8 @@ impl Message {
 ///
 /// Message counts are derived from the ring's positions and are exact once no operation is
 /// in flight; byte counts are flushed by each handle every 64 messages and whenever it goes
-/// idle; `peak_depth` is sampled at the flushes every 64 messages, when a sender waits for
+/// idle (on a handle that several threads use, every 64 of its first user's messages and
+/// every 64 of the others'); `peak_depth` is sampled at the flushes every 64 messages, when a sender waits for
 /// room, at [`CrossProcessQueue::stats`], and when a send finds the queue full.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -338,9 +337,9 @@ pub struct CrossProcessQueue {
     /// inherited the handle through `fork()` sees another value, and the handle refuses to
     /// send or receive there (see [`inherited`](Self::inherited)).
     fork_generation: u64,
-    /// This handle's unflushed statistics per direction, packed (see [`PENDING_SHIFT`]).
-    pending_sent: AtomicU64,
-    pending_received: AtomicU64,
+    /// This handle's unflushed statistics per direction (multi-producer queues).
+    pending_sent: PendingCounts,
+    pending_received: PendingCounts,
     next_liveness_check: AtomicU64,
     next_orphan_scan: AtomicU64,
     /// Per direction (receiving, sending): whether the last yield of a blocked call gave
@@ -556,8 +555,8 @@ impl CrossProcessQueue {
             name: name.to_string(),
             me,
             fork_generation: segment::fork_generation(),
-            pending_sent: AtomicU64::new(0),
-            pending_received: AtomicU64::new(0),
+            pending_sent: PendingCounts::default(),
+            pending_received: PendingCounts::default(),
             next_liveness_check: AtomicU64::new(0),
             yield_first: Default::default(),
             next_orphan_scan: AtomicU64::new(0),
@@ -696,15 +695,16 @@ impl CrossProcessQueue {
 
     // ----- statistics ----------------------------------------------------------------------
 
-    /// Adds messages to this handle's pending statistics: one atomic add per call (the
-    /// count and the bytes share a word), a flush every [`STATS_BATCH`] messages.
+    /// Adds messages to this handle's pending statistics (without a locked instruction in
+    /// the thread that uses the handle: `counts.rs`), a flush every [`STATS_BATCH`]
+    /// messages.
     #[inline]
-    fn count(&self, pending: &AtomicU64, messages: u64, bytes: u64) {
+    fn count(&self, pending: &PendingCounts, messages: u64, bytes: u64) {
         if self.spsc.is_some() {
             // Counted under the role's lock by `commit_push` / `commit_pop`.
             return;
         }
-        if bytes >= PENDING_BYTES_LIMIT {
+        if bytes >= counts::PACKED_BYTES_LIMIT {
             // Too large to pack (a huge batch): count it directly.
             let stats = &self.ring.header().stats;
             let total = if std::ptr::eq(pending, &self.pending_sent) {
@@ -716,11 +716,7 @@ impl CrossProcessQueue {
             total.fetch_add(bytes, Relaxed);
             return;
         }
-        // Relaxed: statistics order nothing (see `flush_stats`).
-        let before = pending.fetch_add((messages << PENDING_SHIFT) | bytes, Relaxed);
-        if (before >> PENDING_SHIFT) + messages >= STATS_BATCH
-            || (before & (PENDING_BYTES_LIMIT - 1)) + bytes >= PENDING_BYTES_LIMIT
-        {
+        if pending.count(messages, bytes) {
             self.flush_stats(true);
         }
     }
@@ -736,18 +732,17 @@ impl CrossProcessQueue {
             spsc.flush_stats(&self.ring, None, sample_depth);
             return;
         }
-        // Relaxed throughout: statistics are monotonic counters read as a snapshot; they
-        // order nothing else.
-        if self.pending_sent.load(Relaxed) | self.pending_received.load(Relaxed) == 0 {
+        if !self.pending_sent.any() && !self.pending_received.any() {
             return;
         }
+        // Relaxed throughout: statistics are monotonic counters read as a snapshot; they
+        // order nothing else.
         let stats = &self.ring.header().stats;
-        let mask = (1 << PENDING_SHIFT) - 1;
-        let sent = self.pending_sent.swap(0, Relaxed) & mask;
+        let sent = self.pending_sent.take();
         if sent != 0 {
             stats.bytes_sent.fetch_add(sent, Relaxed);
         }
-        let received = self.pending_received.swap(0, Relaxed) & mask;
+        let received = self.pending_received.take();
         if received != 0 {
             stats.bytes_received.fetch_add(received, Relaxed);
         }

@@ -53,7 +53,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use crate::layout::Header;
 use crate::ring::{Cursor, Peers, PopToken, PushToken, Ring, SpscPop};
-use crate::sync::AtomicU32;
+use crate::sync::{thread_token, AtomicU32};
 use crate::{wait, Attempt, Error, Result};
 
 /// How many times a corrupt-looking sequence word is re-read before the slot is skipped.
@@ -134,20 +134,6 @@ struct Side {
 
 /// See [`Side::empty_polls`].
 const EMPTY_CHECK_INTERVAL: u32 = 16;
-
-thread_local! {
-    /// A token unique to this thread among the live threads of the process.
-    static TOKEN: u64 = {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        // Relaxed: uniqueness needs only the atomicity of the increment.
-        NEXT.fetch_add(1, Relaxed)
-    };
-}
-
-#[inline(always)]
-fn thread_token() -> u64 {
-    TOKEN.with(|t| *t)
-}
 
 /// How long a call may wait for the other threads sharing its handle to leave a side.
 #[derive(Clone, Copy, Debug)]

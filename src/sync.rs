@@ -24,3 +24,20 @@ pub(crate) fn spin_loop() {
     #[cfg(loom)]
     loom::hint::spin_loop();
 }
+
+thread_local! {
+    /// A token unique to this thread among the live threads of the process.
+    static TOKEN: u64 = {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        // Relaxed: uniqueness needs only the atomicity of the increment.
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    };
+}
+
+/// This thread's token: never 0, and never another live thread's. Names the thread that
+/// owns a handle's fast paths (the lock of `spsc.rs`, the counts of `counts.rs`). `std`'s
+/// even under loom, whose threads share one OS thread (see `spsc.rs`).
+#[inline(always)]
+pub(crate) fn thread_token() -> u64 {
+    TOKEN.with(|t| *t)
+}

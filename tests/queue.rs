@@ -183,6 +183,9 @@ fn exactly_once(
         0
     );
     assert!(stats.peak_depth <= 64);
+    // Every process flushed its byte counts when it closed the queue.
+    let bytes = producers * (0..per_producer).map(|seq| 8 + seq % 50).sum::<u64>();
+    assert_eq!((stats.bytes_sent, stats.bytes_received), (bytes, bytes));
 }
 
 #[test]
@@ -488,12 +491,14 @@ fn garbage_segments_are_refused_on_connect() {
 fn handles_are_shared_by_threads_and_listed() {
     let tq = TestQueue::new("threads");
     let q = CrossProcessQueue::create(&tq.name, 16, 8).unwrap();
+    let len = |i: u64| 1 + (i % 8) as usize;
     std::thread::scope(|s| {
         for t in 0..4u64 {
             let q = &q;
             s.spawn(move || {
                 for i in 0..2000u64 {
-                    q.send_with(Some(t * 10_000 + i), 0, b"m", None).unwrap();
+                    q.send_with(Some(t * 10_000 + i), 0, &[7; 8][..len(i)], None)
+                        .unwrap();
                 }
             });
         }
@@ -507,5 +512,10 @@ fn handles_are_shared_by_threads_and_listed() {
         }
     });
     assert!(CrossProcessQueue::list().unwrap().contains(&tq.name));
-    assert_eq!(q.stats().messages_received, 8000);
+    // Exact byte counts, read by a thread that sent nothing: the sending threads' counts
+    // (one of them counting without locked instructions, `src/counts.rs`) are all flushed.
+    let stats = q.stats();
+    let bytes = 4 * (0..2000).map(|i| len(i) as u64).sum::<u64>();
+    assert_eq!(stats.messages_received, 8000);
+    assert_eq!((stats.bytes_sent, stats.bytes_received), (bytes, bytes));
 }
