@@ -28,6 +28,7 @@ mod clock;
 mod counts;
 pub mod crashpoint;
 mod error;
+mod fastdiv;
 pub mod ffi;
 pub mod layout;
 pub mod ring;

@@ -76,6 +76,7 @@ use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 pub use crate::checksum::message_crc;
 use crate::checksum::MessageCrc;
+use crate::fastdiv::Divisor;
 use crate::layout::{
     self, Claim, Header, Role, SlotHeader, FLAG_CHECKSUM, FLAG_SPSC, HEADER_SIZE, LAYOUT_VERSION,
     MAGIC, NO_POSITION, POS_MASK, SLOT_FLAG_REDELIVERED, SLOT_HEADER_SIZE, TAIL_CLOSED,
@@ -334,6 +335,8 @@ pub struct Ring {
     header: *const Header,
     slots: *mut u8,
     capacity: u64,
+    /// `capacity`, prepared for dividing positions by it (`fastdiv.rs`).
+    divisor: Divisor,
     stride: usize,
     message_size: usize,
     /// The checksum's implementation for this CPU, if messages carry one.
@@ -422,6 +425,7 @@ impl Ring {
             // SAFETY: HEADER_SIZE < segment size, so the offset stays inside the allocation.
             slots: unsafe { base.add(HEADER_SIZE) },
             capacity: capacity as u64,
+            divisor: Divisor::new(capacity as u64),
             stride: layout::slot_stride(message_size).expect("validated geometry"),
             message_size: message_size as usize,
             checksum: (flags & FLAG_CHECKSUM != 0).then(MessageCrc::for_this_cpu),
@@ -450,7 +454,7 @@ impl Ring {
     /// one read from shared memory.
     #[inline]
     fn index(&self, pos: u64) -> usize {
-        (pos % self.capacity) as usize
+        self.divisor.div_rem(pos).1 as usize
     }
 
     /// The slot for position `pos`.
@@ -500,7 +504,8 @@ impl Ring {
         let _ = line;
     }
 
-    /// Position `pos` and its slot (one division; [`Ring::after`] steps without).
+    /// Position `pos` and its slot (one division by the capacity; [`Ring::after`] steps
+    /// without).
     #[inline]
     fn cursor(&self, pos: u64) -> Cursor {
         Cursor {
@@ -510,8 +515,8 @@ impl Ring {
     }
 
     /// The position after `at` and its slot: an increment and a compare where
-    /// `Ring::index` divides (about 10 cycles on the project's Zen 3, more for 64-bit
-    /// operands), for batches, which walk consecutive positions.
+    /// `Ring::index` divides (a multiplication and four simple operations, see
+    /// `fastdiv.rs`), for batches, which walk consecutive positions.
     #[inline]
     pub fn after(&self, at: Cursor) -> Cursor {
         let index = at.index + 1;
@@ -534,7 +539,14 @@ impl Ring {
     }
 
     fn lap(&self, pos: u64) -> u32 {
-        (pos / self.capacity) as u32
+        self.divisor.div(pos) as u32
+    }
+
+    /// [`Ring::lap`] and [`Ring::index`] of `pos` (one division).
+    #[inline(always)]
+    fn lap_index(&self, pos: u64) -> (u32, usize) {
+        let (lap, index) = self.divisor.div_rem(pos);
+        (lap as u32, index as usize)
     }
 
     /// The position that uses the same slot one lap after `pos`.
@@ -711,8 +723,7 @@ impl Ring {
                 return Err(PushBlocked::Closed);
             }
             let t = tail;
-            // One division for both (they share the `div` instruction).
-            let (lap, index) = (self.lap(t), self.index(t));
+            let (lap, index) = self.lap_index(t);
             let slot = self.slot_at(index);
             // The claim is loaded *before* `seq`, never after. A claim word read after `seq`
             // may belong to a later state of the slot: a producer that saw `seq == 2t`, was
@@ -1287,7 +1298,7 @@ impl Ring {
         loop {
             let h = self.head().load(Acquire);
             // One division for both (they share the `div` instruction).
-            let (lap, index) = (self.lap(h), self.index(h));
+            let (lap, index) = self.lap_index(h);
             let slot = self.slot_at(index);
             // Claim before `seq`, as in `claim_push`: a claim read after `seq == 2h + 1` may
             // be the producer's of `h + capacity` (the slot went a lap while we were
