@@ -343,14 +343,16 @@ fn storm(tag: &str, producers: usize, consumers: usize, spsc: bool) {
         },
         |s| s.parse().unwrap(),
     );
-    println!("{tag}: {secs} s, seed {seed} (SHMQ_STORM_SEED replays it)");
     let mut rng = Rng::new(seed);
-    let q = TestQueue::new(tag);
     // Small capacity: the ring laps constantly and producers often find it full, so both
-    // repair paths (republish at the tail, adoption) run.
+    // repair paths (republish at the tail, adoption) run. A power of two or not (the slot
+    // index and lap then come from a shift or from a reciprocal: `src/fastdiv.rs`).
+    let capacity = 7 + rng.below(2) as usize;
+    println!("{tag}: {secs} s, capacity {capacity}, seed {seed} (SHMQ_STORM_SEED replays it)");
+    let q = TestQueue::new(tag);
     let parent = CrossProcessQueue::options()
         .single_producer_single_consumer(spsc)
-        .create(&q.name, 8, MESSAGE_SIZE)
+        .create(&q.name, capacity, MESSAGE_SIZE)
         .unwrap();
     let dir = std::env::temp_dir().join(format!("shmq-storm-{}", q.name));
     std::fs::create_dir_all(&dir).unwrap();
