@@ -95,8 +95,8 @@ impl QueueView {
     }
 
     /// A statistics snapshot computed exactly as [`crate::CrossProcessQueue::stats`] does,
-    /// without any handle's unflushed byte counts (at most 63 messages' worth per handle, twice that
-    /// for a handle that several threads use).
+    /// without any handle's unflushed byte counts (at most 63 messages' worth per handle,
+    /// twice that for a handle that several threads use).
     pub fn stats(&self) -> Stats {
         Stats::from_header(self.header(), self.geometry().0)
     }

@@ -122,8 +122,9 @@ impl Message {
 /// Message counts are derived from the ring's positions and are exact once no operation is
 /// in flight; byte counts are flushed by each handle every 64 messages and whenever it goes
 /// idle (on a handle that several threads use, every 64 of its first user's messages and
-/// every 64 of the others'); `peak_depth` is sampled at the flushes every 64 messages, when a sender waits for
-/// room, at [`CrossProcessQueue::stats`], and when a send finds the queue full.
+/// every 64 of the others'); `peak_depth` is sampled at the flushes every 64 messages, when
+/// a sender waits for room, at [`CrossProcessQueue::stats`], and when a send finds the queue
+/// full.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub messages_sent: u64,

@@ -1297,7 +1297,6 @@ impl Ring {
         let mut suspicion = None::<HeadSuspicion>;
         loop {
             let h = self.head().load(Acquire);
-            // One division for both (they share the `div` instruction).
             let (lap, index) = self.lap_index(h);
             let slot = self.slot_at(index);
             // Claim before `seq`, as in `claim_push`: a claim read after `seq == 2h + 1` may

@@ -8,6 +8,8 @@
 //! exercised there: a mapped segment zero-filled by the kernel is not a set of loom atomics.
 //! The per-handle lock of `spsc.rs` (`Side`) keeps `std` atomics: it is process-local, and
 //! its model gives each thread its own handle, so loom need not see it.
+//!
+//! Also here: [`thread_token`], which names the thread that owns a handle's fast paths.
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64};
