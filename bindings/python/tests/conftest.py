@@ -148,9 +148,13 @@ def procs() -> Iterator[Procs]:
     p.kill_all()
 
 
-# A child that blocks in `call` on queue argv[1] and reports how a SIGINT ended it.
+# A child that blocks in `call` on queue argv[1] and reports how a SIGINT ended it. It
+# installs Python's own SIGINT handler, as an interactive interpreter has: one started from
+# a background job of a shell without job control inherits SIGINT ignored (and Python then
+# leaves it so), which would make the signal do nothing whatever the library does.
 BLOCKED_CALL = """
-import sys, time, shmq
+import signal, sys, time, shmq
+signal.signal(signal.SIGINT, signal.default_int_handler)
 q = shmq.Queue.connect(sys.argv[1])
 print("ready", flush=True)
 started = time.monotonic()
