@@ -904,8 +904,9 @@ impl Ring {
     /// repair checks everything again.
     pub fn head_given_up(&self) -> bool {
         let h = self.head().load(Acquire);
-        let c = Claim::decode(self.slot(h).claim.load(Acquire));
-        c.lap == self.lap(h) && c.role == Role::Producer && c.owner == 0
+        let (lap, index) = self.lap_index(h);
+        let c = Claim::decode(self.slot_at(index).claim.load(Acquire));
+        c.lap == lap && c.role == Role::Producer && c.owner == 0
     }
 
     /// Whether a slot in which the producer of `t` found `seq`, under the claim word `claim`,
