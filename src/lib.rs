@@ -977,8 +977,11 @@ impl CrossProcessQueue {
     ///
     /// Every send begins with it, and so does every attempt that does not repair: through
     /// the general path alone, one thread's 64-byte send + receive pair on a single-producer
-    /// queue took 1.2–1.8× as long (`examples/hotpath`, docs/PERFORMANCE.md).
-    #[inline]
+    /// queue took 1.2–1.8× as long (`examples/hotpath`, docs/PERFORMANCE.md). Always
+    /// inlined, as is [`claim_pop_fast`](Self::claim_pop_fast): left to the compiler, the
+    /// zero-copy calls made both calls of their own (+15 instructions per send or receive,
+    /// callgrind), which the copying ones did not.
+    #[inline(always)]
     fn claim_push_fast(&self) -> Option<Attempt<ring::PushToken>> {
         if self.inherited() {
             return None;
@@ -997,7 +1000,7 @@ impl CrossProcessQueue {
     /// repairs, in the common case only (see [`claim_push_fast`](Self::claim_push_fast)):
     /// `Done` (claimed) or `WouldBlock` (nothing to take yet, not shut down). `None` for
     /// anything else, having changed nothing.
-    #[inline]
+    #[inline(always)]
     fn claim_pop_fast(&self, buf_len: usize) -> Option<Attempt<PopToken>> {
         if self.inherited() {
             return None;
