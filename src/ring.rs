@@ -762,7 +762,12 @@ impl Ring {
                         .compare_exchange(t, t.wrapping_add(1), AcqRel, Relaxed);
                     continue;
                 }
-                let mine = self.producer_claim(t, peers.me());
+                let mine = Claim {
+                    lap,
+                    role: Role::Producer,
+                    owner: peers.me(),
+                }
+                .encode();
                 if slot
                     .claim
                     .compare_exchange(current, mine, AcqRel, Relaxed)
@@ -1355,7 +1360,12 @@ impl Ring {
                     }
                     continue;
                 }
-                let mine = self.consumer_claim(h, peers.me());
+                let mine = Claim {
+                    lap,
+                    role: Role::Consumer,
+                    owner: peers.me(),
+                }
+                .encode();
                 if slot
                     .claim
                     .compare_exchange(current, mine, AcqRel, Relaxed)
