@@ -1137,7 +1137,10 @@ impl CrossProcessQueue {
     /// first token and how many were claimed. `None` ends the batch.
     ///
     /// [`Ring::claim_pop_run`]: ring::Ring::claim_pop_run
-    #[inline]
+    // Always inlined, as `claim_next_push`: once `claim_pop_run` was always inlined into it,
+    // the compiler made this a call from `recv_batch`, +39 instructions per message of an
+    // SPSC receive batch (callgrind).
+    #[inline(always)]
     fn claim_next_pop(
         &self,
         prev: ring::Cursor,

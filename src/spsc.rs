@@ -529,7 +529,7 @@ impl Spsc {
     /// side stays locked, as after [`Spsc::try_claim_push`]) or `WouldBlock` (full, judged
     /// by the cached head or the head reloaded). `None` otherwise, with the side unlocked and
     /// `in_flight` back at 0: the general path then finds out why.
-    #[inline]
+    #[inline(always)]
     pub fn try_claim_push_fast(&self, ring: &Ring) -> Option<Attempt<PushToken>> {
         let h = ring.header();
         if !self.tx.try_lock_owned(&h.wake.fence_required) {
@@ -722,7 +722,7 @@ impl Spsc {
     /// [`Spsc::try_claim_pop`]), or `WouldBlock` if nothing is published there and the queue
     /// is open. `None` otherwise, with the side unlocked and nothing changed: the general
     /// path then finds out why.
-    #[inline]
+    #[inline(always)]
     pub fn try_claim_pop_fast(&self, ring: &Ring, buf_len: usize) -> Option<Attempt<PopToken>> {
         let h = ring.header();
         if !self.rx.try_lock_owned(&h.wake.fence_required) {
