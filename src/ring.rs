@@ -762,12 +762,8 @@ impl Ring {
                         .compare_exchange(t, t.wrapping_add(1), AcqRel, Relaxed);
                     continue;
                 }
-                let mine = Claim {
-                    lap,
-                    role: Role::Producer,
-                    owner: peers.me(),
-                }
-                .encode();
+                // The lap divided out above, not `producer_claim`'s second division.
+                let mine = claim_word(lap, Role::Producer, peers.me());
                 if slot
                     .claim
                     .compare_exchange(current, mine, AcqRel, Relaxed)
@@ -948,21 +944,11 @@ impl Ring {
     }
 
     fn producer_claim(&self, pos: u64, me: u32) -> u64 {
-        Claim {
-            lap: self.lap(pos),
-            role: Role::Producer,
-            owner: me,
-        }
-        .encode()
+        claim_word(self.lap(pos), Role::Producer, me)
     }
 
     fn consumer_claim(&self, pos: u64, me: u32) -> u64 {
-        Claim {
-            lap: self.lap(pos),
-            role: Role::Consumer,
-            owner: me,
-        }
-        .encode()
+        claim_word(self.lap(pos), Role::Consumer, me)
     }
 
     /// Whether `seq` says "published" for the position a lap before `pos`: a dead receiver's
@@ -1360,12 +1346,8 @@ impl Ring {
                     }
                     continue;
                 }
-                let mine = Claim {
-                    lap,
-                    role: Role::Consumer,
-                    owner: peers.me(),
-                }
-                .encode();
+                // The lap divided out above, not `consumer_claim`'s second division.
+                let mine = claim_word(lap, Role::Consumer, peers.me());
                 if slot
                     .claim
                     .compare_exchange(current, mine, AcqRel, Relaxed)
@@ -1844,6 +1826,12 @@ impl Ring {
     pub fn not_full_word(&self) -> &AtomicU32 {
         &self.header().wake.not_full
     }
+}
+
+/// The claim word of `role` for a position of lap `lap`, made by participant `owner`.
+#[inline(always)]
+fn claim_word(lap: u32, role: Role, owner: u32) -> u64 {
+    Claim { lap, role, owner }.encode()
 }
 
 /// Moves `word` (the tail or the head) from `from` to `end` past a run of positions claimed
