@@ -2084,6 +2084,17 @@ fn main() {
             "pub/sub delivers every message to every subscriber, not a work queue",
         );
     }
+    // More processes than cores, as a pool of workers often is: spinning must give way.
+    tput(
+        &mut report,
+        "tput64_4p4c",
+        &mpmc,
+        64,
+        4,
+        4,
+        Placement::Split,
+        cfg.runs,
+    );
     tput(
         &mut report,
         "tput64_2p2c",
@@ -2205,6 +2216,13 @@ fn main() {
         &report,
         "tput64_2p2c",
         "Two producers + two consumers, 64 B, one of each per core",
+        Some("tput64"),
+        |_| String::new(),
+    );
+    print_workload(
+        &report,
+        "tput64_4p4c",
+        "Four producers + four consumers, 64 B, two of each per core (8 processes, 2 cores)",
         Some("tput64"),
         |_| String::new(),
     );

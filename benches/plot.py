@@ -150,6 +150,7 @@ def markdown_table(results_path, out_path):
         vals[row["transport"]][row["workload"]] = float(row["value"])
     cols = [("rtt64", "RTT p50 64 B", "ns"), ("tput64", "64 B msgs/s", "rate"),
             ("tput4k", "4 KiB msgs/s", "rate"), ("tput64_2p2c", "2P+2C 64 B", "rate"),
+            ("tput64_4p4c", "4P+4C 64 B", "rate"),
             ("tput64_samecore", "one core 64 B", "rate"),
             ("rtt_samecore", "RTT p50 one core", "ns")]
 
