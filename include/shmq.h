@@ -436,6 +436,32 @@ uint32_t shmq_capacity(const struct shmq_queue *q);
 uint32_t shmq_message_size(const struct shmq_queue *q);
 
 /**
+ * Sets how long blocking calls on this handle poll for the other side before they sleep
+ * on the queue's futex, in nanoseconds: 10000 (10 µs) by default. Longer (say 100000 to a
+ * few million) when the other side usually answers within that time, as in request/reply
+ * with a peer that works for tens of microseconds per message: the answer is seen at
+ * polling speed and neither side pays a wake-up, for up to this much of a core per wait.
+ * 0 sleeps after one look (no CPU spent waiting); `UINT64_MAX` never sleeps (busy polling
+ * within the call's timeout). Polling still yields the core every microsecond to a peer
+ * that shares it, and still repairs what dead peers left. Affects this handle only, in
+ * every thread, from each call's next wait on; `shmq_reopen` copies it.
+ *
+ * # Safety
+ * `q` is NULL or a live handle.
+ */
+enum shmq_status shmq_set_spin_limit(struct shmq_queue *q, uint64_t nanoseconds);
+
+/**
+ * Stores this handle's spin limit (see `shmq_set_spin_limit`), in nanoseconds, in
+ * `*nanoseconds`.
+ *
+ * # Safety
+ * `q` is NULL or a live handle; `nanoseconds` is NULL or points to a writable, aligned
+ * `uint64_t`.
+ */
+enum shmq_status shmq_spin_limit(const struct shmq_queue *q, uint64_t *nanoseconds);
+
+/**
  * Fills `*out` with a snapshot of the queue's statistics. Set `out->struct_size =
  * sizeof(shmq_queue_stats)` first (at least 8); see `shmq_queue_stats`.
  *

@@ -242,6 +242,30 @@ public:
         return flag(shmq_is_single_producer_single_consumer(q_));
     }
 
+    /// How long blocking calls on this handle poll before they sleep (shmq_spin_limit).
+    std::chrono::nanoseconds spin_limit() const {
+        uint64_t ns = 0;
+        detail::check(shmq_spin_limit(q_, &ns));
+        const uint64_t most = static_cast<uint64_t>(std::chrono::nanoseconds::max().count());
+        return std::chrono::nanoseconds(static_cast<std::chrono::nanoseconds::rep>(
+            ns < most ? ns : most));
+    }
+    /// Sets it (shmq_set_spin_limit): zero or negative sleeps after one look,
+    /// `std::chrono::nanoseconds::max()` (or more) never sleeps. Durations are counted in
+    /// whole nanoseconds, rounded down.
+    template <class Rep, class Period>
+    void set_spin_limit(std::chrono::duration<Rep, Period> limit) {
+        // Through double: no integer overflow for huge durations, and NaN compares false.
+        const double ns = std::chrono::duration<double, std::nano>(limit).count();
+        uint64_t value = 0;
+        if (ns >= 18446744073709551615.0) {
+            value = UINT64_MAX;
+        } else if (ns > 0) {
+            value = static_cast<uint64_t>(ns);
+        }
+        detail::check(shmq_set_spin_limit(q_, value));
+    }
+
     shmq_queue_stats stats() const {
         shmq_queue_stats s{};
         s.struct_size = sizeof s;

@@ -687,6 +687,58 @@ pub unsafe extern "C" fn shmq_message_size(q: *const shmq_queue) -> u32 {
     })
 }
 
+/// Sets how long blocking calls on this handle poll for the other side before they sleep
+/// on the queue's futex, in nanoseconds: 10000 (10 µs) by default. Longer (say 100000 to a
+/// few million) when the other side usually answers within that time, as in request/reply
+/// with a peer that works for tens of microseconds per message: the answer is seen at
+/// polling speed and neither side pays a wake-up, for up to this much of a core per wait.
+/// 0 sleeps after one look (no CPU spent waiting); `UINT64_MAX` never sleeps (busy polling
+/// within the call's timeout). Polling still yields the core every microsecond to a peer
+/// that shares it, and still repairs what dead peers left. Affects this handle only, in
+/// every thread, from each call's next wait on; `shmq_reopen` copies it.
+///
+/// # Safety
+/// `q` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_set_spin_limit(q: *mut shmq_queue, nanoseconds: u64) -> shmq_status {
+    const F: &str = "shmq_set_spin_limit";
+    boundary(F, SHMQ_ERR_INTERNAL, || {
+        done((|| {
+            // SAFETY: `q` is NULL or a live handle (C contract).
+            let queue = unsafe { handle(F, q) }?;
+            queue.set_spin_limit(Duration::from_nanos(nanoseconds));
+            Ok(())
+        })())
+    })
+}
+
+/// Stores this handle's spin limit (see `shmq_set_spin_limit`), in nanoseconds, in
+/// `*nanoseconds`.
+///
+/// # Safety
+/// `q` is NULL or a live handle; `nanoseconds` is NULL or points to a writable, aligned
+/// `uint64_t`.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_spin_limit(
+    q: *const shmq_queue,
+    nanoseconds: *mut u64,
+) -> shmq_status {
+    const F: &str = "shmq_spin_limit";
+    boundary(F, SHMQ_ERR_INTERNAL, || {
+        done((|| {
+            // SAFETY: `q` is NULL or a live handle (C contract).
+            let queue = unsafe { handle(F, q) }?;
+            if nanoseconds.is_null() {
+                return Err(null(F, "nanoseconds"));
+            }
+            let limit = u64::try_from(queue.spin_limit().as_nanos()).unwrap_or(u64::MAX);
+            // SAFETY: non-NULL, aligned and writable by the contract.
+            unsafe { nanoseconds.write(limit) };
+            Ok(())
+        })())
+    })
+}
+
 /// Fills `*out` with a snapshot of the queue's statistics. Set `out->struct_size =
 /// sizeof(shmq_queue_stats)` first (at least 8); see `shmq_queue_stats`.
 ///

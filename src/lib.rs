@@ -66,11 +66,17 @@ pub const DEFAULT_MODE: u32 = 0o600;
 const CONNECT_WAIT: Duration = Duration::from_secs(1);
 /// Longest single sleep of a blocked call; it then re-checks for dead peers to repair.
 const SLEEP_SLICE: Duration = Duration::from_millis(50);
-/// How long a blocked call polls before it sleeps. A futex sleep and wake-up costs the
-/// waker a system call and the sleeper tens of microseconds on a VM, so a peer that answers
-/// within this is answered at polling speed, and a stream of messages never puts its
-/// receiver to sleep; a queue that stays empty or full costs this much CPU per wait.
-const SPIN_LIMIT: Duration = Duration::from_micros(10);
+/// How long a blocked call polls before it sleeps, unless its handle says otherwise
+/// ([`CrossProcessQueue::set_spin_limit`]). A futex sleep and wake-up costs the waker a
+/// system call and the sleeper tens of microseconds on a VM, so a peer that answers within
+/// this is answered at polling speed, and a stream of messages never puts its receiver to
+/// sleep; a queue that stays empty or full costs this much CPU per wait.
+pub const DEFAULT_SPIN_LIMIT: Duration = Duration::from_micros(10);
+/// A wait that polls longer than [`DEFAULT_SPIN_LIMIT`] makes every this-many-th attempt one
+/// that may repair a dead peer's slot, as the attempts between sleeps do (the repairs are
+/// rate-limited inside), so a long spin is not stuck behind a dead peer; the attempts
+/// between stay on the common-case path.
+const REPAIR_EVERY_POLLS: u32 = 64;
 /// While polling, the caller yields its core this often, so a peer on the same core runs.
 const SPIN_YIELD_EVERY: Duration = Duration::from_micros(1);
 /// A waiting receive's first attempts follow each other without a `pause` between them, and
@@ -348,6 +354,9 @@ pub struct CrossProcessQueue {
     /// the core to another task, so the next blocked call yields before it polls (see
     /// [`run`](Self::run)).
     yield_first: [AtomicBool; 2],
+    /// How long this handle's blocking calls poll before they sleep, in nanoseconds (see
+    /// [`set_spin_limit`](Self::set_spin_limit)).
+    spin_limit_ns: AtomicU64,
     /// The roles this handle holds on a single-producer/single-consumer queue.
     spsc: Option<Box<spsc::Spsc>>,
 }
@@ -447,8 +456,11 @@ impl CrossProcessQueue {
     /// liveness and roles). For a child process after `fork()`, whose inherited handle
     /// carries the parent's identity and refuses to send or receive: `reopen` works on it,
     /// and the child then drops the inherited one. Linux: through `/proc/self/fd`.
+    /// The new handle polls as long as this one ([`spin_limit`](Self::spin_limit)).
     pub fn reopen(&self) -> Result<Self> {
-        Self::join(&self.name, self.segment.reopen(&self.name)?)
+        let queue = Self::join(&self.name, self.segment.reopen(&self.name)?)?;
+        queue.set_spin_limit(self.spin_limit());
+        Ok(queue)
     }
 
     /// Validates an opened segment and joins it as a new participant.
@@ -561,6 +573,7 @@ impl CrossProcessQueue {
             pending_received: PendingCounts::default(),
             next_liveness_check: AtomicU64::new(0),
             yield_first: Default::default(),
+            spin_limit_ns: AtomicU64::new(DEFAULT_SPIN_LIMIT.as_nanos() as u64),
             next_orphan_scan: AtomicU64::new(0),
             spsc,
         })
@@ -633,6 +646,38 @@ impl CrossProcessQueue {
     /// This handle's participant id (what `shmq info` lists).
     pub fn participant_id(&self) -> u32 {
         self.me
+    }
+
+    /// How long a blocking call on this handle polls for the other side before it sleeps in
+    /// the kernel: [`DEFAULT_SPIN_LIMIT`] (10 µs) unless
+    /// [`set_spin_limit`](Self::set_spin_limit) changed it.
+    pub fn spin_limit(&self) -> Duration {
+        // Relaxed: a setting read once per wait; it orders nothing.
+        Duration::from_nanos(self.spin_limit_ns.load(Relaxed))
+    }
+
+    /// Sets how long blocking calls on this handle (in every thread, from their next wait
+    /// on) poll for the other side before they sleep on the queue's futex. A wait ends as
+    /// soon as its message or room shows, so this is a bound on the CPU a wait burns, not a
+    /// delay:
+    ///
+    /// * **Longer** (say 100 µs to a few ms) when the other side usually answers within that
+    ///   time, as in request/reply with a peer that works for tens of microseconds per
+    ///   message (or a Python peer): the answer is seen at polling speed, and neither side
+    ///   pays a wake-up (a system call for the waker, and tens of microseconds for the
+    ///   sleeper on a VM). The price: up to this much of a core per wait.
+    /// * **`Duration::ZERO`**: sleep after one look. No CPU spent waiting; every wait that
+    ///   sleeps pays the kernel's wake-up latency.
+    /// * **`Duration::MAX`** (anything from `u64::MAX` nanoseconds, 584 years, up): never
+    ///   sleep; busy polling for as long as the call's timeout allows.
+    ///
+    /// Polling still yields the core every microsecond to a peer that shares it, and a wait
+    /// polling past [`DEFAULT_SPIN_LIMIT`] still repairs what dead peers left (at the usual
+    /// rate), as a sleeping one does. The setting is this handle's: other handles, in this
+    /// process or others, keep theirs.
+    pub fn set_spin_limit(&self, limit: Duration) {
+        let nanos = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+        self.spin_limit_ns.store(nanos, Relaxed);
     }
 
     /// Whether [`shutdown`](Self::shutdown) was called by anyone.
@@ -804,8 +849,8 @@ impl CrossProcessQueue {
 
     // ----- the engine: one attempt, and waiting between attempts --------------------------
 
-    /// Runs `attempt` until it succeeds or fails, spinning briefly, then sleeping on `word`
-    /// in slices. `timeout`: `None` waits without limit, `Some(ZERO)` makes one attempt that
+    /// Runs `attempt` until it succeeds or fails, spinning for the handle's spin limit,
+    /// then sleeping on `word` in slices. `timeout`: `None` waits without limit, `Some(ZERO)` makes one attempt that
     /// may repair, after one that does not unless `looked`.
     ///
     /// Called after an attempt in the common case failed ([`claim_push_fast`] or
@@ -863,19 +908,31 @@ impl CrossProcessQueue {
         // Another thread of this handle inside a call on a single-producer side: waited for
         // within the deadline (see `spsc::Side::lock`).
         let lock_wait = deadline.map_or(LockWait::Forever, LockWait::Until);
-        for polls in 1u32.. {
-            let eager = !producer && polls <= POLLS_WITHOUT_PAUSE;
+        let spin_limit = self.spin_limit();
+        // Set once the wait has polled for `DEFAULT_SPIN_LIMIT`: see `REPAIR_EVERY_POLLS`.
+        let mut repairing = false;
+        let mut polls = 0u64;
+        while !spin_limit.is_zero() {
+            polls += 1;
+            let eager = !producer && polls <= u64::from(POLLS_WITHOUT_PAUSE);
             if !eager {
                 std::hint::spin_loop();
             }
-            if let Attempt::Done(v) = attempt(false, lock_wait)? {
+            let repair = repairing && polls % u64::from(REPAIR_EVERY_POLLS) == 0;
+            if let Attempt::Done(v) = attempt(repair, lock_wait)? {
                 return Ok(Attempt::Done(v));
             }
             if (polls % 8 == 0 && !eager) || next_yield.is_zero() {
                 let start = *spin_start.get_or_insert_with(Instant::now);
                 let spun = start.elapsed();
-                if spun >= SPIN_LIMIT || deadline.is_some_and(|d| start + spun >= d) {
+                if spun >= spin_limit || deadline.is_some_and(|d| start + spun >= d) {
                     break;
+                }
+                if !repairing && spun >= DEFAULT_SPIN_LIMIT {
+                    // A long spin: publish this handle's pending statistics now, as a wait
+                    // about to sleep does, and repair now and then from here on.
+                    repairing = true;
+                    self.flush_side(producer);
                 }
                 if spun >= next_yield {
                     std::thread::yield_now();

@@ -423,6 +423,33 @@ fn polling_receiver_skips_a_dead_producers_position() {
     s.finish(1, 0);
 }
 
+/// A receiver that never sleeps (`set_spin_limit(Duration::MAX)`), blocked behind a producer
+/// killed between its claim and its publication: its polls alone must skip the dead
+/// producer's position, as a sleeping receiver's wake-ups do, not wait for the deadline
+/// (after which the wait's last attempt would repair it anyway).
+#[test]
+fn receiver_that_never_sleeps_skips_a_dead_producers_position() {
+    let mut s = Scenario::new("spin_skip", 4);
+    s.h.set_spin_limit(Duration::MAX);
+    let (child, id) = s.child_send("push_claimed");
+    s.absorb(&child.kill_at("push_claimed"));
+    let behind = s.send();
+    let deadline = Duration::from_secs(120);
+    let start = Instant::now();
+    assert_eq!(s.recv(deadline), Some(behind));
+    assert!(
+        start.elapsed() < deadline / 2,
+        "the polls did not repair: the message came after {:?}",
+        start.elapsed()
+    );
+    assert!(
+        !s.received.contains_key(&id),
+        "an unpublished message was delivered"
+    );
+    s.h.set_spin_limit(shmq::DEFAULT_SPIN_LIMIT);
+    s.finish(1, 0);
+}
+
 /// A producer killed inside a batch of three, after publishing the batch's first message
 /// and claiming the slots of the other two (one run), before or after moving the tail past
 /// them: the first is delivered, the two claimed positions skipped, and the queue goes on.

@@ -31,6 +31,9 @@ fn child() {
         pin_to_cpu(cpu.parse().unwrap());
     }
     let q = CrossProcessQueue::connect(&env("Q")).expect("child connects");
+    if let Ok(ns) = std::env::var("SPIN_NS") {
+        q.set_spin_limit(Duration::from_nanos(ns.parse().unwrap()));
+    }
     match role.as_str() {
         "producer" => {
             // Sends COUNT messages `producer:seq` padded to a varying length.
@@ -66,6 +69,9 @@ fn child() {
             }
         }
         "recv_one" => {
+            if std::env::var("SAY_READY").is_ok() {
+                report("ready");
+            }
             let m = q.recv().expect("recv").expect("a message");
             report(format!("{} {}", m.id, String::from_utf8_lossy(&m.data)));
         }
@@ -121,7 +127,8 @@ fn first_allowed_cpu() -> usize {
 
 /// `producers` processes send `per_producer` messages each through a queue of depth 64 to
 /// `consumers` processes with the blocking calls; every message must arrive exactly once, in
-/// order per producer. `pin`: every child runs on that one CPU.
+/// order per producer. `pin`: every child runs on that one CPU; `spin_ns`: every child's
+/// handle polls that long before it sleeps (`set_spin_limit`).
 fn exactly_once(
     tag: &str,
     queue: &CrossProcessQueue,
@@ -129,6 +136,7 @@ fn exactly_once(
     consumers: usize,
     per_producer: u64,
     pin: Option<usize>,
+    spin_ns: Option<u64>,
 ) {
     let name = queue.name();
     let dir = std::env::temp_dir();
@@ -138,6 +146,9 @@ fn exactly_once(
     let mut placement = vec![("Q", name.to_string())];
     if let Some(cpu) = pin {
         placement.push(("PIN_CPU", cpu.to_string()));
+    }
+    if let Some(ns) = spin_ns {
+        placement.push(("SPIN_NS", ns.to_string()));
     }
     let mut kids = Children(Vec::new());
     for out in &outs {
@@ -192,7 +203,7 @@ fn exactly_once(
 fn two_producers_two_consumers_200k_messages_exactly_once() {
     let tq = TestQueue::new("mpmc");
     let q = CrossProcessQueue::create(&tq.name, 64, 64).unwrap();
-    exactly_once("split", &q, 2, 2, 100_000, None);
+    exactly_once("split", &q, 2, 2, 100_000, None, None);
 }
 
 /// Every process on one CPU: a blocked call must let its peer run there (a waiter that only
@@ -202,13 +213,122 @@ fn all_processes_on_one_cpu_exactly_once() {
     let cpu = first_allowed_cpu();
     let tq = TestQueue::new("onecpu");
     let q = CrossProcessQueue::create(&tq.name, 64, 64).unwrap();
-    exactly_once("mpmc", &q, 2, 2, 20_000, Some(cpu));
+    exactly_once("mpmc", &q, 2, 2, 20_000, Some(cpu), None);
     let tq = TestQueue::new("onecpu_spsc");
     let q = CrossProcessQueue::options()
         .single_producer_single_consumer(true)
         .create(&tq.name, 64, 64)
         .unwrap();
-    exactly_once("spsc", &q, 1, 1, 20_000, Some(cpu));
+    exactly_once("spsc", &q, 1, 1, 20_000, Some(cpu), None);
+}
+
+/// Handles that never poll (spin limit zero) hand every message over through the futex
+/// alone: each wait sleeps at once, so every wake-up path is taken, and none may be missed
+/// (a missed one would hang the stream; a small queue makes the senders wait too).
+#[test]
+fn handles_that_never_poll_deliver_every_message() {
+    let tq = TestQueue::new("nospin");
+    let q = CrossProcessQueue::create(&tq.name, 64, 64).unwrap();
+    exactly_once("mpmc", &q, 2, 2, 20_000, None, Some(0));
+    let tq = TestQueue::new("nospin_spsc");
+    let q = CrossProcessQueue::options()
+        .single_producer_single_consumer(true)
+        .create(&tq.name, 64, 64)
+        .unwrap();
+    exactly_once("spsc", &q, 1, 1, 20_000, None, Some(0));
+}
+
+#[test]
+fn the_spin_limit_is_per_handle_and_kept_by_reopen() {
+    let tq = TestQueue::new("spinset");
+    let q = CrossProcessQueue::create(&tq.name, 2, 16).unwrap();
+    assert_eq!(q.spin_limit(), shmq::DEFAULT_SPIN_LIMIT);
+    assert_eq!(shmq::DEFAULT_SPIN_LIMIT, Duration::from_micros(10));
+    q.set_spin_limit(Duration::from_micros(250));
+    assert_eq!(q.spin_limit(), Duration::from_micros(250));
+    assert_eq!(q.reopen().unwrap().spin_limit(), Duration::from_micros(250));
+    let other = CrossProcessQueue::connect(&tq.name).unwrap();
+    assert_eq!(
+        other.spin_limit(),
+        shmq::DEFAULT_SPIN_LIMIT,
+        "another handle keeps its own"
+    );
+    q.set_spin_limit(Duration::MAX);
+    assert_eq!(q.spin_limit(), Duration::from_nanos(u64::MAX), "saturates");
+    q.set_spin_limit(Duration::ZERO);
+    assert_eq!(q.spin_limit(), Duration::ZERO);
+    // A zero limit still waits (asleep) and times out as asked.
+    let mut buf = [0u8; 16];
+    assert!(matches!(
+        q.recv_with(&mut buf, Some(Duration::from_millis(20))),
+        Err(Error::Timeout)
+    ));
+}
+
+/// How many of process `pid`'s threads are running or ready to run (state `R` in /proc).
+fn running_threads(pid: u32) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+        .filter(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('R'))
+        })
+        .count()
+}
+
+/// A receiver blocked on an empty queue, watched from outside through /proc: with a spin
+/// limit of `Duration::MAX` it keeps polling (a thread always running or runnable), with
+/// the default or zero it sleeps in the kernel (no thread runnable at most looks); then a
+/// message ends its wait either way.
+#[test]
+fn the_spin_limit_decides_whether_a_blocked_receiver_polls_or_sleeps() {
+    let tq = TestQueue::new("spinwatch");
+    let q = CrossProcessQueue::create(&tq.name, 2, 16).unwrap();
+    let default_ns = shmq::DEFAULT_SPIN_LIMIT.as_nanos() as u64;
+    for (spin_ns, polls) in [(u64::MAX, true), (default_ns, false), (0, false)] {
+        let env = [
+            ("Q", tq.name.clone()),
+            ("SPIN_NS", spin_ns.to_string()),
+            ("SAY_READY", "1".to_string()),
+        ];
+        let mut child = common::Proc::start("child", "recv_one", &env, None);
+        while !child
+            .lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the receiver reports that it is about to receive")
+            .contains("@@ ready")
+        {}
+        // Its wait has begun well before the first look (and a 10 µs spin ended).
+        std::thread::sleep(Duration::from_millis(50));
+        let looks = 40;
+        let mut running = 0;
+        for _ in 0..looks {
+            running += usize::from(running_threads(child.pid()) > 0);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if polls {
+            assert_eq!(
+                running, looks,
+                "spin limit {spin_ns} ns: the receiver slept"
+            );
+        } else {
+            assert!(
+                running <= looks / 4,
+                "spin limit {spin_ns} ns: the receiver ran at {running} of {looks} looks"
+            );
+        }
+        q.send_bytes(b"wake").unwrap();
+        let status = child.child.wait().unwrap();
+        let rest = child.rest(Duration::from_secs(5)).join("\n");
+        assert!(status.success(), "receiver failed: {status}\n{rest}");
+        assert!(
+            rest.contains(" wake"),
+            "the receiver got the message: {rest}"
+        );
+    }
 }
 
 #[test]

@@ -327,6 +327,81 @@ static void test_null_arguments(void) {
     drop_queue(q, name);
 }
 
+/* The spin limit: default, set and read back, kept by shmq_reopen, per handle; NULLs; and
+ * two processes whose handles never poll (limit 0) moving a stream through a small queue,
+ * every handover through the futex. */
+static void test_spin_limit(void) {
+    char name[96];
+    shmq_queue *q = make_queue(name, sizeof name, 2, 16);
+    if (q == NULL) return;
+    uint64_t ns = 1;
+    CHECK_STATUS(shmq_spin_limit(q, &ns), SHMQ_OK);
+    CHECK(ns == 10000);
+    CHECK_STATUS(shmq_set_spin_limit(q, 250000), SHMQ_OK);
+    CHECK_STATUS(shmq_spin_limit(q, &ns), SHMQ_OK);
+    CHECK(ns == 250000);
+    shmq_queue *again = NULL;
+    CHECK_STATUS(shmq_reopen(q, &again), SHMQ_OK);
+    ns = 1;
+    CHECK_STATUS(shmq_spin_limit(again, &ns), SHMQ_OK);
+    CHECK(ns == 250000);
+    shmq_close(again);
+    shmq_queue *other = NULL;
+    CHECK_STATUS(shmq_connect(name, &other), SHMQ_OK);
+    CHECK_STATUS(shmq_spin_limit(other, &ns), SHMQ_OK);
+    CHECK(ns == 10000);
+    shmq_close(other);
+    CHECK_STATUS(shmq_set_spin_limit(q, UINT64_MAX), SHMQ_OK);
+    CHECK_STATUS(shmq_spin_limit(q, &ns), SHMQ_OK);
+    CHECK(ns == UINT64_MAX);
+
+    CHECK_STATUS(shmq_set_spin_limit(NULL, 5), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("shmq_set_spin_limit: invalid argument: 'q' is NULL");
+    CHECK_STATUS(shmq_spin_limit(NULL, &ns), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("shmq_spin_limit: invalid argument: 'q' is NULL");
+    CHECK_STATUS(shmq_spin_limit(q, NULL), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("shmq_spin_limit: invalid argument: 'nanoseconds' is NULL");
+    CHECK(ns == UINT64_MAX); /* untouched by the failures */
+
+    /* A limit of 0 still waits (asleep) and times out as asked. */
+    CHECK_STATUS(shmq_set_spin_limit(q, 0), SHMQ_OK);
+    char buf[16];
+    size_t len = 0;
+    CHECK_STATUS(shmq_receive(q, buf, sizeof buf, &len, 20), SHMQ_ERR_TIMEOUT);
+
+    enum { COUNT = 20000 };
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        shmq_queue *tx = NULL;
+        if (shmq_connect(name, &tx) != SHMQ_OK || shmq_set_spin_limit(tx, 0) != SHMQ_OK) _exit(2);
+        for (uint64_t i = 0; i < COUNT; i++) {
+            if (shmq_send(tx, &i, sizeof i, 10000) != SHMQ_OK) _exit(3);
+        }
+        shmq_close(tx);
+        _exit(0);
+    }
+    uint64_t expected = 0;
+    while (expected < COUNT) {
+        uint64_t got = 0;
+        len = 0;
+        int status = shmq_receive(q, &got, sizeof got, &len, 10000);
+        if (status != SHMQ_OK || len != sizeof got || got != expected) {
+            fprintf(stderr, "[%s] at %llu: status %d, len %zu, got %llu\n", current_test,
+                    (unsigned long long)expected, status, len, (unsigned long long)got);
+            break;
+        }
+        expected++;
+    }
+    CHECK(expected == COUNT);
+    int wstatus = 0;
+    CHECK(waitpid(pid, &wstatus, 0) == pid);
+    CHECK(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+    drop_queue(q, name);
+}
+
 static void test_invalid_arguments(void) {
     char name[96];
     shmq_queue *out = NULL;
@@ -2335,6 +2410,7 @@ static const struct test tests[] = {
     {"basics", test_basics},
     {"stats", test_stats},
     {"null_arguments", test_null_arguments},
+    {"spin_limit", test_spin_limit},
     {"invalid_arguments", test_invalid_arguments},
     {"create_options", test_create_options},
     {"full_empty_timeout", test_full_empty_timeout},

@@ -192,6 +192,28 @@ static void test_waits() {
     CHECK(shmq::Wait(std::chrono::nanoseconds::min()).milliseconds() == 0);
 }
 
+static void test_spin_limit() {
+    const std::string name = fresh_name();
+    Cleanup cleanup{name};
+    shmq::Queue q = shmq::Queue::create(name, 2, 16);
+    CHECK(q.spin_limit() == 10us);
+    q.set_spin_limit(250us);
+    CHECK(q.spin_limit() == 250us);
+    q.set_spin_limit(std::chrono::duration<double, std::micro>(1.5));
+    CHECK(q.spin_limit() == 1500ns);
+    q.set_spin_limit(-3s);
+    CHECK(q.spin_limit() == 0ns);
+    q.set_spin_limit(std::chrono::hours::max());  // beyond 2^64 ns: never sleep
+    CHECK(q.spin_limit() == std::chrono::nanoseconds::max());
+    q.set_spin_limit(0ns);
+    std::vector<uint8_t> buf;
+    const shmq::Received r = q.receive(buf, 20ms);  // a zero limit still waits, asleep
+    CHECK(!r && r.status == SHMQ_ERR_TIMEOUT);
+    shmq::Queue empty;
+    CHECK_THROWS(empty.spin_limit(), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_THROWS(empty.set_spin_limit(1us), SHMQ_ERR_INVALID_ARGUMENT);
+}
+
 static void test_send_receive() {
     const std::string name = fresh_name();
     Cleanup cleanup{name};
@@ -566,6 +588,7 @@ static const Test tests[] = {
     {"waits", test_waits},
     {"options_mode_and_checksum", test_options_mode_and_checksum},
     {"send_receive", test_send_receive},
+    {"spin_limit", test_spin_limit},
     {"shutdown_and_drain", test_shutdown_and_drain},
     {"move_and_ownership", test_move_and_ownership},
     {"in_place", test_in_place},
