@@ -726,6 +726,33 @@ fn bench_runs_two_processes_and_cleans_up() {
     assert_eq!(v["latency_ns"]["samples"], 10);
     let out = ok(&["bench", "-n", "100", "-l", "5", "-b", "64"]);
     assert!(out.stdout.contains("up to 64 per call"), "{out:?}");
+    // Both sides' spin limit: reported, and the run still checks every message (zero: every
+    // wait sleeps at once; a long one: the latency phase's receiver never sleeps).
+    for (us, ns) in [("0", 0), ("1000", 1_000_000)] {
+        let out = ok(&[
+            "bench",
+            "-n",
+            "2000",
+            "-l",
+            "10",
+            "-c",
+            "8",
+            "--spin-us",
+            us,
+            "--json",
+        ]);
+        assert_eq!(json(&out.stdout)["spin_limit_ns"], ns, "{out:?}");
+    }
+    let out = ok(&["bench", "-n", "100", "-l", "5", "--spin-us", "50"]);
+    assert!(
+        out.stdout.contains("polling 50 us before sleeping"),
+        "{out:?}"
+    );
+    assert_eq!(
+        run(&["bench", "--spin-us", "-1"]).code,
+        INVALID,
+        "a negative spin"
+    );
     for bad in ["0", "65"] {
         assert_eq!(
             run(&["bench", "-n", "10", "--batch", bad]).code,

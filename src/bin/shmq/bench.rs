@@ -46,6 +46,10 @@ pub struct BenchArgs {
     /// Create the queue without per-message checksums (see `shmq create --no-checksum`).
     #[arg(long)]
     pub no_checksum: bool,
+    /// How long each side's blocking calls poll before they sleep, in microseconds
+    /// (`set_spin_limit`; the library's default is 10).
+    #[arg(long, value_name = "MICROSECONDS")]
+    pub spin_us: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -59,6 +63,15 @@ pub struct PeerArgs {
     pub size: usize,
     #[arg(long, default_value_t = 1)]
     pub batch: u64,
+    #[arg(long)]
+    pub spin_us: Option<u64>,
+}
+
+/// Applies `--spin-us` to a handle.
+fn set_spin(queue: &CrossProcessQueue, spin_us: Option<u64>) {
+    if let Some(us) = spin_us {
+        queue.set_spin_limit(Duration::from_micros(us));
+    }
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the same clock in every process of the machine.
@@ -130,6 +143,7 @@ pub fn bench(a: BenchArgs) -> CmdResult {
         .checksum(!a.no_checksum)
         .create(&name, a.capacity, a.size)
         .map_err(|e| Failure::from_error(&name, e))?;
+    set_spin(&queue, a.spin_us);
     let mut cleanup = Cleanup {
         name: name.clone(),
         child: None,
@@ -142,6 +156,11 @@ pub fn bench(a: BenchArgs) -> CmdResult {
         .args(["--latency-samples", &a.latency_samples.to_string()])
         .args(["--size", &a.size.to_string()])
         .args(["--batch", &a.batch.to_string()])
+        .args(
+            a.spin_us
+                .map(|us| vec!["--spin-us".to_string(), us.to_string()])
+                .unwrap_or_default(),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -268,6 +287,7 @@ pub fn bench(a: BenchArgs) -> CmdResult {
             "single_producer_single_consumer": a.single_producer_single_consumer,
             "batch": a.batch,
             "checksum": !a.no_checksum,
+            "spin_limit_ns": queue.spin_limit().as_nanos() as u64,
             "elapsed_s": elapsed,
             "send_elapsed_s": send_elapsed,
             "throughput_msgs_per_s": msgs_per_s,
@@ -288,7 +308,7 @@ pub fn bench(a: BenchArgs) -> CmdResult {
     let us =
         |v: Option<u64>| v.map_or_else(|| "-".into(), |ns| format!("{:.1} us", ns as f64 / 1e3));
     println!(
-        "shmq {} bench: 1 producer and 1 consumer process, {cpus} CPUs, capacity {}, {} byte messages{}{}{}",
+        "shmq {} bench: 1 producer and 1 consumer process, {cpus} CPUs, capacity {}, {} byte messages{}{}{}{}",
         shmq::VERSION,
         a.capacity,
         a.size,
@@ -299,6 +319,10 @@ pub fn bench(a: BenchArgs) -> CmdResult {
         },
         batches(a.batch),
         if a.no_checksum { ", checksums off" } else { "" },
+        match a.spin_us {
+            Some(us) => format!(", polling {us} us before sleeping"),
+            None => String::new(),
+        },
     );
     println!(
         "throughput  {} messages in {elapsed:.3} s: {:.0} msg/s, {:.1} MB/s",
@@ -368,6 +392,7 @@ impl PeerReport {
 pub fn peer(a: PeerArgs) -> CmdResult {
     let name = a.name.as_str();
     let queue = CrossProcessQueue::connect(name).map_err(|e| Failure::from_error(name, e))?;
+    set_spin(&queue, a.spin_us);
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready")
         .and_then(|()| out.flush())

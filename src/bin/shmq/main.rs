@@ -155,9 +155,11 @@ enum Command {
         "  shmq bench --messages 1000000 --size 1024 --capacity 4096\n",
         "  shmq bench --batch 32 --no-checksum --spsc\n",
         "  shmq bench --json\n",
+        "  shmq bench --spin-us 500\n",
         "\nThe throughput phase sends as fast as possible; the latency phase sends one\n",
-        "message at a time to an idle receiver (which sleeps on a futex) and measures the\n",
-        "one-way delay. Progress is shown on stderr; figures on stdout.\n",
+        "message every 200 us or so to an idle receiver (which sleeps on a futex, unless\n",
+        "--spin-us keeps it polling that long) and measures the one-way delay. Progress is\n",
+        "shown on stderr; figures on stdout.\n",
         exit_codes!(),
     ))]
     Bench(bench::BenchArgs),
