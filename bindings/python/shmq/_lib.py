@@ -213,6 +213,8 @@ def _declare(cdll: ctypes.CDLL) -> None:
         "shmq_is_shutdown": (c_int, [QueuePtr]),
         "shmq_is_single_producer_single_consumer": (c_int, [QueuePtr]),
         "shmq_stats": (c_int, [QueuePtr, ctypes.POINTER(StatsStruct)]),
+        "shmq_set_spin_limit": (c_int, [QueuePtr, c_uint64]),
+        "shmq_spin_limit": (c_int, [QueuePtr, ctypes.POINTER(c_uint64)]),
         # Returned strings are static or thread-local inside the library: read, never freed.
         "shmq_status_str": (c_char_p, [c_int]),
         "shmq_last_error": (c_char_p, []),

@@ -485,6 +485,36 @@ class Queue:
         with ``single_producer_single_consumer=True``, by whichever process)."""
         return self._spsc
 
+    @property
+    def spin_limit(self) -> float:
+        """How long this handle's blocking calls poll for the other side before they sleep
+        in the kernel, in seconds: 10 µs (``1e-05``) unless set.
+
+        Set it longer (say ``0.0001`` to ``0.005``) when the other side usually answers
+        within that time, as in request/reply with a peer that works for tens of
+        microseconds per message: each answer is then seen at polling speed and neither
+        side pays a wake-up (tens of microseconds on a VM), for up to this much of a core
+        per wait. ``0`` sleeps after one look (no CPU spent waiting); ``math.inf`` never
+        sleeps. Polling still yields the core to a peer that shares it. This handle only
+        (a handle inherited through ``fork()`` keeps its setting).
+        """
+        value = ctypes.c_uint64()
+        status = self._call(lib.shmq_spin_limit, ctypes.byref(value))
+        if status != Status.OK:
+            raise _error(status)
+        return math.inf if value.value == _U64_MAX else value.value / 1e9
+
+    @spin_limit.setter
+    def spin_limit(self, seconds: float) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise TypeError(f"spin_limit must be a number of seconds, not {type(seconds).__name__}")
+        if not seconds >= 0:  # also NaN
+            raise ValueError(f"spin_limit must be a non-negative number, not {seconds!r}")
+        ns = _U64_MAX if seconds * 1e9 >= _U64_MAX else round(seconds * 1e9)
+        status = self._call(lib.shmq_set_spin_limit, ns)
+        if status != Status.OK:
+            raise _error(status)
+
     def qsize(self) -> int:
         """Messages in the queue now (a snapshot: other processes change it)."""
         return int(self._call(lib.shmq_len))

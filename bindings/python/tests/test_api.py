@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import math
 import os
 import pickle
 import queue
@@ -284,6 +285,32 @@ def test_stats_are_typed_and_count(qname: str) -> None:
         assert s.peak_depth >= 2 and s.checksum_failures == 0
         with pytest.raises(Exception):
             s.depth = 0  # type: ignore[misc]  # frozen
+
+
+def test_spin_limit_is_set_per_handle_and_checked(qname: str) -> None:
+    with shmq.Queue.create(qname, capacity=2, message_size=16) as q:
+        assert q.spin_limit == 1e-05
+        q.spin_limit = 0.00025
+        assert q.spin_limit == 0.00025
+        with shmq.Queue.connect(qname) as other:
+            assert other.spin_limit == 1e-05  # another handle keeps its own
+        q.spin_limit = math.inf  # never sleep
+        assert q.spin_limit == math.inf
+        q.spin_limit = 1e30  # beyond 2**64 nanoseconds: the same
+        assert q.spin_limit == math.inf
+        for bad in (-1, -1e-9, math.nan):
+            with pytest.raises(ValueError, match="non-negative"):
+                q.spin_limit = bad
+        for wrong in ("1", None, True):
+            with pytest.raises(TypeError, match="number of seconds"):
+                q.spin_limit = wrong  # type: ignore[assignment]
+        assert q.spin_limit == math.inf  # refused values changed nothing
+        q.spin_limit = 0  # sleep after one look: still waits, and times out as asked
+        assert q.spin_limit == 0.0
+        with pytest.raises(shmq.Empty):
+            q.get(timeout=0.02)
+    with pytest.raises(ValueError):
+        q.spin_limit  # a closed handle
 
 
 def test_unlink(qname: str) -> None:

@@ -158,3 +158,36 @@ def test_a_child_that_never_uses_the_queue_does_not_keep_a_dead_parent_alive(qna
         finally:
             if child:
                 os.kill(child, signal.SIGKILL)
+
+
+def _send_range(name: str, count: int) -> None:
+    with shmq.Queue.connect(name) as q:
+        q.spin_limit = 0
+        for i in range(count):
+            q.put(i.to_bytes(8, "little"), timeout=30)
+
+
+def test_handles_that_never_poll_hand_over_a_stream(qname: str) -> None:
+    # Both sides sleep at once whenever they wait (a small queue makes the sender wait
+    # too): every handover goes through the futex, and none may be missed.
+    ctx = mp.get_context("fork")
+    with shmq.Queue.create(qname, capacity=4, message_size=16) as q:
+        q.spin_limit = 0
+        child = ctx.Process(target=_send_range, args=(qname, 3000))
+        child.start()
+        got = [int.from_bytes(q.get(timeout=30), "little") for _ in range(3000)]
+        child.join(30)
+        assert child.exitcode == 0
+        assert got == list(range(3000))
+
+
+def test_an_inherited_handle_keeps_its_spin_limit(qname: str) -> None:
+    with shmq.Queue.create(qname, capacity=2, message_size=16) as q:
+        q.spin_limit = 0.0005
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os._exit(0 if q.spin_limit == 0.0005 else 3)  # the child's own handle now
+            finally:
+                os._exit(1)
+        assert wait_exit(pid) == 0
