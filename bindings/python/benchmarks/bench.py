@@ -63,6 +63,8 @@ DEPTH = 256  # queue depth (slots) where a transport has one
 PATTERN = bytes((i * 7 + (i >> 8)) & 0xFF for i in range(4096 + 256))
 PATTERN_VIEW = memoryview(PATTERN)
 TIMEOUT = 60.0  # no single operation may take longer (a hang fails the run)
+#: ``--spin-us``: every shmq handle's ``spin_limit`` (seconds), or None for the default.
+SPIN: Optional[float] = None
 
 
 def expected(seq: int, size: int) -> bytes:
@@ -138,8 +140,11 @@ class Shmq(Transport):
         return base
 
     def queues(self, state: Any, role: str) -> tuple[Any, Any]:
-        return (shmq.Queue.connect(state + ("ab" if role == "a" else "ba")),
-                shmq.Queue.connect(state + ("ba" if role == "a" else "ab")))
+        out = shmq.Queue.connect(state + ("ab" if role == "a" else "ba"))
+        inq = shmq.Queue.connect(state + ("ba" if role == "a" else "ab"))
+        if SPIN is not None:
+            out.spin_limit = inq.spin_limit = SPIN
+        return out, inq
 
     def endpoint(self, state: Any, role: str, size: int) -> tuple[Callable, Callable]:
         out, inq = self.queues(state, role)
@@ -507,10 +512,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer messages and 3 runs (< 30 s)")
     parser.add_argument("--runs", type=int, help="runs per figure (default 5, 3 with --quick)")
     parser.add_argument("--only", help="run only transports whose name contains this text")
+    parser.add_argument("--spin-us", type=float, metavar="MICROSECONDS",
+                        help="how long shmq's blocking calls poll before they sleep "
+                             "(Queue.spin_limit; the library's default is 10)")
     parser.add_argument("--smoke", action="store_true",
                         help="a few hundred messages, one run: checks that every workload runs "
                              "(the figures mean nothing)")
     args = parser.parse_args(argv)
+    global SPIN
+    SPIN = None if args.spin_us is None else args.spin_us / 1e6
     runs = args.runs or (1 if args.smoke else 3 if args.quick else 5)
     counts = {  # (throughput messages, round trips) per size
         64: (20_000, 2_000) if args.quick else (200_000, 20_000),
@@ -531,7 +541,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     print(f"# Python {sys.version.split()[0]}, shmq {shmq.library_version()} "
           f"({shmq.library_path}), {len(CORES)} cores, depth {DEPTH}, median of {runs} runs"
-          + (" (quick)" if args.quick else ""), flush=True)
+          + (" (quick)" if args.quick else "")
+          + (f", shmq polling {args.spin_us:g} µs before sleeping" if SPIN is not None else ""),
+          flush=True)
     started = time.monotonic()
     results: dict[str, dict[str, float]] = {}
     for t in transports:
