@@ -24,6 +24,9 @@
 //!   a dead consumer's inbox. So this mode checks for losses only where the message is in
 //!   no inbox either; for duplicates and wedges it checks as much as the others.
 //!
+//! * Every child's handle waits in one of three ways, by incarnation: the default spin, no
+//!   spin (each wait sleeps at once), or a 1 ms spin (repairs made between polls).
+//!
 //! CI runs it for 12 s. By hand: `SHMQ_STORM_SECS=300 cargo test --release --test
 //! kill_storm -- --nocapture` (`SHMQ_STORM_SEED` replays a seed).
 
@@ -150,6 +153,14 @@ fn storm_child() {
         .open(&log)
         .unwrap();
     let q = CrossProcessQueue::connect(&name).expect("connect");
+    // Each incarnation waits its own way: the default spin, none (every wait sleeps at
+    // once), or a long one (the repairs then happen between polls, not between sleeps).
+    // Not by `incarnation % 3`, which picks the consumers' receive.
+    q.set_spin_limit(match incarnation / 3 % 3 {
+        0 => shmq::DEFAULT_SPIN_LIMIT,
+        1 => Duration::ZERO,
+        _ => Duration::from_millis(1),
+    });
     match role.as_str() {
         "producer" => {
             let mut n = 0u64;
