@@ -849,9 +849,9 @@ impl CrossProcessQueue {
 
     // ----- the engine: one attempt, and waiting between attempts --------------------------
 
-    /// Runs `attempt` until it succeeds or fails, spinning for the handle's spin limit,
-    /// then sleeping on `word` in slices. `timeout`: `None` waits without limit, `Some(ZERO)` makes one attempt that
-    /// may repair, after one that does not unless `looked`.
+    /// Runs `attempt` until it succeeds or fails, polling for the handle's spin limit, then
+    /// sleeping on `word` in slices. `timeout`: `None` waits without limit, `Some(ZERO)`
+    /// makes one attempt that may repair, after one that does not unless `looked`.
     ///
     /// Called after an attempt in the common case failed ([`claim_push_fast`] or
     /// [`claim_pop_fast`]); `looked` says it answered "would block" (rather than "something

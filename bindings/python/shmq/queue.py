@@ -510,7 +510,8 @@ class Queue:
             raise TypeError(f"spin_limit must be a number of seconds, not {type(seconds).__name__}")
         if not seconds >= 0:  # also NaN
             raise ValueError(f"spin_limit must be a non-negative number, not {seconds!r}")
-        ns = _U64_MAX if seconds * 1e9 >= _U64_MAX else round(seconds * 1e9)
+        # Compared before multiplying: a huge int would not convert to a float.
+        ns = _U64_MAX if seconds >= _U64_MAX / 1e9 else min(round(seconds * 1e9), _U64_MAX)
         status = self._call(lib.shmq_set_spin_limit, ns)
         if status != Status.OK:
             raise _error(status)

@@ -296,8 +296,10 @@ def test_spin_limit_is_set_per_handle_and_checked(qname: str) -> None:
             assert other.spin_limit == 1e-05  # another handle keeps its own
         q.spin_limit = math.inf  # never sleep
         assert q.spin_limit == math.inf
-        q.spin_limit = 1e30  # beyond 2**64 nanoseconds: the same
-        assert q.spin_limit == math.inf
+        for huge in (1e30, 10**400, 18446744073.709551):  # 2**64 ns and beyond: the same
+            q.spin_limit = 0
+            q.spin_limit = huge
+            assert q.spin_limit == math.inf
         for bad in (-1, -1e-9, math.nan):
             with pytest.raises(ValueError, match="non-negative"):
                 q.spin_limit = bad
