@@ -731,9 +731,8 @@ pub unsafe extern "C" fn shmq_spin_limit(
             if nanoseconds.is_null() {
                 return Err(null(F, "nanoseconds"));
             }
-            let limit = u64::try_from(queue.spin_limit().as_nanos()).unwrap_or(u64::MAX);
             // SAFETY: non-NULL, aligned and writable by the contract.
-            unsafe { nanoseconds.write(limit) };
+            unsafe { nanoseconds.write(queue.spin_limit_ns()) };
             Ok(())
         })())
     })

@@ -652,8 +652,13 @@ impl CrossProcessQueue {
     /// the kernel: [`DEFAULT_SPIN_LIMIT`] (10 µs) unless
     /// [`set_spin_limit`](Self::set_spin_limit) changed it.
     pub fn spin_limit(&self) -> Duration {
+        Duration::from_nanos(self.spin_limit_ns())
+    }
+
+    /// [`spin_limit`](Self::spin_limit) as the nanoseconds it is kept in (the C API's unit).
+    pub(crate) fn spin_limit_ns(&self) -> u64 {
         // Relaxed: a setting read once per wait; it orders nothing.
-        Duration::from_nanos(self.spin_limit_ns.load(Relaxed))
+        self.spin_limit_ns.load(Relaxed)
     }
 
     /// Sets how long blocking calls on this handle (in every thread, from their next wait
