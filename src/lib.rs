@@ -31,6 +31,7 @@ mod error;
 mod fastdiv;
 pub mod ffi;
 pub mod layout;
+mod pacer;
 pub mod ring;
 mod segment;
 #[cfg(not(loom))]
@@ -53,6 +54,7 @@ pub use segment::{validate_name, MAX_NAME_LEN, SHM_DIR, SHM_PREFIX};
 
 use counts::PendingCounts;
 use layout::{Header, FLAG_CHECKSUM, FLAG_SPSC, HEADER_SIZE, KNOWN_FLAGS, LAYOUT_VERSION, MAGIC};
+use pacer::YieldPacer;
 use ring::{HeadRepair, MessageMeta, Peers, PopBlocked, PopToken, PushBlocked, Ring};
 use segment::Segment;
 
@@ -77,8 +79,6 @@ pub const DEFAULT_SPIN_LIMIT: Duration = Duration::from_micros(10);
 /// rate-limited inside), so a long spin is not stuck behind a dead peer; the attempts
 /// between stay on the common-case path.
 const REPAIR_EVERY_POLLS: u32 = 64;
-/// While polling, the caller yields its core this often, so a peer on the same core runs.
-const SPIN_YIELD_EVERY: Duration = Duration::from_micros(1);
 /// A waiting receive's first attempts follow each other without a `pause` between them, and
 /// without a look at the clock every few: the answer to a request usually comes within them
 /// (a round trip is about half a microsecond), and each `pause` (28 ns on the project's Zen 3
@@ -91,9 +91,6 @@ const SPIN_YIELD_EVERY: Duration = Duration::from_micros(1);
 /// polling without pauses lowered blocking throughput (docs/PERFORMANCE.md). A deadline is
 /// then noticed at most these attempts late (about a microsecond).
 const POLLS_WITHOUT_PAUSE: u32 = 32;
-/// A yield that keeps the caller off its core this long let another task run there: when
-/// the peer shares the core, polling only delays it (see [`CrossProcessQueue::run`]).
-const YIELD_SWITCHED: Duration = Duration::from_micros(5);
 /// Minimum interval between liveness checks (each is a system call) by one handle.
 const LIVENESS_INTERVAL_NS: u64 = 1_000_000;
 /// Pending byte counts are flushed to the shared statistics after this many messages.
@@ -900,15 +897,11 @@ impl CrossProcessQueue {
         // lost. So when a yield keeps us off the core for a while (another task ran: likely
         // the peer, which then filled or drained the queue), the next wait yields at once;
         // when a yield comes straight back (nobody else wanted the core), polling costs
-        // nobody and the next wait polls first again.
+        // nobody and the next wait polls first again. `YieldPacer` spaces the yields.
         // Relaxed: a hint for this handle's own scheduling; it orders nothing.
         let yield_first = &self.yield_first[usize::from(producer)];
-        let mut next_yield = if yield_first.load(Relaxed) {
-            Duration::ZERO
-        } else {
-            SPIN_YIELD_EVERY
-        };
-        let mut spin_start = (timeout.is_some() || next_yield.is_zero()).then(Instant::now);
+        let mut pacer = YieldPacer::new(yield_first.load(Relaxed));
+        let mut spin_start = (timeout.is_some() || pacer.every_attempt()).then(Instant::now);
         let deadline = timeout.zip(spin_start).map(|(t, start)| start + t);
         // Another thread of this handle inside a call on a single-producer side: waited for
         // within the deadline (see `spsc::Side::lock`).
@@ -927,7 +920,7 @@ impl CrossProcessQueue {
             if let Attempt::Done(v) = attempt(repair, lock_wait)? {
                 return Ok(Attempt::Done(v));
             }
-            if (polls % 8 == 0 && !eager) || next_yield.is_zero() {
+            if (polls % 8 == 0 && !eager) || pacer.every_attempt() {
                 let start = *spin_start.get_or_insert_with(Instant::now);
                 let spun = start.elapsed();
                 if spun >= spin_limit || deadline.is_some_and(|d| start + spun >= d) {
@@ -939,16 +932,10 @@ impl CrossProcessQueue {
                     repairing = true;
                     self.flush_side(producer);
                 }
-                if spun >= next_yield {
+                if pacer.due(spun) {
                     std::thread::yield_now();
-                    let back = start.elapsed();
-                    let switched = back.saturating_sub(spun) >= YIELD_SWITCHED;
+                    let switched = pacer.yielded(spun, start.elapsed());
                     yield_first.store(switched, Relaxed);
-                    next_yield = if switched {
-                        Duration::ZERO
-                    } else {
-                        back + SPIN_YIELD_EVERY
-                    };
                 }
             }
         }

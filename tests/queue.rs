@@ -222,6 +222,24 @@ fn all_processes_on_one_cpu_exactly_once() {
     exactly_once("spsc", &q, 1, 1, 20_000, Some(cpu), None);
 }
 
+/// Every process on one CPU, and no handle ever sleeps (`Duration::MAX`): the peers take
+/// turns on the core only through the waits' yields (and the scheduler's preemption), which
+/// a long wait spaces out further and further while they come straight back. A wait must
+/// still notice when another task wants the core, and give it away at every attempt then.
+#[test]
+fn all_processes_on_one_cpu_with_handles_that_never_sleep_exactly_once() {
+    let cpu = first_allowed_cpu();
+    let tq = TestQueue::new("onecpu_spin");
+    let q = CrossProcessQueue::create(&tq.name, 64, 64).unwrap();
+    exactly_once("mpmc", &q, 2, 2, 20_000, Some(cpu), Some(u64::MAX));
+    let tq = TestQueue::new("onecpu_spin_spsc");
+    let q = CrossProcessQueue::options()
+        .single_producer_single_consumer(true)
+        .create(&tq.name, 64, 64)
+        .unwrap();
+    exactly_once("spsc", &q, 1, 1, 20_000, Some(cpu), Some(u64::MAX));
+}
+
 /// Handles that never poll (spin limit zero) hand every message over through the futex
 /// alone: each wait sleeps at once, so every wake-up path is taken, and none may be missed
 /// (a missed one would hang the stream). Receivers wait for messages, and senders for room
