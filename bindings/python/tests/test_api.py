@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import dataclasses
 import math
 import os
 import pickle
@@ -156,7 +157,13 @@ def test_messages_carry_id_and_timestamp(qname: str) -> None:
         assert before <= m.timestamp_ns <= time.time_ns()
         assert abs(m.timestamp - m.timestamp_ns / 1e9) < 1e-6
         assert m.text() == "seven"
-        assert q.get_message(timeout=5) == shmq.Message(id=2**64 - 1, data=b"max", timestamp_ns=123)
+        got = q.get_message(timeout=5)
+        # Built without the dataclass's __init__ (see `_received_message`): the same object.
+        made = shmq.Message(id=2**64 - 1, data=b"max", timestamp_ns=123)
+        assert got == made and hash(got) == hash(made) and repr(got) == repr(made)
+        assert vars(got) == vars(made) and type(got) is shmq.Message
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            got.id = 1  # type: ignore[misc]
         plain = q.get_message(timeout=5)
         assert plain.data == b"plain" and plain.timestamp_ns > 0
         assert "seven" not in repr(plain) and "plain" in repr(plain)
