@@ -120,7 +120,10 @@ def _address(obj: Any) -> Optional[int]:
     return ctypes.addressof(obj)
 
 
-def _writable(buffer: BytesLike) -> tuple[Any, int]:
+def _writable(buffer: BytesLike) -> tuple[Any, int, int]:
+    """A ctypes object holding an export of ``buffer`` (which cannot be resized or freed
+    while that object lives: keep it over the call), the address of the first byte, and
+    the length."""
     if isinstance(buffer, (bytes, str)):
         raise TypeError(f"buffer must be writable (bytearray, memoryview, ...), not {type(buffer).__name__}")
     view = memoryview(buffer)
@@ -129,7 +132,11 @@ def _writable(buffer: BytesLike) -> tuple[Any, int]:
     if not view.c_contiguous:
         raise BufferError("buffer must be C-contiguous")
     view = view.cast("B")
-    return (ctypes.c_char * view.nbytes).from_buffer(view), view.nbytes
+    size = view.nbytes
+    # One `c_char` over the first byte, not an array of them all: half the cost, and the
+    # address is all the call takes.
+    held = ctypes.c_char.from_buffer(view) if size else (ctypes.c_char * 0).from_buffer(view)
+    return held, ctypes.addressof(held), size
 
 
 def _check_count(name: str, value: object, least: int) -> None:
@@ -716,6 +723,15 @@ class Queue:
             )
         return scratch
 
+    def _length_out(self) -> tuple[Any, int]:
+        """This thread's ``size_t`` for the length a receive reports, and its address
+        (:meth:`get_into`'s; :meth:`_scratch` has its own, beside the buffer)."""
+        out = getattr(self._local, "length", None)
+        if out is None:
+            length = ctypes.c_size_t()
+            out = self._local.length = (length, ctypes.addressof(length))
+        return out
+
     def get(self, block: bool = True, timeout: Optional[float] = None) -> bytes:
         """Receives the next message's bytes.
 
@@ -769,11 +785,12 @@ class Queue:
         Raises :class:`BufferTooSmall` (with ``needed``) if the next message does not fit;
         the message then stays in the queue. Otherwise waits and fails like :meth:`get`.
         """
-        pointer, size = _writable(buffer)
-        got = ctypes.c_size_t()
+        held, address, size = _writable(buffer)
+        got, got_address = self._length_out()
         status = self._wait(
-            lib.shmq_receive_ex, (pointer, size, ctypes.byref(got)), block, timeout
+            lib_by_address.shmq_receive_ex, (address, size, got_address), block, timeout
         )
+        del held  # the export of `buffer` ends here, not before the call
         if status == Status.ERR_BUFFER_TOO_SMALL:
             message = _text(lib.shmq_last_error()) or (
                 f"buffer of {size} bytes is too small for the next message of {got.value} bytes"

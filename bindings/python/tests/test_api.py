@@ -189,6 +189,17 @@ def test_get_into_fills_the_callers_buffer(qname: str) -> None:
             q.get_into(big, block=False)
         with pytest.raises(TypeError):
             q.get_into(b"immutable")
+        # An empty buffer takes an empty message, and refuses a longer one.
+        q.put(b"")
+        q.put(b"x")
+        assert q.get_into(bytearray(), block=False) == 0
+        with pytest.raises(shmq.BufferTooSmall) as small:
+            q.get_into(bytearray(), block=False)
+        assert small.value.needed == 1
+        # The export that keeps the buffer from being resized during the call ends with it.
+        grown = bytearray(4)
+        assert q.get_into(grown, block=False) == 1 and grown[:1] == b"x"
+        grown.extend(b"more")
 
 
 def test_shutdown_drains_then_closes(qname: str) -> None:
