@@ -442,8 +442,9 @@ uint32_t shmq_message_size(const struct shmq_queue *q);
  * with a peer that works for tens of microseconds per message: the answer is seen at
  * polling speed and neither side pays a wake-up, for up to this much of a core per wait.
  * 0 sleeps after one look (no CPU spent waiting); `UINT64_MAX` never sleeps (busy polling
- * within the call's timeout). Polling still yields the core every microsecond to a peer
- * that shares it, and still repairs what dead peers left. Affects this handle only, in
+ * within the call's timeout). Polling still yields the core to a peer that shares it
+ * (every microsecond, then, past 10 µs and while nobody else wants the core, less often,
+ * down to every 64 µs), and still repairs what dead peers left. Affects this handle only, in
  * every thread, from each call's next wait on; `shmq_reopen` copies it.
  *
  * # Safety

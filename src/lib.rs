@@ -673,9 +673,10 @@ impl CrossProcessQueue {
     /// * **`Duration::MAX`** (anything from `u64::MAX` nanoseconds, 584 years, up): never
     ///   sleep; busy polling for as long as the call's timeout allows.
     ///
-    /// Polling still yields the core every microsecond to a peer that shares it, and a wait
-    /// polling past [`DEFAULT_SPIN_LIMIT`] still repairs what dead peers left (at the usual
-    /// rate), as a sleeping one does. The setting is this handle's: other handles, in this
+    /// Polling still yields the core to a peer that shares it (every microsecond, then,
+    /// past [`DEFAULT_SPIN_LIMIT`] and while nobody else wants the core, less often, down to
+    /// every 64 µs), and a wait polling past [`DEFAULT_SPIN_LIMIT`] still repairs what dead
+    /// peers left (at the usual rate), as a sleeping one does. The setting is this handle's: other handles, in this
     /// process or others, keep theirs.
     pub fn set_spin_limit(&self, limit: Duration) {
         let nanos = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
