@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import dataclasses
+import importlib
 import math
 import os
 import pickle
@@ -266,6 +267,98 @@ def test_close_from_another_thread_ends_a_blocked_get(qname: str) -> None:
     t.join(timeout=5)
     assert not t.is_alive()
     assert len(errors) == 1 and isinstance(errors[0], ValueError)
+
+
+@pytest.mark.parametrize("without_lock", [True, False], ids=["gil", "locked"])
+def test_close_races_with_calls_in_flight_on_other_threads(
+    qname: str, without_lock: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the GIL, every message's path takes and gives back its use of the handle
+    without the lock (without the GIL, under it: both paths run here). close() from
+    another thread must neither free the handle under a call nor wait for a use that was
+    given back: each round ends with every worker refused (ValueError) and close()
+    returned, whenever in the workers' loop it lands."""
+    monkeypatch.setattr(importlib.import_module("shmq.queue"), "_ONE_THREAD_AT_A_TIME", without_lock)
+    # Switch threads as often as the interpreter can, so that close() lands between a
+    # worker's steps (a worker otherwise gives the GIL up only inside the library's calls).
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for round_ in range(60):
+            # One worker too: with several, another's use ending would wake a close()
+            # left waiting for a use given back without a word.
+            _close_race(qname, round_, workers=1 + round_ % 2 * 3)
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def _close_race(qname: str, round_: int, workers: int) -> None:
+    q = shmq.Queue.create(qname, capacity=4, message_size=8)
+    outcomes: list[BaseException] = []
+    started = threading.Barrier(workers + 1)
+
+    def work() -> None:
+        started.wait()
+        try:
+            while True:
+                try:
+                    q.put(b"x", block=False)
+                except shmq.Full:
+                    pass
+                try:
+                    q.get(block=False)
+                except shmq.Empty:
+                    pass
+        except BaseException as exc:  # noqa: BLE001
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    started.wait()
+    time.sleep(0.001 * (round_ % 5))
+    closer = threading.Thread(target=q.close, daemon=True)
+    closer.start()
+    closer.join(timeout=10)
+    assert not closer.is_alive(), f"round {round_}: close() waits for a use nobody holds"
+    for t in threads:
+        t.join(timeout=10)
+    assert not any(t.is_alive() for t in threads)
+    assert len(outcomes) == workers
+    assert all(type(e) is ValueError and "closed" in str(e) for e in outcomes), outcomes
+    shmq.unlink(qname)
+
+
+def test_a_use_given_back_as_close_begins_lets_close_finish(
+    qname: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one interleaving the stress above rarely reaches, forced: a call takes its use,
+    close() starts on another thread and waits for that use, and only then does the call
+    look at the handle's state. It must give the use back *and* wake close(): with no
+    other thread to end a use, close() would otherwise wait forever."""
+    monkeypatch.setattr(importlib.import_module("shmq.queue"), "_ONE_THREAD_AT_A_TIME", True)
+    q = shmq.Queue.create(qname, capacity=4, message_size=8)
+    closer = threading.Thread(target=q.close, daemon=True)  # a failure must not hang exit
+
+    class CloseAfterAppend(list):  # stands in for the handle's list of uses
+        armed = True
+
+        def append(self, item: object) -> None:
+            super().append(item)
+            if CloseAfterAppend.armed:
+                CloseAfterAppend.armed = False
+                closer.start()
+                deadline = time.monotonic() + 5
+                while not q._closing and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                time.sleep(0.05)  # close() now counts this use and waits for it
+
+    q._uses = CloseAfterAppend(q._uses)
+    with pytest.raises(ValueError, match="closed"):
+        q.put(b"x", block=False)
+    closer.join(timeout=5)
+    assert not closer.is_alive(), "close() still waits for the use given back"
+    assert q.closed and q._handle is None
 
 
 def test_direct_construction_is_refused() -> None:
