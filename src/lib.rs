@@ -676,8 +676,8 @@ impl CrossProcessQueue {
     /// Polling still yields the core to a peer that shares it (every microsecond, then,
     /// past [`DEFAULT_SPIN_LIMIT`] and while nobody else wants the core, less often, down to
     /// every 64 µs), and a wait polling past [`DEFAULT_SPIN_LIMIT`] still repairs what dead
-    /// peers left (at the usual rate), as a sleeping one does. The setting is this handle's: other handles, in this
-    /// process or others, keep theirs.
+    /// peers left (at the usual rate), as a sleeping one does. The setting is this handle's:
+    /// other handles, in this process or others, keep theirs.
     pub fn set_spin_limit(&self, limit: Duration) {
         let nanos = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
         self.spin_limit_ns.store(nanos, Relaxed);
