@@ -278,7 +278,8 @@ def test_close_races_with_calls_in_flight_on_other_threads(
     another thread must neither free the handle under a call nor wait for a use that was
     given back: each round ends with every worker refused (ValueError) and close()
     returned, whenever in the workers' loop it lands."""
-    monkeypatch.setattr(importlib.import_module("shmq.queue"), "_ONE_THREAD_AT_A_TIME", without_lock)
+    module = importlib.import_module("shmq.queue")
+    monkeypatch.setattr(module, "_ONE_THREAD_AT_A_TIME", without_lock)
     # Switch threads as often as the interpreter can, so that close() lands between a
     # worker's steps (a worker otherwise gives the GIL up only inside the library's calls).
     interval = sys.getswitchinterval()
