@@ -66,6 +66,17 @@ RECEIVE_BATCH_MAX = 64
 # Largest per-thread receive buffer of get_many: fewer messages per call for large ones.
 _BATCH_BUFFER_BYTES = 1 << 20
 
+# `QueueInfo` seen as 64-bit words, when its length field is one (a 64-bit `size_t`):
+# words per info and the length's index, for `Queue.get_many`. 0: read the fields.
+_INFO_WORDS = (
+    ctypes.sizeof(QueueInfo) // 8
+    if ctypes.sizeof(ctypes.c_size_t) == 8
+    and QueueInfo.len.offset % 8 == 0
+    and ctypes.sizeof(QueueInfo) % 8 == 0
+    else 0
+)
+_INFO_LEN_WORD = QueueInfo.len.offset // 8
+
 T = TypeVar("T")
 
 
@@ -890,15 +901,18 @@ class Queue:
                 break
         return sent
 
-    def _batch_scratch(self) -> tuple[Any, Any, int]:
-        """This thread's buffers for :meth:`get_many`: payloads, infos, messages per call."""
+    def _batch_scratch(self) -> tuple[Any, Any, memoryview, int]:
+        """This thread's buffers for :meth:`get_many`: payloads, infos, the infos as 64-bit
+        words (see ``_INFO_LEN_WORD``), messages per call."""
         scratch = getattr(self._local, "batch", None)
         if scratch is None:
             size = max(1, self._message_size)
             per_call = max(1, min(RECEIVE_BATCH_MAX, _BATCH_BUFFER_BYTES // size))
+            infos = (QueueInfo * per_call)()
             scratch = self._local.batch = (
                 ctypes.create_string_buffer(per_call * size),
-                (QueueInfo * per_call)(),
+                infos,
+                memoryview(infos).cast("B").cast("Q"),
                 per_call,
             )
         return scratch
@@ -921,7 +935,7 @@ class Queue:
         a process killed inside it leaves them to be delivered again.
         """
         _check_count("max_messages", max_messages, 1)
-        buf, infos, per_call = self._batch_scratch()
+        buf, infos, info_words, per_call = self._batch_scratch()
         size = max(1, self._message_size)
         got = ctypes.c_size_t()
         received: list[bytes] = []
@@ -935,11 +949,20 @@ class Queue:
                 timeout if first else None,
             )
             if status in (Status.OK, Status.ERR_CORRUPTED_DATA):
+                count = got.value
+                # The lengths in one slice of the infos' words: reading a ctypes field
+                # costs 0.25 µs a message on the project's VM, a word 0.08 µs.
+                if _INFO_WORDS:
+                    lengths = info_words[_INFO_LEN_WORD : count * _INFO_WORDS : _INFO_WORDS]
+                    lengths = lengths.tolist()
+                else:
+                    lengths = [infos[i].len for i in range(count)]
                 # Slices of a memoryview: 2.3x faster per message than ctypes.string_at.
                 with memoryview(buf) as view:
-                    for i in range(got.value):
-                        start = i * size
-                        received.append(view[start : start + infos[i].len].tobytes())
+                    received += [
+                        view[i * size : i * size + length].tobytes()
+                        for i, length in enumerate(lengths)
+                    ]
             if status == Status.ERR_CORRUPTED_DATA:
                 error = _error(status)
                 error.received = received  # type: ignore[attr-defined]
