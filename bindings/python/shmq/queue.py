@@ -715,9 +715,17 @@ class Queue:
         which every receiver sees (:meth:`get_message`). Waits like :meth:`put`."""
         if timestamp_ns is None:
             timestamp_ns = time.time_ns()
-        for label, value in (("id", id), ("timestamp_ns", timestamp_ns)):
-            if not isinstance(value, int) or not 0 <= value <= _U64_MAX:
-                raise InvalidArgument(f"{label} must be an unsigned 64-bit integer, got {value!r}")
+        if not (
+            type(id) is int
+            and 0 <= id <= _U64_MAX
+            and type(timestamp_ns) is int
+            and 0 <= timestamp_ns <= _U64_MAX
+        ):  # the common case above, in a few comparisons; the rest checked one by one
+            for label, value in (("id", id), ("timestamp_ns", timestamp_ns)):
+                if not isinstance(value, int) or not 0 <= value <= _U64_MAX:
+                    raise InvalidArgument(
+                        f"{label} must be an unsigned 64-bit integer, got {value!r}"
+                    )
         pointer, length = _readable(data)
         status = self._wait(
             lib.shmq_send_message_ex, (id, timestamp_ns, pointer, length), block, timeout
@@ -756,6 +764,14 @@ class Queue:
             out = self._local.length = (length, ctypes.addressof(length))
         return out
 
+    def _info_out(self) -> tuple[Any, int]:
+        """This thread's ``shmq_message_info`` for :meth:`get_message`, and its address."""
+        out = getattr(self._local, "info", None)
+        if out is None:
+            info = QueueInfo()
+            out = self._local.info = (info, ctypes.addressof(info))
+        return out
+
     def get(self, block: bool = True, timeout: Optional[float] = None) -> bytes:
         """Receives the next message's bytes.
 
@@ -784,10 +800,10 @@ class Queue:
     def get_message(self, block: bool = True, timeout: Optional[float] = None) -> Message:
         """Like :meth:`get`, but returns a :class:`Message` with its id and timestamp."""
         view, address, size, _, _ = self._scratch()
-        info = QueueInfo()
+        info, info_address = self._info_out()
         status = self._wait(
             lib_by_address.shmq_receive_message_ex,
-            (address, size, ctypes.addressof(info)),
+            (address, size, info_address),
             block,
             timeout,
         )
