@@ -224,8 +224,9 @@ fn all_processes_on_one_cpu_exactly_once() {
 
 /// Every process on one CPU, and no handle ever sleeps (`Duration::MAX`): the peers take
 /// turns on the core only through the waits' yields (and the scheduler's preemption), which
-/// a long wait spaces out further and further while they come straight back. A wait must
-/// still notice when another task wants the core, and give it away at every attempt then.
+/// a long wait spaces out further and further while they come straight back. This checks
+/// delivery only (every message, once): the scheduler's preemption alone would also let
+/// it pass, slowly, so how promptly a wait gives the core away is `src/pacer.rs`'s tests.
 #[test]
 fn all_processes_on_one_cpu_with_handles_that_never_sleep_exactly_once() {
     let cpu = first_allowed_cpu();

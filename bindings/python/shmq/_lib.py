@@ -10,7 +10,8 @@ Where the library comes from, first match wins:
    ``make install`` of the C library.
 
 Every function gets ``argtypes``/``restype``, so ctypes converts and checks arguments and
-never truncates a pointer. ``ctypes.CDLL`` releases the GIL around each call, so blocking
+never truncates a pointer. (The queue handle is a ``c_void_p`` subclass, which ctypes passes
+without a type check, for speed: only this package passes handles.) ``ctypes.CDLL`` releases the GIL around each call, so blocking
 calls do not stop other Python threads.
 """
 
