@@ -9,8 +9,22 @@
 //! microsecond (a short wait is over before backing off would save anything); a longer one
 //! (a handle with a raised spin limit) doubles the gap after each yield that came straight
 //! back, up to [`MAX_YIELD_GAP`], and starts again from a microsecond after one that did not.
+//!
+//! "A while" is a few system calls' worth ([`switch_threshold`]): a yield that finds nobody
+//! else to run costs about two (a system call and a pass through the scheduler), one that
+//! runs a peer costs two context switches and the peer's own calls. A fixed 5 µs, as before,
+//! missed the peer of a round trip on one core (it answers within 1–3 µs here), so each side
+//! polled a microsecond for nothing before every yield: round trips on one core took
+//! 5.6–5.9 µs, against 2.1–3.6 µs now (a pipe: 3.4–4.6 µs).
+//!
+//! Within a wait, only a long switch ([`LONG_SWITCH`]) makes the rest of the wait yield at
+//! every attempt. After a brief one that did not bring what the wait waits for, the task
+//! that ran was most likely another waiter on this core, yielding back: yielding at every
+//! attempt then only hands the core back and forth (two producers and two consumers on two
+//! cores ran about 4 % slower that way, within this VM's noise but in the same direction).
 
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use crate::DEFAULT_SPIN_LIMIT;
 
@@ -21,9 +35,49 @@ const SPIN_YIELD_EVERY: Duration = Duration::from_micros(1);
 /// nobody else wants its core: a peer woken onto this core meanwhile (and not given it by
 /// the scheduler at once) waits at most this long for the core.
 const MAX_YIELD_GAP: Duration = Duration::from_micros(64);
-/// A yield that keeps the caller off its core this long let another task run there: when
-/// the peer shares the core, polling only delays it.
-const YIELD_SWITCHED: Duration = Duration::from_micros(5);
+/// The bounds of [`switch_threshold`]: the least time a yield that let another task run keeps
+/// the caller off its core, whatever the system calls cost (a no-op `sched_yield` takes 0.4 µs
+/// on the project's VM, and a thousandth of them take over 2 µs, a pause of the VM: a
+/// threshold below that sees switches that did not happen, each costing one needless
+/// yield), ...
+const MIN_SWITCH: Duration = Duration::from_micros(1);
+/// ... and the most: where system calls are that slow (a sandboxing kernel, nested
+/// virtualisation), the rule cannot tell and stays at the old fixed threshold.
+const MAX_SWITCH: Duration = LONG_SWITCH;
+/// A yield that keeps the caller off its core this long let another task do work there,
+/// not just yield back: the rest of the wait yields at every attempt.
+const LONG_SWITCH: Duration = Duration::from_micros(5);
+/// How many of the cheapest system calls a yield that keeps the caller off its core longer
+/// than that let another task run: twice a yield that finds nobody else to run.
+const SWITCH_IN_SYSTEM_CALLS: u32 = 4;
+
+/// How long a yield keeps the caller off its core when it let another task run there (when
+/// the peer shares the core, polling only delays it): [`SWITCH_IN_SYSTEM_CALLS`] times the
+/// cheapest system call, measured once per process (at its first yield), within
+/// [`MIN_SWITCH`]..=[`MAX_SWITCH`].
+pub(crate) fn switch_threshold() -> Duration {
+    static THRESHOLD: OnceLock<Duration> = OnceLock::new();
+    *THRESHOLD.get_or_init(|| threshold_for(cheapest_system_call()))
+}
+
+/// The switch threshold where the cheapest system call costs `system_call`.
+fn threshold_for(system_call: Duration) -> Duration {
+    (system_call * SWITCH_IN_SYSTEM_CALLS).clamp(MIN_SWITCH, MAX_SWITCH)
+}
+
+/// The cost of a system call that does nothing: the least of 16 `getppid`s (the least, so
+/// that a preemption during one does not count; `getppid` is never cached by the C
+/// library, unlike `getpid` in old ones).
+fn cheapest_system_call() -> Duration {
+    (0..16)
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(std::os::unix::process::parent_id());
+            start.elapsed()
+        })
+        .min()
+        .unwrap_or(MAX_SWITCH)
+}
 
 /// The yield schedule of one wait; times are measured from the start of its polling.
 #[derive(Debug)]
@@ -32,12 +86,20 @@ pub(crate) struct YieldPacer {
     next: Duration,
     /// The gap to the next yield after one that came straight back.
     gap: Duration,
+    /// A yield that keeps the caller off its core this long let another task run (`None`:
+    /// [`switch_threshold`], looked up at the first yield, so that a wait that never yields
+    /// does not measure it).
+    switched_after: Option<Duration>,
 }
 
 impl YieldPacer {
     /// A wait's schedule: yield at once if the handle's previous wait found another task on
     /// its core (`yield_first`), else after the first gap.
     pub(crate) fn new(yield_first: bool) -> Self {
+        Self::with_threshold(yield_first, None)
+    }
+
+    fn with_threshold(yield_first: bool, switched_after: Option<Duration>) -> Self {
         Self {
             next: if yield_first {
                 Duration::ZERO
@@ -45,6 +107,7 @@ impl YieldPacer {
                 SPIN_YIELD_EVERY
             },
             gap: SPIN_YIELD_EVERY,
+            switched_after,
         }
     }
 
@@ -60,12 +123,21 @@ impl YieldPacer {
 
     /// Records a yield made when the wait had polled for `spun`, back when it had polled for
     /// `back`; returns whether another task ran meanwhile (the handle's next wait then
-    /// yields first).
+    /// yields first). After a long switch the rest of this wait yields at every attempt,
+    /// after a brief one a microsecond later.
     pub(crate) fn yielded(&mut self, spun: Duration, back: Duration) -> bool {
-        let switched = back.saturating_sub(spun) >= YIELD_SWITCHED;
+        let switched_after = *self.switched_after.get_or_insert_with(switch_threshold);
+        let off = back.saturating_sub(spun);
+        let switched = off >= switched_after;
         if switched {
+            // Another task ran here: the gaps start again from a microsecond, and after a
+            // long switch the rest of the wait yields at every attempt.
             self.gap = SPIN_YIELD_EVERY;
-            self.next = Duration::ZERO;
+            self.next = if off >= LONG_SWITCH {
+                Duration::ZERO
+            } else {
+                back + self.gap
+            };
         } else {
             self.next = back + self.gap;
             if back >= DEFAULT_SPIN_LIMIT {
@@ -133,10 +205,10 @@ mod tests {
         yields(&mut pacer, 1_000 * US, Duration::ZERO);
         assert!(!pacer.every_attempt());
         let spun = 1_000 * US;
-        assert!(pacer.yielded(spun, spun + YIELD_SWITCHED));
-        assert!(pacer.every_attempt() && pacer.due(spun + YIELD_SWITCHED));
+        assert!(pacer.yielded(spun, spun + LONG_SWITCH));
+        assert!(pacer.every_attempt() && pacer.due(spun + LONG_SWITCH));
         // Straight back now: the next yield is a microsecond later, then the gaps grow again.
-        let back = spun + 2 * YIELD_SWITCHED;
+        let back = spun + 2 * LONG_SWITCH;
         assert!(!pacer.yielded(back, back));
         assert!(!pacer.due(back + US / 2) && pacer.due(back + US));
         assert!(!pacer.yielded(back + US, back + US));
@@ -147,5 +219,45 @@ mod tests {
     fn a_handle_that_found_another_task_on_its_core_yields_first() {
         assert!(YieldPacer::new(true).due(Duration::ZERO));
         assert!(!YieldPacer::new(false).due(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_peer_answering_on_this_core_within_microseconds_counts_as_a_switch() {
+        // The project's VM: `getppid` 0.19 µs, a no-op yield 0.4 µs, the peer of a round
+        // trip on one core back within 1–3 µs.
+        let mut pacer = YieldPacer::with_threshold(false, Some(threshold_for(190 * US / 1000)));
+        assert!(
+            !pacer.yielded(US, US + 400 * US / 1000),
+            "a yield that came straight back"
+        );
+        let back = 3 * US + 1500 * US / 1000;
+        assert!(pacer.yielded(3 * US, back), "the peer ran for 1.5 µs");
+        // The handle's next wait yields first (the caller stores the answer for it); this
+        // one, not brought its answer by the brief switch, keeps a gap before the next yield.
+        assert!(!pacer.every_attempt());
+        assert!(!pacer.due(back + US / 2) && pacer.due(back + US));
+        // In a long wait whose gaps have grown, a brief switch starts them again.
+        let mut pacer = YieldPacer::with_threshold(false, Some(MIN_SWITCH));
+        yields(&mut pacer, 1_000 * US, Duration::ZERO);
+        let spun = 1_000 * US;
+        assert!(!pacer.due(spun + 2 * US), "the gaps have grown");
+        assert!(pacer.yielded(spun, spun + 2 * US));
+        assert!(!pacer.every_attempt() && pacer.due(spun + 3 * US));
+    }
+
+    #[test]
+    fn the_switch_threshold_follows_the_cost_of_a_system_call_within_bounds() {
+        assert_eq!(threshold_for(Duration::ZERO), MIN_SWITCH);
+        assert_eq!(threshold_for(190 * US / 1000), MIN_SWITCH);
+        assert_eq!(threshold_for(400 * US / 1000), 1600 * US / 1000);
+        assert_eq!(threshold_for(3 * US), MAX_SWITCH);
+        // Measured on this machine: whatever it is, within the bounds, and the same each
+        // time (once per process).
+        let measured = switch_threshold();
+        assert!(
+            (MIN_SWITCH..=MAX_SWITCH).contains(&measured),
+            "{measured:?}"
+        );
+        assert_eq!(switch_threshold(), measured);
     }
 }
