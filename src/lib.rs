@@ -68,6 +68,24 @@ pub const DEFAULT_MODE: u32 = 0o600;
 const CONNECT_WAIT: Duration = Duration::from_secs(1);
 /// Longest single sleep of a blocked call; it then re-checks for dead peers to repair.
 const SLEEP_SLICE: Duration = Duration::from_millis(50);
+
+/// [`SLEEP_SLICE`]; with the `crash-points` feature (tests only), the environment variable
+/// `SHMQ_TEST_SLEEP_SLICE_MS` sets it, so that a test can turn a missed wake-up, which the
+/// slice would mend 50 ms later, into a hang it detects.
+fn sleep_slice() -> Duration {
+    #[cfg(feature = "crash-points")]
+    {
+        static SLICE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+        *SLICE.get_or_init(|| {
+            std::env::var("SHMQ_TEST_SLEEP_SLICE_MS")
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+                .map_or(SLEEP_SLICE, Duration::from_millis)
+        })
+    }
+    #[cfg(not(feature = "crash-points"))]
+    SLEEP_SLICE
+}
 /// How long a blocked call polls before it sleeps, unless its handle says otherwise
 /// ([`CrossProcessQueue::set_spin_limit`]). A futex sleep and wake-up costs the waker a
 /// system call and the sleeper tens of microseconds on a VM, so a peer that answers within
@@ -946,13 +964,28 @@ impl CrossProcessQueue {
         } else {
             self.ring.not_empty_word()
         };
+        // Whether this call has slept: it may have been woken for a message (or a slot) and
+        // so must pass the wake on if it leaves one behind (see `pass_wake_on`).
+        let mut slept = false;
         loop {
             let expected = wait::prepare(word, &self.ring.header().wake.fence_required);
-            if let Attempt::Done(v) = attempt(true, lock_wait)? {
-                return Ok(Attempt::Done(v));
+            match attempt(true, lock_wait) {
+                Ok(Attempt::Done(v)) => {
+                    if slept {
+                        self.pass_wake_on(producer);
+                    }
+                    return Ok(Attempt::Done(v));
+                }
+                Ok(Attempt::WouldBlock) => {}
+                Err(e) => {
+                    if slept {
+                        self.pass_wake_on(producer);
+                    }
+                    return Err(e);
+                }
             }
             let slice = match deadline {
-                None => SLEEP_SLICE,
+                None => sleep_slice(),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
@@ -961,10 +994,31 @@ impl CrossProcessQueue {
                         }
                         return Err(Error::Timeout);
                     }
-                    (d - now).min(SLEEP_SLICE)
+                    (d - now).min(sleep_slice())
                 }
             };
             wait::sleep(word, expected, Some(slice));
+            slept = true;
+        }
+    }
+
+    /// Called by a wait that slept and is about to return: a waker wakes only as many
+    /// sleepers as it published messages (or freed slots), and not those that announced
+    /// themselves after it cleared the bit, so a woken call that leaves something behind
+    /// wakes as many sleepers as there are messages (or free slots) left: it took a message
+    /// and more are queued (published while it woke, or out of order), or it failed without
+    /// taking one (a buffer too small). Costs a load of the positions and of the futex word.
+    #[cold]
+    fn pass_wake_on(&self, producer: bool) {
+        let depth = self.ring.depth();
+        let header = self.ring.header();
+        if producer {
+            let free = self.ring.capacity() - depth;
+            if free > 0 {
+                wait::wake_senders(header, wait::waiters(free as usize));
+            }
+        } else if depth > 0 {
+            wait::wake_receivers(header, wait::waiters(depth as usize));
         }
     }
 
@@ -992,7 +1046,7 @@ impl CrossProcessQueue {
             Err(PushBlocked::Closed) => Err(Error::Closed),
             Err(PushBlocked::Full) => {
                 if repair && self.liveness_due() && self.ring.repair_tail(&peers) {
-                    wait::wake_receivers(self.ring.header());
+                    wait::wake_receivers(self.ring.header(), 1);
                     return self.try_claim_push(false, wait);
                 }
                 Ok(Attempt::WouldBlock)
@@ -1014,7 +1068,7 @@ impl CrossProcessQueue {
         self.ring.write(&token, id, timestamp, data);
         crashpoint::hit("push_written");
         self.commit_push(token, data.len());
-        wait::wake_receivers(self.ring.header());
+        wait::wake_receivers(self.ring.header(), 1);
         self.count(&self.pending_sent, 1, data.len() as u64);
         id
     }
@@ -1328,7 +1382,7 @@ impl CrossProcessQueue {
         let result = self.ring.read(&token, buf);
         crashpoint::hit("pop_read");
         self.commit_pop(token, result.as_ref().map_or(0, |m| m.len));
-        wait::wake_senders(self.ring.header());
+        wait::wake_senders(self.ring.header(), 1);
         match result {
             Ok(meta) => {
                 self.count(&self.pending_received, 1, meta.len as u64);
@@ -1385,7 +1439,7 @@ impl CrossProcessQueue {
                         match self.ring.repair_head(&peers) {
                             HeadRepair::Message(token) => return Ok(Attempt::Done(token)),
                             HeadRepair::Skipped => {
-                                wait::wake_senders(self.ring.header());
+                                wait::wake_senders(self.ring.header(), 1);
                                 continue;
                             }
                             HeadRepair::Nothing => {}

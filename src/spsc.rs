@@ -471,7 +471,7 @@ impl Spsc {
             TailState::Closed => {
                 // Release: a receiver that sees 0 sees everything we published before.
                 h.tail.in_flight.store(0, Release);
-                wait::wake_receivers(h);
+                wait::wake_receivers(h, wait::EVERYONE);
                 Err(Error::Closed)
             }
             TailState::HeadAhead(head) => {
@@ -673,7 +673,7 @@ impl Spsc {
                         // its sequence word. Waiting would wait for ever: skip it.
                         ring.spsc_skip(pos);
                         h.head.value.store(pos.wrapping_add(1), Release);
-                        wait::wake_senders(h);
+                        wait::wake_senders(h, 1);
                         continue;
                     }
                     // Acquire: pairs with `Ring::close`.
@@ -712,7 +712,7 @@ impl Spsc {
                     corrupt_reads = 0;
                     ring.spsc_skip(pos);
                     h.head.value.store(pos.wrapping_add(1), Release);
-                    wait::wake_senders(h);
+                    wait::wake_senders(h, 1);
                 }
             }
         }

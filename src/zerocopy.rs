@@ -73,7 +73,7 @@ impl Drop for PushGuard<'_> {
         }
         if let Some(token) = self.token.take() {
             self.queue.commit_push_poisoned(token);
-            wait::wake_receivers(self.queue.ring.header());
+            wait::wake_receivers(self.queue.ring.header(), 1);
         }
     }
 }
@@ -103,7 +103,11 @@ impl Drop for SendBatch<'_> {
         if queue.inherited() {
             return; // forked inside a closure: the batch is the parent's to end
         }
+        // Slots published: the messages, and a poisoned one and given-up positions that
+        // receivers drop or skip (a receiver waiting for them must wake to do so).
+        let mut published = self.sent;
         if let Some(token) = self.token.take() {
+            published += 1 + self.reserved;
             // The slot in hand (its message refused, or its writer unwinding) is published
             // poisoned: receivers drop it. The positions a run claimed after it (a multi-
             // producer queue's batch ended early) were never messages: given up, receivers
@@ -120,7 +124,7 @@ impl Drop for SendBatch<'_> {
             }
         }
         queue.finish_push_batch(self.last, self.sent, self.bytes);
-        wait::wake_receivers(queue.ring.header());
+        wait::wake_receivers(queue.ring.header(), wait::waiters(published));
         queue.count_batch(true, self.sent as u64, self.bytes);
     }
 }
@@ -141,7 +145,7 @@ impl Drop for PopGuard<'_> {
         }
         if let Some(token) = self.token.take() {
             self.queue.commit_pop(token, self.len);
-            wait::wake_senders(self.queue.ring.header());
+            wait::wake_senders(self.queue.ring.header(), 1);
         }
     }
 }
@@ -219,7 +223,7 @@ impl CrossProcessQueue {
         let token = guard.token.take().expect("the guard still holds the claim");
         if len > size {
             self.commit_push_poisoned(token);
-            wait::wake_receivers(self.ring.header());
+            wait::wake_receivers(self.ring.header(), 1);
             return Err(Error::InvalidArgument(format!(
                 "send_in_place: the closure returned length {len}, beyond the message size {size}; \
                  the slot was published as a poisoned message"
@@ -230,7 +234,7 @@ impl CrossProcessQueue {
             .finish_in_place(&token, id, clock::realtime_ns(), len);
         crashpoint::hit("push_written");
         self.commit_push(token, len);
-        wait::wake_receivers(self.ring.header());
+        wait::wake_receivers(self.ring.header(), 1);
         self.count(&self.pending_sent, 1, len as u64);
         Ok(id)
     }
@@ -559,7 +563,7 @@ impl CrossProcessQueue {
             crashpoint::hit("pop_batch_next");
         }
         self.release_batch(&mut held[..claimed], bytes);
-        wait::wake_senders(self.ring.header());
+        wait::wake_senders(self.ring.header(), wait::waiters(claimed));
         self.count_batch(false, received as u64, bytes);
         match failure {
             Some(e) => Err(e),
@@ -611,6 +615,7 @@ impl CrossProcessQueue {
             held_len: 0,
             last: 0,
             count: 0,
+            freed: 0,
             bytes: 0,
         };
         self.entering_callbacks(false);
@@ -668,6 +673,8 @@ struct ReadBatch<'a> {
     /// The position of the last slot released.
     last: u64,
     count: usize,
+    /// Slots released: the messages read and any dropped.
+    freed: usize,
     bytes: u64,
 }
 
@@ -679,6 +686,7 @@ impl ReadBatch<'_> {
         if let Some(token) = self.held.take() {
             self.last = token.position();
             self.queue.release_in_batch(token);
+            self.freed += 1;
             if read {
                 self.count += 1;
                 self.bytes += self.held_len as u64;
@@ -695,7 +703,7 @@ impl Drop for ReadBatch<'_> {
         self.release_held(true);
         let queue = self.queue;
         queue.finish_pop_batch(self.last, self.count as u64, self.bytes);
-        wait::wake_senders(queue.ring.header());
+        wait::wake_senders(queue.ring.header(), wait::waiters(self.freed));
         queue.count_batch(false, self.count as u64, self.bytes);
     }
 }

@@ -1,0 +1,283 @@
+//! Waking sleepers: a message (or a free slot) wakes as many sleeping processes as it needs,
+//! not every one, and no message is left in the queue while idle receivers sleep.
+//!
+//! The receivers here never wake on their own: `SHMQ_TEST_SLEEP_SLICE_MS` (feature
+//! `crash-points`) stretches the sleep slice, which otherwise mends a missed wake-up within
+//! 50 ms, to an hour. Each receiver, once it has a message, holds it (as a worker busy with
+//! a task) until the test lets it go, so a message that no wake-up reached stays in the
+//! queue and the test fails at its deadline instead of passing late.
+//!
+//! Needs the `crash-points` feature: `cargo test --features crash-points --test wake`.
+#![cfg(feature = "crash-points")]
+
+mod common;
+
+use std::io::{BufRead, Write};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
+
+use common::{Proc, TestQueue, ROLE_ENV};
+use shmq::{CrossProcessQueue, Error};
+
+/// Generous bound for anything that should happen "soon" (never a timing assertion).
+const SOON: Duration = Duration::from_secs(10);
+/// Long enough for every receiver to have polled, given up and gone to sleep.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// Entry point of the child processes (ignored: runs only when a test spawns it).
+#[test]
+#[ignore]
+fn wake_child() {
+    let Ok(role) = std::env::var(ROLE_ENV) else {
+        return;
+    };
+    let name = std::env::var("Q").expect("Q");
+    let q = CrossProcessQueue::connect(&name).expect("child connect");
+    println!("@@READY");
+    match role.as_str() {
+        // Receives one message at a time, reports it, then holds it until a line arrives
+        // on stdin. A buffer too small (`BUF`) is reported and held the same way.
+        "worker" => {
+            let size = std::env::var("BUF").map_or(q.message_size(), |s| s.parse().unwrap());
+            let mut buf = vec![0u8; size];
+            let mut stdin = std::io::stdin().lock();
+            let mut line = String::new();
+            loop {
+                match q.recv_into(&mut buf, None) {
+                    Ok(Some(m)) => println!("@@GOT {}", m.id),
+                    Ok(None) => break,
+                    Err(Error::BufferTooSmall { .. }) => println!("@@SMALL"),
+                    Err(e) => panic!("worker: {e}"),
+                }
+                line.clear();
+                if stdin.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+            }
+        }
+        // Sends one message with id `ID` (stopping at its crash point, if any).
+        "send" => {
+            let id = std::env::var("ID").expect("ID").parse().unwrap();
+            q.send_with(Some(id), 0, b"held back", None).expect("send");
+            println!("@@SENT {id}");
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// Starts a worker on `q` whose sleeps never end on their own.
+fn worker(q: &TestQueue, buf: Option<usize>) -> Proc {
+    let mut env = vec![
+        ("Q", q.name.clone()),
+        ("SHMQ_TEST_SLEEP_SLICE_MS", "3600000".to_string()),
+    ];
+    if let Some(b) = buf {
+        env.push(("BUF", b.to_string()));
+    }
+    let p = Proc::start("wake_child", "worker", &env, None);
+    expect_line(&p, "@@READY");
+    p
+}
+
+/// Waits (at most `SOON`) for the child's next line starting with `@@`; panics if it
+/// does not start with `prefix`.
+fn expect_line(p: &Proc, prefix: &str) -> String {
+    let line = next_marked(p, SOON).unwrap_or_else(|| panic!("no {prefix} line from the child"));
+    assert!(line.starts_with(prefix), "expected {prefix}, got {line}");
+    line
+}
+
+/// The child's next line starting with `@@`, if one comes within `limit`.
+fn next_marked(p: &Proc, limit: Duration) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match p.lines.recv_timeout(left) {
+            // libtest may print its own words before ours on the same line.
+            Ok(l) => match l.find("@@") {
+                Some(at) => return Some(l[at..].to_string()),
+                None => continue,
+            },
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+}
+
+/// Collects `n` `@@GOT` lines from `workers` (each worker reports at most one before it is
+/// let go); returns the ids and which worker got each. Fails after `SOON`: a message left
+/// in the queue while the idle workers sleep.
+fn collect(workers: &[Proc], n: usize) -> Vec<(u64, usize)> {
+    let deadline = Instant::now() + SOON;
+    let mut got = Vec::new();
+    while got.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} messages received; the rest stay queued while idle workers sleep \
+             (got {got:?})",
+            got.len()
+        );
+        for (i, w) in workers.iter().enumerate() {
+            while let Ok(l) = w.lines.try_recv() {
+                if let Some((_, id)) = l.split_once("@@GOT ") {
+                    got.push((id.parse().unwrap(), i));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    got
+}
+
+/// Shuts the queue down and checks that every worker then ends cleanly (one holding a
+/// message sees its stdin close first).
+fn end(queue: &CrossProcessQueue, workers: &mut [Proc]) {
+    queue.shutdown().unwrap();
+    for w in workers {
+        drop(w.stdin.take());
+        assert!(w.child.wait().unwrap().success());
+    }
+}
+
+/// Lets a worker that holds a message go on to its next receive.
+fn release(w: &mut Proc) {
+    let stdin = w.stdin.as_mut().expect("worker stdin");
+    stdin
+        .write_all(b"go\n")
+        .and_then(|_| stdin.flush())
+        .expect("release worker");
+}
+
+#[test]
+fn every_message_reaches_an_idle_worker_when_each_wakes_only_as_many_as_needed() {
+    const WORKERS: usize = 6;
+    let q = TestQueue::new("wake_idle");
+    let queue = CrossProcessQueue::create(&q.name, 64, 64).unwrap();
+    let mut workers: Vec<Proc> = (0..WORKERS).map(|_| worker(&q, None)).collect();
+    let mut next_id = 0u64;
+    // Rounds of 1..=WORKERS messages, sent one by one or in one batch, each to a pool of
+    // workers that are all asleep.
+    for round in 0..24 {
+        std::thread::sleep(SETTLE);
+        let k = round % WORKERS + 1;
+        let ids: Vec<u64> = (next_id..next_id + k as u64).collect();
+        next_id += k as u64;
+        if round % 2 == 0 {
+            for &id in &ids {
+                queue.send_with(Some(id), 0, b"task", None).unwrap();
+            }
+        } else {
+            let batch: Vec<&[u8]> = ids.iter().map(|_| &b"task"[..]).collect();
+            assert_eq!(queue.send_batch(&batch, None).unwrap(), k);
+        }
+        let got = collect(&workers, k);
+        let mut received: Vec<u64> = got.iter().map(|&(id, _)| id).collect();
+        received.sort_unstable();
+        if round % 2 == 0 {
+            assert_eq!(received, ids, "round {round}");
+        } else {
+            // A batch's ids are its positions.
+            assert_eq!(received.len(), k, "round {round}: {got:?}");
+        }
+        for &(_, w) in &got {
+            release(&mut workers[w]);
+        }
+    }
+    end(&queue, &mut workers);
+}
+
+#[test]
+fn a_message_published_behind_a_slower_one_is_passed_on_to_a_second_worker() {
+    let q = TestQueue::new("wake_order");
+    let queue = CrossProcessQueue::create(&q.name, 16, 64).unwrap();
+    let mut workers = [worker(&q, None), worker(&q, None)];
+    std::thread::sleep(SETTLE);
+    // A producer claims position 0 and stops before publishing it.
+    let mut slow = Proc::start(
+        "wake_child",
+        "send",
+        &[("Q", q.name.clone()), ("ID", "100".to_string())],
+        Some("push_written"),
+    );
+    expect_line(&slow, "@@READY");
+    slow.stopped_within(SOON);
+    // Position 1, published first, wakes a worker that finds position 0 not ready and
+    // goes back to sleep.
+    queue.send_with(Some(101), 0, b"behind", None).unwrap();
+    std::thread::sleep(SETTLE);
+    // Position 0's publication wakes one worker; the one that takes it must wake the other
+    // for position 1 (each holds its message, so nobody else will look).
+    slow.signal(libc::SIGCONT);
+    expect_line(&slow, "@@SENT 100");
+    let got = collect(&workers, 2);
+    let mut ids: Vec<u64> = got.iter().map(|&(id, _)| id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [100, 101]);
+    assert_ne!(got[0].1, got[1].1, "one message per worker: {got:?}");
+    end(&queue, &mut workers);
+}
+
+#[test]
+fn a_woken_worker_that_cannot_take_the_message_wakes_another() {
+    let q = TestQueue::new("wake_small");
+    let queue = CrossProcessQueue::create(&q.name, 16, 64).unwrap();
+    // The worker with a buffer too small goes to sleep first, so the futex (first come,
+    // first woken) wakes it first.
+    let small = worker(&q, Some(8));
+    std::thread::sleep(SETTLE);
+    let big = worker(&q, None);
+    std::thread::sleep(SETTLE);
+    queue.send_with(Some(7), 0, &[1u8; 32], None).unwrap();
+    let got = collect(std::slice::from_ref(&big), 1);
+    assert_eq!(got[0].0, 7);
+    // Whether the small one was woken first is up to the kernel; if it was, it said so.
+    end(&queue, &mut [small, big]);
+}
+
+#[test]
+fn senders_blocked_on_a_full_queue_each_get_a_freed_slot() {
+    const SENDERS: usize = 4;
+    let q = TestQueue::new("wake_full");
+    let queue = CrossProcessQueue::create(&q.name, 2, 64).unwrap();
+    for id in 0..2 {
+        queue.send_with(Some(id), 0, b"fill", None).unwrap();
+    }
+    let env = |id: u64| {
+        vec![
+            ("Q", q.name.clone()),
+            ("ID", id.to_string()),
+            ("SHMQ_TEST_SLEEP_SLICE_MS", "3600000".to_string()),
+        ]
+    };
+    let senders: Vec<Proc> = (0..SENDERS as u64)
+        .map(|i| Proc::start("wake_child", "send", &env(10 + i), None))
+        .collect();
+    for s in &senders {
+        expect_line(s, "@@READY");
+    }
+    std::thread::sleep(SETTLE);
+    // Free the slots in one batch (the senders sleep on a full queue), then one at a time.
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 2 * 64];
+    let mut metas = Vec::new();
+    let n = queue.recv_batch(&mut buf, &mut metas, None).unwrap();
+    received.extend(metas.iter().map(|m| m.id));
+    let deadline = Instant::now() + SOON;
+    let mut one = [0u8; 64];
+    while received.len() < 2 + SENDERS {
+        assert!(
+            Instant::now() < deadline,
+            "senders still blocked with free slots: received {received:?} (batch of {n})"
+        );
+        match queue.recv_into(&mut one, Some(Duration::from_millis(10))) {
+            Ok(Some(m)) => received.push(m.id),
+            Ok(None) => unreachable!("not shut down"),
+            Err(Error::Timeout) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    received.sort_unstable();
+    assert_eq!(received, [0, 1, 10, 11, 12, 13]);
+    for s in &senders {
+        expect_line(s, "@@SENT");
+    }
+}
