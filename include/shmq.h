@@ -259,7 +259,10 @@ typedef struct shmq_message_info {
    */
   uint64_t id;
   /**
-   * The sender's timestamp (`shmq_send` uses nanoseconds since the Unix epoch).
+   * The sender's timestamp (`shmq_send` uses nanoseconds since the Unix epoch: the
+   * kernel's `CLOCK_REALTIME` extrapolated with the CPU's time-stamp counter, within
+   * about a microsecond of it, so it may lead a clock read made right after the
+   * receive; take delays as a signed difference).
    */
   uint64_t timestamp_ns;
   /**

@@ -174,7 +174,10 @@ pub struct shmq_queue {
 pub struct shmq_message_info {
     /// The id given by the sender (`shmq_send` uses the message's position in the queue).
     pub id: u64,
-    /// The sender's timestamp (`shmq_send` uses nanoseconds since the Unix epoch).
+    /// The sender's timestamp (`shmq_send` uses nanoseconds since the Unix epoch: the
+    /// kernel's `CLOCK_REALTIME` extrapolated with the CPU's time-stamp counter, within
+    /// about a microsecond of it, so it may lead a clock read made right after the
+    /// receive; take delays as a signed difference).
     pub timestamp_ns: u64,
     /// Length of the message in bytes (on `SHMQ_ERR_BUFFER_TOO_SMALL`: the size needed).
     pub len: usize,

@@ -123,7 +123,8 @@ pub struct Message {
     pub id: u64,
     pub data: Vec<u8>,
     /// Sender-supplied time; [`Message::new`] and `send_bytes` use nanoseconds since the
-    /// Unix epoch.
+    /// Unix epoch (`CLOCK_REALTIME` extrapolated with the time-stamp counter, within about a
+    /// microsecond of it: it may lead a clock read made right after the receive).
     pub timestamp: u64,
 }
 

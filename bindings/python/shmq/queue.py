@@ -197,7 +197,8 @@ class Message:
         id: the sender's id (``put_message``), or the message's position in the queue for a
             plain ``put``.
         data: the payload.
-        timestamp_ns: the sender's timestamp, nanoseconds since the Unix epoch by default.
+        timestamp_ns: the sender's timestamp, nanoseconds since the Unix epoch by default
+            (within about a microsecond of :func:`time.time_ns`, either side).
         redelivered: the first receiver died while receiving it; it was delivered again.
     """
 
