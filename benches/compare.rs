@@ -1648,6 +1648,70 @@ fn blocked_receiver_cpu(secs: f64) -> (f64, f64) {
     (cpu, wall)
 }
 
+/// CPU time (user + system, microseconds) per message of `workers` receivers blocked on
+/// one queue, half of them on each core, while the parent sends `n` 64-byte messages, one
+/// every `gap`: what a message costs the idle workers it wakes (one, or all of them).
+fn idle_workers_cpu(kind: Kind, workers: usize, n: u64, gap: Duration) -> f64 {
+    let size = 64;
+    reset_ctl();
+    let chan = Chan::new(kind, size);
+    let mut pids = Vec::new();
+    for w in 0..workers {
+        let chan = &chan;
+        pids.push(spawn(w % 2, move || {
+            let mut rx = chan.rx(size);
+            barrier();
+            let (mut got, mut sum, mut done) = (0u64, 0u64, false);
+            while !done {
+                rx.recv(size, |seq| {
+                    if seq == MARKER {
+                        done = true;
+                    } else {
+                        sum = sum.wrapping_add(seq);
+                        got += 1;
+                    }
+                });
+            }
+            ctl().received.fetch_add(got, SeqCst);
+            ctl().seq_sum.fetch_add(sum, SeqCst);
+        }));
+    }
+    start(pids.len() as u32);
+    let mut tx = chan.tx(size);
+    std::thread::sleep(Duration::from_millis(50)); // every worker asleep
+    let begin = Instant::now();
+    for i in 0..n {
+        tx.send(i, 1, size);
+        let next = begin + gap * (i + 1) as u32;
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    // One end marker per worker: each stops at the first it takes.
+    for _ in 0..workers {
+        tx.send(MARKER, 1, size);
+    }
+    let mut cpu = 0.0;
+    for pid in pids {
+        let (status, usage) = wait_child(pid);
+        assert_eq!(status, 0, "{}: a worker failed", kind.label());
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        cpu += tv(usage.ru_utime) + tv(usage.ru_stime);
+    }
+    chan.close();
+    assert_eq!(
+        ctl().received.load(SeqCst),
+        n,
+        "{}: messages lost",
+        kind.label()
+    );
+    assert_eq!(
+        ctl().seq_sum.load(SeqCst),
+        n * n.saturating_sub(1) / 2,
+        "{}: wrong messages",
+        kind.label()
+    );
+    cpu * 1e6 / n as f64
+}
+
 /// The kernel's limit on POSIX mq message sizes (`mq_open` refuses larger ones).
 fn mq_msgsize_max() -> usize {
     std::fs::read_to_string("/proc/sys/fs/mqueue/msgsize_max")
@@ -1750,8 +1814,15 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+/// Whether a lower figure is better (latency, CPU) for workload `key`.
+fn lower_is_better(key: &str) -> bool {
+    key.starts_with("rtt") || key.starts_with("idle_workers")
+}
+
 fn fmt_value(key: &str, v: f64) -> String {
-    if key.starts_with("rtt") {
+    if key.starts_with("idle_workers") {
+        format!("{v:.1} us CPU")
+    } else if key.starts_with("rtt") {
         if v >= 1e6 {
             format!("{:.2} ms", v / 1e6)
         } else if v >= 1e3 {
@@ -1777,7 +1848,7 @@ fn print_workload(
     let Some(rows) = report.values.get(key) else {
         return;
     };
-    let lower_better = key.starts_with("rtt");
+    let lower_better = lower_is_better(key);
     let limit = limit_key
         .and_then(|k| report.values.get(k))
         .and_then(|r| r.iter().find(|r| r.label == "hardware limit"))
@@ -2165,6 +2236,27 @@ fn main() {
         );
     }
 
+    // Idle workers: 16 receivers asleep on one queue, a message every millisecond (since the
+    // fourteenth session). No limit row: spinning receivers would never be idle.
+    if cfg.wants("idle_workers") {
+        let n = if cfg.quick { 300 } else { 1000 };
+        for kind in [
+            shmq_block,
+            Kind::Mq,
+            Kind::Seqpacket,
+            Kind::Pipe,
+            Kind::Boost,
+        ] {
+            if !cfg.wants_kind(kind) || !kind.available() {
+                continue;
+            }
+            let runs: Vec<f64> = (0..cfg.sweep_runs)
+                .map(|_| idle_workers_cpu(kind, 16, n, Duration::from_millis(1)))
+                .collect();
+            report.add("idle_workers16", kind, median(runs));
+        }
+    }
+
     let idle = if cfg.wants("idle") {
         let secs = if cfg.quick { 2.0 } else { 5.0 };
         Some(blocked_receiver_cpu(secs))
@@ -2246,6 +2338,13 @@ fn main() {
             move |v| format!("{:.2} GB/s", v * size as f64 / 1e9),
         );
     }
+    print_workload(
+        &report,
+        "idle_workers16",
+        "CPU per message of 16 idle receivers, a message every ms (lower is better)",
+        None,
+        |_| String::new(),
+    );
     if let Some((cpu, wall)) = idle {
         println!(
             "\nBlocked receiver on an empty queue: {:.2} ms CPU over {wall:.1} s = {:.4}% of a core",
