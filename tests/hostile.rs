@@ -973,7 +973,20 @@ fn mode_is_exact_and_other_users_are_refused() {
             Ok(())
         });
     }
-    let out = wait_output(cmd.spawn().unwrap(), Duration::from_secs(60));
+    // Another test's fork, between our copy's write and our exec, may briefly hold the
+    // copy open for writing (inherited until that child's exec closes it): exec then fails
+    // with ETXTBSY. Retry for a while.
+    let mut tries = 0;
+    let child = loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => break other.unwrap(),
+        }
+    };
+    let out = wait_output(child, Duration::from_secs(60));
     assert!(
         out.contains("@@PERMISSION_DENIED"),
         "a 0600 queue of root opened by nobody: {out}"
