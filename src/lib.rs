@@ -45,7 +45,7 @@ mod wait;
 mod zerocopy;
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
 
 pub use error::{Error, Result};
@@ -90,7 +90,8 @@ fn sleep_slice() -> Duration {
 /// ([`CrossProcessQueue::set_spin_limit`]). A futex sleep and wake-up costs the waker a
 /// system call and the sleeper tens of microseconds on a VM, so a peer that answers within
 /// this is answered at polling speed, and a stream of messages never puts its receiver to
-/// sleep; a queue that stays empty or full costs this much CPU per wait.
+/// sleep; a queue that stays empty or full costs this much CPU per wait, until the handle
+/// stops polling (see [`CrossProcessQueue::spin_limit`]).
 pub const DEFAULT_SPIN_LIMIT: Duration = Duration::from_micros(10);
 /// A wait that polls longer than [`DEFAULT_SPIN_LIMIT`] makes every this-many-th attempt one
 /// that may repair a dead peer's slot, as the attempts between sleeps do (the repairs are
@@ -373,6 +374,12 @@ pub struct CrossProcessQueue {
     /// How long this handle's blocking calls poll before they sleep, in nanoseconds (see
     /// [`set_spin_limit`](Self::set_spin_limit)).
     spin_limit_ns: AtomicU64,
+    /// Whether [`set_spin_limit`](Self::set_spin_limit) was called: an explicit limit is
+    /// used as given; the default one adapts (see [`pacer::spin_for`]).
+    spin_limit_set: AtomicBool,
+    /// Per direction (receiving, sending): how many blocked calls in a row ended after
+    /// sleeping (see [`pacer::spin_for`]).
+    sleepy_waits: [AtomicU32; 2],
     /// The roles this handle holds on a single-producer/single-consumer queue.
     spsc: Option<Box<spsc::Spsc>>,
 }
@@ -472,10 +479,14 @@ impl CrossProcessQueue {
     /// liveness and roles). For a child process after `fork()`, whose inherited handle
     /// carries the parent's identity and refuses to send or receive: `reopen` works on it,
     /// and the child then drops the inherited one. Linux: through `/proc/self/fd`.
-    /// The new handle polls as long as this one ([`spin_limit`](Self::spin_limit)).
+    /// The new handle keeps this one's spin limit if it was set
+    /// ([`set_spin_limit`](Self::set_spin_limit)).
     pub fn reopen(&self) -> Result<Self> {
         let queue = Self::join(&self.name, self.segment.reopen(&self.name)?)?;
-        queue.set_spin_limit(self.spin_limit());
+        // Relaxed: a setting; it orders nothing.
+        if self.spin_limit_set.load(Relaxed) {
+            queue.set_spin_limit(self.spin_limit());
+        }
         Ok(queue)
     }
 
@@ -590,6 +601,8 @@ impl CrossProcessQueue {
             next_liveness_check: AtomicU64::new(0),
             yield_first: Default::default(),
             spin_limit_ns: AtomicU64::new(DEFAULT_SPIN_LIMIT.as_nanos() as u64),
+            spin_limit_set: AtomicBool::new(false),
+            sleepy_waits: Default::default(),
             next_orphan_scan: AtomicU64::new(0),
             spsc,
         })
@@ -666,7 +679,11 @@ impl CrossProcessQueue {
 
     /// How long a blocking call on this handle polls for the other side before it sleeps in
     /// the kernel: [`DEFAULT_SPIN_LIMIT`] (10 µs) unless
-    /// [`set_spin_limit`](Self::set_spin_limit) changed it.
+    /// [`set_spin_limit`](Self::set_spin_limit) changed it. Left at the default, the limit
+    /// adapts: a handle whose waits (in one direction) keep ending after long sleeps (200 µs
+    /// or more, eight in a row, as an idle worker's waits for its next task do) stops
+    /// polling, and polls again once an answer reaches a wait while it polls (every
+    /// sixteenth wait polls to find out). A limit that was set is used as given.
     pub fn spin_limit(&self) -> Duration {
         Duration::from_nanos(self.spin_limit_ns())
     }
@@ -696,10 +713,14 @@ impl CrossProcessQueue {
     /// past [`DEFAULT_SPIN_LIMIT`] and while nobody else wants the core, less often, down to
     /// every 64 µs), and a wait polling past [`DEFAULT_SPIN_LIMIT`] still repairs what dead
     /// peers left (at the usual rate), as a sleeping one does. The setting is this handle's:
-    /// other handles, in this process or others, keep theirs.
+    /// other handles, in this process or others, keep theirs, and [`reopen`](Self::reopen)
+    /// copies it. An explicit limit, even the default value, does not adapt (see
+    /// [`spin_limit`](Self::spin_limit)).
     pub fn set_spin_limit(&self, limit: Duration) {
         let nanos = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+        // Relaxed (both): a setting read once per wait; it orders nothing.
         self.spin_limit_ns.store(nanos, Relaxed);
+        self.spin_limit_set.store(true, Relaxed);
     }
 
     /// Whether [`shutdown`](Self::shutdown) was called by anyone.
@@ -926,7 +947,22 @@ impl CrossProcessQueue {
         // Another thread of this handle inside a call on a single-producer side: waited for
         // within the deadline (see `spsc::Side::lock`).
         let lock_wait = deadline.map_or(LockWait::Forever, LockWait::Until);
-        let spin_limit = self.spin_limit();
+        // With the default limit, a handle whose recent waits all ended asleep does not
+        // poll, but for a probe now and then (see `pacer::spin_for`). Relaxed: hints for
+        // this handle's own waits; they order nothing.
+        let sleepy = &self.sleepy_waits[usize::from(producer)];
+        let adaptive = !self.spin_limit_set.load(Relaxed);
+        let in_a_row = if adaptive { sleepy.load(Relaxed) } else { 0 };
+        let spin_limit = pacer::spin_for(self.spin_limit(), in_a_row);
+        // Records how this wait ended, given when it first went to sleep (if it did): after
+        // a long sleep (one more in a row), or not.
+        let ended = |slept_at: Option<Instant>| {
+            if adaptive && slept_at.is_some_and(|t| t.elapsed() >= pacer::LONG_SLEEP) {
+                sleepy.store(in_a_row.wrapping_add(1), Relaxed);
+            } else if in_a_row != 0 {
+                sleepy.store(0, Relaxed);
+            }
+        };
         // Set once the wait has polled for `DEFAULT_SPIN_LIMIT`: see `REPAIR_EVERY_POLLS`.
         let mut repairing = false;
         let mut polls = 0u64;
@@ -938,6 +974,7 @@ impl CrossProcessQueue {
             }
             let repair = repairing && polls % u64::from(REPAIR_EVERY_POLLS) == 0;
             if let Attempt::Done(v) = attempt(repair, lock_wait)? {
+                ended(None);
                 return Ok(Attempt::Done(v));
             }
             if (polls % 8 == 0 && !eager) || pacer.every_attempt() {
@@ -965,21 +1002,22 @@ impl CrossProcessQueue {
         } else {
             self.ring.not_empty_word()
         };
-        // Whether this call has slept: it may have been woken for a message (or a slot) and
+        // When this call first slept: it may have been woken for a message (or a slot) and
         // so must pass the wake on if it leaves one behind (see `pass_wake_on`).
-        let mut slept = false;
+        let mut slept_at: Option<Instant> = None;
         loop {
             let expected = wait::prepare(word, &self.ring.header().wake.fence_required);
             match attempt(true, lock_wait) {
                 Ok(Attempt::Done(v)) => {
-                    if slept {
+                    if slept_at.is_some() {
                         self.pass_wake_on(producer);
                     }
+                    ended(slept_at);
                     return Ok(Attempt::Done(v));
                 }
                 Ok(Attempt::WouldBlock) => {}
                 Err(e) => {
-                    if slept {
+                    if slept_at.is_some() {
                         self.pass_wake_on(producer);
                     }
                     return Err(e);
@@ -993,13 +1031,14 @@ impl CrossProcessQueue {
                         if count_expiry() {
                             self.ring.header().stats.timeouts.fetch_add(1, Relaxed);
                         }
+                        ended(slept_at);
                         return Err(Error::Timeout);
                     }
                     (d - now).min(sleep_slice())
                 }
             };
+            slept_at.get_or_insert_with(Instant::now);
             wait::sleep(word, expected, Some(slice));
-            slept = true;
         }
     }
 

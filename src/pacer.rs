@@ -79,6 +79,32 @@ fn cheapest_system_call() -> Duration {
         .unwrap_or(MAX_SWITCH)
 }
 
+/// With the default spin limit, a handle whose last this-many waits (in one direction) all
+/// ended after sleeping [`LONG_SLEEP`] or more polls no more: its waits sleep after one
+/// look, as with a spin limit of zero (an idle worker's waits for its next task: polling
+/// 10 µs before each sleep cost it a third more CPU per task than the wake-up alone). A
+/// wait that its answer reaches while it polls, or soon after it went to sleep, starts it
+/// polling again, ...
+const SLEEPY_WAITS: u32 = 8;
+/// A sleep this long was not a near miss: polling a little longer would not have caught
+/// the answer. Shorter sleeps (an answer that came just after the polling, plus the
+/// wake-up's tens of microseconds) keep a handle polling, so that a peer answering around
+/// the limit does not switch it off.
+pub(crate) const LONG_SLEEP: Duration = Duration::from_micros(200);
+/// ... as does every this-many-th wait, which polls for the full limit to find out.
+const PROBE_EVERY_WAITS: u32 = 16;
+
+/// How long a wait polls, with the handle's default spin limit `limit`, when the handle's
+/// last `in_a_row` waits all ended after a long sleep: `limit`, or zero once that makes
+/// [`SLEEPY_WAITS`] in a row, but for every [`PROBE_EVERY_WAITS`]-th wait.
+pub(crate) fn spin_for(limit: Duration, in_a_row: u32) -> Duration {
+    if in_a_row >= SLEEPY_WAITS && in_a_row % PROBE_EVERY_WAITS != 0 {
+        Duration::ZERO
+    } else {
+        limit
+    }
+}
+
 /// The yield schedule of one wait; times are measured from the start of its polling.
 #[derive(Debug)]
 pub(crate) struct YieldPacer {
@@ -259,5 +285,22 @@ mod tests {
             "{measured:?}"
         );
         assert_eq!(switch_threshold(), measured);
+    }
+
+    #[test]
+    fn a_handle_whose_waits_keep_ending_asleep_stops_polling_but_probes() {
+        let limit = 10 * US;
+        // Polls while fewer than eight waits in a row slept.
+        assert!((0..SLEEPY_WAITS).all(|n| spin_for(limit, n) == limit));
+        // Then not, but for every sixteenth wait.
+        let polled: Vec<u32> = (SLEEPY_WAITS..200)
+            .filter(|&n| spin_for(limit, n) == limit)
+            .collect();
+        assert_eq!(
+            polled,
+            (1..13).map(|k| k * PROBE_EVERY_WAITS).collect::<Vec<_>>()
+        );
+        // A count that wrapped around starts over, polling.
+        assert_eq!(spin_for(limit, u32::MAX.wrapping_add(1)), limit);
     }
 }

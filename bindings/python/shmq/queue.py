@@ -540,7 +540,10 @@ class Queue:
     @property
     def spin_limit(self) -> float:
         """How long this handle's blocking calls poll for the other side before they sleep
-        in the kernel, in seconds: 10 µs (``1e-05``) unless set.
+        in the kernel, in seconds: 10 µs (``1e-05``) unless set. Left at the default, a
+        handle whose waits keep ending after long sleeps (200 µs or more, eight in a row,
+        as an idle worker's do) stops polling until an answer comes while it polls (it
+        tries every sixteenth wait); a value that was set is used as given.
 
         Set it longer (say ``0.0001`` to ``0.005``) when the other side usually answers
         within that time, as in request/reply with a peer that works for tens of
