@@ -377,8 +377,8 @@ pub struct CrossProcessQueue {
     /// Whether [`set_spin_limit`](Self::set_spin_limit) was called: an explicit limit is
     /// used as given; the default one adapts (see [`pacer::spin_for`]).
     spin_limit_set: AtomicBool,
-    /// Per direction (receiving, sending): how many blocked calls in a row ended after
-    /// sleeping (see [`pacer::spin_for`]).
+    /// Per direction (receiving, sending): how many blocked calls in a row ended after a
+    /// long sleep (see [`pacer::spin_for`]).
     sleepy_waits: [AtomicU32; 2],
     /// The roles this handle holds on a single-producer/single-consumer queue.
     spsc: Option<Box<spsc::Spsc>>,
@@ -947,9 +947,9 @@ impl CrossProcessQueue {
         // Another thread of this handle inside a call on a single-producer side: waited for
         // within the deadline (see `spsc::Side::lock`).
         let lock_wait = deadline.map_or(LockWait::Forever, LockWait::Until);
-        // With the default limit, a handle whose recent waits all ended asleep does not
-        // poll, but for a probe now and then (see `pacer::spin_for`). Relaxed: hints for
-        // this handle's own waits; they order nothing.
+        // With the default limit, a handle whose recent waits all ended after long sleeps
+        // does not poll, but for a probe now and then (see `pacer::spin_for`). Relaxed:
+        // hints for this handle's own waits; they order nothing.
         let sleepy = &self.sleepy_waits[usize::from(producer)];
         let adaptive = !self.spin_limit_set.load(Relaxed);
         let in_a_row = if adaptive { sleepy.load(Relaxed) } else { 0 };

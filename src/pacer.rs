@@ -1,4 +1,6 @@
-//! When a polling wait gives its core away (`sched_yield`).
+//! When a polling wait gives its core away (`sched_yield`), and whether a wait polls at all
+//! ([`spin_for`]: a handle at the default spin limit whose waits keep ending in long sleeps
+//! stops polling).
 //!
 //! A wait polls before it sleeps (`CrossProcessQueue::run`). A peer on the same core cannot
 //! answer while we poll, so the wait yields now and then; when a yield keeps it off the core
@@ -15,7 +17,7 @@
 //! runs a peer costs two context switches and the peer's own calls. A fixed 5 µs, as before,
 //! missed the peer of a round trip on one core (it answers within 1–3 µs here), so each side
 //! polled a microsecond for nothing before every yield: round trips on one core took
-//! 5.6–5.9 µs, against 2.1–3.6 µs now (a pipe: 3.4–4.6 µs).
+//! 5.6–6.9 µs, against 2.3–3.2 µs now (a pipe: 2.9–4.6 µs).
 //!
 //! Within a wait, only a long switch ([`LONG_SWITCH`]) makes the rest of the wait yield at
 //! every attempt. After a brief one that did not bring what the wait waits for, the task

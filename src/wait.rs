@@ -8,8 +8,8 @@
 //! its condition, then sleeps while the word is unchanged. A waker that changed the
 //! condition for `n` waiters bumps the word and clears the bit if it was set, then wakes
 //! `n` sleepers. A woken sleeper announces itself again before it looks, and one that
-//! returns (with what it waited for, or failing) while more is left wakes one more in turn
-//! (see [`wake`]). A process killed while asleep leaves at most a stale bit, which the next
+//! returns (with what it waited for, or failing) while more is left wakes that many more in
+//! turn (see [`wake`]). A process killed while asleep leaves at most a stale bit, which the next
 //! waker clears: one spurious system call, never a lost wake-up or a permanent cost. One
 //! killed after it was woken and before it announced itself again leaves the other sleepers
 //! out of sight until their sleep slice ends (50 ms at most).
@@ -116,8 +116,8 @@ pub fn waiters(n: usize) -> u32 {
 /// CPU each on the project's VM), to find the message taken. Clearing the bit leaves the
 /// sleepers not woken out of sight of the next waker until a woken one announces itself
 /// again, which it does before it looks; a woken call that returns (with what it waited
-/// for, or failing) while more is left wakes one more in turn (`pass_wake_on` in `lib.rs`),
-/// so what was published meanwhile is not left behind.
+/// for, or failing) while more is left wakes that many more in turn (`pass_wake_on` in
+/// `lib.rs`), so what was published meanwhile is not left behind.
 #[inline]
 pub fn wake(word: &AtomicU32, fence_required: &AtomicU32, n: u32) {
     // Pairs with `prepare`'s heavy fence (see the module notes): orders our earlier
