@@ -81,6 +81,11 @@ fn cheapest_system_call() -> Duration {
         .unwrap_or(MAX_SWITCH)
 }
 
+/// A sleep this long was not a near miss: polling a little longer would not have caught
+/// the answer. Shorter sleeps (an answer that came just after the polling, plus the
+/// wake-up's tens of microseconds) keep a handle polling, so that a peer answering around
+/// the limit does not switch it off.
+pub(crate) const LONG_SLEEP: Duration = Duration::from_micros(200);
 /// With the default spin limit, a handle whose last this-many waits (in one direction) all
 /// ended after sleeping [`LONG_SLEEP`] or more polls no more: its waits sleep after one
 /// look, as with a spin limit of zero (an idle worker's waits for its next task: polling
@@ -88,11 +93,6 @@ fn cheapest_system_call() -> Duration {
 /// wait that its answer reaches while it polls, or soon after it went to sleep, starts it
 /// polling again, ...
 const SLEEPY_WAITS: u32 = 8;
-/// A sleep this long was not a near miss: polling a little longer would not have caught
-/// the answer. Shorter sleeps (an answer that came just after the polling, plus the
-/// wake-up's tens of microseconds) keep a handle polling, so that a peer answering around
-/// the limit does not switch it off.
-pub(crate) const LONG_SLEEP: Duration = Duration::from_micros(200);
 /// ... as does every this-many-th wait, which polls for the full limit to find out.
 const PROBE_EVERY_WAITS: u32 = 16;
 

@@ -108,13 +108,8 @@ impl Proc {
 
     /// Waits for the READY line (the child has connected and is about to act).
     fn wait_ready(&mut self) {
-        loop {
-            match self.lines.recv_timeout(SOON) {
-                Ok(l) if l.ends_with("@@READY") => return,
-                Ok(_) => {}
-                Err(e) => panic!("child never became ready: {e}"),
-            }
-        }
+        let line = self.next_marked(SOON);
+        assert_eq!(line.as_deref(), Some("@@READY"), "child never became ready");
     }
 
     /// Waits for the child to end and returns the rest of its stdout.

@@ -13,7 +13,6 @@
 mod common;
 
 use std::io::{BufRead, Write};
-use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use common::{Proc, TestQueue, ROLE_ENV};
@@ -79,28 +78,14 @@ fn worker(q: &TestQueue, buf: Option<usize>) -> Proc {
     p
 }
 
-/// Waits (at most `SOON`) for the child's next line starting with `@@`; panics if it
-/// does not start with `prefix`.
+/// Waits (at most `SOON`) for the child's next `@@` line; panics if it does not start with
+/// `prefix`.
 fn expect_line(p: &Proc, prefix: &str) -> String {
-    let line = next_marked(p, SOON).unwrap_or_else(|| panic!("no {prefix} line from the child"));
+    let line = p
+        .next_marked(SOON)
+        .unwrap_or_else(|| panic!("no {prefix} line from the child"));
     assert!(line.starts_with(prefix), "expected {prefix}, got {line}");
     line
-}
-
-/// The child's next line starting with `@@`, if one comes within `limit`.
-fn next_marked(p: &Proc, limit: Duration) -> Option<String> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match p.lines.recv_timeout(left) {
-            // libtest may print its own words before ours on the same line.
-            Ok(l) => match l.find("@@") {
-                Some(at) => return Some(l[at..].to_string()),
-                None => continue,
-            },
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
-        }
-    }
 }
 
 /// Collects `n` `@@GOT` lines from `workers` (each worker reports at most one before it is

@@ -193,6 +193,19 @@ impl Proc {
             .unwrap_or_default()
     }
 
+    /// The child's next line with a `@@` marker, from the marker on (libtest may print words
+    /// of its own before it on the same line), if one comes within `limit`.
+    pub fn next_marked(&self, limit: std::time::Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self.lines.recv_timeout(left).ok()?;
+            if let Some(at) = line.find("@@") {
+                return Some(line[at..].to_string());
+            }
+        }
+    }
+
     /// The stdout lines not received yet, until the child's stdout closes (or `limit` passes
     /// without a line).
     pub fn rest(&self, limit: std::time::Duration) -> Vec<String> {

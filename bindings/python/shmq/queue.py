@@ -759,21 +759,16 @@ class Queue:
             )
         return scratch
 
-    def _length_out(self) -> tuple[Any, int]:
-        """This thread's ``size_t`` for the length a receive reports, and its address
-        (:meth:`get_into`'s; :meth:`_scratch` has its own, beside the buffer)."""
-        out = getattr(self._local, "length", None)
+    def _out(self, name: str, ctype: Any) -> tuple[Any, int]:
+        """This thread's ``ctype`` out-parameter called ``name``, and its address: the
+        ``size_t`` for the length :meth:`get_into` reports (``"length"``; :meth:`_scratch`
+        has its own, beside the buffer), the ``shmq_message_info`` of :meth:`get_message`
+        (``"info"``)."""
+        out = getattr(self._local, name, None)
         if out is None:
-            length = ctypes.c_size_t()
-            out = self._local.length = (length, ctypes.addressof(length))
-        return out
-
-    def _info_out(self) -> tuple[Any, int]:
-        """This thread's ``shmq_message_info`` for :meth:`get_message`, and its address."""
-        out = getattr(self._local, "info", None)
-        if out is None:
-            info = QueueInfo()
-            out = self._local.info = (info, ctypes.addressof(info))
+            value = ctype()
+            out = (value, ctypes.addressof(value))
+            setattr(self._local, name, out)
         return out
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> bytes:
@@ -804,7 +799,7 @@ class Queue:
     def get_message(self, block: bool = True, timeout: Optional[float] = None) -> Message:
         """Like :meth:`get`, but returns a :class:`Message` with its id and timestamp."""
         view, address, size, _, _ = self._scratch()
-        info, info_address = self._info_out()
+        info, info_address = self._out("info", QueueInfo)
         status = self._wait(
             lib_by_address.shmq_receive_message_ex,
             (address, size, info_address),
@@ -830,7 +825,7 @@ class Queue:
         the message then stays in the queue. Otherwise waits and fails like :meth:`get`.
         """
         held, address, size = _writable(buffer)
-        got, got_address = self._length_out()
+        got, got_address = self._out("length", ctypes.c_size_t)
         status = self._wait(
             lib_by_address.shmq_receive_ex, (address, size, got_address), block, timeout
         )
