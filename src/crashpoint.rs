@@ -34,6 +34,7 @@ pub const POINTS: &[&str] = &[
     "repair_head_head_moved", // ... head advanced, slot not yet freed for the next lap
     "adopt_observed",   // consumer found a dead-looking receiver's message (pause point)
     "adopt_claimed",    // consumer adopting a dead receiver's message: slot claimed
+    "wait_woken",       // blocked sender or receiver: back from a futex sleep, not yet looked
 ];
 
 #[cfg(feature = "crash-points")]

@@ -1005,8 +1005,9 @@ impl CrossProcessQueue {
         // When this call first slept: it may have been woken for a message (or a slot) and
         // so must pass the wake on if it leaves one behind (see `pass_wake_on`).
         let mut slept_at: Option<Instant> = None;
+        let mut sleeper = wait::Sleeper::new(word, &self.ring.header().wake.fence_required);
         loop {
-            let expected = wait::prepare(word, &self.ring.header().wake.fence_required);
+            let may_sleep = sleeper.before_look();
             match attempt(true, lock_wait) {
                 Ok(Attempt::Done(v)) => {
                     if slept_at.is_some() {
@@ -1023,6 +1024,10 @@ impl CrossProcessQueue {
                     return Err(e);
                 }
             }
+            if !may_sleep {
+                // Woken, it looked before announcing itself again, and found nothing.
+                continue;
+            }
             let slice = match deadline {
                 None => sleep_slice(),
                 Some(d) => {
@@ -1038,16 +1043,18 @@ impl CrossProcessQueue {
                 }
             };
             slept_at.get_or_insert_with(Instant::now);
-            wait::sleep(word, expected, Some(slice));
+            sleeper.sleep(Some(slice));
+            crashpoint::hit("wait_woken");
         }
     }
 
     /// Called by a wait that slept and is about to return: a waker wakes only as many
-    /// sleepers as it published messages (or freed slots), and not those that announced
-    /// themselves after it cleared the bit, so a woken call that leaves something behind
-    /// wakes as many sleepers as there are messages (or free slots) left: it took a message
-    /// and more are queued (published while it woke, or out of order), or it failed without
-    /// taking one (a buffer too small). Costs a load of the positions and of the futex word.
+    /// sleepers as it published messages (or freed slots), and a wake-up can be spent on a
+    /// call that takes nothing, so a woken call that leaves something behind wakes as many
+    /// sleepers as there are messages (or free slots) left. It took a message and more are
+    /// queued (one published behind a slower producer's position, whose own wake-up found
+    /// nothing it could take yet), or it failed without taking one (a buffer too small).
+    /// Costs a load of the positions and of the futex word.
     #[cold]
     fn pass_wake_on(&self, producer: bool) {
         let depth = self.ring.depth();

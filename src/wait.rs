@@ -4,15 +4,22 @@
 //! The futexes are *shared* (no `FUTEX_PRIVATE_FLAG`), so the kernel keys them by the
 //! physical page and a waiter in one process is woken by a waker in another.
 //!
-//! Protocol (an event count with a "waiters" bit): a sleeper sets [`WAITERS_BIT`], re-checks
-//! its condition, then sleeps while the word is unchanged. A waker that changed the
-//! condition for `n` waiters bumps the word and clears the bit if it was set, then wakes
-//! `n` sleepers. A woken sleeper announces itself again before it looks, and one that
-//! returns (with what it waited for, or failing) while more is left wakes that many more in
-//! turn (see [`wake`]). A process killed while asleep leaves at most a stale bit, which the next
-//! waker clears: one spurious system call, never a lost wake-up or a permanent cost. One
-//! killed after it was woken and before it announced itself again leaves the other sleepers
-//! out of sight until their sleep slice ends (50 ms at most).
+//! Protocol (an event count with a "waiters" bit): a sleeper sets [`WAITERS_BIT`]
+//! ([`prepare`]), re-checks its condition, then sleeps while the word is unchanged. A waker
+//! that changed the condition for `n` waiters and sees the bit bumps the count, keeping the
+//! bit, and wakes `n` sleepers ([`wake`]). Only a wake-up that finds fewer than `n` asleep
+//! clears the bit, and then wakes again whoever announced itself meanwhile ([`clear`]). So
+//! the bit stays set while anyone may be asleep, and a woken sleeper that finds it set looks
+//! before it announces itself again ([`Sleeper`]): the sleepers not woken are still in sight
+//! of the next waker, and a wake-up that finds what it was woken for costs no heavy fence. A
+//! woken call that returns (with what it waited for, or failing) while more is left wakes
+//! that many more in turn: a message published behind a slower producer's position is not
+//! left behind (`pass_wake_on` in `lib.rs`).
+//!
+//! A process killed while asleep, or after it was woken, leaves at most a stale bit, which
+//! the next waker clears when it finds nobody to wake: two spurious system calls, never a
+//! lost wake-up or a permanent cost. What a woken process killed before it looked was woken
+//! for waits for the next wake-up, or for the other sleepers' next slice (50 ms at most).
 //!
 //! # Asymmetric fences
 //! The waker's "publish, then load the bit" and the sleeper's "set the bit, then re-check" are
@@ -79,6 +86,11 @@ pub fn heavy_fence(fence_required: &AtomicU32) {
 /// Call it, re-check the condition, and only then sleep. The RMW followed by a heavy fence
 /// makes the announcement and the re-check's loads a Dekker pair with [`wake`]'s light
 /// fence, so either the waker sees the bit or the sleeper sees the new state.
+///
+/// It leaves the word as it is when the bit is already set. Changing it would make every
+/// other sleeper between its own announcement and its sleep find the word changed, announce
+/// itself again and change it in turn: a first version that bumped the count here paid 32
+/// heavy fences per message with 16 idle workers.
 pub fn prepare(word: &AtomicU32, fence_required: &AtomicU32) -> u32 {
     let value = word.fetch_or(WAITERS_BIT, SeqCst) | WAITERS_BIT;
     heavy_fence(fence_required);
@@ -99,6 +111,77 @@ pub fn sleep(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
     futex(word, libc::FUTEX_WAIT, expected, ts_ptr);
 }
 
+/// One wait's announcements and sleeps on a futex word. It announces itself before a look,
+/// except after a sleep that left the word as it announced it, or left the bit set:
+///
+/// - The word as announced: no waker has seen the announcement yet (a waker that sees it
+///   bumps the count), so it still stands, and the sleeper may sleep on it again after a
+///   look, without a new heavy fence. Sleep slices that end with nothing to do cost a look.
+/// - The bit still set: every other sleeper is still in sight of wakers (see the module
+///   notes), so it looks first, and announces itself (then looks again) only if that look
+///   finds nothing. A wake-up that finds what it was woken for costs no heavy fence.
+pub struct Sleeper<'a> {
+    word: &'a AtomicU32,
+    fence_required: &'a AtomicU32,
+    /// The value of this sleeper's last announcement, to sleep on.
+    announced: u32,
+    /// What the last sleep left.
+    after_sleep: AfterSleep,
+}
+
+/// What a sleep left, and so what comes before the next look (see [`Sleeper`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum AfterSleep {
+    /// Nothing to rely on (no sleep yet, or the bit was cleared): announce.
+    Announce,
+    /// The announcement stands: look, then sleep on it again.
+    Standing,
+    /// The bit is set: look before announcing.
+    LookFirst,
+}
+
+impl<'a> Sleeper<'a> {
+    pub fn new(word: &'a AtomicU32, fence_required: &'a AtomicU32) -> Self {
+        Sleeper {
+            word,
+            fence_required,
+            announced: 0,
+            after_sleep: AfterSleep::Announce,
+        }
+    }
+
+    /// Called before each look; returns whether the caller may [`Sleeper::sleep`] if the
+    /// look finds nothing. If not (the look came before an announcement), it looks again.
+    pub fn before_look(&mut self) -> bool {
+        match std::mem::replace(&mut self.after_sleep, AfterSleep::Announce) {
+            AfterSleep::Announce => {
+                self.announced = prepare(self.word, self.fence_required);
+                true
+            }
+            AfterSleep::Standing => true,
+            AfterSleep::LookFirst => false,
+        }
+    }
+
+    /// Sleeps on the last announcement, at most `timeout`.
+    pub fn sleep(&mut self, timeout: Option<Duration>) {
+        sleep(self.word, self.announced, timeout);
+        // Relaxed: the word carries no data. An unchanged word means no waker bumped it
+        // since the announcement (the count would have to wrap around 2^31 bumps). The bit
+        // is only a hint: wakers of this library clear it once nobody is left asleep (see
+        // `wake`), so looking first never hides a sleeper from them; the check is for
+        // wakers of older libraries, which cleared the bit at every wake-up.
+        let now = self.word.load(Relaxed);
+        self.after_sleep = if now == self.announced {
+            AfterSleep::Standing
+        } else if now & WAITERS_BIT != 0 {
+            AfterSleep::LookFirst
+        } else {
+            AfterSleep::Announce
+        };
+    }
+}
+
 /// [`wake`]'s `n` that wakes every sleeper (`FUTEX_WAKE` takes an `int`).
 pub const EVERYONE: u32 = i32::MAX as u32;
 
@@ -109,33 +192,59 @@ pub fn waiters(n: usize) -> u32 {
 
 /// Called after making the condition true for `n` waiters (`n` messages published, or `n`
 /// slots freed): wakes up to `n` sleepers if any announced itself. Costs a compiler barrier
-/// and one load when nobody sleeps.
+/// and one load when nobody sleeps, one system call when somebody does, and two to clear
+/// the bit (see [`clear`]) when the sleepers are gone.
 ///
 /// Wakes `n`, not everyone: with many idle workers asleep on a queue, waking them all for
 /// each message cost every one of them a wake-up, a heavy fence and a sleep (about 7 µs of
-/// CPU each on the project's VM), to find the message taken. Clearing the bit leaves the
-/// sleepers not woken out of sight of the next waker until a woken one announces itself
-/// again, which it does before it looks; a woken call that returns (with what it waited
-/// for, or failing) while more is left wakes that many more in turn (`pass_wake_on` in
-/// `lib.rs`), so what was published meanwhile is not left behind.
+/// CPU each on the project's VM), to find the message taken. The bit stays set for the
+/// sleepers not woken; it is cleared only when the kernel had fewer than `n` to wake, so a
+/// stale announcement (a sleeper killed, or one woken that did not sleep again) costs the
+/// next waker two spurious system calls. A woken call that returns (with what it waited for, or failing)
+/// while more is left wakes that many more in turn (`pass_wake_on` in `lib.rs`).
 #[inline]
 pub fn wake(word: &AtomicU32, fence_required: &AtomicU32, n: u32) {
     // Pairs with `prepare`'s heavy fence (see the module notes): orders our earlier
     // publication before the load of the bit.
     light_fence(fence_required);
-    let mut value = word.load(Relaxed);
-    loop {
-        if value & WAITERS_BIT == 0 {
-            return;
-        }
-        let next = value.wrapping_add(1) & !WAITERS_BIT;
-        // Relaxed: the word carries no data; the fence above ordered the publication.
-        match word.compare_exchange_weak(value, next, Relaxed, Relaxed) {
-            Ok(_) => break,
-            Err(v) => value = v,
-        }
+    let Some(bumped) = bump(word) else {
+        return;
+    };
+    let woken = futex(word, libc::FUTEX_WAKE, n, std::ptr::null());
+    if woken >= 0 && (woken as u64) < u64::from(n) {
+        clear(word, bumped);
     }
-    futex(word, libc::FUTEX_WAKE, n, std::ptr::null());
+}
+
+/// [`wake`]'s first step: if the bit is set, moves the count on, so that a sleeper that
+/// announced itself before this and has not slept yet does not sleep, and keeps the bit,
+/// for the sleepers not woken. Returns the value it left, or None if the bit was clear.
+#[inline]
+fn bump(word: &AtomicU32) -> Option<u32> {
+    let next = |v: u32| (v.wrapping_add(1) & !WAITERS_BIT) | WAITERS_BIT;
+    // Relaxed: the word carries no data; `wake`'s fence ordered the publication.
+    word.fetch_update(Relaxed, Relaxed, |v| {
+        (v & WAITERS_BIT != 0).then(|| next(v))
+    })
+    .ok()
+    .map(next)
+}
+
+/// Clears the bit after a wake-up that found fewer sleepers than it could wake, so that
+/// nobody was left asleep; `bumped` is the value that wake-up left. A sleeper that announced
+/// itself before that value and had not slept yet finds the word changed and does not
+/// sleep; one that announced itself since (finding the bit set, it left the word as it was)
+/// may be asleep by now, with the bit cleared under it: a second wake-up reaches it. If the
+/// word moved on, another waker bumped it (and will clear it in turn) or cleared it.
+#[cold]
+fn clear(word: &AtomicU32, bumped: u32) {
+    // SeqCst: a rare path (once per stretch with nobody asleep), not worth a weaker argument.
+    if word
+        .compare_exchange(bumped, bumped & !WAITERS_BIT, SeqCst, Relaxed)
+        .is_ok()
+    {
+        futex(word, libc::FUTEX_WAKE, EVERYONE, std::ptr::null());
+    }
 }
 
 /// Wakes every sleeper unconditionally (used by shutdown, which must reach them all).
@@ -146,9 +255,15 @@ pub fn wake_everyone(word: &AtomicU32) {
 }
 
 /// The futex system call on `word` (FUTEX_WAIT or FUTEX_WAKE; `timeout` is null or FUTEX_WAIT's
-/// relative timeout). Its result is ignored: every caller re-checks its condition.
+/// relative timeout). Returns the system call's result: for FUTEX_WAKE, how many it woke
+/// (or -1). A sleeper ignores it, and re-checks its condition in every case.
 #[inline]
-fn futex(word: &AtomicU32, op: libc::c_int, value: u32, timeout: *const libc::timespec) {
+fn futex(
+    word: &AtomicU32,
+    op: libc::c_int,
+    value: u32,
+    timeout: *const libc::timespec,
+) -> libc::c_long {
     #[cfg(not(loom))]
     // SAFETY: `word` is a live, aligned 32-bit atomic, which FUTEX_WAIT only reads and
     // FUTEX_WAKE only uses as a key; `timeout` is null or points to a timespec that outlives
@@ -162,13 +277,15 @@ fn futex(word: &AtomicU32, op: libc::c_int, value: u32, timeout: *const libc::ti
             timeout,
             std::ptr::null::<u32>(),
             0u32,
-        );
+        )
     }
-    // Loom's atomics have no address to sleep on; a wait that returns at once is allowed.
+    // Loom's atomics have no address to sleep on; a wait that returns at once is allowed,
+    // and so nobody is ever asleep to be woken.
     #[cfg(loom)]
     {
         let _ = (word, op, value, timeout);
         loom::thread::yield_now();
+        0
     }
 }
 
@@ -183,4 +300,100 @@ pub fn wake_receivers(h: &crate::layout::Header, n: u32) {
 #[inline]
 pub fn wake_senders(h: &crate::layout::Header, n: u32) {
     wake(&h.wake.not_full, &h.wake.fence_required, n);
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::sync::Arc;
+
+    /// A word and a `fence_required` flag, shared with sleeper threads.
+    type Word = Arc<(AtomicU32, AtomicU32)>;
+
+    /// Bounds anything that should happen soon (never a timing assertion).
+    const SOON: Duration = Duration::from_secs(10);
+
+    /// Starts a thread that announces itself on the word (unless `announced` is given: the
+    /// value to sleep on) and sleeps once, for up to a minute; it sends its thread id when it
+    /// starts and `()` when it wakes.
+    fn sleeper(w: &Word, announced: Option<u32>) -> (i32, mpsc::Receiver<()>) {
+        let w = Arc::clone(w);
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            let value = announced.unwrap_or_else(|| prepare(&w.0, &w.1));
+            sleep(&w.0, value, Some(Duration::from_secs(60)));
+            let _ = done_tx.send(());
+        });
+        let tid = tid_rx.recv().unwrap();
+        wait_until_asleep(tid);
+        (tid, done_rx)
+    }
+
+    /// Waits until thread `tid` of this process is in a shared `FUTEX_WAIT` (op 0).
+    fn wait_until_asleep(tid: i32) {
+        let deadline = std::time::Instant::now() + SOON;
+        let futex = libc::SYS_futex.to_string();
+        loop {
+            let call = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
+                .unwrap_or_default();
+            let mut fields = call.split_whitespace();
+            if fields.next() == Some(futex.as_str()) && fields.nth(1) == Some("0x0") {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "thread {tid} never slept"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn announced(w: &Word) -> bool {
+        w.0.load(SeqCst) & WAITERS_BIT != 0
+    }
+
+    #[test]
+    fn a_wake_keeps_the_bit_for_the_sleepers_it_does_not_wake() {
+        let w: Word = Arc::default();
+        let (_, first) = sleeper(&w, None);
+        let (_, second) = sleeper(&w, None);
+        wake(&w.0, &w.1, 1);
+        first
+            .recv_timeout(SOON)
+            .expect("the first sleeper is woken");
+        assert!(announced(&w), "the second sleeper is out of sight");
+        assert!(second.recv_timeout(Duration::from_millis(50)).is_err());
+        wake(&w.0, &w.1, 1);
+        second
+            .recv_timeout(SOON)
+            .expect("the second sleeper is woken");
+        // Nobody is asleep now: the next wake-up finds nobody to wake and clears the bit, so
+        // the stale announcement costs no system call after that.
+        assert!(announced(&w));
+        wake(&w.0, &w.1, 1);
+        assert!(!announced(&w));
+    }
+
+    #[test]
+    fn a_wake_that_clears_the_bit_reaches_a_sleeper_that_announced_itself_meanwhile() {
+        let w: Word = Arc::default();
+        // A stale announcement (nobody asleep), and a waker between its wake-up, which found
+        // nobody, and its clearing of the bit.
+        prepare(&w.0, &w.1);
+        let bumped = bump(&w.0).expect("the bit is set");
+        assert_eq!(futex(&w.0, libc::FUTEX_WAKE, 1, std::ptr::null()), 0);
+        // A sleeper announces itself there (the bit is set, so the word stays) and sleeps.
+        let value = prepare(&w.0, &w.1);
+        assert_eq!(value, bumped);
+        let (_, sleeper) = sleeper(&w, Some(value));
+        clear(&w.0, bumped);
+        assert!(!announced(&w));
+        sleeper
+            .recv_timeout(SOON)
+            .expect("the sleeper is woken, to announce itself again");
+    }
 }

@@ -101,6 +101,18 @@ impl Proc {
         Proc::start("crash_child", role, &env, point)
     }
 
+    /// A receiver (role `recv`) whose sleeps end only when it is woken: the sleep slice,
+    /// which would mend a missed wake-up within 50 ms, is an hour long.
+    fn spawn_sleepless(q: &TestQueue, point: Option<&str>) -> Proc {
+        let env = [
+            ("Q", q.name.clone()),
+            ("ID", "0".to_string()),
+            ("TIMEOUT_MS", "3600000".to_string()),
+            ("SHMQ_TEST_SLEEP_SLICE_MS", "3600000".to_string()),
+        ];
+        Proc::start("crash_child", "recv", &env, point)
+    }
+
     /// Waits until the process stopped itself at its crash point.
     fn wait_stopped(&mut self) {
         self.stopped_within(SOON);
@@ -816,7 +828,7 @@ const NOT_FULL: usize = 388;
 /// Waits until the child sleeps on the futex word at `offset`.
 fn wait_asleep(q: &TestQueue, p: &Proc, offset: usize) {
     let deadline = Instant::now() + SOON;
-    while !(p.state() == Some('S') && futex_word(q, offset) & shmq::layout::WAITERS_BIT != 0) {
+    while !(p.in_shared_futex_wait() && futex_word(q, offset) & shmq::layout::WAITERS_BIT != 0) {
         assert!(Instant::now() < deadline, "child never went to sleep");
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -840,6 +852,40 @@ fn killed_while_asleep_in_receive() {
     wait_asleep(&s.q, &waiter, NOT_EMPTY);
     s.send();
     s.absorb(&waiter.finish());
+    s.finish(0, 0);
+}
+
+/// A receiver killed after a wake-up, before it looked, leaves the other sleepers in sight
+/// of the next sender: the bit stays set while anyone may sleep. (When a waker cleared it
+/// at every wake-up and the woken one set it again, the others slept on unseen until their
+/// slice ended.) The message it was woken for waits for that next wake-up.
+#[test]
+fn killed_between_its_wake_up_and_its_look() {
+    let mut s = Scenario::new("woken_recv", 4);
+    // The kernel wakes a futex's sleepers of equal priority in the order they slept: the
+    // first to sleep is the one the first send wakes.
+    let mut woken = Proc::spawn_sleepless(&s.q, Some("wait_woken"));
+    woken.wait_ready();
+    wait_asleep(&s.q, &woken, NOT_EMPTY);
+    let mut other = Proc::spawn_sleepless(&s.q, None);
+    other.wait_ready();
+    wait_asleep(&s.q, &other, NOT_EMPTY);
+    s.send();
+    woken.wait_stopped();
+    let _ = woken.kill_at("wait_woken");
+    assert_ne!(
+        futex_word(&s.q, NOT_EMPTY) & shmq::layout::WAITERS_BIT,
+        0,
+        "the other receiver is out of sight"
+    );
+    s.send();
+    let line = other.next_marked(SOON);
+    assert!(
+        line.as_deref().is_some_and(|l| l.starts_with("@@RECV")),
+        "the other receiver was not woken: {line:?}"
+    );
+    s.absorb(&(line.unwrap() + "\n"));
+    s.absorb(&other.finish());
     s.finish(0, 0);
 }
 

@@ -157,6 +157,22 @@ impl Proc {
         stat.rsplit_once(')')?.1.trim_start().chars().next()
     }
 
+    /// Whether a thread of the child is asleep in a shared `FUTEX_WAIT`: one of the library's
+    /// sleeps (the Rust runtime's own futexes are process-private).
+    pub fn in_shared_futex_wait(&self) -> bool {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return false;
+        };
+        let futex = libc::SYS_futex.to_string();
+        tasks.flatten().any(|task| {
+            // "number address op ...": the op is the system call's second argument.
+            std::fs::read_to_string(task.path().join("syscall")).is_ok_and(|call| {
+                let mut fields = call.split_whitespace();
+                fields.next() == Some(futex.as_str()) && fields.nth(1) == Some("0x0")
+            })
+        })
+    }
+
     /// Waits (at most `limit`) until the child stopped itself (SIGSTOP) at its crash point;
     /// panics with its stderr if it exited first.
     pub fn stopped_within(&mut self, limit: std::time::Duration) {
