@@ -997,6 +997,22 @@ impl CrossProcessQueue {
             }
         }
         self.flush_side(producer);
+        self.sleep_until(producer, deadline, lock_wait, attempt, ended)
+    }
+
+    /// The rest of [`run`](Self::run) once polling is over: announce, look, sleep, until the
+    /// attempt succeeds or fails, or `deadline` passes. Out of line: a sleep costs
+    /// microseconds anyway, and the polling loop stays compact without it. `ended` records
+    /// how the wait ended, given when it first slept (see `pacer::spin_for`).
+    #[inline(never)]
+    fn sleep_until<T>(
+        &self,
+        producer: bool,
+        deadline: Option<Instant>,
+        lock_wait: LockWait,
+        mut attempt: impl FnMut(bool, LockWait) -> Result<Attempt<T>>,
+        ended: impl Fn(Option<Instant>),
+    ) -> Result<Attempt<T>> {
         let word = if producer {
             self.ring.not_full_word()
         } else {

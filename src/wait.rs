@@ -200,13 +200,25 @@ pub fn waiters(n: usize) -> u32 {
 /// CPU each on the project's VM), to find the message taken. The bit stays set for the
 /// sleepers not woken; it is cleared only when the kernel had fewer than `n` to wake, so a
 /// stale announcement (a sleeper killed, or one woken that did not sleep again) costs the
-/// next waker two spurious system calls. A woken call that returns (with what it waited for, or failing)
-/// while more is left wakes that many more in turn (`pass_wake_on` in `lib.rs`).
+/// next waker two spurious system calls. A woken call that returns (with what it waited
+/// for, or failing) while more is left wakes that many more in turn (`pass_wake_on` in
+/// `lib.rs`).
 #[inline]
 pub fn wake(word: &AtomicU32, fence_required: &AtomicU32, n: u32) {
     // Pairs with `prepare`'s heavy fence (see the module notes): orders our earlier
     // publication before the load of the bit.
     light_fence(fence_required);
+    // Relaxed: the word carries no data; the fence above ordered the publication.
+    if word.load(Relaxed) & WAITERS_BIT != 0 {
+        wake_sleepers(word, n);
+    }
+}
+
+/// The rest of [`wake`] once it saw the bit: out of line, to keep every send's inlined copy
+/// of `wake` to a load and a branch (this part costs a system call anyway).
+#[cold]
+#[inline(never)]
+fn wake_sleepers(word: &AtomicU32, n: u32) {
     let Some(bumped) = bump(word) else {
         return;
     };
@@ -216,9 +228,10 @@ pub fn wake(word: &AtomicU32, fence_required: &AtomicU32, n: u32) {
     }
 }
 
-/// [`wake`]'s first step: if the bit is set, moves the count on, so that a sleeper that
-/// announced itself before this and has not slept yet does not sleep, and keeps the bit,
-/// for the sleepers not woken. Returns the value it left, or None if the bit was clear.
+/// [`wake_sleepers`]' first step: if the bit is (still) set, moves the count on, so that a
+/// sleeper that announced itself before this and has not slept yet does not sleep, and
+/// keeps the bit, for the sleepers not woken. Returns the value it left, or None if the bit
+/// was clear.
 #[inline]
 fn bump(word: &AtomicU32) -> Option<u32> {
     let next = |v: u32| (v.wrapping_add(1) & !WAITERS_BIT) | WAITERS_BIT;
@@ -230,12 +243,13 @@ fn bump(word: &AtomicU32) -> Option<u32> {
     .map(next)
 }
 
-/// Clears the bit after a wake-up that found fewer sleepers than it could wake, so that
-/// nobody was left asleep; `bumped` is the value that wake-up left. A sleeper that announced
-/// itself before that value and had not slept yet finds the word changed and does not
-/// sleep; one that announced itself since (finding the bit set, it left the word as it was)
-/// may be asleep by now, with the bit cleared under it: a second wake-up reaches it. If the
-/// word moved on, another waker bumped it (and will clear it in turn) or cleared it.
+/// [`wake_sleepers`]' last step: clears the bit after a wake-up that found fewer sleepers
+/// than it could wake, so that nobody was left asleep; `bumped` is the value that wake-up
+/// left. A sleeper that announced itself before that value and had not slept yet finds the
+/// word changed and does not sleep; one that announced itself since (finding the bit set, it
+/// left the word as it was) may be asleep by now, with the bit cleared under it: a second
+/// wake-up reaches it. If the word moved on, another waker bumped it (and will clear it in
+/// turn) or cleared it.
 #[cold]
 fn clear(word: &AtomicU32, bumped: u32) {
     // SeqCst: a rare path (once per stretch with nobody asleep), not worth a weaker argument.
