@@ -329,26 +329,26 @@ mod tests {
     const SOON: Duration = Duration::from_secs(10);
 
     /// Starts a thread that announces itself on the word (unless `announced` is given: the
-    /// value to sleep on) and sleeps once, for up to a minute; it sends its thread id when it
-    /// starts and `()` when it wakes.
-    fn sleeper(w: &Word, announced: Option<u32>) -> (i32, mpsc::Receiver<()>) {
+    /// value to sleep on) and sleeps once, for up to a minute; returns once it is asleep.
+    /// The thread sends `()` when it wakes.
+    fn sleeper(w: &Word, announced: Option<u32>) -> mpsc::Receiver<()> {
         let w = Arc::clone(w);
         let (tid_tx, tid_rx) = mpsc::channel();
         let (done_tx, done_rx) = mpsc::channel();
         std::thread::spawn(move || {
-            // SAFETY: gettid has no preconditions.
-            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            // "/proc/thread-self" links to "<pid>/task/<tid>".
+            let me = std::fs::read_link("/proc/thread-self").unwrap();
+            tid_tx.send(me.file_name().unwrap().to_owned()).unwrap();
             let value = announced.unwrap_or_else(|| prepare(&w.0, &w.1));
             sleep(&w.0, value, Some(Duration::from_secs(60)));
             let _ = done_tx.send(());
         });
-        let tid = tid_rx.recv().unwrap();
-        wait_until_asleep(tid);
-        (tid, done_rx)
+        wait_until_asleep(&tid_rx.recv().unwrap().to_string_lossy());
+        done_rx
     }
 
     /// Waits until thread `tid` of this process is in a shared `FUTEX_WAIT` (op 0).
-    fn wait_until_asleep(tid: i32) {
+    fn wait_until_asleep(tid: &str) {
         let deadline = std::time::Instant::now() + SOON;
         let futex = libc::SYS_futex.to_string();
         loop {
@@ -373,8 +373,8 @@ mod tests {
     #[test]
     fn a_wake_keeps_the_bit_for_the_sleepers_it_does_not_wake() {
         let w: Word = Arc::default();
-        let (_, first) = sleeper(&w, None);
-        let (_, second) = sleeper(&w, None);
+        let first = sleeper(&w, None);
+        let second = sleeper(&w, None);
         wake(&w.0, &w.1, 1);
         first
             .recv_timeout(SOON)
@@ -403,7 +403,7 @@ mod tests {
         // A sleeper announces itself there (the bit is set, so the word stays) and sleeps.
         let value = prepare(&w.0, &w.1);
         assert_eq!(value, bumped);
-        let (_, sleeper) = sleeper(&w, Some(value));
+        let sleeper = sleeper(&w, Some(value));
         clear(&w.0, bumped);
         assert!(!announced(&w));
         sleeper
