@@ -11,6 +11,29 @@
 //! points: a test may resume the stopped process with `SIGCONT` instead of killing it, after
 //! changing the queue under it, and the process then goes on from a stale view of the slot
 //! (the `*_observed` points exist for that; see `tests/crash.rs`).
+//!
+//! Also here, with the same feature: a count of the process's heavy fences, for tests of
+//! what a wait costs.
+
+/// Test-only count of this process's heavy fences (`wait::heavy_fence`: a `membarrier`
+/// each), so that a test can check what a wait pays (`tests/wake.rs`).
+#[cfg(feature = "crash-points")]
+static HEAVY_FENCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts one heavy fence (with the `crash-points` feature; nothing without).
+#[inline(always)]
+pub fn count_heavy_fence() {
+    // Relaxed: a counter read by the same process's test code, ordering nothing.
+    #[cfg(feature = "crash-points")]
+    HEAVY_FENCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The heavy fences this process has issued so far (see [`count_heavy_fence`]).
+#[cfg(feature = "crash-points")]
+pub fn heavy_fences() -> u64 {
+    // Relaxed: as in `count_heavy_fence`.
+    HEAVY_FENCES.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Every crash point, in the order an operation passes them.
 pub const POINTS: &[&str] = &[

@@ -67,6 +67,7 @@ pub fn light_fence(fence_required: &AtomicU32) {
 /// The heavy side of an asymmetric fence: a real fence plus `membarrier` (see the module
 /// notes). If the system call fails, marks the queue `fence_required` so that peers fence.
 pub fn heavy_fence(fence_required: &AtomicU32) {
+    crate::crashpoint::count_heavy_fence();
     #[cfg(not(loom))]
     if !crate::segment::heavy_fence() {
         // SeqCst: the flag must be visible before our re-check to any waker that then loads

@@ -16,7 +16,7 @@ use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
 use common::{Proc, TestQueue, ROLE_ENV};
-use shmq::{CrossProcessQueue, Error};
+use shmq::{crashpoint, CrossProcessQueue, Error};
 
 /// Generous bound for anything that should happen "soon" (never a timing assertion).
 const SOON: Duration = Duration::from_secs(10);
@@ -43,7 +43,8 @@ fn wake_child() {
             let mut line = String::new();
             loop {
                 match q.recv_into(&mut buf, None) {
-                    Ok(Some(m)) => println!("@@GOT {}", m.id),
+                    // With the heavy fences this process has issued so far.
+                    Ok(Some(m)) => println!("@@GOT {} {}", m.id, crashpoint::heavy_fences()),
                     Ok(None) => break,
                     Err(Error::BufferTooSmall { .. }) => println!("@@SMALL"),
                     Err(e) => panic!("worker: {e}"),
@@ -103,7 +104,8 @@ fn collect(workers: &[Proc], n: usize) -> Vec<(u64, usize)> {
         );
         for (i, w) in workers.iter().enumerate() {
             while let Ok(l) = w.lines.try_recv() {
-                if let Some((_, id)) = l.split_once("@@GOT ") {
+                if let Some((_, rest)) = l.split_once("@@GOT ") {
+                    let id = rest.split_whitespace().next().unwrap();
                     got.push((id.parse().unwrap(), i));
                 }
             }
@@ -262,4 +264,44 @@ fn senders_blocked_on_a_full_queue_each_get_a_freed_slot() {
     for s in &senders {
         expect_line(s, "@@SENT");
     }
+}
+
+/// A woken worker takes its message before it announces itself again, and a sleep slice
+/// that ends with nothing to do sleeps on without a new announcement: one heavy fence (a
+/// `membarrier`) per message, the one before its sleep. Counted by the library under
+/// `crash-points`. (Announcing itself again after each wake-up cost two per message, and
+/// after each slice one more per slice.)
+#[test]
+fn a_woken_worker_pays_one_heavy_fence_per_message() {
+    let q = TestQueue::new("wake_fences");
+    let queue = CrossProcessQueue::create(&q.name, 16, 64).unwrap();
+    // Slices of 10 ms: about 30 of them end while the worker waits for each message.
+    let env = [
+        ("Q", q.name.clone()),
+        ("SHMQ_TEST_SLEEP_SLICE_MS", "10".to_string()),
+    ];
+    let mut w = Proc::start("wake_child", "worker", &env, None);
+    expect_line(&w, "@@READY");
+    for id in 0..3u64 {
+        let deadline = Instant::now() + SOON;
+        while !w.in_shared_futex_wait() {
+            assert!(Instant::now() < deadline, "the worker never went to sleep");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        queue.send_with(Some(id), 0, b"task", None).unwrap();
+        let line = expect_line(&w, "@@GOT");
+        let got: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            [id, id + 1],
+            "{line}: the id, then the heavy fences so far"
+        );
+        release(&mut w);
+    }
+    end(&queue, &mut [w]);
 }
