@@ -1618,6 +1618,12 @@ fn round_trips(kind: Kind, size: usize, iters: u64, same_core: bool, cap: Durati
     samples.into_iter().map(|s| s * scale).collect()
 }
 
+/// The user + system time in `usage`, in seconds.
+fn cpu_seconds(usage: &libc::rusage) -> f64 {
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
 /// CPU time (user + system) a receiver blocked on an empty shmq queue uses over `secs`.
 fn blocked_receiver_cpu(secs: f64) -> (f64, f64) {
     // Maps the control block before forking (when this is the only workload selected,
@@ -1643,9 +1649,7 @@ fn blocked_receiver_cpu(secs: f64) -> (f64, f64) {
     drop(q);
     let _ = CrossProcessQueue::unlink(&name);
     assert_eq!(status, 0);
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    let cpu = tv(usage.ru_utime) + tv(usage.ru_stime);
-    (cpu, wall)
+    (cpu_seconds(&usage), wall)
 }
 
 /// CPU time (user + system, microseconds) per message of `workers` receivers blocked on
@@ -1693,8 +1697,7 @@ fn idle_workers_cpu(kind: Kind, workers: usize, n: u64, gap: Duration) -> f64 {
     for pid in pids {
         let (status, usage) = wait_child(pid);
         assert_eq!(status, 0, "{}: a worker failed", kind.label());
-        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        cpu += tv(usage.ru_utime) + tv(usage.ru_stime);
+        cpu += cpu_seconds(&usage);
     }
     chan.close();
     assert_eq!(

@@ -1024,21 +1024,16 @@ impl CrossProcessQueue {
         let mut sleeper = wait::Sleeper::new(word, &self.ring.header().wake.fence_required);
         loop {
             let may_sleep = sleeper.before_look();
-            match attempt(true, lock_wait) {
-                Ok(Attempt::Done(v)) => {
-                    if slept_at.is_some() {
-                        self.pass_wake_on(producer);
-                    }
+            let result = attempt(true, lock_wait);
+            if !matches!(result, Ok(Attempt::WouldBlock)) {
+                // Done or failed: a woken call passes on what it leaves behind.
+                if slept_at.is_some() {
+                    self.pass_wake_on(producer);
+                }
+                if result.is_ok() {
                     ended(slept_at);
-                    return Ok(Attempt::Done(v));
                 }
-                Ok(Attempt::WouldBlock) => {}
-                Err(e) => {
-                    if slept_at.is_some() {
-                        self.pass_wake_on(producer);
-                    }
-                    return Err(e);
-                }
+                return result;
             }
             if !may_sleep {
                 // Woken, it looked before announcing itself again, and found nothing.
