@@ -13,7 +13,7 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// "SHMQRING" read as a little-endian u64: identifies a segment as an shmq queue.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMQRING");
 /// Bumped whenever any byte's meaning changes; a mismatch is refused on connect.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 /// Size of the header; slots start here (page aligned).
 #[cfg(not(loom))]
 pub const HEADER_SIZE: usize = 4096;
@@ -55,6 +55,11 @@ pub const SLOT_FLAG_REDELIVERED: u32 = 1;
 
 /// Bit of a futex word meaning "someone may be sleeping on this word".
 pub const WAITERS_BIT: u32 = 1 << 31;
+/// Bit of a futex word meaning "wakers fence for real": set by a sleeper after its heavy
+/// fence, so that the sleepers after it need none (see "Fence mode" in `wait.rs`).
+pub const FENCED_BIT: u32 = 1 << 30;
+/// The event count of a futex word: the bits below [`FENCED_BIT`].
+pub const WAKE_COUNT_MASK: u32 = FENCED_BIT - 1;
 
 /// Bytes `[0, 128)`: identity and geometry, written once before `magic` is published.
 #[repr(C, align(128))]
@@ -94,9 +99,10 @@ pub struct PositionLine {
 /// Bytes `[384, 512)`: futex words and the participant id counter.
 #[repr(C, align(128))]
 pub struct WakeLine {
-    /// Futex word consumers sleep on; bumped by producers that see [`WAITERS_BIT`].
+    /// Futex word consumers sleep on; bumped by producers that see [`WAITERS_BIT`] (bits:
+    /// [`WAITERS_BIT`], [`FENCED_BIT`], the count in [`WAKE_COUNT_MASK`]).
     pub not_empty: AtomicU32,
-    /// Futex word producers sleep on; bumped by consumers that see [`WAITERS_BIT`].
+    /// Futex word producers sleep on; bumped by consumers that see [`WAITERS_BIT`] (same bits).
     pub not_full: AtomicU32,
     /// Source of participant ids; id 0 means "nobody".
     pub next_participant_id: AtomicU32,

@@ -37,11 +37,30 @@
 //! at attach). A process that cannot (an old kernel, a seccomp filter) sets
 //! `WakeLine::fence_required` in the header when it joins, and from then on every process
 //! fences for real on that queue. Under loom both sides always use real fences.
+//!
+//! # Fence mode
+//! A `membarrier` interrupts every core running a registered process, so one per sleep is
+//! the dearest part of an idle worker's message (and disturbs the busy cores of a large
+//! machine). So a sleeper that paid one then sets [`FENCED_BIT`], and while it is set,
+//! sleepers pay none and wakers fence for real: a waker whose light load sees the bit issues
+//! a real fence and loads the word again ([`wake`]), which is the Dekker pair of the
+//! sleeper's announcing read-modify-write. The bit is set with a compare-and-swap over the
+//! word exactly as the sleeper announced it, after its `membarrier` (see [`prepare`]), and
+//! cleared by a waker that finds it set with nobody announced. Why a waker whose light load
+//! missed the bit cannot miss a sleeper that trusted it: the sleeper's announcement comes
+//! after the bit in the word's order, so the waker read the word before the bit was set by
+//! some sleeper S. If it read it before S's announcement, its load came before the barrier
+//! that S's `membarrier` ran on its core (after that barrier it would see the announcement),
+//! so its publication, before the load, was visible before S set the bit. If it read it
+//! between the two, it saw S's announcement (the word was unchanged until S set the bit)
+//! and wakes. Idle workers that sleep with the bit kept set (see below) then pay no
+//! `membarrier` at all; the streams that wake a sleeper now and then pay one per sleep as
+//! before, since the first send that finds nobody announced clears the bit.
 
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::time::Duration;
 
-use crate::layout::WAITERS_BIT;
+use crate::layout::{FENCED_BIT, WAITERS_BIT, WAKE_COUNT_MASK};
 use crate::sync::{fence, AtomicU32};
 
 /// The light side of an asymmetric fence (see the module notes): a compiler barrier when
@@ -65,20 +84,26 @@ pub fn light_fence(fence_required: &AtomicU32) {
 }
 
 /// The heavy side of an asymmetric fence: a real fence plus `membarrier` (see the module
-/// notes). If the system call fails, marks the queue `fence_required` so that peers fence.
-pub fn heavy_fence(fence_required: &AtomicU32) {
+/// notes). If the system call fails, marks the queue `fence_required` so that peers fence,
+/// and returns false.
+pub fn heavy_fence(fence_required: &AtomicU32) -> bool {
     crate::crashpoint::count_heavy_fence();
     #[cfg(not(loom))]
-    if !crate::segment::heavy_fence() {
+    {
+        if crate::segment::heavy_fence() {
+            return true;
+        }
         // SeqCst: the flag must be visible before our re-check to any waker that then loads
         // it; the first waker that misses it costs at most one sleep slice.
         fence_required.store(1, SeqCst);
         fence(SeqCst);
+        false
     }
     #[cfg(loom)]
     {
         let _ = fence_required;
         fence(SeqCst);
+        true
     }
 }
 
@@ -92,10 +117,30 @@ pub fn heavy_fence(fence_required: &AtomicU32) {
 /// other sleeper between its own announcement and its sleep find the word changed, announce
 /// itself again and change it in turn: a first version that bumped the count here paid 32
 /// heavy fences per message with 16 idle workers.
+///
+/// With [`FENCED_BIT`] set, wakers fence for real and the heavy fence is skipped; without
+/// it, the heavy fence is paid and then the bit set, over the word exactly as announced
+/// (see "Fence mode" in the module notes). If the word moved on meanwhile (a waker bumped
+/// or cleared it), the bit is left clear and the value returned is the announcement's,
+/// which the sleep then finds changed.
 pub fn prepare(word: &AtomicU32, fence_required: &AtomicU32) -> u32 {
-    let value = word.fetch_or(WAITERS_BIT, SeqCst) | WAITERS_BIT;
-    heavy_fence(fence_required);
-    value
+    let before = word.fetch_or(WAITERS_BIT, SeqCst);
+    let value = before | WAITERS_BIT;
+    if before & FENCED_BIT != 0 {
+        // Wakers fence for real now: a real fence here completes the Dekker pair (on x86 the
+        // locked read-modify-write above is one already, but the language's model wants it).
+        fence(SeqCst);
+        return value;
+    }
+    if !heavy_fence(fence_required) {
+        return value;
+    }
+    // SeqCst: a rare path (once per stretch in which nobody slept), not worth a weaker
+    // argument; the word carries no data.
+    match word.compare_exchange(value, value | FENCED_BIT, SeqCst, Relaxed) {
+        Ok(_) => value | FENCED_BIT,
+        Err(_) => value,
+    }
 }
 
 /// Sleeps while `word == expected`, at most `timeout` (None: no limit). Returns on wake-up,
@@ -168,10 +213,10 @@ impl<'a> Sleeper<'a> {
     pub fn sleep(&mut self, timeout: Option<Duration>) {
         sleep(self.word, self.announced, timeout);
         // Relaxed: the word carries no data. An unchanged word means no waker bumped it
-        // since the announcement (the count would have to wrap around 2^31 bumps). The bit
-        // is only a hint: wakers of this library clear it once nobody is left asleep (see
-        // `wake`), so looking first never hides a sleeper from them; the check is for
-        // wakers of older libraries, which cleared the bit at every wake-up.
+        // since the announcement (the count would have to wrap around 2^30 bumps). The bit
+        // is only a hint: wakers clear it once nobody is left asleep (see `wake`), so
+        // looking first never hides a sleeper from them, and a cleared bit (shutdown)
+        // means announcing again.
         let now = self.word.load(Relaxed);
         self.after_sleep = if now == self.announced {
             AfterSleep::Standing
@@ -209,17 +254,38 @@ pub fn wake(word: &AtomicU32, fence_required: &AtomicU32, n: u32) {
     // Pairs with `prepare`'s heavy fence (see the module notes): orders our earlier
     // publication before the load of the bit.
     light_fence(fence_required);
-    // Relaxed: the word carries no data; the fence above ordered the publication.
-    if word.load(Relaxed) & WAITERS_BIT != 0 {
-        wake_sleepers(word, n);
+    // Relaxed: the word carries no data; the fence above ordered the publication (or, with
+    // `FENCED_BIT` seen, the real fence in `wake_sleepers` does).
+    let seen = word.load(Relaxed);
+    if seen & (WAITERS_BIT | FENCED_BIT) != 0 {
+        wake_sleepers(word, n, seen);
     }
 }
 
-/// The rest of [`wake`] once it saw the bit: out of line, to keep every send's inlined copy
-/// of `wake` to a load and a branch (this part costs a system call anyway).
+/// The rest of [`wake`] once it saw a bit (`seen`): out of line, to keep every send's
+/// inlined copy of `wake` to a load and a branch (this part costs a system call, or a real
+/// fence, anyway).
 #[cold]
 #[inline(never)]
-fn wake_sleepers(word: &AtomicU32, n: u32) {
+fn wake_sleepers(word: &AtomicU32, n: u32, seen: u32) {
+    let seen = if seen & FENCED_BIT != 0 {
+        // Fence mode: a sleeper that found the bit set paid no heavy fence, and this real
+        // fence is the other half of its announcement's (see the module notes).
+        fence(SeqCst);
+        // Relaxed: ordered after our publication by the fence above.
+        word.load(Relaxed)
+    } else {
+        seen
+    };
+    if seen & WAITERS_BIT == 0 {
+        if seen & FENCED_BIT != 0 {
+            // Nobody announced: senders go back to compiler barriers, and the next sleeper
+            // pays the heavy fence again. A sleeper that announced meanwhile made the word
+            // differ, and keeps the mode. Relaxed: the word carries no data.
+            let _ = word.compare_exchange(seen, seen & !FENCED_BIT, Relaxed, Relaxed);
+        }
+        return;
+    }
     let Some(bumped) = bump(word) else {
         return;
     };
@@ -235,7 +301,7 @@ fn wake_sleepers(word: &AtomicU32, n: u32) {
 /// was clear.
 #[inline]
 fn bump(word: &AtomicU32) -> Option<u32> {
-    let next = |v: u32| (v.wrapping_add(1) & !WAITERS_BIT) | WAITERS_BIT;
+    let next = |v: u32| (v.wrapping_add(1) & WAKE_COUNT_MASK) | (v & FENCED_BIT) | WAITERS_BIT;
     // Relaxed: the word carries no data; `wake`'s fence ordered the publication.
     word.fetch_update(Relaxed, Relaxed, |v| {
         (v & WAITERS_BIT != 0).then(|| next(v))
@@ -262,10 +328,12 @@ fn clear(word: &AtomicU32, bumped: u32) {
     }
 }
 
-/// Wakes every sleeper unconditionally (used by shutdown, which must reach them all).
+/// Wakes every sleeper unconditionally (used by shutdown, which must reach them all). It
+/// clears both bits: a plain store could otherwise set [`FENCED_BIT`] again after a waker
+/// cleared it, without the heavy fence that must precede setting it.
 pub fn wake_everyone(word: &AtomicU32) {
     let value = word.load(Relaxed);
-    word.store(value.wrapping_add(1) & !WAITERS_BIT, Relaxed);
+    word.store(value.wrapping_add(1) & WAKE_COUNT_MASK, Relaxed);
     futex(word, libc::FUTEX_WAKE, i32::MAX as u32, std::ptr::null());
 }
 
@@ -410,5 +478,58 @@ mod tests {
         sleeper
             .recv_timeout(SOON)
             .expect("the sleeper is woken, to announce itself again");
+    }
+
+    #[test]
+    fn a_sleeper_sets_the_fence_mode_and_the_sleepers_after_it_rely_on_it() {
+        if !crate::segment::register_light_fences() {
+            eprintln!("no membarrier here: the fence mode is never set; nothing to test");
+            return;
+        }
+        let w: Word = Arc::default();
+        let first = prepare(&w.0, &w.1);
+        assert_eq!(
+            first,
+            WAITERS_BIT | FENCED_BIT,
+            "announced, then the mode set"
+        );
+        // The next sleeper finds both bits: the word stays, and it sleeps on it.
+        assert_eq!(prepare(&w.0, &w.1), first);
+        let sleeper = sleeper(&w, None);
+        wake(&w.0, &w.1, 1);
+        sleeper.recv_timeout(SOON).expect("the sleeper is woken");
+        let after = w.0.load(SeqCst);
+        assert_eq!(
+            after,
+            (first + 1) | WAITERS_BIT | FENCED_BIT,
+            "{after:#x}: bumped"
+        );
+    }
+
+    #[test]
+    fn a_waker_that_finds_nobody_announced_ends_the_fence_mode() {
+        let w: Word = Arc::default();
+        w.0.store(7 | FENCED_BIT, SeqCst);
+        wake(&w.0, &w.1, 1);
+        assert_eq!(w.0.load(SeqCst), 7, "the mode cleared, the count kept");
+        // With a sleeper announced, the mode stays.
+        let value = 8 | WAITERS_BIT | FENCED_BIT;
+        w.0.store(value, SeqCst);
+        let sleeper = sleeper(&w, Some(value));
+        wake(&w.0, &w.1, 1);
+        sleeper.recv_timeout(SOON).expect("the sleeper is woken");
+        assert_eq!(w.0.load(SeqCst), 9 | WAITERS_BIT | FENCED_BIT);
+        // Shutdown's wake-up clears both bits.
+        wake_everyone(&w.0);
+        assert_eq!(w.0.load(SeqCst), 10);
+    }
+
+    #[test]
+    fn the_count_wraps_below_the_fence_mode_bit() {
+        let w: Word = Arc::default();
+        w.0.store(WAKE_COUNT_MASK | WAITERS_BIT, SeqCst);
+        assert_eq!(bump(&w.0), Some(WAITERS_BIT));
+        w.0.store(WAKE_COUNT_MASK | WAITERS_BIT | FENCED_BIT, SeqCst);
+        assert_eq!(bump(&w.0), Some(WAITERS_BIT | FENCED_BIT));
     }
 }

@@ -16,6 +16,7 @@ use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
 use common::{Proc, TestQueue, ROLE_ENV};
+use shmq::layout::{Header, WakeLine, FENCED_BIT, WAITERS_BIT};
 use shmq::{crashpoint, CrossProcessQueue, Error};
 
 /// Generous bound for anything that should happen "soon" (never a timing assertion).
@@ -266,13 +267,53 @@ fn senders_blocked_on_a_full_queue_each_get_a_freed_slot() {
     }
 }
 
-/// A woken worker takes its message before it announces itself again, and a sleep slice
-/// that ends with nothing to do sleeps on without a new announcement: one heavy fence (a
-/// `membarrier`) per message, the one before its sleep. Counted by the library under
-/// `crash-points`. (Announcing itself again after each wake-up cost two per message, and
-/// after each slice one more per slice.)
+/// The consumers' futex word (`not_empty`), read from the segment's file: the same page
+/// the processes map.
+fn not_empty_word(name: &str) -> u32 {
+    use std::os::unix::fs::FileExt;
+    let offset = std::mem::offset_of!(Header, wake) + std::mem::offset_of!(WakeLine, not_empty);
+    let file = std::fs::File::open(format!("/dev/shm/shmq.{name}")).unwrap();
+    let mut word = [0u8; 4];
+    file.read_exact_at(&mut word, offset as u64).unwrap();
+    u32::from_ne_bytes(word)
+}
+
+/// Waits until the worker sleeps in `FUTEX_WAIT`, then a while longer (about 30 of its
+/// 10 ms sleep slices), and sends it message `id`; returns the heavy fences it reports.
+fn send_to_sleeping(queue: &CrossProcessQueue, w: &mut Proc, id: u64) -> u64 {
+    let deadline = Instant::now() + SOON;
+    while !w.in_shared_futex_wait() {
+        assert!(Instant::now() < deadline, "the worker never went to sleep");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    queue.send_with(Some(id), 0, b"task", None).unwrap();
+    got(w, id)
+}
+
+/// Reads the worker's `@@GOT id fences` line for message `id`; returns the fences.
+fn got(w: &Proc, id: u64) -> u64 {
+    let line = expect_line(w, "@@GOT");
+    let got: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(got.len(), 2, "{line}");
+    assert_eq!(got[0], id, "{line}: the wrong message");
+    got[1]
+}
+
+/// A sleeper pays one heavy fence (a `membarrier`) and then sets the fence-mode bit, and
+/// while it stays set (the waiters bit kept set by wakers, as with an idle worker) later
+/// sleeps pay none: the wakers fence for real. A woken worker also takes its message
+/// before it announces itself again, and a sleep slice that ends with nothing to do sleeps
+/// on without announcing itself again. Once a send finds nobody announced, the bit is
+/// cleared, and the next sleep pays a heavy fence again. Heavy fences are counted by the
+/// library under `crash-points`; the word is read from the segment. (Without the mode: one
+/// fence per message; announcing again after each wake-up: two; after each slice: 30.)
 #[test]
-fn a_woken_worker_pays_one_heavy_fence_per_message() {
+fn sleepers_pay_a_heavy_fence_only_when_the_fence_mode_is_off() {
     let q = TestQueue::new("wake_fences");
     let queue = CrossProcessQueue::create(&q.name, 16, 64).unwrap();
     // Slices of 10 ms: about 30 of them end while the worker waits for each message.
@@ -283,25 +324,51 @@ fn a_woken_worker_pays_one_heavy_fence_per_message() {
     let mut w = Proc::start("wake_child", "worker", &env, None);
     expect_line(&w, "@@READY");
     for id in 0..3u64 {
-        let deadline = Instant::now() + SOON;
-        while !w.in_shared_futex_wait() {
-            assert!(Instant::now() < deadline, "the worker never went to sleep");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        queue.send_with(Some(id), 0, b"task", None).unwrap();
-        let line = expect_line(&w, "@@GOT");
-        let got: Vec<u64> = line
-            .split_whitespace()
-            .skip(1)
-            .map(|n| n.parse().unwrap())
-            .collect();
         assert_eq!(
-            got,
-            [id, id + 1],
-            "{line}: the id, then the heavy fences so far"
+            send_to_sleeping(&queue, &mut w, id),
+            1,
+            "message {id}: only the first sleep pays a heavy fence"
         );
-        release(&mut w);
+        let word = not_empty_word(&q.name);
+        assert_eq!(
+            word & (WAITERS_BIT | FENCED_BIT),
+            WAITERS_BIT | FENCED_BIT,
+            "{word:#x}: the wake-up kept both bits"
+        );
+        if id < 2 {
+            release(&mut w);
+        }
     }
+    // The worker holds message 2. The first send finds the waiters bit set, wakes nobody
+    // and clears it; the second finds only the mode bit, and clears it.
+    queue.send_with(Some(3), 0, b"task", None).unwrap();
+    queue.send_with(Some(4), 0, b"task", None).unwrap();
+    let word = not_empty_word(&q.name);
+    assert_eq!(
+        word & (WAITERS_BIT | FENCED_BIT),
+        0,
+        "{word:#x}: both bits cleared"
+    );
+    for id in 3..5 {
+        release(&mut w);
+        assert_eq!(
+            got(&w, id),
+            1,
+            "message {id} was waiting: no sleep, no fence"
+        );
+    }
+    release(&mut w);
+    assert_eq!(
+        send_to_sleeping(&queue, &mut w, 5),
+        2,
+        "the mode was off: the next sleep pays a heavy fence again"
+    );
+    let word = not_empty_word(&q.name);
+    assert_eq!(
+        word & FENCED_BIT,
+        FENCED_BIT,
+        "{word:#x}: and sets the mode again"
+    );
+    release(&mut w);
     end(&queue, &mut [w]);
 }
