@@ -62,6 +62,51 @@ fn wake_child() {
             q.send_with(Some(id), 0, b"held back", None).expect("send");
             println!("@@SENT {id}");
         }
+        // Answers every message on `Q` with one of the same id on `R`, never polling (every
+        // wait that finds nothing sleeps), until `Q` is shut down.
+        "pong" => {
+            let replies = CrossProcessQueue::connect(&std::env::var("R").expect("R")).unwrap();
+            q.set_spin_limit(Duration::ZERO);
+            replies.set_spin_limit(Duration::ZERO);
+            let mut buf = [0u8; 64];
+            let mut answered = 0u64;
+            while let Some(m) = q.recv_into(&mut buf, None).expect("pong receive") {
+                replies
+                    .send_with(Some(m.id), 0, b"pong", None)
+                    .expect("pong send");
+                answered += 1;
+            }
+            println!("@@ANSWERED {answered}");
+        }
+        // Sends `ROUNDS` bursts of 1 to 4 messages on `Q`, each followed by waiting for as
+        // many replies on `R`, never polling.
+        "ping" => {
+            let replies = CrossProcessQueue::connect(&std::env::var("R").expect("R")).unwrap();
+            q.set_spin_limit(Duration::ZERO);
+            replies.set_spin_limit(Duration::ZERO);
+            let rounds: u64 = std::env::var("ROUNDS").expect("ROUNDS").parse().unwrap();
+            let mut buf = [0u8; 64];
+            let mut next = 0u64;
+            for round in 0..rounds {
+                let burst = 1 + round % 4;
+                let (first, mut sum) = (next, 0u64);
+                for _ in 0..burst {
+                    q.send_with(Some(next), 0, b"ping", None)
+                        .expect("ping send");
+                    next += 1;
+                }
+                for _ in 0..burst {
+                    let m = replies.recv_into(&mut buf, None).expect("ping receive");
+                    sum += m.expect("not shut down").id;
+                }
+                assert_eq!(
+                    sum,
+                    (first..next).sum::<u64>(),
+                    "round {round}: wrong replies"
+                );
+            }
+            println!("@@PINGED {next}");
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -371,4 +416,51 @@ fn sleepers_pay_a_heavy_fence_only_when_the_fence_mode_is_off() {
     );
     release(&mut w);
     end(&queue, &mut [w]);
+}
+
+/// No wake-up is lost when every wait sleeps: a pinger sends bursts of 1 to 4 requests to
+/// three answering processes and waits for as many replies, through two queues of depth 2
+/// (so senders sleep on full queues too), with polling off and sleep slices of an hour in
+/// every process. Each message then passes through a sleep and a wake-up on one side or
+/// the other, with the fence mode turning on and off as the sleepers come and go; a lost
+/// wake-up leaves both sides asleep, and the test fails at its deadline instead of
+/// finishing a few seconds later.
+#[test]
+fn no_wake_up_is_lost_between_processes_that_always_sleep() {
+    const ROUNDS: u64 = 20_000;
+    let (q, r) = (TestQueue::new("wake_ping"), TestQueue::new("wake_pong"));
+    let requests = CrossProcessQueue::create(&q.name, 2, 64).unwrap();
+    let _replies = CrossProcessQueue::create(&r.name, 2, 64).unwrap();
+    let env = |role_rounds: Option<u64>| {
+        let mut env = vec![
+            ("Q", q.name.clone()),
+            ("R", r.name.clone()),
+            ("SHMQ_TEST_SLEEP_SLICE_MS", "3600000".to_string()),
+        ];
+        if let Some(n) = role_rounds {
+            env.push(("ROUNDS", n.to_string()));
+        }
+        env
+    };
+    let mut pongs: Vec<Proc> = (0..3)
+        .map(|_| Proc::start("wake_child", "pong", &env(None), None))
+        .collect();
+    let ping = Proc::start("wake_child", "ping", &env(Some(ROUNDS)), None);
+    let line = ping
+        .next_marked(SOON)
+        .and_then(|_ready| ping.next_marked(Duration::from_secs(60)))
+        .unwrap_or_else(|| panic!("the ping-pong stopped: a wake-up was lost"));
+    let sent: u64 = (0..ROUNDS).map(|r| 1 + r % 4).sum();
+    assert_eq!(line, format!("@@PINGED {sent}"));
+    requests.shutdown().unwrap();
+    let mut answered = 0;
+    for p in &mut pongs {
+        let done = p.rest(SOON).into_iter().find_map(|l| {
+            l.split_once("@@ANSWERED ")
+                .map(|(_, n)| n.parse::<u64>().unwrap())
+        });
+        answered += done.expect("a pong process ended without its count");
+        assert!(p.child.wait().unwrap().success());
+    }
+    assert_eq!(answered, sent);
 }
