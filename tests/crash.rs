@@ -16,7 +16,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Proc, TestQueue, ROLE_ENV};
+use common::{futex_word, Proc, TestQueue, NOT_EMPTY, NOT_FULL, ROLE_ENV};
 use shmq::{CrossProcessQueue, Error};
 
 /// Generous bound for anything that should happen "soon" (never a timing assertion).
@@ -815,15 +815,6 @@ fn every_crash_point_is_tested() {
 }
 
 // ----- processes killed while asleep ------------------------------------------------------
-
-/// The futex word at `offset` of the queue's segment, read through the file.
-fn futex_word(q: &TestQueue, offset: usize) -> u32 {
-    let bytes = std::fs::read(format!("/dev/shm/shmq.{}", q.name)).unwrap();
-    u32::from_ne_bytes(bytes[offset..offset + 4].try_into().unwrap())
-}
-
-const NOT_EMPTY: usize = 384;
-const NOT_FULL: usize = 388;
 
 /// Waits until the child sleeps on the futex word at `offset`.
 fn wait_asleep(q: &TestQueue, p: &Proc, offset: usize) {

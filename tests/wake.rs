@@ -15,8 +15,8 @@ mod common;
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
-use common::{Proc, TestQueue, ROLE_ENV};
-use shmq::layout::{Header, WakeLine, FENCED_BIT, WAITERS_BIT};
+use common::{futex_word, Proc, TestQueue, NOT_EMPTY, ROLE_ENV};
+use shmq::layout::{FENCED_BIT, WAITERS_BIT};
 use shmq::{crashpoint, CrossProcessQueue, Error};
 
 /// Generous bound for anything that should happen "soon" (never a timing assertion).
@@ -65,9 +65,7 @@ fn wake_child() {
         // Answers every message on `Q` with one of the same id on `R`, never polling (every
         // wait that finds nothing sleeps), until `Q` is shut down.
         "pong" => {
-            let replies = CrossProcessQueue::connect(&std::env::var("R").expect("R")).unwrap();
-            q.set_spin_limit(Duration::ZERO);
-            replies.set_spin_limit(Duration::ZERO);
+            let replies = never_polling(&q);
             let mut buf = [0u8; 64];
             let mut answered = 0u64;
             while let Some(m) = q.recv_into(&mut buf, None).expect("pong receive") {
@@ -81,9 +79,7 @@ fn wake_child() {
         // Sends `ROUNDS` bursts of 1 to 4 messages on `Q`, each followed by waiting for as
         // many replies on `R`, never polling.
         "ping" => {
-            let replies = CrossProcessQueue::connect(&std::env::var("R").expect("R")).unwrap();
-            q.set_spin_limit(Duration::ZERO);
-            replies.set_spin_limit(Duration::ZERO);
+            let replies = never_polling(&q);
             let rounds: u64 = std::env::var("ROUNDS").expect("ROUNDS").parse().unwrap();
             let mut buf = [0u8; 64];
             let mut next = 0u64;
@@ -109,6 +105,15 @@ fn wake_child() {
         }
         other => panic!("unknown role {other}"),
     }
+}
+
+/// The replies queue `R` of a ping-pong role, with `q` and it set never to poll: every wait
+/// that finds nothing sleeps.
+fn never_polling(q: &CrossProcessQueue) -> CrossProcessQueue {
+    let replies = CrossProcessQueue::connect(&std::env::var("R").expect("R")).unwrap();
+    q.set_spin_limit(Duration::ZERO);
+    replies.set_spin_limit(Duration::ZERO);
+    replies
 }
 
 /// Starts a worker on `q` whose sleeps never end on their own.
@@ -312,17 +317,6 @@ fn senders_blocked_on_a_full_queue_each_get_a_freed_slot() {
     }
 }
 
-/// The consumers' futex word (`not_empty`), read from the segment's file: the same page
-/// the processes map.
-fn not_empty_word(name: &str) -> u32 {
-    use std::os::unix::fs::FileExt;
-    let offset = std::mem::offset_of!(Header, wake) + std::mem::offset_of!(WakeLine, not_empty);
-    let file = std::fs::File::open(format!("/dev/shm/shmq.{name}")).unwrap();
-    let mut word = [0u8; 4];
-    file.read_exact_at(&mut word, offset as u64).unwrap();
-    u32::from_ne_bytes(word)
-}
-
 /// Waits until the worker sleeps in `FUTEX_WAIT`, then a while longer (about 30 of its
 /// 10 ms sleep slices), and sends it message `id`; returns the heavy fences it reports.
 fn send_to_sleeping(queue: &CrossProcessQueue, w: &mut Proc, id: u64) -> u64 {
@@ -374,7 +368,7 @@ fn sleepers_pay_a_heavy_fence_only_when_the_fence_mode_is_off() {
             1,
             "message {id}: only the first sleep pays a heavy fence"
         );
-        let word = not_empty_word(&q.name);
+        let word = futex_word(&q, NOT_EMPTY);
         assert_eq!(
             word & (WAITERS_BIT | FENCED_BIT),
             WAITERS_BIT | FENCED_BIT,
@@ -388,7 +382,7 @@ fn sleepers_pay_a_heavy_fence_only_when_the_fence_mode_is_off() {
     // and clears it; the second finds only the mode bit, and clears it.
     queue.send_with(Some(3), 0, b"task", None).unwrap();
     queue.send_with(Some(4), 0, b"task", None).unwrap();
-    let word = not_empty_word(&q.name);
+    let word = futex_word(&q, NOT_EMPTY);
     assert_eq!(
         word & (WAITERS_BIT | FENCED_BIT),
         0,
@@ -408,7 +402,7 @@ fn sleepers_pay_a_heavy_fence_only_when_the_fence_mode_is_off() {
         2,
         "the mode was off: the next sleep pays a heavy fence again"
     );
-    let word = not_empty_word(&q.name);
+    let word = futex_word(&q, NOT_EMPTY);
     assert_eq!(
         word & FENCED_BIT,
         FENCED_BIT,

@@ -254,6 +254,23 @@ impl Drop for Proc {
     }
 }
 
+/// Offset in a segment of the futex word consumers sleep on (`WakeLine::not_empty`).
+pub const NOT_EMPTY: usize = std::mem::offset_of!(shmq::layout::Header, wake)
+    + std::mem::offset_of!(shmq::layout::WakeLine, not_empty);
+/// Offset in a segment of the futex word producers sleep on (`WakeLine::not_full`).
+pub const NOT_FULL: usize = std::mem::offset_of!(shmq::layout::Header, wake)
+    + std::mem::offset_of!(shmq::layout::WakeLine, not_full);
+
+/// The futex word at `offset` (`NOT_EMPTY` or `NOT_FULL`) of `q`'s segment, read from its
+/// file: the same page the processes map.
+pub fn futex_word(q: &TestQueue, offset: usize) -> u32 {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(format!("/dev/shm/shmq.{}", q.name)).unwrap();
+    let mut word = [0u8; 4];
+    file.read_exact_at(&mut word, offset as u64).unwrap();
+    u32::from_ne_bytes(word)
+}
+
 /// A xorshift64 generator: the hostile tests' cheap, seedable randomness (`seed | 1`, since
 /// a zero state would stay zero).
 pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
