@@ -110,12 +110,39 @@ const REPAIR_EVERY_POLLS: u32 = 64;
 /// polling without pauses lowered blocking throughput (docs/PERFORMANCE.md). A deadline is
 /// then noticed at most these attempts late (about a microsecond).
 const POLLS_WITHOUT_PAUSE: u32 = 32;
+/// The most `pause`s between the attempts of a send waiting for room on an SPSC queue (see
+/// [`room_wait_pauses`]).
+const MAX_ROOM_WAIT_PAUSES: u32 = 64;
 /// Minimum interval between liveness checks (each is a system call) by one handle.
 const LIVENESS_INTERVAL_NS: u64 = 1_000_000;
 /// Pending byte counts are flushed to the shared statistics after this many messages.
 const STATS_BATCH: u64 = 64;
 /// Most messages one `recv_batch` takes: it holds their slots until all are copied.
 pub const RECV_BATCH_MAX: usize = 64;
+
+/// How many `pause`s a send waiting for room on an SPSC queue of `capacity` slots makes
+/// between its attempts: a quarter of the capacity, from 1 to [`MAX_ROOM_WAIT_PAUSES`].
+///
+/// A send waits when the queue is full, that is, when the receiver is the slower side. Each
+/// attempt of an SPSC send reads the head, whose line the receiver writes twice per message
+/// (`in_flight`, then the head itself): polled after every `pause`, the line changes hands
+/// about once per message, and the receiver must fetch it back for each store. On the
+/// project's VM, runs of 64-byte messages that kept the queue full were the slow ones, down
+/// to half the throughput of runs that did not; polling after every 64 `pause`s (about
+/// 1.3 µs there) they were not slower than the others (`examples/depth_probe.rs`,
+/// docs/PERFORMANCE.md). The receiver frees a dozen slots between two looks, and the sender
+/// fills them in one go. A receiver takes about 100 ns per small message, and a `pause`
+/// 20–40 ns on recent x86 cores, so waiting a quarter of the capacity in `pause`s costs a few
+/// percent of the time the receiver takes to drain a full queue: it does not run dry
+/// meanwhile. A queue of up to seven slots polls after every `pause`, as before.
+///
+/// Not for MPMC queues: their sends read the slot at the head instead, which the receiver
+/// writes too, but there the longer pauses changed nothing on separate cores and cost 2–3 %
+/// with two or four producers and consumers.
+#[inline]
+fn room_wait_pauses(capacity: u64) -> u32 {
+    (capacity / 4).clamp(1, u64::from(MAX_ROOM_WAIT_PAUSES)) as u32
+}
 
 /// A message as the original design note defines it. `id` and `timestamp` travel in the
 /// slot header, so every language sees them.
@@ -941,7 +968,8 @@ impl CrossProcessQueue {
         // nobody and the next wait polls first again. `YieldPacer` spaces the yields.
         // Relaxed: a hint for this handle's own scheduling; it orders nothing.
         let yield_first = &self.yield_first[usize::from(producer)];
-        let mut pacer = YieldPacer::new(yield_first.load(Relaxed));
+        let mut peer_on_this_core = yield_first.load(Relaxed);
+        let mut pacer = YieldPacer::new(peer_on_this_core);
         let mut spin_start = (timeout.is_some() || pacer.every_attempt()).then(Instant::now);
         let deadline = timeout.zip(spin_start).map(|(t, start)| start + t);
         // Another thread of this handle inside a call on a single-producer side: waited for
@@ -966,18 +994,38 @@ impl CrossProcessQueue {
         // Set once the wait has polled for `DEFAULT_SPIN_LIMIT`: see `REPAIR_EVERY_POLLS`.
         let mut repairing = false;
         let mut polls = 0u64;
+        // A waiting send on an SPSC queue pauses longer between attempts (see
+        // `room_wait_pauses`), and so looks at the clock after fewer of them: about every eight
+        // `pause`s, as a receive does. Not once a yield has let another task run on this core
+        // (in this wait or the handle's last): the receiver is then likely here, waiting for
+        // the core, not for us to stop reading its line, and the yields must come on time.
+        let room_pauses = if producer && self.spsc.is_some() {
+            room_wait_pauses(self.ring.capacity())
+        } else {
+            1
+        };
+        // Attempts between looks at the clock, less one: 7, 3, 1 or 0 (8 / pauses is a power of
+        // two for every pause count, so a mask and not a division per attempt).
+        let room_clock_mask = u64::from((8 / room_pauses).max(1)) - 1;
         while !spin_limit.is_zero() {
             polls += 1;
             let eager = !producer && polls <= u64::from(POLLS_WITHOUT_PAUSE);
+            let (pauses, clock_mask) = if peer_on_this_core {
+                (1, 7)
+            } else {
+                (room_pauses, room_clock_mask)
+            };
             if !eager {
-                std::hint::spin_loop();
+                for _ in 0..pauses {
+                    std::hint::spin_loop();
+                }
             }
             let repair = repairing && polls % u64::from(REPAIR_EVERY_POLLS) == 0;
             if let Attempt::Done(v) = attempt(repair, lock_wait)? {
                 ended(None);
                 return Ok(Attempt::Done(v));
             }
-            if (polls % 8 == 0 && !eager) || pacer.every_attempt() {
+            if (!eager && polls & clock_mask == 0) || pacer.every_attempt() {
                 let start = *spin_start.get_or_insert_with(Instant::now);
                 let spun = start.elapsed();
                 if spun >= spin_limit || deadline.is_some_and(|d| start + spun >= d) {
@@ -993,6 +1041,7 @@ impl CrossProcessQueue {
                     std::thread::yield_now();
                     let switched = pacer.yielded(spun, start.elapsed());
                     yield_first.store(switched, Relaxed);
+                    peer_on_this_core |= switched;
                 }
             }
         }
