@@ -144,6 +144,15 @@ fn room_wait_pauses(capacity: u64) -> u32 {
     (capacity / 4).clamp(1, u64::from(MAX_ROOM_WAIT_PAUSES)) as u32
 }
 
+/// How many attempts a wait with `pauses` `pause`s before each makes between two looks at the
+/// clock, less one, as a mask: about one look per eight `pause`s, or one per attempt. The
+/// count is a power of two for every `pause` count, so the wait tests `polls & mask` rather
+/// than dividing at every attempt.
+#[inline]
+fn clock_look_mask(pauses: u32) -> u64 {
+    u64::from((8 / pauses.max(1)).max(1)) - 1
+}
+
 /// A message as the original design note defines it. `id` and `timestamp` travel in the
 /// slot header, so every language sees them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1004,14 +1013,12 @@ impl CrossProcessQueue {
         } else {
             1
         };
-        // Attempts between looks at the clock, less one: 7, 3, 1 or 0 (8 / pauses is a power of
-        // two for every pause count, so a mask and not a division per attempt).
-        let room_clock_mask = u64::from((8 / room_pauses).max(1)) - 1;
+        let room_clock_mask = clock_look_mask(room_pauses);
         while !spin_limit.is_zero() {
             polls += 1;
             let eager = !producer && polls <= u64::from(POLLS_WITHOUT_PAUSE);
             let (pauses, clock_mask) = if peer_on_this_core {
-                (1, 7)
+                (1, clock_look_mask(1))
             } else {
                 (room_pauses, room_clock_mask)
             };
@@ -1872,6 +1879,42 @@ impl Drop for CrossProcessQueue {
         self.flush_stats(true);
         if let Some(spsc) = &mut self.spsc {
             spsc.release_roles(&self.ring, self.me);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_send_waiting_for_room_pauses_a_quarter_of_the_capacity_at_most_64_times() {
+        for capacity in [0, 1, 4, 7] {
+            assert_eq!(room_wait_pauses(capacity), 1, "capacity {capacity}");
+        }
+        assert_eq!(room_wait_pauses(8), 2);
+        assert_eq!(room_wait_pauses(100), 25);
+        assert_eq!(room_wait_pauses(256), MAX_ROOM_WAIT_PAUSES);
+        assert_eq!(
+            room_wait_pauses(u64::from(layout::MAX_CAPACITY)),
+            MAX_ROOM_WAIT_PAUSES
+        );
+    }
+
+    #[test]
+    fn a_wait_looks_at_the_clock_at_least_every_eight_pauses_or_every_attempt() {
+        assert_eq!(
+            clock_look_mask(1),
+            7,
+            "a receive's eight attempts, as before"
+        );
+        for pauses in 1..=MAX_ROOM_WAIT_PAUSES {
+            let attempts = clock_look_mask(pauses) + 1;
+            assert!(attempts.is_power_of_two(), "{pauses} pauses: {attempts}");
+            assert!(
+                attempts * u64::from(pauses) <= u64::from(pauses.max(8)),
+                "{pauses} pauses: a look every {attempts} attempts"
+            );
         }
     }
 }
