@@ -977,7 +977,7 @@ impl CrossProcessQueue {
         // nobody and the next wait polls first again. `YieldPacer` spaces the yields.
         // Relaxed: a hint for this handle's own scheduling; it orders nothing.
         let yield_first = &self.yield_first[usize::from(producer)];
-        let mut peer_on_this_core = yield_first.load(Relaxed);
+        let peer_on_this_core = yield_first.load(Relaxed);
         let mut pacer = YieldPacer::new(peer_on_this_core);
         let mut spin_start = (timeout.is_some() || pacer.every_attempt()).then(Instant::now);
         let deadline = timeout.zip(spin_start).map(|(t, start)| start + t);
@@ -1008,20 +1008,17 @@ impl CrossProcessQueue {
         // `pause`s, as a receive does. Not once a yield has let another task run on this core
         // (in this wait or the handle's last): the receiver is then likely here, waiting for
         // the core, not for us to stop reading its line, and the yields must come on time.
-        let room_pauses = if producer && self.spsc.is_some() {
-            room_wait_pauses(self.ring.capacity())
+        let (mut pauses, mut clock_mask) = if producer && self.spsc.is_some() && !peer_on_this_core
+        {
+            let pauses = room_wait_pauses(self.ring.capacity());
+            (pauses, clock_look_mask(pauses))
         } else {
-            1
+            // A constant: a receive's wait divides nothing.
+            (1, clock_look_mask(1))
         };
-        let room_clock_mask = clock_look_mask(room_pauses);
         while !spin_limit.is_zero() {
             polls += 1;
             let eager = !producer && polls <= u64::from(POLLS_WITHOUT_PAUSE);
-            let (pauses, clock_mask) = if peer_on_this_core {
-                (1, clock_look_mask(1))
-            } else {
-                (room_pauses, room_clock_mask)
-            };
             if !eager {
                 for _ in 0..pauses {
                     std::hint::spin_loop();
@@ -1048,7 +1045,10 @@ impl CrossProcessQueue {
                     std::thread::yield_now();
                     let switched = pacer.yielded(spun, start.elapsed());
                     yield_first.store(switched, Relaxed);
-                    peer_on_this_core |= switched;
+                    if switched {
+                        pauses = 1;
+                        clock_mask = clock_look_mask(1);
+                    }
                 }
             }
         }
