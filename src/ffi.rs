@@ -1619,15 +1619,16 @@ pub unsafe extern "C" fn shmq_receive_batch_in_place(
             }
             let timeout = timeout_arg(F, timeout_ms)?;
             let mut count = 0usize;
-            let result = queue.recv_batch_in_place_while(max_messages, timeout, |meta, bytes| {
-                count += 1;
-                let info = message_info(&meta);
-                // SAFETY: as in `shmq_receive_in_place`: `bytes` points into the claimed
-                // slot's payload (never NULL), readable for `bytes.len()` bytes until the
-                // slot is released after this closure; `info` lives on this stack frame for
-                // the call. `read` may be called by contract.
-                unsafe { read(ctx, bytes.as_ptr(), bytes.len(), &info) == 0 }
-            });
+            let result =
+                queue.recv_batch_in_place_while(max_messages, timeout, true, |meta, bytes| {
+                    count += 1;
+                    let info = message_info(&meta);
+                    // SAFETY: as in `shmq_receive_in_place`: `bytes` points into the claimed
+                    // slot's payload (never NULL), readable for `bytes.len()` bytes until the
+                    // slot is released after this closure; `info` lives on this stack frame for
+                    // the call. `read` may be called by contract.
+                    unsafe { read(ctx, bytes.as_ptr(), bytes.len(), &info) == 0 }
+                });
             // SAFETY: `out_count` checked non-NULL; writable by the contract.
             unsafe { finish_receive_batch(F, queue, result, count, out_count) }
         }))

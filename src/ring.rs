@@ -1808,6 +1808,25 @@ impl Ring {
         ))
     }
 
+    /// Hands back a message of a receive run that the caller (`me`) claimed and will not
+    /// read (its zero-copy batch ended in a panic before reaching it): the claim passes to
+    /// owner 0, nobody, so the message is in the state a receiver killed before reading it
+    /// leaves, and is delivered again the same way, flagged `redelivered` (`adopt_orphan`
+    /// once the queue looks empty, or `repair_tail` a lap later). Withdrawing the claim
+    /// instead would leave a published message behind the head, where no receiver looks.
+    #[cold]
+    pub fn hand_back(&self, token: PopToken, me: u32) {
+        let slot = self.slot_at(token.index);
+        // AcqRel, as every claim compare-and-swap (see the module's notes on orderings).
+        // It fails only if someone took the message over, which needs us dead: not so.
+        let _ = slot.claim.compare_exchange(
+            self.consumer_claim(token.pos, me),
+            self.consumer_claim(token.pos, 0),
+            AcqRel,
+            Relaxed,
+        );
+    }
+
     /// Frees a claimed slot for the producer one lap later.
     #[inline]
     pub fn release(&self, token: PopToken) {

@@ -44,9 +44,12 @@
 //! between two messages, never inside one. A zero-copy send batch whose `fill` refuses a
 //! message (or panics) ends there: that slot is published poisoned, and the positions its
 //! run had claimed after it are *given up* (`Ring::give_up`): receivers skip them at once,
-//! counting them under `abandoned`. The zero-copy receive batch claims one message at a
-//! time: its reader may end the batch at any message, and messages claimed ahead could
-//! not be given back (the head is past them).
+//! counting them under `abandoned`. The zero-copy receive batch claims runs too, except
+//! in its stoppable form (the C and Python bindings', whose reader may end the batch at
+//! any message): messages claimed ahead of a stop could only be handed back (the head is
+//! past them), to be delivered again later, out of order. The Rust form's reader stops
+//! only by panicking, and then the messages claimed after its own are handed back
+//! (`Ring::hand_back`).
 //!
 //! A single-producer/single-consumer side has no claim words: it keeps its role's lock from
 //! the batch's first claim to the end, checks `closed` once, judges room for each further
@@ -57,7 +60,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use crate::ring::{PopToken, PushToken, ReadError};
+use crate::ring::{Cursor, PopToken, PushToken, ReadError};
 use crate::{clock, crashpoint, wait, CrossProcessQueue, Error, Received, Result, RECV_BATCH_MAX};
 
 /// Settles a claimed push slot if the writer's closure unwinds: publishes it poisoned.
@@ -573,10 +576,21 @@ impl CrossProcessQueue {
 
     /// Zero-copy batch receive: lends up to `max` messages in turn to `read` (as in
     /// [`recv_in_place`](Self::recv_in_place)), releasing each slot after its call, with one
-    /// wait (for the first message) and one wake-up check. Returns how many were read. A
-    /// message that fails verification is dropped and ends the batch with `CorruptedData`.
-    /// A process that dies inside `read` leaves only that message to be delivered again: the
-    /// ones before it were released.
+    /// wait (for the first message) and one wake-up check. Returns how many were read.
+    ///
+    /// On a multi-consumer queue the messages after the first are claimed in *runs*, as
+    /// [`recv_batch`](Self::recv_batch) claims them: those already published, up to `max` in
+    /// all, with one move of the head. So:
+    /// - A message that fails verification is dropped and ends the batch with
+    ///   `CorruptedData`, once `read` has had the messages the batch claimed with it.
+    /// - A process that dies inside `read` leaves that message, and those its run claimed
+    ///   after it, to be delivered again (flagged `redelivered`); the ones before were
+    ///   released. A `read` that panics: its message counts as received, and those claimed
+    ///   after it are handed back to the queue, to be delivered again in the same way, out
+    ///   of order.
+    ///
+    /// A single-consumer queue claims one message at a time (without an atomic operation):
+    /// a death or a panic in `read` leaves nothing behind but that message.
     pub fn recv_batch_in_place<F>(
         &self,
         max: usize,
@@ -586,19 +600,23 @@ impl CrossProcessQueue {
     where
         F: FnMut(Received, &[u8]),
     {
-        self.recv_batch_in_place_while(max, timeout, |meta, bytes| {
+        self.recv_batch_in_place_while(max, timeout, false, |meta, bytes| {
             read(meta, bytes);
             true
         })
     }
 
     /// [`recv_batch_in_place`](Self::recv_batch_in_place) whose `read` returns whether to go
-    /// on: `false` ends the batch after that message (which counts as received). For the C
-    /// and Python bindings, whose callbacks cannot unwind to stop a batch.
+    /// on, when `stoppable`: `false` ends the batch after that message (which counts as
+    /// received). For the C and Python bindings, whose callbacks cannot unwind to stop a
+    /// batch. A stoppable batch claims one message at a time: messages claimed ahead of a
+    /// stop could only be handed back (delivered again later, out of order, flagged
+    /// `redelivered`), and stopping is not an accident there.
     pub(crate) fn recv_batch_in_place_while<F>(
         &self,
         max: usize,
         timeout: Option<Duration>,
+        stoppable: bool,
         mut read: F,
     ) -> Result<usize>
     where
@@ -612,6 +630,7 @@ impl CrossProcessQueue {
         let mut batch = ReadBatch {
             queue: self,
             held: Some(token),
+            reserved: 0,
             held_len: 0,
             last: 0,
             count: 0,
@@ -623,7 +642,7 @@ impl CrossProcessQueue {
         while let Some(token) = &batch.held {
             crashpoint::hit("pop_head_moved");
             let at = token.cursor();
-            match self.ring.read_in_place(token) {
+            let go_on = match self.ring.read_in_place(token) {
                 Ok((meta, payload)) => {
                     // SAFETY: as in `read_claimed_in_place`: len <= message_size, inside the
                     // slot, which stays claimed until `release_held` (or the batch's drop,
@@ -637,19 +656,31 @@ impl CrossProcessQueue {
                     }
                     crashpoint::hit("pop_read");
                     batch.release_held(true);
-                    if !go_on || batch.count == max {
-                        break;
-                    }
+                    go_on && batch.count < max
                 }
                 Err(e) => {
+                    // Dropped. The messages its run claimed after it are still read (the
+                    // head is past them: nobody else would deliver them), then the batch
+                    // ends; the first failure is what it reports.
                     batch.release_held(false);
-                    failure = Some(self.read_error(e));
-                    break;
+                    failure.get_or_insert(self.read_error(e));
+                    false
                 }
+            };
+            // Messages claimed ahead are read whatever happened: a run never goes past
+            // `max`, and a stoppable batch claims none ahead.
+            if batch.reserved > 0 {
+                batch.reserved -= 1;
+                batch.held = Some(self.ring.pop_run_token(at));
+            } else if !go_on || failure.is_some() {
+                break;
+            } else {
+                let ahead = if stoppable { 1 } else { max - batch.count };
+                batch.held = self.claim_next_pop(at, size, ahead).map(|(token, n)| {
+                    batch.reserved = n - 1;
+                    token
+                });
             }
-            // One at a time: `read` may end the batch at any message, and messages claimed
-            // ahead of it could not be given back (the head is past them).
-            batch.held = self.claim_next_pop(at, size, 1).map(|(token, _)| token);
         }
         let count = batch.count;
         drop(batch);
@@ -661,13 +692,17 @@ impl CrossProcessQueue {
 }
 
 /// A zero-copy receive batch in progress, whose slots are released one by one, each as its
-/// reader returns (so a receiver that dies inside a reader leaves only that message to be
-/// delivered again). Dropped, normally or on unwind, it ends the batch: a message still held
-/// (its reader unwinding) is released and counts as received; on a single-consumer queue
-/// the side is unlocked; senders are woken and the messages counted.
+/// reader returns (so a receiver that dies inside a reader leaves only the messages it has
+/// not finished to be delivered again). Dropped, normally or on unwind, it ends the batch:
+/// a message still held (its reader unwinding) is released and counts as received, and
+/// messages claimed after it are handed back; on a single-consumer queue the side is
+/// unlocked; senders are woken and the messages counted.
 struct ReadBatch<'a> {
     queue: &'a CrossProcessQueue,
     held: Option<PopToken>,
+    /// Messages claimed after the held one by the same run, not read yet (multi-consumer
+    /// only). While a reader runs, they follow the message it was lent.
+    reserved: usize,
     /// Bytes of the held message, once verified.
     held_len: usize,
     /// The position of the last slot released.
@@ -693,6 +728,21 @@ impl ReadBatch<'_> {
             }
         }
     }
+
+    /// Hands the messages claimed after `at` back to the queue (a reader panicked before
+    /// reaching them), and wakes as many receivers to take them.
+    #[cold]
+    fn hand_back_reserved(&mut self, mut at: Cursor) {
+        let queue = self.queue;
+        let me = queue.participant_id();
+        for _ in 0..self.reserved {
+            let token = queue.ring.pop_run_token(at);
+            at = token.cursor();
+            queue.ring.hand_back(token, me);
+        }
+        wait::wake_receivers(queue.ring.header(), wait::waiters(self.reserved));
+        self.reserved = 0;
+    }
 }
 
 impl Drop for ReadBatch<'_> {
@@ -700,7 +750,11 @@ impl Drop for ReadBatch<'_> {
         if self.queue.inherited() {
             return; // forked inside a reader: the batch is the parent's to end
         }
+        let held_at = self.held.as_ref().map(PopToken::cursor);
         self.release_held(true);
+        if let Some(at) = held_at.filter(|_| self.reserved > 0) {
+            self.hand_back_reserved(at);
+        }
         let queue = self.queue;
         queue.finish_pop_batch(self.last, self.count as u64, self.bytes);
         wait::wake_senders(queue.ring.header(), wait::waiters(self.freed));

@@ -145,6 +145,33 @@ fn child() {
             });
             unreachable!("the parent kills this process inside the closure");
         }
+        "hang_in_batch_recv" => {
+            // Reads message 0 of a batch, then waits inside message 1's read to be killed.
+            let mut i = 0;
+            let _ = q.recv_batch_in_place(5, WAIT, |meta, bytes| {
+                check_pattern(bytes, i, size);
+                assert_eq!(meta.id, i);
+                if i == 1 {
+                    report("inside");
+                    std::thread::sleep(Duration::from_secs(60));
+                }
+                i += 1;
+            });
+            unreachable!("the parent kills this process inside the closure");
+        }
+        "recv_report" => {
+            // Receives COUNT messages one at a time, then reports `id:redelivered` for each.
+            let got: Vec<String> = (0..env_u64("COUNT"))
+                .map(|_| {
+                    q.recv_in_place(WAIT, |meta, bytes| {
+                        check_pattern(bytes, meta.id, size);
+                        format!("{}:{}", meta.id, u8::from(meta.redelivered))
+                    })
+                    .expect("recv_in_place")
+                })
+                .collect();
+            report(format!("got {}", got.join(" ")));
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -671,5 +698,145 @@ fn writer_killed_inside_a_batch_fill_keeps_what_it_sent() {
         assert_eq!(stats.abandoned, 3 * u64::from(!spsc), "spsc {spsc}");
         assert_eq!(stats.messages_received, 3);
         assert!(q.is_empty());
+    }
+}
+
+/// Sends messages `0..n` (patterns, ids their positions) with the copying send.
+fn send_patterns(q: &CrossProcessQueue, n: u64) {
+    for seq in 0..n {
+        let id = q.send_bytes(&pattern(seq, q.message_size())).expect("send");
+        assert_eq!(id, seq);
+    }
+}
+
+/// Receives what is queued, one message at a time without waiting long, as
+/// `(id, redelivered)`, sorted by id (messages handed back or left by a dead receiver are
+/// found by a scan of the ring, at most every 100 ms per handle, not in queue order).
+fn drain_ids(q: &CrossProcessQueue, n: usize) -> Vec<(u64, bool)> {
+    let size = q.message_size();
+    let mut got: Vec<(u64, bool)> = (0..n)
+        .map(|_| {
+            q.recv_in_place(WAIT, |meta, bytes| {
+                check_pattern(bytes, meta.id, size);
+                (meta.id, meta.redelivered)
+            })
+            .expect("recv_in_place")
+        })
+        .collect();
+    got.sort_unstable();
+    assert!(matches!(
+        q.recv_in_place(Some(Duration::ZERO), |_, _| ()),
+        Err(Error::QueueEmpty)
+    ));
+    got
+}
+
+#[test]
+fn reader_killed_inside_a_batch_leaves_its_run_to_be_redelivered() {
+    for spsc in [false, true] {
+        let tq = TestQueue::new("zcbatchrecvkill");
+        let q = spsc_or_not(spsc).create(&tq.name, 8, 64).unwrap();
+        send_patterns(&q, 4);
+        let mut kids = Children(vec![spawn_role(
+            "child",
+            "hang_in_batch_recv",
+            &[("Q", tq.name.clone())],
+        )]);
+        wait_for_report(&mut kids.0[0], "inside");
+        kill(&mut kids.0[0]);
+        // Message 0 was released before the death. The child held message 1, and on a
+        // multi-consumer queue had claimed 2 and 3 with it (a run): all three come again,
+        // flagged. A single-consumer queue claims one at a time: only message 1 is flagged.
+        let got = drain_ids(&q, 3);
+        let expected: Vec<(u64, bool)> = vec![(1, true), (2, !spsc), (3, !spsc)];
+        assert_eq!(got, expected, "spsc {spsc}");
+        assert_eq!(q.stats().redelivered, if spsc { 1 } else { 3 });
+    }
+}
+
+#[test]
+fn reader_panicking_in_a_batch_hands_back_the_rest_to_other_processes() {
+    for spsc in [false, true] {
+        let tq = TestQueue::new("zcbatchrecvpanic");
+        let q = spsc_or_not(spsc).create(&tq.name, 8, 64).unwrap();
+        send_patterns(&q, 4);
+        // A handle of its own. Kept open on a multi-consumer queue while the child receives:
+        // closed, its claims would be a dead receiver's, delivered again without any hand
+        // back. Closed on a single-consumer queue, whose receiving role belongs to one handle
+        // at a time.
+        let mut rx = Some(CrossProcessQueue::connect(&tq.name).unwrap());
+        let mut seen = Vec::new();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let rx = rx.as_ref().unwrap();
+            rx.recv_batch_in_place(8, None, |meta, _| {
+                seen.push(meta.id);
+                assert_ne!(meta.id, 1, "reader fails");
+            })
+        }));
+        assert!(r.is_err());
+        assert_eq!(seen, [0, 1]);
+        if spsc {
+            rx = None;
+        }
+        // Message 1 counts as received. A multi-consumer queue had claimed 2 and 3 with it:
+        // they are handed back, and another process gets them, flagged as redelivered. A
+        // single-consumer queue had not claimed them: they come as usual.
+        let mut kids = Children(vec![spawn_role(
+            "child",
+            "recv_report",
+            &[("Q", tq.name.clone()), ("COUNT", "2".to_string())],
+        )]);
+        let flag = u8::from(!spsc);
+        assert_eq!(
+            finish(&mut kids.0[0]),
+            format!("got 2:{flag} 3:{flag}"),
+            "spsc {spsc}"
+        );
+        drop(rx);
+        let stats = q.stats();
+        assert_eq!(stats.redelivered, 2 * u64::from(!spsc), "spsc {spsc}");
+        assert_eq!(stats.messages_received, 4, "spsc {spsc}");
+        assert!(q.is_empty());
+        // The queue goes on, every slot usable.
+        for seq in 0..8u8 {
+            q.send_bytes(&[seq]).unwrap();
+        }
+        let mut n = 0u8;
+        q.recv_batch_in_place(8, None, |_, b| {
+            assert_eq!(b, [n]);
+            n += 1;
+        })
+        .unwrap();
+        assert_eq!(n, 8);
+    }
+}
+
+#[test]
+fn a_corrupted_message_ends_a_batch_after_the_rest_of_its_run() {
+    for spsc in [false, true] {
+        let tq = TestQueue::new("zcbatchrecvbad");
+        let q = spsc_or_not(spsc).create(&tq.name, 8, 16).unwrap();
+        q.send_bytes(b"a").unwrap();
+        // A writer that claims too many bytes: its slot is published poisoned.
+        assert!(matches!(
+            q.send_in_place(None, |_| 17),
+            Err(Error::InvalidArgument(_))
+        ));
+        q.send_bytes(b"c").unwrap();
+        let mut seen = Vec::new();
+        let r = q.recv_batch_in_place(8, None, |_, b| seen.push(b.to_vec()));
+        assert!(matches!(r, Err(Error::CorruptedData(_))), "{r:?}");
+        // A multi-consumer queue claimed "c" in the run that held the poisoned message, and
+        // the batch reads it before it ends; a single-consumer queue leaves it queued.
+        if spsc {
+            assert_eq!(seen, [b"a".to_vec()]);
+            assert_eq!(q.recv_in_place(None, |_, b| b.to_vec()).unwrap(), b"c");
+        } else {
+            assert_eq!(seen, [b"a".to_vec(), b"c".to_vec()]);
+        }
+        assert!(q.is_empty(), "spsc {spsc}");
+        let stats = q.stats();
+        assert_eq!(stats.corrupted, 1, "spsc {spsc}");
+        assert_eq!(stats.redelivered, 0, "spsc {spsc}");
     }
 }
