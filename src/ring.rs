@@ -889,12 +889,19 @@ impl Ring {
     /// waiting for a liveness check (see [`Ring::head_given_up`]). Withdrawing the claim
     /// instead could race with a producer that saw it and is helping the tail past it.
     pub fn give_up(&self, token: PushToken, me: u32) {
-        let slot = self.slot_at(token.index);
+        self.pass_to_nobody(token.index, token.pos, Role::Producer, me);
+    }
+
+    /// Passes `me`'s claim of `pos` (in slot `index`, in `role`) to owner 0, nobody: what a
+    /// dead claimer leaves, for the repairs to finish ([`Ring::give_up`],
+    /// [`Ring::hand_back`]).
+    fn pass_to_nobody(&self, index: usize, pos: u64, role: Role, me: u32) {
+        let lap = self.lap(pos);
         // AcqRel, as every claim compare-and-swap (see the module's notes on orderings).
-        // It fails only if someone took the position over, which needs us dead: not so.
-        let _ = slot.claim.compare_exchange(
-            self.producer_claim(token.pos, me),
-            self.producer_claim(token.pos, 0),
+        // It fails only if someone took the claim over, which needs us dead: not so.
+        let _ = self.slot_at(index).claim.compare_exchange(
+            claim_word(lap, role, me),
+            claim_word(lap, role, 0),
             AcqRel,
             Relaxed,
         );
@@ -1816,15 +1823,7 @@ impl Ring {
     /// instead would leave a published message behind the head, where no receiver looks.
     #[cold]
     pub fn hand_back(&self, token: PopToken, me: u32) {
-        let slot = self.slot_at(token.index);
-        // AcqRel, as every claim compare-and-swap (see the module's notes on orderings).
-        // It fails only if someone took the message over, which needs us dead: not so.
-        let _ = slot.claim.compare_exchange(
-            self.consumer_claim(token.pos, me),
-            self.consumer_claim(token.pos, 0),
-            AcqRel,
-            Relaxed,
-        );
+        self.pass_to_nobody(token.index, token.pos, Role::Consumer, me);
     }
 
     /// Frees a claimed slot for the producer one lap later.

@@ -198,6 +198,15 @@ fn kill(child: &mut Child) {
     child.wait().expect("reap child");
 }
 
+/// Runs `role` (one of the `hang_in_*` roles) in a child on queue `name`, waits until it
+/// reports being inside its closure, and kills it there. Returns its report.
+fn killed_inside(name: &str, role: &str) -> String {
+    let mut kids = Children(vec![spawn_role("child", role, &[("Q", name.to_string())])]);
+    let report = wait_for_report(&mut kids.0[0], "inside");
+    kill(&mut kids.0[0]);
+    report
+}
+
 #[test]
 fn zero_copy_across_processes_with_and_without_checksums() {
     const COUNT: u64 = 3_000;
@@ -474,13 +483,7 @@ fn panics_and_bad_lengths_in_closures_do_not_wedge_the_queue() {
 fn writer_killed_inside_send_closure_is_skipped() {
     let tq = TestQueue::new("zckillsend");
     let q = CrossProcessQueue::create(&tq.name, 8, 64).unwrap();
-    let mut kids = Children(vec![spawn_role(
-        "child",
-        "hang_in_send",
-        &[("Q", tq.name.clone())],
-    )]);
-    wait_for_report(&mut kids.0[0], "inside");
-    kill(&mut kids.0[0]);
+    killed_inside(&tq.name, "hang_in_send");
     // The dead writer's position never published; the next message still arrives.
     q.send_bytes(b"after").unwrap();
     let got = q.recv_in_place(WAIT, |_, b| b.to_vec()).expect("recv");
@@ -496,13 +499,7 @@ fn reader_killed_inside_recv_closure_message_is_redelivered() {
     let tq = TestQueue::new("zckillrecv");
     let q = CrossProcessQueue::create(&tq.name, 8, 64).unwrap();
     q.send_bytes(b"precious").unwrap();
-    let mut kids = Children(vec![spawn_role(
-        "child",
-        "hang_in_recv",
-        &[("Q", tq.name.clone())],
-    )]);
-    assert_eq!(wait_for_report(&mut kids.0[0], "inside"), "inside precious");
-    kill(&mut kids.0[0]);
+    assert_eq!(killed_inside(&tq.name, "hang_in_recv"), "inside precious");
     let (data, redelivered) = q
         .recv_in_place(WAIT, |meta, b| (b.to_vec(), meta.redelivered))
         .expect("the message survives its reader's death");
@@ -674,13 +671,7 @@ fn writer_killed_inside_a_batch_fill_keeps_what_it_sent() {
         let tq = TestQueue::new("zcbatchkill");
         let q = spsc_or_not(spsc).create(&tq.name, 8, 64).unwrap();
         let size = q.message_size();
-        let mut kids = Children(vec![spawn_role(
-            "child",
-            "hang_in_batch_send",
-            &[("Q", tq.name.clone())],
-        )]);
-        wait_for_report(&mut kids.0[0], "inside");
-        kill(&mut kids.0[0]);
+        killed_inside(&tq.name, "hang_in_batch_send");
         // Messages 0 and 1 were published before the death. Message 2's position, and on a
         // multi-producer queue those of messages 3 and 4 (the run claimed after message 0),
         // are skipped, each once its owner is seen dead; a single-producer queue has the
@@ -737,13 +728,7 @@ fn reader_killed_inside_a_batch_leaves_its_run_to_be_redelivered() {
         let tq = TestQueue::new("zcbatchrecvkill");
         let q = spsc_or_not(spsc).create(&tq.name, 8, 64).unwrap();
         send_patterns(&q, 4);
-        let mut kids = Children(vec![spawn_role(
-            "child",
-            "hang_in_batch_recv",
-            &[("Q", tq.name.clone())],
-        )]);
-        wait_for_report(&mut kids.0[0], "inside");
-        kill(&mut kids.0[0]);
+        killed_inside(&tq.name, "hang_in_batch_recv");
         // Message 0 was released before the death. The child held message 1, and on a
         // multi-consumer queue had claimed 2 and 3 with it (a run): all three come again,
         // flagged. A single-consumer queue claims one at a time: only message 1 is flagged.
