@@ -732,7 +732,7 @@ impl ReadBatch<'_> {
     /// Hands the messages claimed after `at` back to the queue (a reader panicked before
     /// reaching them), and wakes as many receivers to take them.
     #[cold]
-    fn hand_back_reserved(&mut self, mut at: Cursor) {
+    fn hand_back_reserved(&self, mut at: Cursor) {
         let queue = self.queue;
         let me = queue.participant_id();
         for _ in 0..self.reserved {
@@ -741,7 +741,6 @@ impl ReadBatch<'_> {
             queue.ring.hand_back(token, me);
         }
         wait::wake_receivers(queue.ring.header(), wait::waiters(self.reserved));
-        self.reserved = 0;
     }
 }
 

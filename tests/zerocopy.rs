@@ -161,14 +161,9 @@ fn child() {
         }
         "recv_report" => {
             // Receives COUNT messages one at a time, then reports `id:redelivered` for each.
-            let got: Vec<String> = (0..env_u64("COUNT"))
-                .map(|_| {
-                    q.recv_in_place(WAIT, |meta, bytes| {
-                        check_pattern(bytes, meta.id, size);
-                        format!("{}:{}", meta.id, u8::from(meta.redelivered))
-                    })
-                    .expect("recv_in_place")
-                })
+            let got: Vec<String> = receive_ids(&q, env_u64("COUNT") as usize)
+                .into_iter()
+                .map(|(id, redelivered)| format!("{id}:{}", u8::from(redelivered)))
                 .collect();
             report(format!("got {}", got.join(" ")));
         }
@@ -700,12 +695,11 @@ fn send_patterns(q: &CrossProcessQueue, n: u64) {
     }
 }
 
-/// Receives what is queued, one message at a time without waiting long, as
-/// `(id, redelivered)`, sorted by id (messages handed back or left by a dead receiver are
-/// found by a scan of the ring, at most every 100 ms per handle, not in queue order).
-fn drain_ids(q: &CrossProcessQueue, n: usize) -> Vec<(u64, bool)> {
+/// Receives `n` messages one at a time (each within [`WAIT`]), checking their patterns, as
+/// `(id, redelivered)` in the order they came.
+fn receive_ids(q: &CrossProcessQueue, n: usize) -> Vec<(u64, bool)> {
     let size = q.message_size();
-    let mut got: Vec<(u64, bool)> = (0..n)
+    (0..n)
         .map(|_| {
             q.recv_in_place(WAIT, |meta, bytes| {
                 check_pattern(bytes, meta.id, size);
@@ -713,7 +707,14 @@ fn drain_ids(q: &CrossProcessQueue, n: usize) -> Vec<(u64, bool)> {
             })
             .expect("recv_in_place")
         })
-        .collect();
+        .collect()
+}
+
+/// [`receive_ids`], sorted by id (messages handed back or left by a dead receiver are found
+/// by a scan of the ring, at most every 100 ms per handle, not in queue order); the queue
+/// must be empty afterwards.
+fn drain_ids(q: &CrossProcessQueue, n: usize) -> Vec<(u64, bool)> {
+    let mut got = receive_ids(q, n);
     got.sort_unstable();
     assert!(matches!(
         q.recv_in_place(Some(Duration::ZERO), |_, _| ()),
