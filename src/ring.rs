@@ -333,7 +333,10 @@ const CONSISTENCY_RETRIES: u32 = 64;
 /// A view of a ring laid out per [`layout`] at some base address.
 pub struct Ring {
     header: *const Header,
+    /// The first slot's payload, where the slots begin.
     slots: *mut u8,
+    /// The first slot's header line, which follows its payload.
+    slot_headers: *mut u8,
     capacity: u64,
     /// `capacity`, prepared for dividing positions by it (`fastdiv.rs`).
     divisor: Divisor,
@@ -393,7 +396,7 @@ impl Ring {
         for i in 0..capacity as u64 {
             // SAFETY: the slot header lies inside the segment (i < capacity) and is 64-aligned.
             unsafe {
-                let at = ring.slots.add(i as usize * stride);
+                let at = ring.slot_headers.add(i as usize * stride);
                 #[cfg(not(loom))]
                 ptr::write_bytes(at, 0, SLOT_HEADER_SIZE);
                 #[cfg(loom)]
@@ -420,13 +423,19 @@ impl Ring {
     /// `layout::segment_size(capacity, message_size)` bytes for as long as the ring is used,
     /// `capacity >= 1` and `message_size >= 1`.
     pub unsafe fn from_raw(base: *mut u8, capacity: u32, message_size: u32, flags: u32) -> Ring {
+        let stride = layout::slot_stride(message_size).expect("validated geometry");
         Ring {
             header: base as *const Header,
-            // SAFETY: HEADER_SIZE < segment size, so the offset stays inside the allocation.
-            slots: unsafe { base.add(HEADER_SIZE) },
+            // SAFETY: the first slot's payload and header lie inside the segment (capacity >= 1:
+            // HEADER_SIZE + stride <= segment size), so the offsets stay inside the allocation.
+            slots: unsafe { base.add(layout::payload_offset(0, message_size).expect("validated")) },
+            // SAFETY: as above.
+            slot_headers: unsafe {
+                base.add(layout::slot_header_offset(0, message_size).expect("validated"))
+            },
             capacity: capacity as u64,
             divisor: Divisor::new(capacity as u64),
-            stride: layout::slot_stride(message_size).expect("validated geometry"),
+            stride,
             message_size: message_size as usize,
             checksum: (flags & FLAG_CHECKSUM != 0).then(MessageCrc::for_this_cpu),
             spsc: flags & FLAG_SPSC != 0,
@@ -469,9 +478,10 @@ impl Ring {
         // Always true for indices from `index`; checked so that this safe function stays
         // sound whatever it is passed (one well-predicted compare).
         assert!((index as u64) < self.capacity, "slot index out of range");
-        // SAFETY: index < capacity, so the slot lies inside the segment; slots are 64-aligned
-        // (HEADER_SIZE and stride are multiples of 64) and a SlotHeader is all atomics.
-        unsafe { &*(self.slots.add(index * self.stride) as *const SlotHeader) }
+        // SAFETY: index < capacity, so the slot lies inside the segment; slot headers are
+        // 64-aligned (HEADER_SIZE, stride and SLOT_HEADER_SIZE are multiples of 64; under loom
+        // of the structs' alignment) and a SlotHeader is all atomics.
+        unsafe { &*(self.slot_headers.add(index * self.stride) as *const SlotHeader) }
     }
 
     /// The payload area of the slot at `index`.
@@ -479,7 +489,7 @@ impl Ring {
     fn payload_at(&self, index: usize) -> *mut u8 {
         assert!((index as u64) < self.capacity, "slot index out of range");
         // SAFETY: inside the slot, which lies inside the segment (see `slot_at`).
-        unsafe { self.slots.add(index * self.stride + SLOT_HEADER_SIZE) }
+        unsafe { self.slots.add(index * self.stride) }
     }
 
     /// Asks for the first payload line of the slot at `index`, for a receiver that found

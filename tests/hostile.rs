@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{xorshift, TestQueue, ROLE_ENV};
-use shmq::layout::{Claim, Role, HEADER_SIZE, SLOT_HEADER_SIZE};
+use shmq::layout::{self, Claim, Role, HEADER_SIZE, SLOT_HEADER_SIZE};
 use shmq::{CrossProcessQueue, Error, Message, OpenMode};
 
 fn shm_path(name: &str) -> String {
@@ -255,7 +255,6 @@ fn truncated_segment_is_refused() {
 
 // ----- a live segment scribbled over --------------------------------------------------------
 
-/// Offset of slot `i`'s header in a queue of message size 64 (stride 128).
 /// Head, tail and every slot's header words, for the message of a failed check.
 fn ring_state(name: &str, capacity: u64) -> String {
     let mut out = format!(
@@ -273,8 +272,14 @@ fn ring_state(name: &str, capacity: u64) -> String {
     out
 }
 
+/// Offset of slot `i`'s header in a queue of message size 64 (stride 128).
 fn slot_offset(i: u64) -> u64 {
-    HEADER_SIZE as u64 + i * (SLOT_HEADER_SIZE as u64 + 64)
+    layout::slot_header_offset(i as u32, 64).unwrap() as u64
+}
+
+/// Offset of slot `i`'s payload in a queue of message size 64.
+fn payload_offset(i: u64) -> u64 {
+    layout::payload_offset(i as u32, 64).unwrap() as u64
 }
 
 #[test]
@@ -286,7 +291,7 @@ fn corrupted_message_header_is_reported_and_skipped() {
     }
     // Slot 0: a length beyond the slot. Slot 1: a payload byte flipped (checksum).
     poke(&q.name, slot_offset(0) + 32, &u32::MAX.to_le_bytes());
-    poke(&q.name, slot_offset(1) + SLOT_HEADER_SIZE as u64, &[0xee]);
+    poke(&q.name, payload_offset(1), &[0xee]);
     let mut buf = [0u8; 64];
     let first = h.receive_into(&mut buf);
     assert!(matches!(first, Err(Error::CorruptedData(_))), "{first:?}");
@@ -317,7 +322,7 @@ fn a_corrupt_message_inside_a_receive_run_costs_only_itself() {
         h.send(&Message::new(id, vec![id as u8; 32])).unwrap();
     }
     // Message 3 (slot 2): a payload byte flipped.
-    poke(&q.name, slot_offset(2) + SLOT_HEADER_SIZE as u64, &[0xee]);
+    poke(&q.name, payload_offset(2), &[0xee]);
     let out = wait_output(
         spawn_child(&q.name, "batch_of_8", 0),
         Duration::from_secs(60),
@@ -779,7 +784,8 @@ fn queue_recovers_once_slot_scribbling_stops() {
         let mut writes = 0u64;
         while Instant::now() < end {
             let r = rnd();
-            let slot = slot_offset(rnd() % capacity);
+            let index = rnd() % capacity;
+            let slot = slot_offset(index);
             let tail = peek_u64(&q.name, 128) & !(1 << 63);
             // A position near the tail, for words that name one (claims, positions).
             let near = tail.wrapping_sub(rnd() % (2 * capacity));
@@ -808,7 +814,11 @@ fn queue_recovers_once_slot_scribbling_stops() {
                     (slot + 8, claim.encode())
                 }
                 6 => (slot + 48, near),
-                _ => (slot + rnd() % (SLOT_HEADER_SIZE as u64 + 64 - 8), rnd()),
+                // Anywhere in the slot: payload, then header.
+                _ => (
+                    payload_offset(index) + rnd() % (64 + SLOT_HEADER_SIZE as u64 - 8),
+                    rnd(),
+                ),
             };
             f.write_all_at(&value.to_le_bytes(), offset).unwrap();
             writes += 1;
@@ -871,7 +881,6 @@ fn payload_rewritten_during_receives_is_delivered_exactly_or_reported() {
         .write(true)
         .open(shm_path(&q.name))
         .unwrap();
-    let stride = SLOT_HEADER_SIZE as u64 + size;
     let mut rnd = xorshift(std::process::id().into());
     let end = Instant::now() + Duration::from_millis(run_ms - 300);
     let mut writes = 0u64;
@@ -879,8 +888,8 @@ fn payload_rewritten_during_receives_is_delivered_exactly_or_reported() {
         let x = rnd();
         // One byte somewhere in some slot's payload (a rewrite that happens to write the
         // byte already there changes nothing).
-        let slot = HEADER_SIZE as u64 + (x % capacity) * stride;
-        let offset = slot + SLOT_HEADER_SIZE as u64 + (x >> 8) % size;
+        let payload = layout::payload_offset((x % capacity) as u32, size as u32).unwrap() as u64;
+        let offset = payload + (x >> 8) % size;
         f.write_all_at(&[(x >> 40) as u8 | 1], offset).unwrap();
         writes += 1;
         if writes % 64 == 0 {

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use heap_ring::{run_tokens, HeapRing};
-use shmq::layout::{Claim, Role, FLAG_CHECKSUM, FLAG_SPSC, HEADER_SIZE};
+use shmq::layout::{payload_offset, slot_header_offset, Claim, Role, FLAG_CHECKSUM, FLAG_SPSC};
 use shmq::ring::{HeadRepair, Peers, PopBlocked, PushBlocked, ReadError, Ring, SpscPop};
 
 /// Participants whose death the test decides.
@@ -161,8 +161,8 @@ fn checksum_catches_a_flipped_payload_byte() {
     let p = peer(&w, 1);
     push(&h.ring, &p, 1, b"hello").unwrap();
     // Flip a payload byte of slot 0 behind the ring's back.
-    // SAFETY: slot 0's payload lies at HEADER_SIZE + 64 inside the block.
-    unsafe { *h.base().add(shmq::layout::HEADER_SIZE + 64) ^= 0xff };
+    // SAFETY: slot 0's payload lies inside the block.
+    unsafe { *h.base().add(payload_offset(0, 64).unwrap()) ^= 0xff };
     let mut buf = [0u8; 64];
     let t = h.ring.claim_pop(&p, 64).unwrap();
     assert!(matches!(
@@ -213,7 +213,6 @@ fn word_at(h: &HeapRing, offset: usize) -> &std::sync::atomic::AtomicU64 {
 /// took.
 #[test]
 fn a_receive_run_stops_at_what_is_not_a_plain_publication() {
-    let stride = shmq::layout::slot_stride(16).unwrap();
     let (seq, claim, len, position) = (0, 8, 32, 48);
     let other = |lap, role| {
         Claim {
@@ -247,7 +246,7 @@ fn a_receive_run_stops_at_what_is_not_a_plain_publication() {
             push(&h.ring, &p, id, &id.to_le_bytes()).unwrap();
         }
         if let Some((offset, value)) = change {
-            let at = HEADER_SIZE + 2 * stride + offset;
+            let at = slot_header_offset(2, 16).unwrap() + offset;
             if offset == len {
                 // The length word is 32 bits, next to the flags.
                 let old = word_at(&h, at).load(Relaxed);
@@ -403,7 +402,7 @@ fn a_message_taken_from_a_dead_republisher_is_not_overwritten_while_read() {
     // Producer 3 finds the ring full and republishes a at position 2 (`repair_tail`), dying
     // after moving the tail, before publishing: its stores up to there, by hand (claim of
     // lap 1, head 0 -> 1 was done by receiver 2's claim, tail 2 -> 3).
-    let slot0 = HEADER_SIZE;
+    let slot0 = slot_header_offset(0, 16).unwrap();
     let claim = word_at(&h, slot0 + 8);
     let receiver = claim.load(Relaxed);
     assert_eq!(Claim::decode(receiver).owner, 2);
@@ -466,7 +465,8 @@ fn a_message_taken_from_a_dead_republisher_survives_its_taker() {
             role: Role::Consumer,
             owner: 4,
         };
-        word_at(&h, HEADER_SIZE + 8).store(taker.encode(), Relaxed);
+        let slot0 = slot_header_offset(0, 16).unwrap();
+        word_at(&h, slot0 + 8).store(taker.encode(), Relaxed);
         word_at(&h, 128).store(3, Relaxed); // the tail (the republisher moved it)
         assert_eq!(pop(ring, &p(5)).unwrap().0, 0xB);
         word_at(&h, 256).store(3, Relaxed); // the head (past 2, as repair_head moved it)

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use common::{search_seeds, Rng};
 use heap_ring::{run_tokens, HeapRing};
-use shmq::layout::{slot_stride, Claim, Role, FLAG_CHECKSUM, HEADER_SIZE};
+use shmq::layout::{slot_header_offset, Claim, Role, FLAG_CHECKSUM};
 use shmq::ring::{HeadRepair, Peers, PopBlocked, PopToken, PushBlocked, PushToken, Ring};
 
 /// Capacities searched, one per seed in turn: one slot (every position shares it) up to a
@@ -45,8 +45,7 @@ impl Peers for Peer<'_> {
 
 /// The slot header word at `offset` of slot `index`.
 fn word(h: &HeapRing, index: u64, offset: usize) -> &AtomicU64 {
-    let stride = slot_stride(MESSAGE_SIZE).unwrap();
-    let at = HEADER_SIZE + index as usize * stride + offset;
+    let at = slot_header_offset(index as u32, MESSAGE_SIZE).unwrap() + offset;
     // SAFETY: `at` is inside the ring's block (index < capacity, offset < the slot header),
     // 8-aligned (header, stride and offsets are multiples of 8), and the block lives as long
     // as `h`; the ring accesses these words only atomically too.

@@ -29,7 +29,6 @@ use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use common::{Proc, TestQueue, ROLE_ENV};
-use shmq::layout::{HEADER_SIZE, SLOT_HEADER_SIZE};
 use shmq::{CrossProcessQueue, Error, OpenMode, Received};
 
 /// Generous bound for anything that should happen "soon" (never a timing assertion).
@@ -70,7 +69,7 @@ const HEAD_IN_FLIGHT: u64 = 264;
 
 /// Offset of slot `i`'s header in a queue of message size 64 (stride 128).
 fn slot_offset(i: u64) -> u64 {
-    HEADER_SIZE as u64 + i * (SLOT_HEADER_SIZE as u64 + MSG as u64)
+    shmq::layout::slot_header_offset(i as u32, MSG as u32).unwrap() as u64
 }
 
 fn shm_path(name: &str) -> String {

@@ -15,15 +15,16 @@ use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use common::{search_seeds, Rng, TestQueue};
-use shmq::layout::{slot_stride, HEADER_SIZE};
+use shmq::layout::slot_header_offset;
 use shmq::{CrossProcessQueue, Error};
 
 const MESSAGE_SIZE: usize = 16;
 const CAPACITIES: [usize; 3] = [1, 2, 4];
 const NOW: Option<Duration> = Some(Duration::ZERO);
 
+/// Offset of slot `i`'s header.
 fn slot_offset(i: u64) -> u64 {
-    (HEADER_SIZE + i as usize * slot_stride(MESSAGE_SIZE as u32).unwrap()) as u64
+    slot_header_offset(i as u32, MESSAGE_SIZE as u32).unwrap() as u64
 }
 
 fn case(seed: u64) -> Result<(), String> {

@@ -641,8 +641,8 @@ static void test_corrupted_and_incompatible(void) {
     CHECK_STATUS(shmq_unlink(name), SHMQ_OK);
 
     /* A message whose payload changed after sending fails its CRC32C and is dropped;
-       the next one is fine. The payload of position 0 starts after the 4096-byte header
-       and the 64-byte slot header (see src/layout.rs). */
+       the next one is fine. The payload of position 0 starts right after the 4096-byte
+       header: each slot is its payload, then its 64-byte slot header (docs/LAYOUT.md). */
     for (int checksums = 1; checksums >= 0; checksums--) {
         fresh_name(name, sizeof name);
         uint32_t flags = checksums ? 0u : SHMQ_CREATE_NO_CHECKSUM;
@@ -658,8 +658,8 @@ static void test_corrupted_and_incompatible(void) {
             unsigned char *base = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
             CHECK(base != MAP_FAILED);
             if (base != MAP_FAILED) {
-                CHECK(memcmp(base + 4096 + 64, "original", 8) == 0);
-                base[4096 + 64] = 'X';
+                CHECK(memcmp(base + 4096, "original", 8) == 0);
+                base[4096] = 'X';
                 munmap(base, 8192);
             }
             close(fd);

@@ -153,8 +153,8 @@ static void test_options_mode_and_checksum() {
         struct stat st;
         CHECK(stat(path.c_str(), &st) == 0 && (st.st_mode & 0777) == 0640);
         CHECK(q.send("original") && q.send("second"));
-        // Position 0's payload follows the 4096-byte header and its 64-byte slot header
-        // (docs/LAYOUT.md).
+        // Position 0's payload follows the 4096-byte header; its 64-byte slot header comes
+        // after it (docs/LAYOUT.md).
         const int fd = open(path.c_str(), O_RDWR);
         CHECK(fd >= 0);
         if (fd >= 0) {
@@ -162,8 +162,8 @@ static void test_options_mode_and_checksum() {
             CHECK(map != MAP_FAILED);
             if (map != MAP_FAILED) {
                 auto *bytes = static_cast<unsigned char *>(map);
-                CHECK(std::memcmp(bytes + 4096 + 64, "original", 8) == 0);
-                bytes[4096 + 64] = 'X';
+                CHECK(std::memcmp(bytes + 4096, "original", 8) == 0);
+                bytes[4096] = 'X';
                 munmap(map, 8192);
             }
             close(fd);

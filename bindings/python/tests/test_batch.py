@@ -126,9 +126,9 @@ def test_stats_count_batches(qname: str) -> None:
 
 
 def flip_first_payload_byte(qname: str, slot: int) -> None:
-    """Flips the first payload byte of ``slot`` in shared memory (message size 64: a 64-byte
-    slot header and 64 bytes of payload per slot after the 4 KiB queue header)."""
-    offset = 4096 + slot * (64 + 64) + 64
+    """Flips the first payload byte of ``slot`` in shared memory (message size 64: 64 bytes of
+    payload and a 64-byte slot header per slot after the 4 KiB queue header)."""
+    offset = 4096 + slot * (64 + 64)
     with open(f"/dev/shm/shmq.{qname}", "r+b") as f:
         f.seek(offset)
         byte = f.read(1)
