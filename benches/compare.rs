@@ -193,6 +193,8 @@ struct Ctl {
     received: AtomicU64,
     seq_sum: AtomicU64,
     producers_done: AtomicU32,
+    steady_ns: AtomicU64,
+    steady_msgs: AtomicU64,
 }
 
 fn ctl() -> &'static Ctl {
@@ -219,6 +221,8 @@ fn reset_ctl() {
     c.received.store(0, SeqCst);
     c.seq_sum.store(0, SeqCst);
     c.producers_done.store(0, SeqCst);
+    c.steady_ns.store(0, SeqCst);
+    c.steady_msgs.store(0, SeqCst);
 }
 
 /// Forks a child that pins itself to `core`, runs `f`, and exits (status 1 if `f` panicked).
@@ -1655,7 +1659,10 @@ fn blocked_receiver_cpu(secs: f64) -> (f64, f64) {
 /// CPU time (user + system, microseconds) per message of `workers` receivers blocked on
 /// one queue, half of them on each core, while the parent sends `n` 64-byte messages, one
 /// every `gap`: what a message costs the idle workers it wakes (one, or all of them).
-fn idle_workers_cpu(kind: Kind, workers: usize, n: u64, gap: Duration) -> f64 {
+/// Returns the workers' whole CPU time per message (from `wait4`: fork, connecting, every
+/// wait) and their steady cost: the CPU each used from its first message on (its process
+/// CPU clock), per message after the first, which leaves out what a worker pays once.
+fn idle_workers_cpu(kind: Kind, workers: usize, n: u64, gap: Duration) -> (f64, f64) {
     let size = 64;
     reset_ctl();
     let chan = Chan::new(kind, size);
@@ -1666,6 +1673,7 @@ fn idle_workers_cpu(kind: Kind, workers: usize, n: u64, gap: Duration) -> f64 {
             let mut rx = chan.rx(size);
             barrier();
             let (mut got, mut sum, mut done) = (0u64, 0u64, false);
+            let mut first = 0u64;
             while !done {
                 rx.recv(size, |seq| {
                     if seq == MARKER {
@@ -1675,6 +1683,13 @@ fn idle_workers_cpu(kind: Kind, workers: usize, n: u64, gap: Duration) -> f64 {
                         got += 1;
                     }
                 });
+                if got == 1 && first == 0 {
+                    first = process_cpu_ns();
+                }
+            }
+            if got > 1 {
+                ctl().steady_ns.fetch_add(process_cpu_ns() - first, SeqCst);
+                ctl().steady_msgs.fetch_add(got - 1, SeqCst);
             }
             ctl().received.fetch_add(got, SeqCst);
             ctl().seq_sum.fetch_add(sum, SeqCst);
@@ -1712,7 +1727,19 @@ fn idle_workers_cpu(kind: Kind, workers: usize, n: u64, gap: Duration) -> f64 {
         "{}: wrong messages",
         kind.label()
     );
-    cpu * 1e6 / n as f64
+    let steady = ctl().steady_ns.load(SeqCst) as f64 / 1e3;
+    (
+        cpu * 1e6 / n as f64,
+        steady / ctl().steady_msgs.load(SeqCst).max(1) as f64,
+    )
+}
+
+fn process_cpu_ns() -> u64 {
+    // SAFETY: timespec is plain data; clock_gettime writes it.
+    let mut t: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid clock id and a writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// The kernel's limit on POSIX mq message sizes (`mq_open` refuses larger ones).
@@ -2253,10 +2280,19 @@ fn main() {
             if !cfg.wants_kind(kind) || !kind.available() {
                 continue;
             }
-            let runs: Vec<f64> = (0..cfg.sweep_runs)
+            let runs: Vec<(f64, f64)> = (0..cfg.sweep_runs)
                 .map(|_| idle_workers_cpu(kind, 16, n, Duration::from_millis(1)))
                 .collect();
-            report.add("idle_workers16", kind, median(runs));
+            report.add(
+                "idle_workers16",
+                kind,
+                median(runs.iter().map(|r| r.0).collect()),
+            );
+            report.add(
+                "idle_workers16_steady",
+                kind,
+                median(runs.iter().map(|r| r.1).collect()),
+            );
         }
     }
 
@@ -2345,6 +2381,14 @@ fn main() {
         &report,
         "idle_workers16",
         "CPU per message of 16 idle receivers, a message every ms (lower is better)",
+        None,
+        |_| String::new(),
+    );
+    print_workload(
+        &report,
+        "idle_workers16_steady",
+        "The same, from each receiver's first message on: what a message costs after the \
+         receivers' one-time costs (lower is better)",
         None,
         |_| String::new(),
     );
