@@ -2270,29 +2270,30 @@ fn main() {
     // fourteenth session). No limit row: spinning receivers would never be idle.
     if cfg.wants("idle_workers") {
         let n = if cfg.quick { 300 } else { 1000 };
-        for kind in [
+        let kinds = [
             shmq_block,
             Kind::Mq,
             Kind::Seqpacket,
             Kind::Pipe,
             Kind::Boost,
-        ] {
-            if !cfg.wants_kind(kind) || !kind.available() {
-                continue;
+        ]
+        .into_iter()
+        .filter(|&k| cfg.wants_kind(k) && k.available())
+        .collect::<Vec<_>>();
+        // Rounds outermost, as for round trips: the VM's drift over a workload of many
+        // seconds then lands on every transport alike, not on whichever ran first.
+        let (mut whole, mut steady) =
+            (vec![Vec::new(); kinds.len()], vec![Vec::new(); kinds.len()]);
+        for _ in 0..cfg.sweep_runs {
+            for (i, &kind) in kinds.iter().enumerate() {
+                let (w, s) = idle_workers_cpu(kind, 16, n, Duration::from_millis(1));
+                whole[i].push(w);
+                steady[i].push(s);
             }
-            let runs: Vec<(f64, f64)> = (0..cfg.sweep_runs)
-                .map(|_| idle_workers_cpu(kind, 16, n, Duration::from_millis(1)))
-                .collect();
-            report.add(
-                "idle_workers16",
-                kind,
-                median(runs.iter().map(|r| r.0).collect()),
-            );
-            report.add(
-                "idle_workers16_steady",
-                kind,
-                median(runs.iter().map(|r| r.1).collect()),
-            );
+        }
+        for ((kind, whole), steady) in kinds.into_iter().zip(whole).zip(steady) {
+            report.add_rounds("idle_workers16", kind, whole);
+            report.add_rounds("idle_workers16_steady", kind, steady);
         }
     }
 
