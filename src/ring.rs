@@ -79,8 +79,12 @@ use crate::checksum::MessageCrc;
 use crate::fastdiv::Divisor;
 use crate::layout::{
     self, Claim, Header, Role, SlotHeader, FLAG_CHECKSUM, FLAG_SPSC, HEADER_SIZE, LAYOUT_VERSION,
-    MAGIC, NO_POSITION, POS_MASK, SLOT_FLAG_REDELIVERED, SLOT_HEADER_SIZE, TAIL_CLOSED,
+    MAGIC, NO_POSITION, POS_MASK, SLOT_FLAG_REDELIVERED, TAIL_CLOSED,
 };
+// Only the byte-wise zeroing of a fresh slot header needs its size (under loom a header is
+// written whole).
+#[cfg(not(loom))]
+use crate::layout::SLOT_HEADER_SIZE;
 use crate::sync::{spin_loop, AtomicU32, AtomicU64};
 
 /// Who the caller is and which other participants are alive.
