@@ -41,6 +41,7 @@ import argparse
 import collections
 import multiprocessing as mp
 import os
+import signal
 import statistics
 import sys
 import time
@@ -507,6 +508,17 @@ def run_many_to_many(transport: Transport, size: int, count: int) -> float:
 # ----- the table -------------------------------------------------------------------------------
 
 
+def _terminated(signum: int, _frame: Any) -> None:
+    # Unlinks this run's queues wherever the signal lands (between a queue's creation and
+    # the `try` whose `finally` would unlink it, too), then unwinds. Forked children have
+    # another pid, so they unlink nothing: the queues' names carry the parent's.
+    prefix = f"shmq.pybench{os.getpid()}_"
+    for name in os.listdir("/dev/shm"):
+        if name.startswith(prefix):
+            shmq.unlink(name[len("shmq."):], missing_ok=True)
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages and 3 runs (< 30 s)")
@@ -519,6 +531,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="a few hundred messages, one run: checks that every workload runs "
                              "(the figures mean nothing)")
     args = parser.parse_args(argv)
+    # SIGTERM (`kill`, a timeout) would end the process where it stands and leave the run's
+    # queues in /dev/shm.
+    signal.signal(signal.SIGTERM, _terminated)
     global SPIN
     SPIN = None if args.spin_us is None else args.spin_us / 1e6
     runs = args.runs or (1 if args.smoke else 3 if args.quick else 5)

@@ -5,8 +5,10 @@ anything), and places its processes on the cores it says it does."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,30 @@ def test_every_workload_runs() -> None:
         assert all(cells[i] != "–" for i in (1, 2, 5, 6)), row
         assert ("(32)" in cells[0]) == (cells[3] == "–"), row
     assert "| multiprocessing.Pipe |" in out.stdout
+
+
+@pytest.mark.parametrize("after", [0.0, 0.3])
+def test_a_terminated_run_leaves_no_queue_behind(after: float) -> None:
+    # SIGTERM as the run's first queues appear, or a moment into its workloads: the run's
+    # queues are unlinked on the way out.
+    bench = subprocess.Popen([sys.executable, str(BENCH), "--quick", "--only", "shmq put/get"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    prefix = f"shmq.pybench{bench.pid}_"
+    try:
+        deadline = time.monotonic() + 60
+        while not any(n.startswith(prefix) for n in os.listdir("/dev/shm")):
+            assert bench.poll() is None, f"the bench ended before it made a queue: {bench.stderr}"
+            assert time.monotonic() < deadline, "no queue of the bench's after 60 s"
+            time.sleep(0.01)
+        time.sleep(after)
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(timeout=60) == 128 + signal.SIGTERM
+        assert [n for n in os.listdir("/dev/shm") if n.startswith(prefix)] == []
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+        for n in os.listdir("/dev/shm"):
+            if n.startswith(prefix):
+                os.unlink(os.path.join("/dev/shm", n))
