@@ -145,12 +145,18 @@ fn unpin() {
 
 /// CLOCK_MONOTONIC in nanoseconds: comparable across processes.
 fn mono_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// The time of `clock` in nanoseconds.
+#[inline]
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: writes one timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -1684,11 +1690,13 @@ fn idle_workers_cpu(kind: Kind, workers: usize, n: u64, gap: Duration) -> (f64, 
                     }
                 });
                 if got == 1 && first == 0 {
-                    first = process_cpu_ns();
+                    first = clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID);
                 }
             }
             if got > 1 {
-                ctl().steady_ns.fetch_add(process_cpu_ns() - first, SeqCst);
+                ctl()
+                    .steady_ns
+                    .fetch_add(clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID) - first, SeqCst);
                 ctl().steady_msgs.fetch_add(got - 1, SeqCst);
             }
             ctl().received.fetch_add(got, SeqCst);
@@ -1732,14 +1740,6 @@ fn idle_workers_cpu(kind: Kind, workers: usize, n: u64, gap: Duration) -> (f64, 
         cpu * 1e6 / n as f64,
         steady / ctl().steady_msgs.load(SeqCst).max(1) as f64,
     )
-}
-
-fn process_cpu_ns() -> u64 {
-    // SAFETY: timespec is plain data; clock_gettime writes it.
-    let mut t: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid clock id and a writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// The kernel's limit on POSIX mq message sizes (`mq_open` refuses larger ones).

@@ -101,8 +101,8 @@ const REPAIR_EVERY_POLLS: u32 = 64;
 /// A waiting receive's first attempts follow each other without a `pause` between them, and
 /// without a look at the clock every few: the answer to a request usually comes within them
 /// (a round trip is about half a microsecond), and each `pause` (28 ns on the project's Zen 3
-/// VM, 24–26 ns on its Zen 5, about 140 cycles on Intel cores since Skylake) or clock read (two of 25–30 ns at the
-/// first) delays noticing it. Blocking round trips, 64 B, interleaved bench rounds: without
+/// VM, 24–26 ns on its Zen 5, about 140 cycles on Intel cores since Skylake) or clock read
+/// (two of 25–30 ns at the first) delays noticing it. Blocking round trips, 64 B, interleaved bench rounds: without
 /// the pauses MPMC 611 -> 541 ns and SPSC 461 -> 431 ns (500 rounds), then without the clock
 /// reads SPSC 411 -> 351 ns and MPMC 471 -> 461 ns (fast-state rounds of 20 runs). Later
 /// attempts pause, as a spin loop should (for a sibling hyperthread, and power), and so does

@@ -128,6 +128,11 @@ def batched(get_many: Callable[[], list]) -> Callable[[], bytes]:
     return recv
 
 
+def queue_prefix() -> str:
+    """The start of the names of this run's shmq queues (they carry the bench's pid)."""
+    return f"pybench{os.getpid()}_"
+
+
 class Shmq(Transport):
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -135,7 +140,7 @@ class Shmq(Transport):
                      "inplace": "shmq put_in_place/get_in_place"}[mode]
 
     def make(self, size: int) -> Any:
-        base = f"pybench{os.getpid()}_{self.mode}_{size}"
+        base = f"{queue_prefix()}{self.mode}_{size}"
         for suffix in ("ab", "ba"):
             shmq.Queue.create(base + suffix, DEPTH, size, replace=True).close()
         return base
@@ -512,7 +517,7 @@ def _terminated(signum: int, _frame: Any) -> None:
     # Unlinks this run's queues wherever the signal lands (between a queue's creation and
     # the `try` whose `finally` would unlink it, too), then unwinds. Forked children have
     # another pid, so they unlink nothing: the queues' names carry the parent's.
-    prefix = f"shmq.pybench{os.getpid()}_"
+    prefix = "shmq." + queue_prefix()  # the segment of queue `q` is /dev/shm/shmq.q
     for name in os.listdir("/dev/shm"):
         if name.startswith(prefix):
             shmq.unlink(name[len("shmq."):], missing_ok=True)
