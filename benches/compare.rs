@@ -22,6 +22,12 @@
 //! is the median of the ratios within each round, so that the VM's speed drifting between
 //! rounds (2x and more here) moves a figure and its limit together.
 //!
+//! Besides the limit (a cache-line ping-pong; an SPSC spin ring), two references that are not
+//! peers: the *limit ring*'s round trip (64 bytes and an index), and the *claim ring*
+//! ([`ClaimRing`]), the bare protocol of shmq's default queue (a compare-and-swap on the
+//! slot's claim word and one on the shared index, each side), so that shmq's distance from
+//! the hardware splits into what its protocol costs and what its implementation adds.
+//!
 //! Results are printed as a table with ratios to the limit and to the best peer, and written
 //! to `target/shmq-bench/` (or `$SHMQ_BENCH_OUT`) as `results.csv` and `rtt_samples.csv` for
 //! `benches/plot.py`, and `rounds.csv` with every round's figure.
@@ -30,7 +36,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
 
@@ -389,6 +395,136 @@ struct LimitRx {
     tail_cache: u64,
 }
 
+/// The least a multi-producer multi-consumer ring pays that records who holds each slot, as
+/// shmq's default queue does for its crash repair: a sender claims a slot with a
+/// compare-and-swap on its claim word and moves the shared tail with another (a receiver the
+/// same on the head), and a run of `n` slots costs `n + 1` of them. Otherwise bare: no owner
+/// ids, laps, crash checks, checksums, statistics or waiting (both sides spin). Messages are
+/// written and read in place, as in the limit ring. Each slot is its payload, then a header
+/// line (`seq`, then `claim`), as in shmq's layout. Not a peer: a floor for the claim protocol,
+/// between the limit ring (no read-modify-write at all) and shmq.
+#[derive(Clone, Copy)]
+struct ClaimRing {
+    base: *mut u8,
+    /// The payload's bytes, rounded up to whole lines; the header line follows.
+    payload: usize,
+}
+
+/// `seq`: `2 * pos` while the slot is free for position `pos`, `2 * pos + 1` once `pos` is
+/// published there. `claim`: the position and the side that claimed it (see `ClaimRing`).
+#[repr(C)]
+struct ClaimSlot {
+    seq: AtomicU64,
+    claim: AtomicU64,
+}
+
+impl ClaimRing {
+    const SENDER: u64 = 1;
+    const RECEIVER: u64 = 2;
+
+    fn new(size: usize) -> ClaimRing {
+        let ring = ClaimRing {
+            base: shared_alloc(256 + (size.div_ceil(64) * 64 + 64) * DEPTH),
+            payload: size.div_ceil(64) * 64,
+        };
+        for i in 0..DEPTH as u64 {
+            ring.slot(i).seq.store(2 * i, Relaxed);
+        }
+        ring
+    }
+    fn bytes(&self) -> usize {
+        256 + (self.payload + 64) * DEPTH
+    }
+    fn tail(&self) -> &AtomicU64 {
+        // SAFETY: the first 128 bytes of the mapping, aligned; all-zero is valid.
+        unsafe { &(*(self.base as *const Line)).value }
+    }
+    fn head(&self) -> &AtomicU64 {
+        // SAFETY: bytes 128..256 of the mapping.
+        unsafe { &(*(self.base.add(128) as *const Line)).value }
+    }
+    fn payload_of(&self, pos: u64) -> *mut u8 {
+        // SAFETY: index < DEPTH, inside the mapping.
+        unsafe {
+            self.base
+                .add(256 + (pos as usize % DEPTH) * (self.payload + 64))
+        }
+    }
+    fn slot(&self, pos: u64) -> &ClaimSlot {
+        // SAFETY: the header line after the payload, inside the mapping, 64-aligned; its
+        // words are atomics (all-zero is valid), shared with the other processes.
+        unsafe { &*(self.payload_of(pos).add(self.payload) as *const ClaimSlot) }
+    }
+    fn claim_word(pos: u64, side: u64) -> u64 {
+        pos << 2 | side
+    }
+    /// Claims up to `max` positions from `index` (the tail, or the head) whose slots are in
+    /// state `seq(pos) == 2 * pos + ready` (0: free, 1: published), helping a claim whose
+    /// index has not moved yet; returns the first position and how many, or `None` if the
+    /// slot at the index is not ready.
+    fn claim(&self, index: &AtomicU64, ready: u64, side: u64, max: usize) -> Option<(u64, usize)> {
+        loop {
+            let at = index.load(Acquire);
+            let slot = self.slot(at);
+            // Claim before `seq`, as in shmq (a claim that a ready `seq` follows was made
+            // while the slot was ready for `at`).
+            let current = slot.claim.load(Acquire);
+            let seq = slot.seq.load(Acquire);
+            if seq != 2 * at + ready {
+                if (seq as i64 - (2 * at + ready) as i64) < 0 {
+                    return None; // full (senders) or empty (receivers)
+                }
+                continue; // our index was stale
+            }
+            let mine = Self::claim_word(at, side);
+            if current == mine {
+                // Claimed, the index not moved yet: help.
+                let _ = index.compare_exchange(at, at + 1, AcqRel, Relaxed);
+                continue;
+            }
+            if slot
+                .claim
+                .compare_exchange(current, mine, AcqRel, Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            let mut n = 1;
+            while n < max {
+                let u = at + n as u64;
+                let next = self.slot(u);
+                let current = next.claim.load(Acquire);
+                let mine = Self::claim_word(u, side);
+                if next.seq.load(Acquire) != 2 * u + ready || current == mine {
+                    break;
+                }
+                if next
+                    .claim
+                    .compare_exchange(current, mine, AcqRel, Relaxed)
+                    .is_err()
+                {
+                    break;
+                }
+                n += 1;
+            }
+            // Helpers may have moved the index part of the way.
+            let end = at + n as u64;
+            let mut expected = at;
+            while let Err(now) = index.compare_exchange(expected, end, AcqRel, Acquire) {
+                if now >= end {
+                    break;
+                }
+                expected = now;
+            }
+            return Some((at, n));
+        }
+    }
+    fn free(&self) {
+        // SAFETY: our own mapping, no longer used by anyone.
+        unsafe { libc::munmap(self.base as *mut _, self.bytes()) };
+    }
+}
+
 // ----- transports ---------------------------------------------------------------------------
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -412,6 +548,10 @@ enum Kind {
     /// what the least a queue pays to carry a 64-byte message and its index through shared
     /// memory, against the cache-line ping-pong, which carries one word.
     LimitRing,
+    /// [`ClaimRing`], one message per claim, or runs of up to 32 (`batch`).
+    ClaimRing {
+        batch: bool,
+    },
     Shmq {
         mode: Shmq,
         crc: bool,
@@ -438,6 +578,8 @@ impl Kind {
         match self {
             Kind::Limit => "hardware limit".into(),
             Kind::LimitRing => "limit ring (64 B + index)".into(),
+            Kind::ClaimRing { batch: false } => "claim ring (2 CAS a side)".into(),
+            Kind::ClaimRing { batch: true } => "claim ring, runs of 32".into(),
             Kind::Shmq { mode, crc, spsc } => {
                 let m = match mode {
                     Shmq::Block => "blocking",
@@ -481,6 +623,7 @@ impl Kind {
             self,
             Kind::Limit
                 | Kind::LimitRing
+                | Kind::ClaimRing { .. }
                 | Kind::Iceoryx2 { .. }
                 | Kind::Shmq {
                     mode: Shmq::Poll,
@@ -779,6 +922,10 @@ impl Drop for IoxRx {
 #[allow(clippy::large_enum_variant)] // one per run, never moved in a loop: boxing buys nothing
 enum Chan {
     Limit(LimitRing),
+    Claim {
+        ring: ClaimRing,
+        batch: bool,
+    },
     Shmq {
         name: String,
         queue: CrossProcessQueue,
@@ -811,6 +958,10 @@ impl Chan {
         let pid = std::process::id();
         match kind {
             Kind::Limit | Kind::LimitRing => Chan::Limit(LimitRing::new(size)),
+            Kind::ClaimRing { batch } => Chan::Claim {
+                ring: ClaimRing::new(size),
+                batch,
+            },
             Kind::Shmq { mode, crc, spsc } => {
                 let name = format!("bench{pid}_{n}");
                 let queue = CrossProcessQueue::options()
@@ -903,6 +1054,7 @@ impl Chan {
     fn close(self) {
         match self {
             Chan::Limit(r) => r.free(),
+            Chan::Claim { ring, .. } => ring.free(),
             Chan::Shmq { name, queue, .. } => {
                 drop(queue);
                 let _ = CrossProcessQueue::unlink(&name);
@@ -944,6 +1096,10 @@ impl Chan {
                 tail: r.tail().load(Acquire),
                 head_cache: r.head().load(Acquire),
             }),
+            Chan::Claim { ring, batch } => Tx::Claim {
+                ring: *ring,
+                batch: *batch,
+            },
             Chan::Shmq { name, mode, .. } => Tx::Shmq {
                 q: CrossProcessQueue::connect(name).expect("connect"),
                 mode: *mode,
@@ -986,6 +1142,10 @@ impl Chan {
                 head: 0,
                 tail_cache: 0,
             }),
+            Chan::Claim { ring, batch } => Rx::Claim {
+                ring: *ring,
+                batch: *batch,
+            },
             Chan::Shmq { name, mode, .. } => Rx::Shmq {
                 q: CrossProcessQueue::connect(name).expect("connect"),
                 mode: *mode,
@@ -1035,6 +1195,10 @@ fn open_boost(name: &std::ffi::CStr) -> *mut libc::c_void {
 #[allow(clippy::large_enum_variant)] // as for `Chan`: one per process, held in place
 enum Tx {
     Limit(LimitTx),
+    Claim {
+        ring: ClaimRing,
+        batch: bool,
+    },
     Boost {
         q: *mut libc::c_void,
         buf: Vec<u8>,
@@ -1088,6 +1252,25 @@ impl Tx {
                 t.tail += 1;
                 t.ring.tail().store(t.tail, Release);
                 1
+            }
+            Tx::Claim { ring, batch } => {
+                let max = if *batch { max.min(BATCH) } else { 1 };
+                let (first, n) = loop {
+                    match ring.claim(ring.tail(), 0, ClaimRing::SENDER, max) {
+                        Some(run) => break run,
+                        None => std::hint::spin_loop(),
+                    }
+                };
+                for j in 0..n as u64 {
+                    let pos = first + j;
+                    // SAFETY: claimed: slot `pos` is ours until we publish it (its receiver
+                    // of the lap before freed it, with Release, before our claim's Acquire).
+                    let slot =
+                        unsafe { std::slice::from_raw_parts_mut(ring.payload_of(pos), size) };
+                    fill(slot, seq + j);
+                    ring.slot(pos).seq.store(2 * pos + 1, Release);
+                }
+                n
             }
             Tx::Shmq { q, mode, bufs } => match mode {
                 Shmq::Block => {
@@ -1180,6 +1363,10 @@ impl Tx {
 #[allow(clippy::large_enum_variant)] // as for `Chan`: one per process, held in place
 enum Rx {
     Limit(LimitRx),
+    Claim {
+        ring: ClaimRing,
+        batch: bool,
+    },
     Boost {
         q: *mut libc::c_void,
         buf: Vec<u8>,
@@ -1223,6 +1410,23 @@ impl Rx {
                 r.head += 1;
                 r.ring.head().store(r.head, Release);
                 1
+            }
+            Rx::Claim { ring, batch } => {
+                let max = if *batch { BATCH } else { 1 };
+                let (first, n) = loop {
+                    match ring.claim(ring.head(), 1, ClaimRing::RECEIVER, max) {
+                        Some(run) => break run,
+                        None => std::hint::spin_loop(),
+                    }
+                };
+                for pos in first..first + n as u64 {
+                    // SAFETY: claimed: the message of `pos`, published with Release before
+                    // our claim's Acquire, stays put until we free the slot.
+                    let slot = unsafe { std::slice::from_raw_parts(ring.payload_of(pos), size) };
+                    f(check(slot, size));
+                    ring.slot(pos).seq.store(2 * (pos + DEPTH as u64), Release);
+                }
+                n
             }
             Rx::Shmq {
                 q,
@@ -2017,6 +2221,7 @@ fn main() {
         let kinds = [
             Kind::Limit,
             Kind::LimitRing,
+            Kind::ClaimRing { batch: false },
             shmq_poll,
             shmq_block,
             shmq_block_nocrc,
@@ -2124,6 +2329,8 @@ fn main() {
     };
     let all64 = [
         Kind::Limit,
+        Kind::ClaimRing { batch: false },
+        Kind::ClaimRing { batch: true },
         shmq_block,
         shmq_block_nocrc,
         shmq_poll,
@@ -2132,6 +2339,7 @@ fn main() {
         shmq_zc,
         shmq_zc_nocrc,
         shmq_batch_zc,
+        shmq_batch_zc_nocrc,
         spsc(shmq_block),
         spsc(shmq_block_nocrc),
         spsc(shmq_poll),
