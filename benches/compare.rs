@@ -114,9 +114,12 @@ impl Config {
     }
 
     /// `SHMQ_BENCH_TRANSPORT="shmq batch 32"` runs only the transport with that label (used to
-    /// count one transport's system calls with `strace -c -f`).
+    /// count one transport's system calls with `strace -c -f`); several labels separated by
+    /// `|` run those (`"hardware limit|shmq polling"`: a ratio to the limit within each round,
+    /// for a quick comparison of two builds).
     fn wants_kind(&self, kind: Kind) -> bool {
-        std::env::var("SHMQ_BENCH_TRANSPORT").map_or(true, |t| kind.label() == t)
+        std::env::var("SHMQ_BENCH_TRANSPORT")
+            .map_or(true, |t| t.split('|').any(|label| label == kind.label()))
     }
 }
 
@@ -2223,6 +2226,7 @@ fn main() {
             Kind::LimitRing,
             Kind::ClaimRing { batch: false },
             shmq_poll,
+            shmq_poll_nocrc,
             shmq_block,
             shmq_block_nocrc,
             shmq_zc,
