@@ -426,17 +426,20 @@ impl ClaimRing {
     const RECEIVER: u64 = 2;
 
     fn new(size: usize) -> ClaimRing {
+        let payload = size.div_ceil(64) * 64;
         let ring = ClaimRing {
-            base: shared_alloc(256 + (size.div_ceil(64) * 64 + 64) * DEPTH),
-            payload: size.div_ceil(64) * 64,
+            base: shared_alloc(Self::bytes_for(payload)),
+            payload,
         };
         for i in 0..DEPTH as u64 {
+            // Relaxed: written before the roles are forked, which orders it for them.
             ring.slot(i).seq.store(2 * i, Relaxed);
         }
         ring
     }
-    fn bytes(&self) -> usize {
-        256 + (self.payload + 64) * DEPTH
+    /// The mapping: the tail's and the head's lines, then the slots.
+    fn bytes_for(payload: usize) -> usize {
+        256 + (payload + 64) * DEPTH
     }
     fn tail(&self) -> &AtomicU64 {
         // SAFETY: the first 128 bytes of the mapping, aligned; all-zero is valid.
@@ -465,6 +468,12 @@ impl ClaimRing {
     /// state `seq(pos) == 2 * pos + ready` (0: free, 1: published), helping a claim whose
     /// index has not moved yet; returns the first position and how many, or `None` if the
     /// slot at the index is not ready.
+    ///
+    /// Orderings as in shmq's ring: `seq` is loaded with Acquire (it pairs with the Release
+    /// store that published the message, or freed the slot after its last read), and stored
+    /// with Release by the callers; the claim and index compare-and-swaps are AcqRel, so a
+    /// helper or the next claimer sees the claim it moves past (on failure the value found
+    /// is only compared, and the loop loads again with Acquire).
     fn claim(&self, index: &AtomicU64, ready: u64, side: u64, max: usize) -> Option<(u64, usize)> {
         loop {
             let at = index.load(Acquire);
@@ -474,7 +483,7 @@ impl ClaimRing {
             let current = slot.claim.load(Acquire);
             let seq = slot.seq.load(Acquire);
             if seq != 2 * at + ready {
-                if (seq as i64 - (2 * at + ready) as i64) < 0 {
+                if (seq.wrapping_sub(2 * at + ready) as i64) < 0 {
                     return None; // full (senders) or empty (receivers)
                 }
                 continue; // our index was stale
@@ -524,7 +533,7 @@ impl ClaimRing {
     }
     fn free(&self) {
         // SAFETY: our own mapping, no longer used by anyone.
-        unsafe { libc::munmap(self.base as *mut _, self.bytes()) };
+        unsafe { libc::munmap(self.base as *mut _, Self::bytes_for(self.payload)) };
     }
 }
 
