@@ -461,8 +461,10 @@ impl ClaimRing {
         // words are atomics (all-zero is valid), shared with the other processes.
         unsafe { &*(self.payload_of(pos).add(self.payload) as *const ClaimSlot) }
     }
-    fn claim_word(pos: u64, side: u64) -> u64 {
-        pos << 2 | side
+    /// The claim word of `pos` by `side`, for a run of `len` positions from it (1 unless
+    /// `pos` starts a run claimed by its first slot).
+    fn claim_word(pos: u64, side: u64, len: usize) -> u64 {
+        pos << 8 | (len as u64) << 2 | side
     }
     /// Claims up to `max` positions from `index` (the tail, or the head) whose slots are in
     /// state `seq(pos) == 2 * pos + ready` (0: free, 1: published), helping a claim whose
@@ -474,7 +476,20 @@ impl ClaimRing {
     /// with Release by the callers; the claim and index compare-and-swaps are AcqRel, so a
     /// helper or the next claimer sees the claim it moves past (on failure the value found
     /// is only compared, and the loop loads again with Acquire).
-    fn claim(&self, index: &AtomicU64, ready: u64, side: u64, max: usize) -> Option<(u64, usize)> {
+    ///
+    /// `first_slot`: the run is claimed by one compare-and-swap on its first slot, whose
+    /// claim word records the run's length (helpers move the index past all of it), and
+    /// the others' claim words are plain stores: what shmq's batches would pay if its
+    /// repairs looked back to a run's first slot for the owner. Otherwise each position is
+    /// claimed by its own compare-and-swap, as shmq's batches do.
+    fn claim(
+        &self,
+        index: &AtomicU64,
+        ready: u64,
+        side: u64,
+        max: usize,
+        first_slot: bool,
+    ) -> Option<(u64, usize)> {
         loop {
             let at = index.load(Acquire);
             let slot = self.slot(at);
@@ -488,12 +503,42 @@ impl ClaimRing {
                 }
                 continue; // our index was stale
             }
-            let mine = Self::claim_word(at, side);
-            if current == mine {
-                // Claimed, the index not moved yet: help.
-                let _ = index.compare_exchange(at, at + 1, AcqRel, Relaxed);
+            if current >> 8 == at && current & 3 == side {
+                // Claimed, the index not moved yet: help it past the claim's run.
+                let len = (current >> 2 & 63).max(1);
+                let _ = index.compare_exchange(at, at + len, AcqRel, Relaxed);
                 continue;
             }
+            if first_slot {
+                // Nobody else claims a position the index has not reached: count the ready
+                // slots, claim them all with the first, then record the others' owner.
+                let n = (1..max)
+                    .take_while(|&k| {
+                        let u = at + k as u64;
+                        self.slot(u).seq.load(Acquire) == 2 * u + ready
+                    })
+                    .count()
+                    + 1;
+                let mine = Self::claim_word(at, side, n);
+                if slot
+                    .claim
+                    .compare_exchange(current, mine, AcqRel, Relaxed)
+                    .is_err()
+                {
+                    continue;
+                }
+                for k in 1..n as u64 {
+                    // Relaxed: read by nobody here (shmq's repairs would read them after the
+                    // message's publication, whose Release store follows).
+                    self.slot(at + k)
+                        .claim
+                        .store(Self::claim_word(at + k, side, 1), Relaxed);
+                }
+                // Helpers move the index past the whole run, or not at all.
+                let _ = index.compare_exchange(at, at + n as u64, AcqRel, Relaxed);
+                return Some((at, n));
+            }
+            let mine = Self::claim_word(at, side, 1);
             if slot
                 .claim
                 .compare_exchange(current, mine, AcqRel, Relaxed)
@@ -506,7 +551,7 @@ impl ClaimRing {
                 let u = at + n as u64;
                 let next = self.slot(u);
                 let current = next.claim.load(Acquire);
-                let mine = Self::claim_word(u, side);
+                let mine = Self::claim_word(u, side, 1);
                 if next.seq.load(Acquire) != 2 * u + ready || current == mine {
                     break;
                 }
@@ -553,6 +598,18 @@ enum Shmq {
     BatchZeroCopy,
 }
 
+/// How [`ClaimRing`] claims.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ClaimRuns {
+    /// One message per claim: a compare-and-swap on the slot, one on the index.
+    One,
+    /// Runs of up to 32, a compare-and-swap per slot and one on the index (shmq's batches).
+    PerSlot,
+    /// Runs of up to 32 claimed by a compare-and-swap on their first slot (see
+    /// [`ClaimRing::claim`]), and one on the index.
+    FirstSlot,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Limit,
@@ -560,9 +617,9 @@ enum Kind {
     /// what the least a queue pays to carry a 64-byte message and its index through shared
     /// memory, against the cache-line ping-pong, which carries one word.
     LimitRing,
-    /// [`ClaimRing`], one message per claim, or runs of up to 32 (`batch`).
+    /// [`ClaimRing`], one message per claim or runs of up to 32.
     ClaimRing {
-        batch: bool,
+        runs: ClaimRuns,
     },
     Shmq {
         mode: Shmq,
@@ -590,8 +647,15 @@ impl Kind {
         match self {
             Kind::Limit => "hardware limit".into(),
             Kind::LimitRing => "limit ring (64 B + index)".into(),
-            Kind::ClaimRing { batch: false } => "claim ring (2 CAS a side)".into(),
-            Kind::ClaimRing { batch: true } => "claim ring, runs of 32".into(),
+            Kind::ClaimRing {
+                runs: ClaimRuns::One,
+            } => "claim ring (2 CAS a side)".into(),
+            Kind::ClaimRing {
+                runs: ClaimRuns::PerSlot,
+            } => "claim ring, runs of 32".into(),
+            Kind::ClaimRing {
+                runs: ClaimRuns::FirstSlot,
+            } => "claim ring, runs of 32 by their first slot".into(),
             Kind::Shmq { mode, crc, spsc } => {
                 let m = match mode {
                     Shmq::Block => "blocking",
@@ -936,7 +1000,7 @@ enum Chan {
     Limit(LimitRing),
     Claim {
         ring: ClaimRing,
-        batch: bool,
+        runs: ClaimRuns,
     },
     Shmq {
         name: String,
@@ -970,9 +1034,9 @@ impl Chan {
         let pid = std::process::id();
         match kind {
             Kind::Limit | Kind::LimitRing => Chan::Limit(LimitRing::new(size)),
-            Kind::ClaimRing { batch } => Chan::Claim {
+            Kind::ClaimRing { runs } => Chan::Claim {
                 ring: ClaimRing::new(size),
-                batch,
+                runs,
             },
             Kind::Shmq { mode, crc, spsc } => {
                 let name = format!("bench{pid}_{n}");
@@ -1108,9 +1172,9 @@ impl Chan {
                 tail: r.tail().load(Acquire),
                 head_cache: r.head().load(Acquire),
             }),
-            Chan::Claim { ring, batch } => Tx::Claim {
+            Chan::Claim { ring, runs } => Tx::Claim {
                 ring: *ring,
-                batch: *batch,
+                runs: *runs,
             },
             Chan::Shmq { name, mode, .. } => Tx::Shmq {
                 q: CrossProcessQueue::connect(name).expect("connect"),
@@ -1154,9 +1218,9 @@ impl Chan {
                 head: 0,
                 tail_cache: 0,
             }),
-            Chan::Claim { ring, batch } => Rx::Claim {
+            Chan::Claim { ring, runs } => Rx::Claim {
                 ring: *ring,
-                batch: *batch,
+                runs: *runs,
             },
             Chan::Shmq { name, mode, .. } => Rx::Shmq {
                 q: CrossProcessQueue::connect(name).expect("connect"),
@@ -1209,7 +1273,7 @@ enum Tx {
     Limit(LimitTx),
     Claim {
         ring: ClaimRing,
-        batch: bool,
+        runs: ClaimRuns,
     },
     Boost {
         q: *mut libc::c_void,
@@ -1265,10 +1329,15 @@ impl Tx {
                 t.ring.tail().store(t.tail, Release);
                 1
             }
-            Tx::Claim { ring, batch } => {
-                let max = if *batch { max.min(BATCH) } else { 1 };
+            Tx::Claim { ring, runs } => {
+                let max = if *runs == ClaimRuns::One {
+                    1
+                } else {
+                    max.min(BATCH)
+                };
+                let first_slot = *runs == ClaimRuns::FirstSlot;
                 let (first, n) = loop {
-                    match ring.claim(ring.tail(), 0, ClaimRing::SENDER, max) {
+                    match ring.claim(ring.tail(), 0, ClaimRing::SENDER, max, first_slot) {
                         Some(run) => break run,
                         None => std::hint::spin_loop(),
                     }
@@ -1377,7 +1446,7 @@ enum Rx {
     Limit(LimitRx),
     Claim {
         ring: ClaimRing,
-        batch: bool,
+        runs: ClaimRuns,
     },
     Boost {
         q: *mut libc::c_void,
@@ -1423,10 +1492,11 @@ impl Rx {
                 r.ring.head().store(r.head, Release);
                 1
             }
-            Rx::Claim { ring, batch } => {
-                let max = if *batch { BATCH } else { 1 };
+            Rx::Claim { ring, runs } => {
+                let max = if *runs == ClaimRuns::One { 1 } else { BATCH };
+                let first_slot = *runs == ClaimRuns::FirstSlot;
                 let (first, n) = loop {
-                    match ring.claim(ring.head(), 1, ClaimRing::RECEIVER, max) {
+                    match ring.claim(ring.head(), 1, ClaimRing::RECEIVER, max, first_slot) {
                         Some(run) => break run,
                         None => std::hint::spin_loop(),
                     }
@@ -2233,7 +2303,9 @@ fn main() {
         let kinds = [
             Kind::Limit,
             Kind::LimitRing,
-            Kind::ClaimRing { batch: false },
+            Kind::ClaimRing {
+                runs: ClaimRuns::One,
+            },
             shmq_poll,
             shmq_poll_nocrc,
             shmq_block,
@@ -2342,8 +2414,15 @@ fn main() {
     };
     let all64 = [
         Kind::Limit,
-        Kind::ClaimRing { batch: false },
-        Kind::ClaimRing { batch: true },
+        Kind::ClaimRing {
+            runs: ClaimRuns::One,
+        },
+        Kind::ClaimRing {
+            runs: ClaimRuns::PerSlot,
+        },
+        Kind::ClaimRing {
+            runs: ClaimRuns::FirstSlot,
+        },
         shmq_block,
         shmq_block_nocrc,
         shmq_poll,
