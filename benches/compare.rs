@@ -351,6 +351,18 @@ struct Line {
     value: AtomicU64,
 }
 
+/// The index word of line `line` (0 or 1) of a ring's mapping at `base`: the rings keep
+/// their two indices in the first two 128-byte lines, one each.
+///
+/// # Safety
+/// `base` is a live mapping of at least 256 bytes, 128-aligned, for as long as `'a`.
+unsafe fn index_word<'a>(base: *mut u8, line: usize) -> &'a AtomicU64 {
+    debug_assert!(line < 2);
+    // SAFETY: inside the first 256 bytes of the mapping (our contract), aligned; an all-zero
+    // Line is valid.
+    unsafe { &(*(base.add(line * 128) as *const Line)).value }
+}
+
 /// A best-effort single-producer single-consumer spin ring (Lamport's ring with cached
 /// indices, as in rtrb), slots written and read in place.
 #[derive(Clone, Copy)]
@@ -368,12 +380,13 @@ impl LimitRing {
         }
     }
     fn head(&self) -> &AtomicU64 {
-        // SAFETY: the first 128 bytes of the mapping, aligned; all-zero is valid.
-        unsafe { &(*(self.base as *const Line)).value }
+        // SAFETY: our mapping of 256 bytes and more, page-aligned, lives as long as `self`'s
+        // users.
+        unsafe { index_word(self.base, 0) }
     }
     fn tail(&self) -> &AtomicU64 {
-        // SAFETY: bytes 128..256 of the mapping.
-        unsafe { &(*(self.base.add(128) as *const Line)).value }
+        // SAFETY: as in `head`.
+        unsafe { index_word(self.base, 1) }
     }
     fn slot(&self, pos: u64, size: usize) -> *mut u8 {
         let _ = size;
@@ -442,12 +455,13 @@ impl ClaimRing {
         256 + (payload + 64) * DEPTH
     }
     fn tail(&self) -> &AtomicU64 {
-        // SAFETY: the first 128 bytes of the mapping, aligned; all-zero is valid.
-        unsafe { &(*(self.base as *const Line)).value }
+        // SAFETY: our mapping of 256 bytes and more, page-aligned, lives as long as `self`'s
+        // users.
+        unsafe { index_word(self.base, 0) }
     }
     fn head(&self) -> &AtomicU64 {
-        // SAFETY: bytes 128..256 of the mapping.
-        unsafe { &(*(self.base.add(128) as *const Line)).value }
+        // SAFETY: as in `tail`.
+        unsafe { index_word(self.base, 1) }
     }
     fn payload_of(&self, pos: u64) -> *mut u8 {
         // SAFETY: index < DEPTH, inside the mapping.
@@ -465,6 +479,10 @@ impl ClaimRing {
     /// `pos` starts a run claimed by its first slot).
     fn claim_word(pos: u64, side: u64, len: usize) -> u64 {
         pos << 8 | (len as u64) << 2 | side
+    }
+    /// Whether claim word `word` is `side`'s claim of `pos` (of any run length).
+    fn claims(word: u64, pos: u64, side: u64) -> bool {
+        word >> 8 == pos && word & 3 == side
     }
     /// Claims up to `max` positions from `index` (the tail, or the head) whose slots are in
     /// state `seq(pos) == 2 * pos + ready` (0: free, 1: published), helping a claim whose
@@ -503,7 +521,7 @@ impl ClaimRing {
                 }
                 continue; // our index was stale
             }
-            if current >> 8 == at && current & 3 == side {
+            if Self::claims(current, at, side) {
                 // Claimed, the index not moved yet: help it past the claim's run.
                 let len = (current >> 2 & 63).max(1);
                 let _ = index.compare_exchange(at, at + len, AcqRel, Relaxed);
@@ -551,13 +569,12 @@ impl ClaimRing {
                 let u = at + n as u64;
                 let next = self.slot(u);
                 let current = next.claim.load(Acquire);
-                let mine = Self::claim_word(u, side, 1);
-                if next.seq.load(Acquire) != 2 * u + ready || current == mine {
+                if next.seq.load(Acquire) != 2 * u + ready || Self::claims(current, u, side) {
                     break;
                 }
                 if next
                     .claim
-                    .compare_exchange(current, mine, AcqRel, Relaxed)
+                    .compare_exchange(current, Self::claim_word(u, side, 1), AcqRel, Relaxed)
                     .is_err()
                 {
                     break;

@@ -102,13 +102,13 @@ const REPAIR_EVERY_POLLS: u32 = 64;
 /// without a look at the clock every few: the answer to a request usually comes within them
 /// (a round trip is about half a microsecond), and each `pause` (28 ns on the project's Zen 3
 /// VM, 24–26 ns on its Zen 5, about 140 cycles on Intel cores since Skylake) or clock read
-/// (two of 25–30 ns at the first) delays noticing it. Blocking round trips, 64 B, interleaved bench rounds: without
-/// the pauses MPMC 611 -> 541 ns and SPSC 461 -> 431 ns (500 rounds), then without the clock
-/// reads SPSC 411 -> 351 ns and MPMC 471 -> 461 ns (fast-state rounds of 20 runs). Later
-/// attempts pause, as a spin loop should (for a sibling hyperthread, and power), and so does
-/// every attempt of a waiting send: nobody awaits its result as closely, and an MPMC send
-/// polling without pauses lowered blocking throughput (docs/PERFORMANCE.md). A deadline is
-/// then noticed at most these attempts late (about a microsecond).
+/// (two of 25–30 ns at the first) delays noticing it. Blocking round trips, 64 B, interleaved
+/// bench rounds: without the pauses MPMC 611 -> 541 ns and SPSC 461 -> 431 ns (500 rounds),
+/// then without the clock reads SPSC 411 -> 351 ns and MPMC 471 -> 461 ns (fast-state rounds
+/// of 20 runs). Later attempts pause, as a spin loop should (for a sibling hyperthread, and
+/// power), and so does every attempt of a waiting send: nobody awaits its result as closely,
+/// and an MPMC send polling without pauses lowered blocking throughput (docs/PERFORMANCE.md).
+/// A deadline is then noticed at most these attempts late (about a microsecond).
 const POLLS_WITHOUT_PAUSE: u32 = 32;
 /// The most `pause`s between the attempts of a send waiting for room on an SPSC queue (see
 /// [`room_wait_pauses`]).
