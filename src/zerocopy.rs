@@ -199,6 +199,14 @@ impl CrossProcessQueue {
     /// If `fill` returns more than `message_size`, or panics, the slot is published poisoned
     /// (see the notes atop `src/zerocopy.rs`) and the send fails with `InvalidArgument` (or
     /// the panic resumes). No allocation and no system call on the fast path.
+    ///
+    /// With checksums on, the send reads back the bytes `fill` wrote, to checksum them. Bytes
+    /// just written by a copy of run-time length (`copy_from_slice`, `fill`, `memcpy`, which
+    /// make overlapping vector stores) or piece by piece (a serializer) cannot be read from
+    /// the core's store buffer, and the read waits until they reach the cache: about 6 ns per
+    /// 64-byte message on the project's VM, which halved an SPSC zero-copy batch against
+    /// checksums off (`examples/readback_stall.rs`, docs/PERFORMANCE.md). Whole aligned 8-byte
+    /// stores avoid the wait. A copying send of a buffer filled just before waits the same.
     #[doc(alias = "reserve")]
     pub fn send_in_place<F>(&self, timeout: Option<Duration>, fill: F) -> Result<u64>
     where
@@ -340,6 +348,9 @@ impl CrossProcessQueue {
     /// exactly that many times, never for a message that finds no free slot, so the caller
     /// resends messages `sent..count` later. Ids are the messages' positions. A slot may
     /// hold an older message's bytes: write every byte you count in the length.
+    ///
+    /// With checksums on, each message's bytes are read back after `fill` (see
+    /// [`send_in_place`](Self::send_in_place) for what that costs bytes written by a copy).
     ///
     /// If `fill` returns more than `message_size`, or panics, that slot is published
     /// poisoned (as in [`send_in_place`](Self::send_in_place)), the messages before it stay
