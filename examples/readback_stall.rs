@@ -122,6 +122,12 @@ fn main() {
     );
     let total = PER_ROUND * (WAYS.len() * ROUNDS) as u64;
     let one_thread = std::env::args().nth(1).as_deref() == Some("one-thread");
+    let two_cores = std::thread::available_parallelism().is_ok_and(|c| c.get() >= 2);
+    if !one_thread && !two_cores {
+        // Two spinning threads on one core would take turns a time slice at a time.
+        eprintln!("this needs two cores; `one-thread` runs on one");
+        std::process::exit(2);
+    }
     let consumer = std::thread::spawn(move || {
         if one_thread {
             return;
