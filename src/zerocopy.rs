@@ -204,9 +204,10 @@ impl CrossProcessQueue {
     /// just written by a copy of run-time length (`copy_from_slice`, `fill`, `memcpy`, which
     /// make overlapping vector stores) or piece by piece (a serializer) cannot be read from
     /// the core's store buffer, and the read waits until they reach the cache: about 6 ns per
-    /// 64-byte message on the project's VM, which halved an SPSC zero-copy batch against
-    /// checksums off (`examples/readback_stall.rs`, docs/PERFORMANCE.md). Whole aligned 8-byte
-    /// stores avoid the wait. A copying send of a buffer filled just before waits the same.
+    /// 64-byte message on the project's VM, where with the checksum's own cost an SPSC
+    /// zero-copy batch ran at half its rate without checksums (`examples/readback_stall.rs`,
+    /// docs/PERFORMANCE.md). Whole aligned 8-byte stores avoid the wait. A copying send of a
+    /// buffer filled just before waits the same.
     #[doc(alias = "reserve")]
     pub fn send_in_place<F>(&self, timeout: Option<Duration>, fill: F) -> Result<u64>
     where
