@@ -79,6 +79,8 @@ fn fill_by_copy(buf: &mut [u8], pos: u64) {
 fn produce(slot: &Slot, pos: u64, way: usize, buf: &mut [u8; SIZE]) -> u32 {
     if way == 0 {
         let word = u64::from_ne_bytes([fill_byte(pos); 8]);
+        // Relaxed (these and the payload's loads): ordered for the consumer by the `seq`
+        // publication (Release) that follows, which its Acquire load pairs with.
         slot.payload[0].store(pos.to_le(), Relaxed);
         for w in &slot.payload[1..] {
             w.store(word, Relaxed);
@@ -139,6 +141,8 @@ fn main() {
             while slot.seq.load(Acquire) != 2 * pos + 1 {
                 std::hint::spin_loop();
             }
+            // Relaxed (the payload's loads): after the Acquire load above, which ordered the
+            // producer's writes of this message before them.
             assert_eq!(
                 u64::from_le(slot.payload[0].load(Relaxed)),
                 pos,
@@ -171,6 +175,7 @@ fn main() {
                     std::hint::spin_loop();
                 }
                 let crc = produce(slot, pos, way, &mut buf);
+                // Relaxed: published by the Release store below, as the payload is.
                 slot.crc.store(u64::from(crc), Relaxed);
                 // Release: the message's bytes happen-before the consumer's reads.
                 slot.seq.store(2 * pos + 1, Release);
