@@ -85,7 +85,8 @@ fn produce(slot: &Slot, pos: u64, way: usize, buf: &mut [u8; SIZE]) -> u32 {
         for w in &slot.payload[1..] {
             w.store(word, Relaxed);
         }
-        // SAFETY: as below; the stores above are this thread's, so no write is concurrent.
+        // SAFETY: the payload is SIZE bytes of atomics, laid out as plain integers; only this
+        // thread writes the slot while it is free, and it reads it here, after its stores.
         let written = unsafe { std::slice::from_raw_parts(slot.payload.as_ptr().cast(), SIZE) };
         return message_crc(pos, 0, SIZE as u32, written);
     }
