@@ -443,7 +443,9 @@ uint32_t shmq_message_size(const struct shmq_queue *q);
  * on the queue's futex, in nanoseconds: 10000 (10 µs) by default (a handle left at the
  * default stops polling while its waits keep ending after sleeps of 200 µs or more, eight
  * in a row, as an idle worker's do, and polls again once an answer comes while it polls:
- * it tries every sixteenth wait; a limit set here is used as given). Longer (say 100000 to a
+ * it tries every sixteenth wait; and a thread that has just woken a sleeping peer on the
+ * other side polls, in its next wait on the queue, until 100 µs after that wake-up, while
+ * the peer comes back; a limit set here is used as given). Longer (say 100000 to a
  * few million) when the other side usually answers within that time, as in request/reply
  * with a peer that works for tens of microseconds per message: the answer is seen at
  * polling speed and neither side pays a wake-up, for up to this much of a core per wait.

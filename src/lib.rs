@@ -719,7 +719,11 @@ impl CrossProcessQueue {
     /// adapts: a handle whose waits (in one direction) keep ending after long sleeps (200 µs
     /// or more, eight in a row, as an idle worker's waits for its next task do) stops
     /// polling, and polls again once an answer reaches a wait while it polls (every
-    /// sixteenth wait polls to find out). A limit that was set is used as given.
+    /// sixteenth wait polls to find out); and a thread that has just woken a sleeping peer
+    /// on the other side (a receive that freed room for a sleeping sender, a send that
+    /// reached a sleeping receiver) polls, in its next wait on the queue, until 100 µs after
+    /// that wake-up, the time the peer takes to come back (see the README's "Blocking"). A
+    /// limit that was set is used as given.
     pub fn spin_limit(&self) -> Duration {
         Duration::from_nanos(self.spin_limit_ns())
     }
@@ -985,12 +989,13 @@ impl CrossProcessQueue {
         // within the deadline (see `spsc::Side::lock`).
         let lock_wait = deadline.map_or(LockWait::Forever, LockWait::Until);
         // With the default limit, a handle whose recent waits all ended after long sleeps
-        // does not poll, but for a probe now and then (see `pacer::spin_for`). Relaxed:
+        // does not poll, but for a probe now and then (see `pacer::spin_for`), and a thread
+        // that has just woken a peer polls until it is back (see `polling_limit`). Relaxed:
         // hints for this handle's own waits; they order nothing.
         let sleepy = &self.sleepy_waits[usize::from(producer)];
         let adaptive = !self.spin_limit_set.load(Relaxed);
         let in_a_row = if adaptive { sleepy.load(Relaxed) } else { 0 };
-        let spin_limit = pacer::spin_for(self.spin_limit(), in_a_row);
+        let spin_limit = self.polling_limit(producer, adaptive, in_a_row, pacer::PEER_WAKE_COVER);
         // Records how this wait ended, given when it first went to sleep (if it did): after
         // a long sleep (one more in a row), or not.
         let ended = |slept_at: Option<Instant>| {
@@ -1054,6 +1059,36 @@ impl CrossProcessQueue {
         }
         self.flush_side(producer);
         self.sleep_until(producer, deadline, lock_wait, attempt, ended)
+    }
+
+    /// How long a wait (a send's if `producer`) polls before it sleeps: the handle's spin
+    /// limit, or with the default one (`adaptive`), what [`pacer::spin_for`] makes of it
+    /// after `in_a_row` long sleeps, extended to `cover` after this thread's wake-up of a
+    /// sleeper on the other side, if that was less than `cover` ago (see
+    /// [`pacer::PEER_WAKE_COVER`]; the wake-up is then forgotten).
+    fn polling_limit(
+        &self,
+        producer: bool,
+        adaptive: bool,
+        in_a_row: u32,
+        cover: Duration,
+    ) -> Duration {
+        if !adaptive {
+            return self.spin_limit();
+        }
+        let limit = pacer::spin_for(self.spin_limit(), in_a_row);
+        // A send waits for room, which a receiver makes: it looks for a wake-up of the
+        // receivers (its own publication reached a sleeping receiver), and a receive for one
+        // of the senders.
+        let peers_word = if producer {
+            self.ring.not_empty_word()
+        } else {
+            self.ring.not_full_word()
+        };
+        match wait::woke_peer(peers_word, cover) {
+            Some(left) => limit.max(left),
+            None => limit,
+        }
     }
 
     /// The rest of [`run`](Self::run) once polling is over: announce, look, sleep, until the
@@ -1886,6 +1921,61 @@ impl Drop for CrossProcessQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A wait after this thread woke a sleeping peer (not under loom: nobody sleeps on loom's
+    /// atomics).
+    #[cfg(not(loom))]
+    mod peer_wake {
+        use super::*;
+
+        /// Unlinks a test's queue when dropped, also when the test fails.
+        struct Unlink(String);
+
+        impl Drop for Unlink {
+            fn drop(&mut self) {
+                let _ = CrossProcessQueue::unlink(&self.0);
+            }
+        }
+
+        /// Fills `q` (capacity 1), puts a thread to sleep on its "not full" word, as a blocked
+        /// send sleeps, and receives: the receive frees the slot and wakes it.
+        fn wake_a_sleeping_sender(q: &CrossProcessQueue) {
+            let (word, fence_required) =
+                (q.ring.not_full_word(), &q.ring.header().wake.fence_required);
+            q.send_bytes(b"full").unwrap();
+            std::thread::scope(|scope| {
+                let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+                scope.spawn(move || {
+                    let me = std::fs::read_link("/proc/thread-self").unwrap();
+                    tid_tx.send(me.file_name().unwrap().to_owned()).unwrap();
+                    let announced = wait::prepare(word, fence_required);
+                    wait::sleep(word, announced, Some(Duration::from_secs(10)));
+                });
+                wait::tests::wait_until_asleep(&tid_rx.recv().unwrap().to_string_lossy());
+                let mut buf = [0u8; 8];
+                assert_eq!(q.receive_into(&mut buf).unwrap().map(|m| m.len), Some(4));
+            });
+        }
+
+        #[test]
+        fn a_thread_that_woke_a_sleeping_peer_polls_longer_in_its_next_wait_the_other_way() {
+            let name = format!("shmq_unit_peer_wake_{}", std::process::id());
+            let _unlink = Unlink(name.clone());
+            let q = CrossProcessQueue::create(&name, 1, 8).unwrap();
+            let cover = Duration::from_secs(3600);
+            let default = pacer::spin_for(q.spin_limit(), 0);
+            wake_a_sleeping_sender(&q);
+            // A send's wait is not the one to extend; a receive's is, once.
+            assert_eq!(q.polling_limit(true, true, 0, cover), default);
+            let limit = q.polling_limit(false, true, 0, cover);
+            assert!(limit > default && limit <= cover, "{limit:?}");
+            assert_eq!(q.polling_limit(false, true, 0, cover), default, "spent");
+            // A limit that was set is used as given.
+            wake_a_sleeping_sender(&q);
+            q.set_spin_limit(Duration::ZERO);
+            assert_eq!(q.polling_limit(false, false, 0, cover), Duration::ZERO);
+        }
+    }
 
     #[test]
     fn a_send_waiting_for_room_pauses_a_quarter_of_the_capacity_at_most_64_times() {

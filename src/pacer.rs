@@ -96,6 +96,19 @@ const SLEEPY_WAITS: u32 = 8;
 /// ... as does every this-many-th wait, which polls for the full limit to find out.
 const PROBE_EVERY_WAITS: u32 = 16;
 
+/// With the default spin limit, a wait of a thread that has just woken a sleeper on the
+/// other side of the queue (a sender asleep on a full queue, for a receive; a receiver asleep
+/// on an empty one, for a send) polls until this long after that wake-up, if that is longer.
+/// The peer is on its way back: a wake-up takes it tens of microseconds on a VM. A wait that
+/// sleeps meanwhile makes the peer wake it in turn, and so on: a stream whose queue runs
+/// full or empty can fall into turns of sleeps on both sides, each costing both a wake-up.
+/// With 64-byte batches of 32 on the project's VM, both processes of a stream slept 4 to 275
+/// times per 4 M messages, and the streams that slept most ran 15–20 % slower; polling this
+/// long after a wake-up kept them to 0–6 (docs/PERFORMANCE.md, twenty-second session). The
+/// price: at most this much polling per wake-up this thread pays for anyway, and only when
+/// it then has to wait on that same queue in the other direction.
+pub(crate) const PEER_WAKE_COVER: Duration = Duration::from_micros(100);
+
 /// How long a wait polls, with the handle's default spin limit `limit`, when the handle's
 /// last `in_a_row` waits all ended after a long sleep: `limit`, or zero once that makes
 /// [`SLEEPY_WAITS`] in a row, but for every [`PROBE_EVERY_WAITS`]-th wait.

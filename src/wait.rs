@@ -59,6 +59,8 @@
 
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::time::Duration;
+#[cfg(not(loom))]
+use std::time::Instant;
 
 use crate::layout::{FENCED_BIT, WAITERS_BIT, WAKE_COUNT_MASK};
 use crate::sync::{fence, AtomicU32};
@@ -290,8 +292,52 @@ fn wake_sleepers(word: &AtomicU32, n: u32, seen: u32) {
         return;
     };
     let woken = futex(word, libc::FUTEX_WAKE, n, std::ptr::null());
+    if woken > 0 {
+        record_wake(word);
+    }
     if woken >= 0 && (woken as u64) < u64::from(n) {
         clear(word, bumped);
+    }
+}
+
+#[cfg(not(loom))]
+thread_local! {
+    /// The futex word this thread last woke a sleeper on, and when (see [`woke_peer`]).
+    static LAST_WAKE: std::cell::Cell<Option<(usize, Instant)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Notes that this thread has just woken a sleeper on `word` (for [`woke_peer`]). Costs a
+/// clock read, next to the system call that woke it.
+#[cold]
+fn record_wake(word: &AtomicU32) {
+    #[cfg(not(loom))]
+    LAST_WAKE.with(|w| w.set(Some((word.as_ptr() as usize, Instant::now()))));
+    #[cfg(loom)]
+    let _ = word;
+}
+
+/// If this thread's last wake-up of a sleeper was on `word`, less than `cover` ago: how much
+/// of `cover` is left. The record is spent by the call that finds it. Only a `FUTEX_WAKE`
+/// that woke somebody counts. A thread that has just woken its peer knows the peer is on
+/// its way back, and a wait of its own may poll until then rather than sleep
+/// (`pacer::PEER_WAKE_COVER`).
+pub fn woke_peer(word: &AtomicU32, cover: Duration) -> Option<Duration> {
+    #[cfg(not(loom))]
+    {
+        let (at, when) = LAST_WAKE.with(|w| w.get())?;
+        if at != word.as_ptr() as usize {
+            return None;
+        }
+        LAST_WAKE.with(|w| w.set(None));
+        cover
+            .checked_sub(when.elapsed())
+            .filter(|left| !left.is_zero())
+    }
+    #[cfg(loom)]
+    {
+        let _ = (word, cover);
+        None
     }
 }
 
@@ -386,7 +432,7 @@ pub fn wake_senders(h: &crate::layout::Header, n: u32) {
 }
 
 #[cfg(all(test, not(loom)))]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::mpsc;
     use std::sync::Arc;
@@ -417,7 +463,7 @@ mod tests {
     }
 
     /// Waits until thread `tid` of this process is in a shared `FUTEX_WAIT` (op 0).
-    fn wait_until_asleep(tid: &str) {
+    pub(crate) fn wait_until_asleep(tid: &str) {
         let deadline = std::time::Instant::now() + SOON;
         let futex = libc::SYS_futex.to_string();
         loop {
@@ -504,6 +550,40 @@ mod tests {
             (first + 1) | WAITERS_BIT | FENCED_BIT,
             "{after:#x}: bumped"
         );
+    }
+
+    #[test]
+    fn a_waker_remembers_waking_a_sleeper_on_that_word_once() {
+        let (w, other): (Word, Word) = (Arc::default(), Arc::default());
+        let asleep = sleeper(&w, None);
+        wake(&w.0, &w.1, 1);
+        asleep.recv_timeout(SOON).expect("the sleeper is woken");
+        assert_eq!(woke_peer(&other.0, SOON), None, "not that word");
+        let left = woke_peer(&w.0, SOON).expect("a sleeper was woken on this word");
+        assert!(left <= SOON);
+        assert_eq!(woke_peer(&w.0, SOON), None, "spent by the first look");
+        // Nobody asleep: the wake-up that finds the stale announcement wakes nobody.
+        assert!(announced(&w));
+        wake(&w.0, &w.1, 1);
+        assert_eq!(woke_peer(&w.0, SOON), None, "nobody was woken");
+        // A wake-up longer ago than the cover leaves nothing to poll for.
+        let asleep = sleeper(&w, None);
+        wake(&w.0, &w.1, 1);
+        asleep.recv_timeout(SOON).expect("the sleeper is woken");
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(woke_peer(&w.0, Duration::from_millis(1)), None);
+    }
+
+    #[test]
+    fn a_wake_is_remembered_by_the_thread_that_woke() {
+        let w: Word = Arc::default();
+        let asleep = sleeper(&w, None);
+        let waker = Arc::clone(&w);
+        std::thread::spawn(move || wake(&waker.0, &waker.1, 1))
+            .join()
+            .unwrap();
+        asleep.recv_timeout(SOON).expect("the sleeper is woken");
+        assert_eq!(woke_peer(&w.0, SOON), None, "another thread woke it");
     }
 
     #[test]
