@@ -1063,8 +1063,8 @@ impl CrossProcessQueue {
 
     /// How long a wait (a send's if `producer`) polls before it sleeps: the handle's spin
     /// limit, or with the default one (`adaptive`), what [`pacer::spin_for`] makes of it
-    /// after `in_a_row` long sleeps, extended to `cover` after this thread's wake-up of a
-    /// sleeper on the other side, if that was less than `cover` ago (see
+    /// after `in_a_row` long sleeps, raised to what is left of `cover` after this thread's
+    /// wake-up of a sleeper on the other side, if that was less than `cover` ago (see
     /// [`pacer::PEER_WAKE_COVER`]; the wake-up is then forgotten).
     fn polling_limit(
         &self,

@@ -102,9 +102,10 @@ const PROBE_EVERY_WAITS: u32 = 16;
 /// The peer is on its way back: a wake-up takes it tens of microseconds on a VM. A wait that
 /// sleeps meanwhile makes the peer wake it in turn, and so on: a stream whose queue runs
 /// full or empty can fall into turns of sleeps on both sides, each costing both a wake-up.
-/// With 64-byte batches of 32 on the project's VM, both processes of a stream slept 4 to 275
-/// times per 4 M messages, and the streams that slept most ran 15–20 % slower; polling this
-/// long after a wake-up kept them to 0–6 (docs/PERFORMANCE.md, twenty-second session). The
+/// With 64-byte batches of 32 on the project's VM, the two processes of a stream slept up
+/// to 275 times each per 4 M messages, in equal numbers (turns), and those runs were up to
+/// a quarter slower; polling this long after a wake-up left 0–4 sleeps a process in the
+/// VM's fast state, mostly one side's (docs/PERFORMANCE.md, twenty-second session). The
 /// price: at most this much polling per wake-up this thread pays for anyway, and only when
 /// it then has to wait on that same queue in the other direction.
 pub(crate) const PEER_WAKE_COVER: Duration = Duration::from_micros(100);
