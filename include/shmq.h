@@ -248,6 +248,17 @@ typedef struct shmq_queue_stats {
    * Number of slots.
    */
   uint64_t capacity;
+  /**
+   * Blocking sends that polled past their spin limit and slept on the futex, once per
+   * call (per slice with `SHMQ_WAIT_SLICE`), by every process. Appended after
+   * `capacity`: a caller built against an older header passes a smaller `struct_size`
+   * and does not get it.
+   */
+  uint64_t sender_sleeps;
+  /**
+   * The same for blocking receives.
+   */
+  uint64_t receiver_sleeps;
 } shmq_queue_stats;
 
 /**

@@ -223,6 +223,13 @@ pub struct shmq_queue_stats {
     pub depth: u64,
     /// Number of slots.
     pub capacity: u64,
+    /// Blocking sends that polled past their spin limit and slept on the futex, once per
+    /// call (per slice with `SHMQ_WAIT_SLICE`), by every process. Appended after
+    /// `capacity`: a caller built against an older header passes a smaller `struct_size`
+    /// and does not get it.
+    pub sender_sleeps: u64,
+    /// The same for blocking receives.
+    pub receiver_sleeps: u64,
 }
 
 // ----- the boundary: panics, last error, argument checks --------------------------------------
@@ -794,6 +801,8 @@ pub unsafe extern "C" fn shmq_stats(
                 peak_depth: s.peak_depth,
                 depth: s.depth,
                 capacity: s.capacity,
+                sender_sleeps: s.sender_sleeps,
+                receiver_sleeps: s.receiver_sleeps,
             };
             // SAFETY: `snapshot` is `ours` >= `filled` bytes; `out` is writable for
             // `given` >= `filled` bytes by the contract; they do not overlap.

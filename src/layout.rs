@@ -146,7 +146,12 @@ pub struct StatsLine {
     pub peak_depth: AtomicU64,
     /// Messages dropped because their header was invalid (length beyond the slot, ...).
     pub corrupted: AtomicU64,
-    pub _pad: [AtomicU64; 6],
+    /// Blocking sends that polled past their spin limit and slept, once per call (since the
+    /// twenty-second session; zero where older versions of the library wait).
+    pub sender_sleeps: AtomicU64,
+    /// Blocking receives that polled past their spin limit and slept, once per call.
+    pub receiver_sleeps: AtomicU64,
+    pub _pad: [AtomicU64; 4],
 }
 
 /// One entry of the participant table: who connected, for `shmq info` and stale detection.
@@ -350,6 +355,8 @@ const _: () = {
     assert!(offset_of!(WakeLine, next_participant_id) == 8);
     assert!(offset_of!(StatsLine, bytes_sent) == 0);
     assert!(offset_of!(StatsLine, corrupted) == 72);
+    assert!(offset_of!(StatsLine, sender_sleeps) == 80);
+    assert!(offset_of!(StatsLine, receiver_sleeps) == 88);
     assert!(size_of::<SlotHeader>() == SLOT_HEADER_SIZE);
     assert!(offset_of!(SlotHeader, seq) == 0);
     assert!(offset_of!(SlotHeader, claim) == 8);

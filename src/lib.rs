@@ -205,6 +205,14 @@ pub struct Stats {
     /// Messages in the queue at the time of the snapshot.
     pub depth: u64,
     pub capacity: u64,
+    /// Blocking sends that found no room while they polled (for the handle's spin limit)
+    /// and slept on the queue's futex, counted once per call, by every process. Many, in a
+    /// stream, mean the waits poll too briefly for the other side's pauses (see
+    /// [`CrossProcessQueue::set_spin_limit`]); in a queue that is often full for long, they
+    /// are the waits that cost no CPU.
+    pub sender_sleeps: u64,
+    /// The same for blocking receives that found no message.
+    pub receiver_sleeps: u64,
 }
 
 impl Stats {
@@ -231,6 +239,8 @@ impl Stats {
             peak_depth: s.peak_depth.load(Relaxed),
             depth: tail.saturating_sub(head).min(capacity),
             capacity,
+            sender_sleeps: s.sender_sleeps.load(Relaxed),
+            receiver_sleeps: s.receiver_sleeps.load(Relaxed),
         }
     }
 }
@@ -1144,7 +1154,17 @@ impl CrossProcessQueue {
                     (d - now).min(sleep_slice())
                 }
             };
-            slept_at.get_or_insert_with(Instant::now);
+            if slept_at.is_none() {
+                slept_at = Some(Instant::now());
+                let stats = &self.ring.header().stats;
+                let sleeps = if producer {
+                    &stats.sender_sleeps
+                } else {
+                    &stats.receiver_sleeps
+                };
+                // Relaxed: a monotonic counter, read as a snapshot.
+                sleeps.fetch_add(1, Relaxed);
+            }
             sleeper.sleep(Some(slice));
             crashpoint::hit("wait_woken");
         }

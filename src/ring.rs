@@ -1956,7 +1956,8 @@ mod loom_memory {
         RolesLine { sender, receiver, closed, _pad }
         StatsLine {
             bytes_sent, bytes_received, send_full, timeouts, checksum_failures, abandoned,
-            redelivered, republished, peak_depth, corrupted, _pad,
+            redelivered, republished, peak_depth, corrupted, sender_sleeps, receiver_sleeps,
+            _pad,
         }
         Participant { id, pid, start_time, connected_at_ns, _reserved }
         Header { identity, tail, head, wake, stats, participants, roles, _reserved }

@@ -388,6 +388,8 @@ fn info_reports_configuration_counters_and_processes() {
         "abandoned",
         "redelivered",
         "corrupted",
+        "sender_sleeps",
+        "receiver_sleeps",
     ] {
         assert!(s[key].is_u64(), "{key} in {s}");
     }

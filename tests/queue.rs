@@ -83,6 +83,10 @@ fn child() {
             }
             report(format!("drained {n}"));
         }
+        "send_one" => {
+            q.send_bytes_timeout(b"late", None).expect("send");
+            report("sent");
+        }
         "send_message" => {
             q.send(&Message {
                 id: 42,
@@ -310,6 +314,7 @@ fn the_spin_limit_decides_whether_a_blocked_receiver_polls_or_sleeps() {
     let q = CrossProcessQueue::create(&tq.name, 2, 16).unwrap();
     let default_ns = shmq::DEFAULT_SPIN_LIMIT.as_nanos() as u64;
     for (spin_ns, polls) in [(u64::MAX, true), (default_ns, false), (0, false)] {
+        let slept_before = q.stats().receiver_sleeps;
         let env = [
             ("Q", tq.name.clone()),
             ("SPIN_NS", spin_ns.to_string()),
@@ -349,7 +354,44 @@ fn the_spin_limit_decides_whether_a_blocked_receiver_polls_or_sleeps() {
             rest.contains(" wake"),
             "the receiver got the message: {rest}"
         );
+        // Its one call counts once, however many sleep slices it took (the looks above
+        // last 250 ms, five slices); nothing when it polled.
+        let stats = q.stats();
+        assert_eq!(
+            (stats.receiver_sleeps, stats.sender_sleeps),
+            (slept_before + u64::from(!polls), 0),
+            "spin limit {spin_ns} ns"
+        );
     }
+}
+
+/// A send blocked on a full queue in another process, seen asleep on the futex: its call
+/// counts once in `sender_sleeps`, and receives that never waited count nothing.
+#[test]
+fn a_blocked_send_that_sleeps_is_counted_once() {
+    let tq = TestQueue::new("sendsleep");
+    let q = CrossProcessQueue::create(&tq.name, 1, 16).unwrap();
+    q.send_bytes(b"first").unwrap();
+    let env = [("Q", tq.name.clone())];
+    let mut child = common::Proc::start("child", "send_one", &env, None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !child.in_shared_futex_wait() {
+        assert!(Instant::now() < deadline, "the sender never slept");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Several sleep slices (50 ms each) pass: still one call.
+    std::thread::sleep(Duration::from_millis(120));
+    assert_eq!(q.stats().sender_sleeps, 1);
+    let mut buf = [0u8; 16];
+    let first = q.recv_into(&mut buf, None).unwrap().unwrap();
+    assert_eq!(&buf[..first.len], b"first");
+    let status = child.child.wait().unwrap();
+    let rest = child.rest(Duration::from_secs(5)).join("\n");
+    assert!(status.success(), "sender failed: {status}\n{rest}");
+    let late = q.recv_into(&mut buf, None).unwrap().unwrap();
+    assert_eq!(&buf[..late.len], b"late");
+    let stats = q.stats();
+    assert_eq!((stats.sender_sleeps, stats.receiver_sleeps), (1, 0));
 }
 
 #[test]

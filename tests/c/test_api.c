@@ -228,6 +228,7 @@ static void test_stats(void) {
     CHECK(st.bytes_sent == 8 && st.bytes_received == 5);
     CHECK(st.depth == 1 && st.capacity == 4 && st.send_full == 0 && st.timeouts == 0);
     CHECK(st.checksum_failures == 0 && st.corrupted == 0 && st.abandoned == 0);
+    CHECK(st.sender_sleeps == 0 && st.receiver_sleeps == 0);
 
     /* An older caller whose struct ends after messages_received: nothing beyond is written. */
     shmq_queue_stats old;
@@ -237,6 +238,13 @@ static void test_stats(void) {
     CHECK(old.struct_size == offsetof(shmq_queue_stats, bytes_sent));
     CHECK(old.messages_sent == 2 && old.messages_received == 1);
     CHECK(old.bytes_sent == 0xEEEEEEEEEEEEEEEEu && old.capacity == 0xEEEEEEEEEEEEEEEEu);
+
+    /* A caller built before the sleep counters were appended gets everything up to them. */
+    memset(&old, 0xEE, sizeof old);
+    old.struct_size = (uint32_t)offsetof(shmq_queue_stats, sender_sleeps);
+    CHECK_STATUS(shmq_stats(q, &old), SHMQ_OK);
+    CHECK(old.struct_size == offsetof(shmq_queue_stats, sender_sleeps) && old.capacity == 4);
+    CHECK(old.sender_sleeps == 0xEEEEEEEEEEEEEEEEu && old.receiver_sleeps == 0xEEEEEEEEEEEEEEEEu);
 
     /* A newer caller's bigger struct: we fill what we know and say how much. */
     struct {
@@ -256,6 +264,13 @@ static void test_stats(void) {
     CHECK_STATUS(shmq_stats(q, &tiny), SHMQ_ERR_INVALID_ARGUMENT);
     CHECK(tiny.struct_size == 4 && tiny.messages_sent == 0xEEEEEEEEEEEEEEEEu);
     CHECK_LAST_ERROR_HAS("struct_size");
+
+    /* A receive that finds the queue empty and sleeps (no polling) counts once. */
+    CHECK_STATUS(shmq_receive(q, buf, sizeof buf, &len, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_set_spin_limit(q, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_receive(q, buf, sizeof buf, &len, 200), SHMQ_ERR_TIMEOUT);
+    CHECK_STATUS(shmq_stats(q, &st), SHMQ_OK);
+    CHECK(st.receiver_sleeps == 1 && st.sender_sleeps == 0 && st.timeouts == 1);
 
     drop_queue(q, name);
 }

@@ -79,6 +79,8 @@ class StatsStruct(ctypes.Structure):
         ("peak_depth", ctypes.c_uint64),
         ("depth", ctypes.c_uint64),
         ("capacity", ctypes.c_uint64),
+        ("sender_sleeps", ctypes.c_uint64),
+        ("receiver_sleeps", ctypes.c_uint64),
     ]
 
 

@@ -249,7 +249,9 @@ class Stats:
 
     Message counts are exact once no operation is in flight; byte counts are flushed by
     each handle periodically. A timed-out call counts once in ``timeouts`` (and, for sends,
-    in ``send_full``), however many wait slices it took.
+    in ``send_full``), however many wait slices it took. ``sender_sleeps`` and
+    ``receiver_sleeps`` count blocking calls that polled for their spin limit and then slept
+    on the queue's futex (a Python call once per wait slice in which it slept).
     """
 
     messages_sent: int
@@ -265,6 +267,8 @@ class Stats:
     peak_depth: int
     depth: int
     capacity: int
+    sender_sleeps: int
+    receiver_sleeps: int
 
 
 # ----- the queue --------------------------------------------------------------------------------

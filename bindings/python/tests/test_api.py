@@ -117,12 +117,17 @@ def test_a_timed_out_call_counts_once_in_the_statistics(qname: str) -> None:
     with shmq.Queue.create(qname, capacity=1, message_size=8) as q:
         with pytest.raises(shmq.Empty):
             q.get(timeout=0.35)
-        assert q.stats().timeouts == 1
+        stats = q.stats()
+        assert stats.timeouts == 1
+        # Each 100 ms slice is a call of its own to the library (up to 4 here), and slept.
+        assert 1 <= stats.receiver_sleeps <= 4 and stats.sender_sleeps == 0
+        received_slept = stats.receiver_sleeps
         q.put_nowait(b"x")
         with pytest.raises(shmq.Full):
             q.put(b"y", timeout=0.35)
         stats = q.stats()
         assert (stats.timeouts, stats.send_full) == (2, 1)
+        assert 1 <= stats.sender_sleeps <= 4 and stats.receiver_sleeps == received_slept
 
 
 def test_blocking_get_wakes_up_for_a_put_from_another_thread(qname: str) -> None:

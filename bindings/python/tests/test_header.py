@@ -85,6 +85,6 @@ def test_versions_agree(header: str) -> None:
 
 
 def test_struct_sizes_are_what_c_sees() -> None:
-    # shmq_queue_stats: 2 x u32 + 13 x u64; shmq_message_info: 2 x u64, size_t, u32 (+pad).
-    assert ctypes.sizeof(_lib.StatsStruct) == 8 + 13 * 8
+    # shmq_queue_stats: 2 x u32 + 15 x u64; shmq_message_info: 2 x u64, size_t, u32 (+pad).
+    assert ctypes.sizeof(_lib.StatsStruct) == 8 + 15 * 8
     assert ctypes.sizeof(_lib.QueueInfo) == 32

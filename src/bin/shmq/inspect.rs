@@ -93,6 +93,8 @@ fn stats_json(s: &Stats) -> Value {
         "peak_depth": s.peak_depth,
         "depth": s.depth,
         "capacity": s.capacity,
+        "sender_sleeps": s.sender_sleeps,
+        "receiver_sleeps": s.receiver_sleeps,
     })
 }
 
@@ -251,6 +253,8 @@ fn info_text(info: &QueueInfo, s: &Stats, live: Option<usize>) -> String {
         ("peak depth", s.peak_depth),
         ("sends refused (full)", s.send_full),
         ("timeouts", s.timeouts),
+        ("sends that slept", s.sender_sleeps),
+        ("receives that slept", s.receiver_sleeps),
     ] {
         let _ = writeln!(t, "  {label:<22} {value}");
     }
@@ -469,6 +473,7 @@ pub fn watch(a: WatchArgs) -> CmdResult {
                  received     {recv}  ({brx} bytes)\n\
                  full         {full}\n\
                  timeouts     {to}\n\
+                 slept        {ss} sends, {rs} receives\n\
                  health       checksum failures {cf}, abandoned {ab}, redelivered {rd}, corrupted {co}\n",
                 name = a.name,
                 time = utc(now_ns()),
@@ -487,6 +492,8 @@ pub fn watch(a: WatchArgs) -> CmdResult {
                 brx = s.bytes_received,
                 full = s.send_full,
                 to = s.timeouts,
+                ss = s.sender_sleeps,
+                rs = s.receiver_sleeps,
                 cf = s.checksum_failures,
                 ab = s.abandoned,
                 rd = s.redelivered,
@@ -496,7 +503,7 @@ pub fn watch(a: WatchArgs) -> CmdResult {
             format!(
                 "time={} depth={} capacity={} sent={} received={} send_rate={} recv_rate={} \
                  full={} timeouts={} checksum_failures={} abandoned={} redelivered={} \
-                 live={} shutdown={}\n",
+                 sender_sleeps={} receiver_sleeps={} live={} shutdown={}\n",
                 utc(now_ns()),
                 s.depth,
                 s.capacity,
@@ -509,6 +516,8 @@ pub fn watch(a: WatchArgs) -> CmdResult {
                 s.checksum_failures,
                 s.abandoned,
                 s.redelivered,
+                s.sender_sleeps,
+                s.receiver_sleeps,
                 live.map_or_else(|| "?".into(), |l| l.to_string()),
                 shutdown
             )
