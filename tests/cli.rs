@@ -703,6 +703,7 @@ fn bench_runs_two_processes_and_cleans_up() {
     assert!(out.stdout.contains("throughput"), "{out:?}");
     assert!(out.stdout.contains("msg/s"), "{out:?}");
     assert!(out.stdout.contains("p99"), "{out:?}");
+    assert!(out.stdout.contains("sleeps"), "{out:?}");
 
     // Batches (a count that is no multiple of the batch: the last call sends the rest) on
     // a queue without checksums; the receiver still checks every id and size.
@@ -743,7 +744,18 @@ fn bench_runs_two_processes_and_cleans_up() {
             us,
             "--json",
         ]);
-        assert_eq!(json(&out.stdout)["spin_limit_ns"], ns, "{out:?}");
+        let v = json(&out.stdout);
+        assert_eq!(v["spin_limit_ns"], ns, "{out:?}");
+        for phase in ["throughput", "latency"] {
+            for side in ["sends", "receives"] {
+                assert!(v["sleeps"][phase][side].is_u64(), "{phase} {side}: {out:?}");
+            }
+        }
+        if ns == 0 {
+            // Every wait sleeps at once, and the latency phase's receiver waits 10 times.
+            let slept = v["sleeps"]["latency"]["receives"].as_u64().unwrap();
+            assert!(slept >= 1, "{out:?}");
+        }
     }
     let out = ok(&["bench", "-n", "100", "-l", "5", "--spin-us", "50"]);
     assert!(

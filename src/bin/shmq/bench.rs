@@ -218,6 +218,9 @@ pub fn bench(a: BenchArgs) -> CmdResult {
         }
     }
     let t_sent = mono_ns();
+    // Blocking calls that slept so far (the receiver may still be draining: its sleeps from
+    // here on count in the latency phase, where it is meant to sleep).
+    let streamed = queue.stats();
     progress.phase(&format!(
         "shmq bench: latency, {} messages one at a time...",
         a.latency_samples
@@ -272,6 +275,14 @@ pub fn bench(a: BenchArgs) -> CmdResult {
             ),
         ));
     }
+    let ended = queue.stats();
+    let sleeps = [
+        (streamed.sender_sleeps, streamed.receiver_sleeps),
+        (
+            ended.sender_sleeps - streamed.sender_sleeps,
+            ended.receiver_sleeps - streamed.receiver_sleeps,
+        ),
+    ];
     let elapsed = (r.throughput_end_ns.saturating_sub(t0)).max(1) as f64 / 1e9;
     let send_elapsed = t_sent.saturating_sub(t0).max(1) as f64 / 1e9;
     let msgs_per_s = a.messages as f64 / elapsed;
@@ -300,6 +311,10 @@ pub fn bench(a: BenchArgs) -> CmdResult {
                 "p99": percentile(&r.latency, 0.99),
                 "p999": percentile(&r.latency, 0.999),
                 "max": r.latency.last(),
+            },
+            "sleeps": {
+                "throughput": { "sends": sleeps[0].0, "receives": sleeps[0].1 },
+                "latency": { "sends": sleeps[1].0, "receives": sleeps[1].1 },
             },
         });
         println!("{out}");
@@ -339,6 +354,11 @@ pub fn bench(a: BenchArgs) -> CmdResult {
         us(percentile(&r.latency, 0.99)),
         us(percentile(&r.latency, 0.999)),
         us(r.latency.last().copied()),
+    );
+    println!(
+        "sleeps      calls that polled past the spin limit and slept: throughput {} sends, {} \
+         receives; latency {} receives",
+        sleeps[0].0, sleeps[0].1, sleeps[1].1
     );
     Ok(())
 }
