@@ -275,12 +275,15 @@ pub fn bench(a: BenchArgs) -> CmdResult {
             ),
         ));
     }
+    // Saturating: the counters live in shared memory, which any process could rewrite.
     let ended = queue.stats();
     let sleeps = [
         (streamed.sender_sleeps, streamed.receiver_sleeps),
         (
-            ended.sender_sleeps - streamed.sender_sleeps,
-            ended.receiver_sleeps - streamed.receiver_sleeps,
+            ended.sender_sleeps.saturating_sub(streamed.sender_sleeps),
+            ended
+                .receiver_sleeps
+                .saturating_sub(streamed.receiver_sleeps),
         ),
     ];
     let elapsed = (r.throughput_end_ns.saturating_sub(t0)).max(1) as f64 / 1e9;
