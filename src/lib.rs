@@ -224,7 +224,11 @@ impl Stats {
         let abandoned = s.abandoned.load(Relaxed);
         let republished = s.republished.load(Relaxed);
         let head = h.head.value.load(Relaxed);
-        let tail = h.tail.value.load(Relaxed) & layout::POS_MASK;
+        // Not below the head: a message received was sent. A single-producer queue's sender
+        // publishes a message before it moves the tail past it, so one killed in between
+        // (or in a batch) leaves the tail behind messages already taken, until the next
+        // sender takes over; the count of sends must not fall behind the receives meanwhile.
+        let tail = (h.tail.value.load(Relaxed) & layout::POS_MASK).max(head);
         Stats {
             messages_sent: tail.saturating_sub(abandoned.saturating_add(republished)),
             messages_received: head.saturating_sub(abandoned.saturating_add(republished)),
