@@ -1970,10 +1970,7 @@ mod tests {
             std::thread::scope(|scope| {
                 let (tid_tx, tid_rx) = std::sync::mpsc::channel();
                 scope.spawn(move || {
-                    let me = std::fs::read_link("/proc/thread-self").unwrap();
-                    tid_tx.send(me.file_name().unwrap().to_owned()).unwrap();
-                    let announced = wait::prepare(word, fence_required);
-                    wait::sleep(word, announced, Some(Duration::from_secs(10)));
+                    wait::tests::announce_and_sleep(word, fence_required, None, &tid_tx);
                 });
                 wait::tests::wait_until_asleep(&tid_rx.recv().unwrap().to_string_lossy());
                 let mut buf = [0u8; 8];

@@ -443,19 +443,30 @@ pub(crate) mod tests {
     /// Bounds anything that should happen soon (never a timing assertion).
     const SOON: Duration = Duration::from_secs(10);
 
-    /// Starts a thread that announces itself on the word (unless `announced` is given: the
-    /// value to sleep on) and sleeps once, for up to a minute; returns once it is asleep.
+    /// A sleeper thread's body: sends its thread id on `tid`, announces itself on `word`
+    /// (unless `announced` is given: the value to sleep on) and sleeps once, for up to a
+    /// minute. Pass the id to [`wait_until_asleep`].
+    pub(crate) fn announce_and_sleep(
+        word: &AtomicU32,
+        fence_required: &AtomicU32,
+        announced: Option<u32>,
+        tid: &mpsc::Sender<std::ffi::OsString>,
+    ) {
+        // "/proc/thread-self" links to "<pid>/task/<tid>".
+        let me = std::fs::read_link("/proc/thread-self").unwrap();
+        tid.send(me.file_name().unwrap().to_owned()).unwrap();
+        let value = announced.unwrap_or_else(|| prepare(word, fence_required));
+        sleep(word, value, Some(Duration::from_secs(60)));
+    }
+
+    /// Starts a thread that [`announce_and_sleep`]s on the word; returns once it is asleep.
     /// The thread sends `()` when it wakes.
     fn sleeper(w: &Word, announced: Option<u32>) -> mpsc::Receiver<()> {
         let w = Arc::clone(w);
         let (tid_tx, tid_rx) = mpsc::channel();
         let (done_tx, done_rx) = mpsc::channel();
         std::thread::spawn(move || {
-            // "/proc/thread-self" links to "<pid>/task/<tid>".
-            let me = std::fs::read_link("/proc/thread-self").unwrap();
-            tid_tx.send(me.file_name().unwrap().to_owned()).unwrap();
-            let value = announced.unwrap_or_else(|| prepare(&w.0, &w.1));
-            sleep(&w.0, value, Some(Duration::from_secs(60)));
+            announce_and_sleep(&w.0, &w.1, announced, &tid_tx);
             let _ = done_tx.send(());
         });
         wait_until_asleep(&tid_rx.recv().unwrap().to_string_lossy());
