@@ -694,7 +694,9 @@ mod x86 {
             len: usize,
         ) -> u32 {
             let mut at = 0;
-            let lead = if SHARED { src.align_offset(64) } else { 0 };
+            // Bytes up to the next 64-byte boundary (arithmetic, not `align_offset`, which
+            // may answer `usize::MAX`).
+            let lead = if SHARED { (64 - src as usize % 64) % 64 } else { 0 };
             if len >= STEP + lead {
                 #[allow(unused_unsafe)]
                 // SAFETY: the CPU has the features and the pointers are valid (our
