@@ -55,6 +55,7 @@ pub fn message_crc(id: u64, timestamp_ns: u64, len: u32, data: &[u8]) -> u32 {
 /// exactly the bytes that were delivered (or written), as the two passes did.
 #[derive(Clone, Copy)]
 pub struct MessageCrc {
+    name: &'static str,
     compute: fn(u64, u64, u32, &[u8]) -> u32,
     from_shared: CopyFn,
     to_shared: CopyFn,
@@ -96,6 +97,7 @@ impl MessageCrc {
             && std::arch::is_x86_feature_detected!("vpclmulqdq")
         {
             return Some(MessageCrc {
+                name: "CRC32C, 512-bit carry-less folding (AVX-512, VPCLMULQDQ)",
                 compute: x86_wide_message_crc,
                 // As in `x86`: only set here, after the check above.
                 from_shared: x86::wide::copy_message_crc::<true>,
@@ -112,6 +114,7 @@ impl MessageCrc {
             && std::arch::is_x86_feature_detected!("pclmulqdq")
         {
             return Some(MessageCrc {
+                name: "CRC32C, three crc32 streams (SSE4.2, PCLMULQDQ)",
                 compute: x86_message_crc,
                 // These need the features too: only set here, after the check above (the
                 // fields are private to this module).
@@ -126,10 +129,17 @@ impl MessageCrc {
     /// reference the fast path is tested against).
     pub fn portable() -> MessageCrc {
         MessageCrc {
+            name: "CRC32C, the crc32c crate",
             compute: portable_message_crc,
             from_shared: portable_copy::<true>,
             to_shared: portable_copy::<false>,
         }
+    }
+
+    /// What this implementation is, for people comparing machines (`shmq bench` prints
+    /// it): the checksum is the same CRC32C whichever computes it.
+    pub fn name(self) -> &'static str {
+        self.name
     }
 
     /// The checksum of a message (see [`message_crc`]).
@@ -696,7 +706,11 @@ mod x86 {
             let mut at = 0;
             // Bytes up to the next 64-byte boundary (arithmetic, not `align_offset`, which
             // may answer `usize::MAX`).
-            let lead = if SHARED { (64 - src as usize % 64) % 64 } else { 0 };
+            let lead = if SHARED {
+                (64 - src as usize % 64) % 64
+            } else {
+                0
+            };
             if len >= STEP + lead {
                 #[allow(unused_unsafe)]
                 // SAFETY: the CPU has the features and the pointers are valid (our
@@ -889,6 +903,26 @@ mod tests {
                 (name, crc)
             })
             .collect()
+    }
+
+    /// Each implementation says which it is; the one a ring picks is the first.
+    #[test]
+    fn implementations_have_distinct_names() {
+        let names: Vec<&str> = MessageCrc::all_for_this_cpu()
+            .into_iter()
+            .map(MessageCrc::name)
+            .collect();
+        assert_eq!(names[0], MessageCrc::for_this_cpu().name());
+        assert_eq!(names.last(), Some(&MessageCrc::portable().name()));
+        let mut distinct = names.clone();
+        distinct.dedup();
+        assert_eq!(distinct, names);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("sse4.2")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+        {
+            assert!(names.len() >= 2, "{names:?}");
+        }
     }
 
     /// Every implementation this CPU runs, and the one a ring picks.

@@ -725,10 +725,19 @@ fn bench_runs_two_processes_and_cleans_up() {
         (v["batch"].as_u64(), v["checksum"].as_bool()),
         (Some(32), Some(false))
     );
+    // Which checksum this machine computes with: the library's answer, in the JSON and the
+    // text.
+    assert_eq!(
+        v["checksum_implementation"].as_str(),
+        Some(shmq::checksum_implementation()),
+        "{out:?}"
+    );
     assert_eq!(v["messages"], 1001);
     assert_eq!(v["latency_ns"]["samples"], 10);
     let out = ok(&["bench", "-n", "100", "-l", "5", "-b", "64"]);
     assert!(out.stdout.contains("up to 64 per call"), "{out:?}");
+    let checksums = format!("checksums: {}", shmq::checksum_implementation());
+    assert!(out.stdout.contains(&checksums), "{out:?}");
     // Both sides' spin limit: reported, and the run still checks every message (zero: every
     // wait sleeps at once; a long one: the latency phase's receiver never sleeps).
     for (us, ns) in [("0", 0), ("1000", 1_000_000)] {

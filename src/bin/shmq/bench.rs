@@ -301,6 +301,7 @@ pub fn bench(a: BenchArgs) -> CmdResult {
             "single_producer_single_consumer": a.single_producer_single_consumer,
             "batch": a.batch,
             "checksum": !a.no_checksum,
+            "checksum_implementation": shmq::checksum_implementation(),
             "spin_limit_ns": queue.spin_limit().as_nanos() as u64,
             "elapsed_s": elapsed,
             "send_elapsed_s": send_elapsed,
@@ -336,7 +337,11 @@ pub fn bench(a: BenchArgs) -> CmdResult {
             ""
         },
         batches(a.batch),
-        if a.no_checksum { ", checksums off" } else { "" },
+        if a.no_checksum {
+            ", checksums off".to_string()
+        } else {
+            format!(", checksums: {}", shmq::checksum_implementation())
+        },
         match a.spin_us {
             Some(us) => format!(", polling {us} us before sleeping"),
             None => String::new(),
