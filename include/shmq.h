@@ -628,6 +628,14 @@ const char *shmq_last_error(void);
 const char *shmq_version(void);
 
 /**
+ * Which implementation computes message checksums in this process (static text, never
+ * NULL), e.g. "CRC32C, 512-bit carry-less folding (AVX-512, VPCLMULQDQ)": the library picks
+ * the fastest this CPU runs. All compute the same CRC32C, so processes on different CPUs
+ * share queues; only the speed differs. For comparing machines' figures.
+ */
+const char *shmq_checksum_implementation(void);
+
+/**
  * Sends `count` messages in order, message `i` being `lens[i]` bytes at `msgs[i]` (NULL
  * allowed when `lens[i]` is 0), with one wait and one wake-up check. Waits per `timeout_ms`
  * (as `shmq_send`) only for room for the first message, then sends as many as fit without

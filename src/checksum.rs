@@ -29,6 +29,8 @@
 //! blocks that newer compilers find unneeded: safe `#[target_feature]` functions (Rust 1.86)
 //! and safe intrinsics (1.87) are newer than this crate's minimum Rust, 1.82.
 
+use std::ffi::CStr;
+
 /// CRC32C over the header fields that travel with a message (`id`, `timestamp_ns`, `len`,
 /// little-endian, 20 bytes), then the payload.
 #[inline]
@@ -55,7 +57,7 @@ pub fn message_crc(id: u64, timestamp_ns: u64, len: u32, data: &[u8]) -> u32 {
 /// exactly the bytes that were delivered (or written), as the two passes did.
 #[derive(Clone, Copy)]
 pub struct MessageCrc {
-    name: &'static str,
+    name: &'static CStr,
     compute: fn(u64, u64, u32, &[u8]) -> u32,
     from_shared: CopyFn,
     to_shared: CopyFn,
@@ -97,7 +99,7 @@ impl MessageCrc {
             && std::arch::is_x86_feature_detected!("vpclmulqdq")
         {
             return Some(MessageCrc {
-                name: "CRC32C, 512-bit carry-less folding (AVX-512, VPCLMULQDQ)",
+                name: c"CRC32C, 512-bit carry-less folding (AVX-512, VPCLMULQDQ)",
                 compute: x86_wide_message_crc,
                 // As in `x86`: only set here, after the check above.
                 from_shared: x86::wide::copy_message_crc::<true>,
@@ -114,7 +116,7 @@ impl MessageCrc {
             && std::arch::is_x86_feature_detected!("pclmulqdq")
         {
             return Some(MessageCrc {
-                name: "CRC32C, three crc32 streams (SSE4.2, PCLMULQDQ)",
+                name: c"CRC32C, three crc32 streams (SSE4.2, PCLMULQDQ)",
                 compute: x86_message_crc,
                 // These need the features too: only set here, after the check above (the
                 // fields are private to this module).
@@ -129,7 +131,7 @@ impl MessageCrc {
     /// reference the fast path is tested against).
     pub fn portable() -> MessageCrc {
         MessageCrc {
-            name: "CRC32C, the crc32c crate",
+            name: c"CRC32C, the crc32c crate",
             compute: portable_message_crc,
             from_shared: portable_copy::<true>,
             to_shared: portable_copy::<false>,
@@ -139,6 +141,12 @@ impl MessageCrc {
     /// What this implementation is, for people comparing machines (`shmq bench` prints
     /// it): the checksum is the same CRC32C whichever computes it.
     pub fn name(self) -> &'static str {
+        // The names are ASCII literals.
+        self.name.to_str().unwrap_or("CRC32C")
+    }
+
+    /// [`MessageCrc::name`], NUL-terminated, for the C API.
+    pub fn c_name(self) -> &'static CStr {
         self.name
     }
 
@@ -908,10 +916,12 @@ mod tests {
     /// Each implementation says which it is; the one a ring picks is the first.
     #[test]
     fn implementations_have_distinct_names() {
-        let names: Vec<&str> = MessageCrc::all_for_this_cpu()
-            .into_iter()
-            .map(MessageCrc::name)
-            .collect();
+        let all = MessageCrc::all_for_this_cpu();
+        let names: Vec<&str> = all.iter().map(|crc| crc.name()).collect();
+        for crc in &all {
+            // The C name is the same text (not the fallback of a failed conversion).
+            assert_eq!(crc.c_name().to_str(), Ok(crc.name()));
+        }
         assert_eq!(names[0], MessageCrc::for_this_cpu().name());
         assert_eq!(names.last(), Some(&MessageCrc::portable().name()));
         let mut distinct = names.clone();

@@ -1191,6 +1191,17 @@ pub extern "C" fn shmq_version() -> *const c_char {
     V.as_ptr().cast()
 }
 
+/// Which implementation computes message checksums in this process (static text, never
+/// NULL), e.g. "CRC32C, 512-bit carry-less folding (AVX-512, VPCLMULQDQ)": the library picks
+/// the fastest this CPU runs. All compute the same CRC32C, so processes on different CPUs
+/// share queues; only the speed differs. For comparing machines' figures.
+#[no_mangle]
+pub extern "C" fn shmq_checksum_implementation() -> *const c_char {
+    crate::checksum::MessageCrc::for_this_cpu()
+        .c_name()
+        .as_ptr()
+}
+
 // ----- batches ----------------------------------------------------------------------------------
 //
 // `CrossProcessQueue::send_batch` / `recv_batch` (src/zerocopy.rs): one wait, one wake-up

@@ -66,7 +66,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// and VPCLMULQDQ (when built with Rust 1.89 or newer), three `crc32` streams on other
 /// x86-64 CPUs with SSE4.2, the `crc32c` crate elsewhere. All compute the same CRC32C, so
 /// processes on different CPUs share queues; only the speed differs (twice as fast from 1 KiB
-/// on with the first than with the second, on the project's VM). `shmq bench` prints it.
+/// on with the first than with the second, on the project's VM). `shmq bench` prints it; C
+/// has `shmq_checksum_implementation()`, Python `shmq.checksum_implementation()`.
 pub fn checksum_implementation() -> &'static str {
     checksum::MessageCrc::for_this_cpu().name()
 }

@@ -126,6 +126,20 @@ static void test_version(void) {
     CHECK(strcmp(shmq_version(), SHMQ_VERSION) == 0);
 }
 
+static void test_checksum_implementation(void) {
+    /* Static text naming one of the library's CRC32C implementations, the same each time. */
+    const char *name = shmq_checksum_implementation();
+    CHECK(name != NULL && strncmp(name, "CRC32C, ", 8) == 0);
+    CHECK(shmq_checksum_implementation() == name);
+#if defined(__x86_64__) && defined(__GNUC__)
+    /* An x86-64 CPU with the crc32 instruction gets a hardware path, not the portable one. */
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("sse4.2") && __builtin_cpu_supports("pclmul")) {
+        CHECK(strstr(name, "crate") == NULL);
+    }
+#endif
+}
+
 static void test_status_codes(void) {
     /* The numbers are part of the ABI. */
     CHECK(SHMQ_OK == 0 && SHMQ_ERR_FULL == 1 && SHMQ_ERR_EMPTY == 2 && SHMQ_ERR_TIMEOUT == 3);
@@ -2427,6 +2441,7 @@ struct test {
 
 static const struct test tests[] = {
     {"version", test_version},
+    {"checksum_implementation", test_checksum_implementation},
     {"status_codes", test_status_codes},
     {"basics", test_basics},
     {"stats", test_stats},

@@ -223,6 +223,7 @@ def _declare(cdll: ctypes.CDLL) -> None:
         "shmq_status_str": (c_char_p, [c_int]),
         "shmq_last_error": (c_char_p, []),
         "shmq_version": (c_char_p, []),
+        "shmq_checksum_implementation": (c_char_p, []),
     }
     for name, (restype, argtypes) in protos.items():
         try:

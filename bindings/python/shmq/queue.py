@@ -97,6 +97,13 @@ def library_version() -> str:
     return _text(lib.shmq_version())
 
 
+def checksum_implementation() -> str:
+    """Which implementation computes message checksums in this process
+    (``shmq_checksum_implementation()``): the fastest CRC32C this CPU runs. All compute the
+    same CRC32C; only the speed differs, which can explain two machines' figures."""
+    return _text(lib.shmq_checksum_implementation())
+
+
 def _error(status: int, fallback: str = "") -> Error:
     """The exception for ``status``, carrying this thread's last-error message.
 

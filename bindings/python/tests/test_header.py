@@ -84,6 +84,23 @@ def test_versions_agree(header: str) -> None:
             assert tomllib.load(f)["project"]["version"] == crate_version
 
 
+def test_checksum_implementation_is_named() -> None:
+    name = shmq.checksum_implementation()
+    assert name.startswith("CRC32C, ") and shmq.checksum_implementation() == name
+    # An x86-64 CPU with the crc32 instruction gets a hardware path, not the portable one.
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    if {"sse4_2", "pclmulqdq"} <= flags:
+        assert "crate" not in name, name
+
+
 def test_struct_sizes_are_what_c_sees() -> None:
     # shmq_queue_stats: 2 x u32 + 15 x u64; shmq_message_info: 2 x u64, size_t, u32 (+pad).
     assert ctypes.sizeof(_lib.StatsStruct) == 8 + 15 * 8
