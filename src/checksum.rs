@@ -76,9 +76,9 @@ impl MessageCrc {
     }
 
     /// Every implementation this CPU runs, fastest first (the portable one last): the
-    /// tests check each against the portable definition.
-    #[cfg(test)]
-    fn all_for_this_cpu() -> Vec<MessageCrc> {
+    /// tests check each against the portable definition, and `examples/checksum_speed.rs`
+    /// times each.
+    pub fn all_for_this_cpu() -> Vec<MessageCrc> {
         [
             MessageCrc::wide(),
             MessageCrc::x86(),

@@ -74,8 +74,7 @@
 use std::ptr;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
-pub use crate::checksum::message_crc;
-use crate::checksum::MessageCrc;
+pub use crate::checksum::{message_crc, MessageCrc};
 use crate::fastdiv::Divisor;
 use crate::layout::{
     self, Claim, Header, Role, SlotHeader, FLAG_CHECKSUM, FLAG_SPSC, HEADER_SIZE, LAYOUT_VERSION,
