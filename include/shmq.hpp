@@ -175,6 +175,10 @@ struct ReceivedBatch {
 /// The library's version ("MAJOR.MINOR.PATCH"; SHMQ_VERSION is the header's).
 inline const char *version() noexcept { return shmq_version(); }
 
+/// Which CRC32C implementation this process uses for message checksums (static text; see
+/// `shmq_checksum_implementation`): the same checksum on every CPU, not the same speed.
+inline const char *checksum_implementation() noexcept { return shmq_checksum_implementation(); }
+
 /// An open queue. Create with `Queue::create` or `Queue::connect`.
 class Queue {
 public:

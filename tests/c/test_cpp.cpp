@@ -108,6 +108,8 @@ static void test_create_connect_unlink() {
     const std::string name = fresh_name();
     Cleanup cleanup{name};
     CHECK(std::strcmp(shmq::version(), SHMQ_VERSION) == 0);
+    CHECK(std::strcmp(shmq::checksum_implementation(), shmq_checksum_implementation()) == 0);
+    CHECK(std::strncmp(shmq::checksum_implementation(), "CRC32C, ", 8) == 0);
     shmq::Queue q = shmq::Queue::create(name, 8, 64);
     CHECK(q && q.capacity() == 8 && q.message_size() == 64 && q.size() == 0);
     CHECK(!q.is_shutdown() && !q.is_single_producer_single_consumer());
