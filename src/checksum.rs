@@ -61,11 +61,17 @@ pub struct MessageCrc {
     compute: fn(u64, u64, u32, &[u8]) -> u32,
     from_shared: CopyFn,
     to_shared: CopyFn,
+    append_to_shared: AppendFn,
 }
 
 /// A copy that checksums: `(id, timestamp_ns, src, dst, len) -> crc`, both pointers valid
 /// for `len` bytes and not overlapping (see [`MessageCrc::copy_from_shared`] for the rest).
 type CopyFn = unsafe fn(u64, u64, *const u8, *mut u8, usize) -> u32;
+
+/// A copy into shared memory that goes on with a checksum: `(crc, src, dst, len) -> crc`,
+/// where `crc` is the finished CRC32C of what came before and the answer that of what came
+/// before and the `len` bytes copied (the `crc32c` crate's `crc32c_append`).
+type AppendFn = unsafe fn(u32, *const u8, *mut u8, usize) -> u32;
 
 impl MessageCrc {
     /// The fastest implementation this CPU runs.
@@ -104,6 +110,7 @@ impl MessageCrc {
                 // As in `x86`: only set here, after the check above.
                 from_shared: x86::wide::copy_message_crc::<true>,
                 to_shared: x86::wide::copy_message_crc::<false>,
+                append_to_shared: x86::wide::append_to_shared,
             });
         }
         None
@@ -122,6 +129,7 @@ impl MessageCrc {
                 // fields are private to this module).
                 from_shared: x86::copy_message_crc::<true>,
                 to_shared: x86::copy_message_crc::<false>,
+                append_to_shared: x86::append_to_shared,
             });
         }
         None
@@ -135,6 +143,7 @@ impl MessageCrc {
             compute: portable_message_crc,
             from_shared: portable_copy::<true>,
             to_shared: portable_copy::<false>,
+            append_to_shared: portable_append_to_shared,
         }
     }
 
@@ -191,6 +200,35 @@ impl MessageCrc {
         // SAFETY: the caller's contract; `src` is a valid slice.
         unsafe { (self.to_shared)(id, timestamp_ns, src.as_ptr(), dst, src.len()) }
     }
+
+    /// Copies `parts` one after another to `dst`, in shared memory, and returns the checksum
+    /// of the message `(id, timestamp_ns, the parts joined)`, `len` bytes in all: a gather
+    /// send, one pass over each part as [`copy_to_shared`](Self::copy_to_shared) makes over
+    /// one.
+    ///
+    /// # Safety
+    /// The parts' lengths add up to `len`, which fits in a `u32`; `dst` is valid for writing
+    /// `len` bytes and overlaps no part.
+    #[inline]
+    pub unsafe fn copy_parts_to_shared(
+        self,
+        id: u64,
+        timestamp_ns: u64,
+        parts: &[&[u8]],
+        len: usize,
+        dst: *mut u8,
+    ) -> u32 {
+        let mut crc = self.compute(id, timestamp_ns, len as u32, &[]);
+        let mut at = 0;
+        for part in parts {
+            // SAFETY: the caller's contract: `at + part.len() <= len`, so `dst + at` is
+            // writable for the part's bytes, which are a valid slice that `dst` does not
+            // overlap.
+            crc = unsafe { (self.append_to_shared)(crc, part.as_ptr(), dst.add(at), part.len()) };
+            at += part.len();
+        }
+        crc
+    }
 }
 
 /// Only reachable through a [`MessageCrc`] that [`MessageCrc::for_this_cpu`] made after
@@ -215,6 +253,22 @@ fn portable_message_crc(id: u64, timestamp_ns: u64, len: u32, data: &[u8]) -> u3
     head[8..16].copy_from_slice(&timestamp_ns.to_le_bytes());
     head[16..].copy_from_slice(&len.to_le_bytes());
     crc32c::crc32c_append(crc32c::crc32c(&head), data)
+}
+
+/// The portable [`MessageCrc::copy_parts_to_shared`] step: copy, then go on with the
+/// checksum over the bytes copied.
+///
+/// # Safety
+/// As [`AppendFn`] says: `src` readable and `dst` writable for `len` bytes, not
+/// overlapping.
+unsafe fn portable_append_to_shared(crc: u32, src: *const u8, dst: *mut u8, len: usize) -> u32 {
+    // SAFETY: the caller's contract; the private side is not written by anyone else while
+    // we read it.
+    let private = unsafe {
+        std::ptr::copy_nonoverlapping(src, dst, len);
+        std::slice::from_raw_parts(src, len)
+    };
+    crc32c::crc32c_append(crc, private)
 }
 
 /// The portable copies of [`MessageCrc`]: copy, then checksum the private side (the copy
@@ -532,6 +586,24 @@ mod x86 {
         }
     }
 
+    /// [`copy_message_crc`] into shared memory (`FROM_SHARED` false), going on from the
+    /// finished checksum `crc` of what came before (see `AppendFn`).
+    ///
+    /// # Safety
+    /// The CPU supports SSE4.2 and PCLMULQDQ; `src` readable and `dst` writable for `len`
+    /// bytes, not overlapping.
+    #[target_feature(enable = "sse4.2,pclmulqdq")]
+    pub(super) unsafe fn append_to_shared(
+        crc: u32,
+        src: *const u8,
+        dst: *mut u8,
+        len: usize,
+    ) -> u32 {
+        // SAFETY: the CPU has the features and the pointers are valid (our contract);
+        // `src` is private, so no alignment is needed.
+        !unsafe { update::<true, false>(!crc, src, dst, 0, len) }
+    }
+
     /// The wide path, for CPUs with AVX-512 and VPCLMULQDQ (AMD Zen 4 and later, Intel Ice
     /// Lake and later), when the compiler has the intrinsics (see `build.rs`): the bulk of
     /// a message is folded 256 bytes at a time with 512-bit carry-less multiplications,
@@ -785,6 +857,22 @@ mod x86 {
             }
         }
 
+        /// [`super::append_to_shared`] on the wide path.
+        ///
+        /// # Safety
+        /// The CPU supports SSE4.2, PCLMULQDQ, AVX-512F and VPCLMULQDQ; the pointers as
+        /// [`super::append_to_shared`] says.
+        #[target_feature(enable = "sse4.2,pclmulqdq,avx512f,vpclmulqdq")]
+        pub(in super::super) unsafe fn append_to_shared(
+            crc: u32,
+            src: *const u8,
+            dst: *mut u8,
+            len: usize,
+        ) -> u32 {
+            // SAFETY: the CPU has the features and the pointers are valid (our contract).
+            !unsafe { update_wide::<true, false>(!crc, src, dst, len) }
+        }
+
         #[cfg(test)]
         mod tests {
             use super::*;
@@ -1036,6 +1124,63 @@ mod tests {
                         written[n], GUARD,
                         "{which} copy_to_shared wrote past length {n}"
                     );
+                }
+            }
+        }
+    }
+
+    /// The gather copy: the parts land one after another, exactly, and the checksum is the
+    /// joined message's, for every implementation, however the message is cut (empty
+    /// parts, single bytes, cuts on and off the rounds' and the wide steps' boundaries, a
+    /// destination off any alignment).
+    #[test]
+    fn gather_copies_checksum_the_joined_message() {
+        let data = sample_bytes();
+        let implementations = implementations();
+        const GUARD: u8 = 0xA5;
+        for n in [0, 1, 7, 64, 255, 256, 257, 1000, 3 * 1024 + 5, 4096, 7000] {
+            let id = 0xfeed_f00d ^ n as u64;
+            let ts = 1_700_000_000_000_000_000 + n as u64;
+            let expected = reference_crc(id, ts, n as u32, &data[..n]);
+            let cuts: Vec<Vec<usize>> = vec![
+                vec![],
+                vec![0, 0],
+                vec![1],
+                vec![n / 2],
+                vec![3, n / 3, n / 3 + 1, 2 * n / 3],
+                (1..n.min(40)).collect(),
+                vec![256, 512, 3072],
+                vec![n, n],
+            ];
+            for cut in cuts {
+                let mut bounds: Vec<usize> = cut.into_iter().map(|c| c.min(n)).collect();
+                bounds.insert(0, 0);
+                bounds.push(n);
+                bounds.sort_unstable();
+                let parts: Vec<&[u8]> = bounds.windows(2).map(|w| &data[w[0]..w[1]]).collect();
+                for (which, crc) in &implementations {
+                    for dst_at in [0, 5] {
+                        let mut out = vec![GUARD; dst_at + n + 1];
+                        // SAFETY: `out` holds `n` bytes from `dst_at`, the parts add up to
+                        // `n` and lie in `data`, a separate allocation.
+                        let got = unsafe {
+                            crc.copy_parts_to_shared(
+                                id,
+                                ts,
+                                &parts,
+                                n,
+                                out.as_mut_ptr().add(dst_at),
+                            )
+                        };
+                        let at = format!("{which}, length {n}, parts {bounds:?}, at {dst_at}");
+                        assert_eq!(got, expected, "{at}");
+                        assert!(out[dst_at..dst_at + n] == data[..n], "{at}");
+                        assert_eq!(
+                            (out[..dst_at].iter().all(|&b| b == GUARD), out[dst_at + n]),
+                            (true, GUARD),
+                            "{at}"
+                        );
+                    }
                 }
             }
         }

@@ -1250,10 +1250,17 @@ impl CrossProcessQueue {
         crashpoint::hit("push_tail_moved");
         let id = id.unwrap_or(token.position());
         self.ring.write(&token, id, timestamp, data);
+        self.finish_send(token, id, data.len())
+    }
+
+    /// The end of a copying send once the slot is written: publish, wake, count; returns
+    /// `id`.
+    #[inline(always)]
+    fn finish_send(&self, token: ring::PushToken, id: u64, len: usize) -> u64 {
         crashpoint::hit("push_written");
-        self.commit_push(token, data.len());
+        self.commit_push(token, len);
         wait::wake_receivers(self.ring.header(), 1);
-        self.count(&self.pending_sent, 1, data.len() as u64);
+        self.count(&self.pending_sent, 1, len as u64);
         id
     }
 
@@ -1466,6 +1473,46 @@ impl CrossProcessQueue {
         }
         let token = self.claim_for_send(timeout)?;
         Ok(self.complete_send(token, id, timestamp, data))
+    }
+
+    /// [`send_with`](Self::send_with) of a message given in parts (a gather send, as
+    /// `writev` is for a file): the message is the parts joined, copied into the slot one
+    /// after another (and checksummed as they are copied), with no buffer to assemble it in
+    /// first. A header and a body kept apart, for instance, travel as one message. Fails
+    /// with [`Error::MessageTooLarge`] before claiming anything if the parts add up to more
+    /// than the message size.
+    pub fn send_parts_with(
+        &self,
+        id: Option<u64>,
+        timestamp: u64,
+        parts: &[&[u8]],
+        timeout: Option<Duration>,
+    ) -> Result<u64> {
+        let max = self.message_size();
+        // Saturating: lengths of real slices cannot overflow, but the error must not either.
+        let len = parts
+            .iter()
+            .fold(0usize, |sum, part| sum.saturating_add(part.len()));
+        if len > max {
+            return Err(Error::MessageTooLarge { len, max });
+        }
+        let token = self.claim_for_send(timeout)?;
+        crashpoint::hit("push_tail_moved");
+        let id = id.unwrap_or(token.position());
+        self.ring.write_parts(&token, id, timestamp, parts, len);
+        Ok(self.finish_send(token, id, len))
+    }
+
+    /// [`send_bytes`](Self::send_bytes) of a message given in parts (see
+    /// [`send_parts_with`](Self::send_parts_with)): fails at once with `QueueFull`; returns
+    /// the id, the message's position in the queue.
+    pub fn send_parts(&self, parts: &[&[u8]]) -> Result<u64> {
+        self.send_parts_with(None, clock::realtime_ns(), parts, Some(Duration::ZERO))
+    }
+
+    /// [`send_parts`](Self::send_parts) that waits for room: `None` without limit.
+    pub fn send_parts_timeout(&self, parts: &[&[u8]], timeout: Option<Duration>) -> Result<u64> {
+        self.send_parts_with(None, clock::realtime_ns(), parts, timeout)
     }
 
     /// Claims a slot to send into, waiting per `timeout` as [`send_with`](Self::send_with)

@@ -1086,7 +1086,14 @@ impl Ring {
                 0
             }
         };
-        let len = data.len() as u32;
+        self.set_header(token, id, timestamp_ns, data.len() as u32, crc);
+    }
+
+    /// The header fields of a message written into a claimed slot, stored right before
+    /// `publish` stores `seq` in the same line (see [`Ring::write`]). `Relaxed` is enough:
+    /// that `Release` store orders them before any reader's `Acquire` load of `seq`.
+    #[inline(always)]
+    fn set_header(&self, token: &PushToken, id: u64, timestamp_ns: u64, len: u32, crc: u32) {
         let slot = self.slot_at(token.index);
         slot.id.store(id, Relaxed);
         slot.timestamp_ns.store(timestamp_ns, Relaxed);
@@ -1094,6 +1101,37 @@ impl Ring {
         slot.flags.store(0, Relaxed);
         slot.crc.store(crc, Relaxed);
         slot.position.store(token.pos, Relaxed);
+    }
+
+    /// [`Ring::write`] of a message given in parts (a gather send), `len` bytes in all:
+    /// the parts are copied one after another into the slot, checksummed as they are copied.
+    pub fn write_parts(
+        &self,
+        token: &PushToken,
+        id: u64,
+        timestamp_ns: u64,
+        parts: &[&[u8]],
+        len: usize,
+    ) {
+        assert!(len <= self.message_size, "caller checks the length");
+        debug_assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), len);
+        let payload = self.payload_at(token.index);
+        let crc = match self.checksum {
+            // SAFETY: the slot is claimed by us, its payload area holds message_size >= len
+            // bytes, the parts add up to `len` (our caller computed it from them) and lie in
+            // private memory that cannot overlap the mapping.
+            Some(crc) => unsafe { crc.copy_parts_to_shared(id, timestamp_ns, parts, len, payload) },
+            None => {
+                let mut at = 0;
+                for part in parts {
+                    // SAFETY: as above: `at + part.len() <= len`.
+                    unsafe { ptr::copy_nonoverlapping(part.as_ptr(), payload.add(at), part.len()) };
+                    at += part.len();
+                }
+                0
+            }
+        };
+        self.set_header(token, id, timestamp_ns, len as u32, crc);
     }
 
     /// Pointer to the payload area of a claimed slot (`message_size` bytes), for zero-copy
@@ -1107,7 +1145,6 @@ impl Ring {
     #[inline]
     pub fn finish_in_place(&self, token: &PushToken, id: u64, timestamp_ns: u64, len: usize) {
         assert!(len <= self.message_size, "caller checks the length");
-        let slot = self.slot_at(token.index);
         let crc = match self.checksum {
             Some(crc) => {
                 // SAFETY: the slot is ours and the payload holds `len` initialized bytes
@@ -1118,12 +1155,7 @@ impl Ring {
             }
             None => 0,
         };
-        slot.id.store(id, Relaxed);
-        slot.timestamp_ns.store(timestamp_ns, Relaxed);
-        slot.len.store(len as u32, Relaxed);
-        slot.flags.store(0, Relaxed);
-        slot.crc.store(crc, Relaxed);
-        slot.position.store(token.pos, Relaxed);
+        self.set_header(token, id, timestamp_ns, len as u32, crc);
     }
 
     /// Publishes a claimed slot as a message that no receiver accepts (its length exceeds

@@ -98,6 +98,16 @@ fn child() {
         "send_value" => {
             q.send_value(&("typed", 12u32, vec![1.5f64, 2.5])).unwrap();
         }
+        "send_parts" => {
+            // Every message of `gathered_message`, sent as its parts; reports the ids.
+            let mut ids = Vec::new();
+            for k in 0..GATHERED {
+                let parts = gathered_message(k, q.message_size());
+                let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+                ids.push(q.send_parts_timeout(&parts, None).expect("send_parts"));
+            }
+            report(format!("{ids:?}"));
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -486,6 +496,112 @@ fn id_and_timestamp_travel_with_the_message() {
         }
     );
     assert_eq!(q.receive().unwrap(), None);
+}
+
+/// How many messages `gathered_message` describes.
+const GATHERED: u64 = 40;
+
+/// Message `k` of the gather-send test, as its parts, at most `max` bytes in all: zero to
+/// nine parts of assorted lengths (empty ones too), cut so that part boundaries fall on and
+/// off 8-, 64- and 256-byte boundaries; the last message fills the message size exactly.
+fn gathered_message(k: u64, max: usize) -> Vec<Vec<u8>> {
+    let mut rng = common::Rng::new(k);
+    let total = if k == GATHERED - 1 {
+        max
+    } else {
+        (rng.next() % (max as u64 + 1)) as usize
+    };
+    let count = (k % 10) as usize;
+    if count == 0 {
+        // No parts at all: an empty message (unless the last, which needs one part).
+        return if total == max {
+            vec![vec![7; max]]
+        } else {
+            vec![]
+        };
+    }
+    let mut cuts: Vec<usize> = (1..count)
+        .map(|_| (rng.next() % (total as u64 + 1)) as usize)
+        .collect();
+    cuts.sort_unstable();
+    cuts.insert(0, 0);
+    cuts.push(total);
+    cuts.windows(2)
+        .map(|w| (w[0]..w[1]).map(|i| (i as u64 * 31 + k) as u8).collect())
+        .collect()
+}
+
+#[test]
+fn gather_sends_arrive_joined_in_another_process() {
+    for (tag, spsc, checksum) in [
+        ("parts_mpmc", false, true),
+        ("parts_spsc", true, true),
+        ("parts_nocrc", false, false),
+    ] {
+        let tq = TestQueue::new(tag);
+        let q = CrossProcessQueue::options()
+            .single_producer_single_consumer(spsc)
+            .checksum(checksum)
+            .create(&tq.name, 8, 5000)
+            .unwrap();
+        // Killed on drop: a failed check must not leave it blocked on a full queue.
+        let mut kids = Children(vec![spawn_role(
+            "child",
+            "send_parts",
+            &[("Q", tq.name.clone())],
+        )]);
+        let mut buf = vec![0u8; q.message_size()];
+        let mut ids = Vec::new();
+        for k in 0..GATHERED {
+            let meta = q
+                .recv_into(&mut buf, Some(Duration::from_secs(10)))
+                .expect("every gathered message verifies")
+                .expect("a message");
+            let joined = gathered_message(k, q.message_size()).concat();
+            assert_eq!(meta.len, joined.len(), "{tag}: message {k}'s length");
+            assert!(buf[..meta.len] == joined[..], "{tag}: message {k}'s bytes");
+            ids.push(meta.id);
+        }
+        assert_eq!(
+            finish(&mut kids.0[0]).trim(),
+            format!("{ids:?}"),
+            "{tag}: ids"
+        );
+        let bytes: u64 = (0..GATHERED)
+            .map(|k| gathered_message(k, q.message_size()).concat().len() as u64)
+            .sum();
+        let s = q.stats();
+        assert_eq!(
+            (s.messages_sent, s.messages_received, s.checksum_failures),
+            (GATHERED, GATHERED, 0),
+            "{tag}"
+        );
+        assert_eq!((s.bytes_sent, s.bytes_received), (bytes, bytes), "{tag}");
+    }
+}
+
+#[test]
+fn a_gather_send_too_large_claims_nothing() {
+    let tq = TestQueue::new("parts_large");
+    let q = CrossProcessQueue::create(&tq.name, 2, 16).unwrap();
+    let err = q.send_parts(&[&[1; 10], &[], &[2; 7]]).unwrap_err();
+    assert!(
+        matches!(err, Error::MessageTooLarge { len: 17, max: 16 }),
+        "{err:?}"
+    );
+    assert_eq!(q.len(), 0);
+    // Exactly the message size fits, and a full queue says so without waiting.
+    assert_eq!(q.send_parts(&[&[1; 10], &[2; 6]]).unwrap(), 0);
+    assert_eq!(q.send_parts(&[]).unwrap(), 1);
+    assert!(matches!(q.send_parts(&[b"x"]), Err(Error::QueueFull)));
+    assert!(matches!(
+        q.send_parts_timeout(&[b"x"], Some(Duration::from_millis(20))),
+        Err(Error::Timeout)
+    ));
+    let m = q.receive().unwrap().unwrap();
+    assert_eq!((m.id, m.data), (0, [[1; 10].as_slice(), &[2; 6]].concat()));
+    let m = q.receive().unwrap().unwrap();
+    assert_eq!((m.id, m.data.len()), (1, 0));
 }
 
 #[test]
