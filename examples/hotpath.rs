@@ -1,7 +1,8 @@
 //! The per-message hot path in one thread, for instruction counts under callgrind.
 //!
 //! Each mode moves N messages of SIZE bytes through one queue (depth 256) in one thread:
-//! `copy` = `send_bytes` + `receive_into` pairs, `block` = `send_bytes_timeout(None)` +
+//! `copy` = `send_bytes` + `receive_into` pairs, `parts` = the same with each message sent as
+//! two parts (`send_parts`, 8 bytes and the rest), `block` = `send_bytes_timeout(None)` +
 //! `recv_into(None)` pairs (the blocking forms, never waiting here), `fill` = the copying
 //! calls a queue-full at a time (as two processes sharing one core take turns), `inplace` =
 //! `send_in_place` + `recv_in_place` pairs, `batch` = `send_batch` + `recv_batch` of 32,
@@ -35,6 +36,18 @@ fn hot_loop(queue: &CrossProcessQueue, mode: &str, n: u64, size: usize) -> u64 {
         "copy" => {
             for _ in 0..n {
                 queue.send_bytes(&data).expect("send");
+                let meta = queue
+                    .receive_into(&mut buf)
+                    .expect("receive")
+                    .expect("a message");
+                sum = sum.wrapping_add(meta.len as u64 + buf[0] as u64);
+            }
+        }
+        "parts" => {
+            // `copy` with the message sent as two parts, 8 bytes and the rest (a gather send).
+            let (head, body) = data.split_at(8.min(size));
+            for _ in 0..n {
+                queue.send_parts(&[head, body]).expect("send");
                 let meta = queue
                     .receive_into(&mut buf)
                     .expect("receive")

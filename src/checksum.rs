@@ -61,17 +61,22 @@ pub struct MessageCrc {
     compute: fn(u64, u64, u32, &[u8]) -> u32,
     from_shared: CopyFn,
     to_shared: CopyFn,
-    append_to_shared: AppendFn,
+    gather_to_shared: GatherFn,
 }
 
 /// A copy that checksums: `(id, timestamp_ns, src, dst, len) -> crc`, both pointers valid
 /// for `len` bytes and not overlapping (see [`MessageCrc::copy_from_shared`] for the rest).
 type CopyFn = unsafe fn(u64, u64, *const u8, *mut u8, usize) -> u32;
 
-/// A copy into shared memory that goes on with a checksum: `(crc, src, dst, len) -> crc`,
-/// where `crc` is the finished CRC32C of what came before and the answer that of what came
-/// before and the `len` bytes copied (the `crc32c` crate's `crc32c_append`).
-type AppendFn = unsafe fn(u32, *const u8, *mut u8, usize) -> u32;
+/// A gather copy into shared memory that checksums: `(id, timestamp_ns, (count, part), len,
+/// dst) -> crc`, the parts `part(0)..part(count - 1)` adding up to `len` bytes, `dst` valid
+/// for writing them and overlapping none (see [`MessageCrc::copy_parts_to_shared`]). One
+/// call per message, into code compiled for the CPU's features; the parts come through a
+/// `dyn` closure, so that the C API's arrays need no slice of slices.
+type GatherFn = unsafe fn(u64, u64, Parts<'_>, usize, *mut u8) -> u32;
+
+/// The parts of a gather copy: how many, and part `i`.
+pub type Parts<'a> = (usize, &'a dyn Fn(usize) -> &'a [u8]);
 
 impl MessageCrc {
     /// The fastest implementation this CPU runs.
@@ -110,7 +115,7 @@ impl MessageCrc {
                 // As in `x86`: only set here, after the check above.
                 from_shared: x86::wide::copy_message_crc::<true>,
                 to_shared: x86::wide::copy_message_crc::<false>,
-                append_to_shared: x86::wide::append_to_shared,
+                gather_to_shared: x86::wide::gather_to_shared,
             });
         }
         None
@@ -129,7 +134,7 @@ impl MessageCrc {
                 // fields are private to this module).
                 from_shared: x86::copy_message_crc::<true>,
                 to_shared: x86::copy_message_crc::<false>,
-                append_to_shared: x86::append_to_shared,
+                gather_to_shared: x86::gather_to_shared,
             });
         }
         None
@@ -143,7 +148,7 @@ impl MessageCrc {
             compute: portable_message_crc,
             from_shared: portable_copy::<true>,
             to_shared: portable_copy::<false>,
-            append_to_shared: portable_append_to_shared,
+            gather_to_shared: portable_gather_to_shared,
         }
     }
 
@@ -201,10 +206,10 @@ impl MessageCrc {
         unsafe { (self.to_shared)(id, timestamp_ns, src.as_ptr(), dst, src.len()) }
     }
 
-    /// Copies `parts` one after another to `dst`, in shared memory, and returns the checksum
-    /// of the message `(id, timestamp_ns, the parts joined)`, `len` bytes in all: a gather
-    /// send, one pass over each part as [`copy_to_shared`](Self::copy_to_shared) makes over
-    /// one.
+    /// Copies the parts (`part(0)`, `part(1)`, ... `part(count - 1)`) one after another to
+    /// `dst`, in shared memory, and returns the checksum of the message `(id, timestamp_ns,
+    /// the parts joined)`, `len` bytes in all: a gather send, one pass over each part as
+    /// [`copy_to_shared`](Self::copy_to_shared) makes over one.
     ///
     /// # Safety
     /// The parts' lengths add up to `len`, which fits in a `u32`; `dst` is valid for writing
@@ -214,20 +219,12 @@ impl MessageCrc {
         self,
         id: u64,
         timestamp_ns: u64,
-        parts: &[&[u8]],
+        parts: Parts<'_>,
         len: usize,
         dst: *mut u8,
     ) -> u32 {
-        let mut crc = self.compute(id, timestamp_ns, len as u32, &[]);
-        let mut at = 0;
-        for part in parts {
-            // SAFETY: the caller's contract: `at + part.len() <= len`, so `dst + at` is
-            // writable for the part's bytes, which are a valid slice that `dst` does not
-            // overlap.
-            crc = unsafe { (self.append_to_shared)(crc, part.as_ptr(), dst.add(at), part.len()) };
-            at += part.len();
-        }
-        crc
+        // SAFETY: the caller's contract.
+        unsafe { (self.gather_to_shared)(id, timestamp_ns, parts, len, dst) }
     }
 }
 
@@ -255,20 +252,29 @@ fn portable_message_crc(id: u64, timestamp_ns: u64, len: u32, data: &[u8]) -> u3
     crc32c::crc32c_append(crc32c::crc32c(&head), data)
 }
 
-/// The portable [`MessageCrc::copy_parts_to_shared`] step: copy, then go on with the
-/// checksum over the bytes copied.
+/// The portable [`MessageCrc::copy_parts_to_shared`]: each part copied, then added to the
+/// checksum.
 ///
 /// # Safety
-/// As [`AppendFn`] says: `src` readable and `dst` writable for `len` bytes, not
-/// overlapping.
-unsafe fn portable_append_to_shared(crc: u32, src: *const u8, dst: *mut u8, len: usize) -> u32 {
-    // SAFETY: the caller's contract; the private side is not written by anyone else while
-    // we read it.
-    let private = unsafe {
-        std::ptr::copy_nonoverlapping(src, dst, len);
-        std::slice::from_raw_parts(src, len)
-    };
-    crc32c::crc32c_append(crc, private)
+/// As [`MessageCrc::copy_parts_to_shared`] says.
+unsafe fn portable_gather_to_shared(
+    id: u64,
+    timestamp_ns: u64,
+    (count, part): Parts<'_>,
+    len: usize,
+    dst: *mut u8,
+) -> u32 {
+    let mut crc = portable_message_crc(id, timestamp_ns, len as u32, &[]);
+    let mut at = 0;
+    for i in 0..count {
+        let part = part(i);
+        // SAFETY: the caller's contract: `at + part.len() <= len`, so `dst + at` is
+        // writable for the part's bytes, which `dst` does not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), dst.add(at), part.len()) };
+        crc = crc32c::crc32c_append(crc, part);
+        at += part.len();
+    }
+    crc
 }
 
 /// The portable copies of [`MessageCrc`]: copy, then checksum the private side (the copy
@@ -586,22 +592,31 @@ mod x86 {
         }
     }
 
-    /// [`copy_message_crc`] into shared memory (`FROM_SHARED` false), going on from the
-    /// finished checksum `crc` of what came before (see `AppendFn`).
+    /// [`super::MessageCrc::copy_parts_to_shared`] with [`update`]: each part copied and
+    /// checksummed in one pass, the state going on from one part to the next.
     ///
     /// # Safety
-    /// The CPU supports SSE4.2 and PCLMULQDQ; `src` readable and `dst` writable for `len`
-    /// bytes, not overlapping.
+    /// The CPU supports SSE4.2 and PCLMULQDQ; as `copy_parts_to_shared` says.
     #[target_feature(enable = "sse4.2,pclmulqdq")]
-    pub(super) unsafe fn append_to_shared(
-        crc: u32,
-        src: *const u8,
-        dst: *mut u8,
+    pub(super) unsafe fn gather_to_shared(
+        id: u64,
+        timestamp_ns: u64,
+        (count, part): super::Parts<'_>,
         len: usize,
+        dst: *mut u8,
     ) -> u32 {
-        // SAFETY: the CPU has the features and the pointers are valid (our contract);
-        // `src` is private, so no alignment is needed.
-        !unsafe { update::<true, false>(!crc, src, dst, 0, len) }
+        // SAFETY: the CPU has the features (our contract).
+        let mut crc = unsafe { header(id, timestamp_ns, len as u32) };
+        let mut at = 0;
+        for i in 0..count {
+            let part = part(i);
+            // SAFETY: the CPU has the features; `at + part.len() <= len` (our contract), so
+            // `dst + at` is writable for the part, a private slice it does not overlap
+            // (no alignment needed: `src` is not shared).
+            crc = unsafe { update::<true, false>(crc, part.as_ptr(), dst.add(at), 0, part.len()) };
+            at += part.len();
+        }
+        !crc
     }
 
     /// The wide path, for CPUs with AVX-512 and VPCLMULQDQ (AMD Zen 4 and later, Intel Ice
@@ -857,20 +872,31 @@ mod x86 {
             }
         }
 
-        /// [`super::append_to_shared`] on the wide path.
+        /// [`super::gather_to_shared`] on the wide path.
         ///
         /// # Safety
-        /// The CPU supports SSE4.2, PCLMULQDQ, AVX-512F and VPCLMULQDQ; the pointers as
-        /// [`super::append_to_shared`] says.
+        /// The CPU supports SSE4.2, PCLMULQDQ, AVX-512F and VPCLMULQDQ; as
+        /// `copy_parts_to_shared` says.
         #[target_feature(enable = "sse4.2,pclmulqdq,avx512f,vpclmulqdq")]
-        pub(in super::super) unsafe fn append_to_shared(
-            crc: u32,
-            src: *const u8,
-            dst: *mut u8,
+        pub(in super::super) unsafe fn gather_to_shared(
+            id: u64,
+            timestamp_ns: u64,
+            (count, part): super::super::Parts<'_>,
             len: usize,
+            dst: *mut u8,
         ) -> u32 {
-            // SAFETY: the CPU has the features and the pointers are valid (our contract).
-            !unsafe { update_wide::<true, false>(!crc, src, dst, len) }
+            // SAFETY: the CPU has the features (our contract).
+            let mut crc = unsafe { header(id, timestamp_ns, len as u32) };
+            let mut at = 0;
+            for i in 0..count {
+                let part = part(i);
+                // SAFETY: as in `super::gather_to_shared`.
+                crc = unsafe {
+                    update_wide::<true, false>(crc, part.as_ptr(), dst.add(at), part.len())
+                };
+                at += part.len();
+            }
+            !crc
         }
 
         #[cfg(test)]
@@ -1167,7 +1193,7 @@ mod tests {
                             crc.copy_parts_to_shared(
                                 id,
                                 ts,
-                                &parts,
+                                (parts.len(), &|i| parts[i]),
                                 n,
                                 out.as_mut_ptr().add(dst_at),
                             )

@@ -1481,6 +1481,7 @@ impl CrossProcessQueue {
     /// first. A header and a body kept apart, for instance, travel as one message. Fails
     /// with [`Error::MessageTooLarge`] before claiming anything if the parts add up to more
     /// than the message size.
+    #[inline]
     pub fn send_parts_with(
         &self,
         id: Option<u64>,
@@ -1488,29 +1489,43 @@ impl CrossProcessQueue {
         parts: &[&[u8]],
         timeout: Option<Duration>,
     ) -> Result<u64> {
+        self.send_gathered(id, timestamp, (parts.len(), &|i| parts[i]), timeout)
+    }
+
+    /// [`send_parts_with`](Self::send_parts_with) of `count` parts given by `part(i)` (the
+    /// C API's arrays, without a slice of slices to build).
+    #[inline]
+    pub(crate) fn send_gathered(
+        &self,
+        id: Option<u64>,
+        timestamp: u64,
+        (count, part): ring::Parts<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<u64> {
         let max = self.message_size();
         // Saturating: lengths of real slices cannot overflow, but the error must not either.
-        let len = parts
-            .iter()
-            .fold(0usize, |sum, part| sum.saturating_add(part.len()));
+        let len = (0..count).fold(0usize, |sum, i| sum.saturating_add(part(i).len()));
         if len > max {
             return Err(Error::MessageTooLarge { len, max });
         }
         let token = self.claim_for_send(timeout)?;
         crashpoint::hit("push_tail_moved");
         let id = id.unwrap_or(token.position());
-        self.ring.write_parts(&token, id, timestamp, parts, len);
+        self.ring
+            .write_parts(&token, id, timestamp, (count, part), len);
         Ok(self.finish_send(token, id, len))
     }
 
     /// [`send_bytes`](Self::send_bytes) of a message given in parts (see
     /// [`send_parts_with`](Self::send_parts_with)): fails at once with `QueueFull`; returns
     /// the id, the message's position in the queue.
+    #[inline]
     pub fn send_parts(&self, parts: &[&[u8]]) -> Result<u64> {
         self.send_parts_with(None, clock::realtime_ns(), parts, Some(Duration::ZERO))
     }
 
     /// [`send_parts`](Self::send_parts) that waits for room: `None` without limit.
+    #[inline]
     pub fn send_parts_timeout(&self, parts: &[&[u8]], timeout: Option<Duration>) -> Result<u64> {
         self.send_parts_with(None, clock::realtime_ns(), parts, timeout)
     }

@@ -74,7 +74,7 @@
 use std::ptr;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
-pub use crate::checksum::{message_crc, MessageCrc};
+pub use crate::checksum::{message_crc, MessageCrc, Parts};
 use crate::fastdiv::Divisor;
 use crate::layout::{
     self, Claim, Header, Role, SlotHeader, FLAG_CHECKSUM, FLAG_SPSC, HEADER_SIZE, LAYOUT_VERSION,
@@ -1103,27 +1103,31 @@ impl Ring {
         slot.position.store(token.pos, Relaxed);
     }
 
-    /// [`Ring::write`] of a message given in parts (a gather send), `len` bytes in all:
-    /// the parts are copied one after another into the slot, checksummed as they are copied.
+    /// [`Ring::write`] of a message given in `count` parts, `part(i)` (a gather send),
+    /// `len` bytes in all: the parts are copied one after another into the slot, and
+    /// checksummed as they are copied.
     pub fn write_parts(
         &self,
         token: &PushToken,
         id: u64,
         timestamp_ns: u64,
-        parts: &[&[u8]],
+        (count, part): Parts<'_>,
         len: usize,
     ) {
         assert!(len <= self.message_size, "caller checks the length");
-        debug_assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), len);
+        debug_assert_eq!((0..count).map(|i| part(i).len()).sum::<usize>(), len);
         let payload = self.payload_at(token.index);
         let crc = match self.checksum {
             // SAFETY: the slot is claimed by us, its payload area holds message_size >= len
             // bytes, the parts add up to `len` (our caller computed it from them) and lie in
             // private memory that cannot overlap the mapping.
-            Some(crc) => unsafe { crc.copy_parts_to_shared(id, timestamp_ns, parts, len, payload) },
+            Some(crc) => unsafe {
+                crc.copy_parts_to_shared(id, timestamp_ns, (count, part), len, payload)
+            },
             None => {
                 let mut at = 0;
-                for part in parts {
+                for i in 0..count {
+                    let part = part(i);
                     // SAFETY: as above: `at + part.len() <= len`.
                     unsafe { ptr::copy_nonoverlapping(part.as_ptr(), payload.add(at), part.len()) };
                     at += part.len();
