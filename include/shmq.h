@@ -663,6 +663,30 @@ enum shmq_status shmq_send_batch(struct shmq_queue *q,
                                  uint32_t flags);
 
 /**
+ * Sends one message given in `count` parts: `parts[i]` is `lens[i]` bytes (NULL allowed
+ * when `lens[i]` is 0), and the message is the parts joined, copied into the queue one after
+ * another (and checksummed as they are copied) without a buffer to assemble them in first,
+ * as `writev` gathers for a file. A header and a body kept apart travel as one message.
+ * The id is the message's position and the timestamp is now, as for `shmq_send`; `count`
+ * 0 sends an empty message.
+ *
+ * `timeout_ms` as for `shmq_send`; `flags`: 0 or `SHMQ_WAIT_SLICE`. Fails before sending
+ * anything with `SHMQ_ERR_MESSAGE_TOO_LARGE` if the parts add up to more than the message
+ * size, `SHMQ_ERR_INVALID_ARGUMENT` for a NULL `parts[i]` of non-zero length, and as
+ * `shmq_send` otherwise.
+ *
+ * # Safety
+ * `q` is NULL or a live handle; when `count > 0`, `parts` and `lens` are NULL or readable
+ * for `count` elements and each `parts[i]` is NULL or readable for `lens[i]` bytes.
+ */
+enum shmq_status shmq_send_parts(struct shmq_queue *q,
+                                 const void *const *parts,
+                                 const size_t *lens,
+                                 size_t count,
+                                 int timeout_ms,
+                                 uint32_t flags);
+
+/**
  * Receives up to `max_messages` messages (at most `SHMQ_RECEIVE_BATCH_MAX`, and at most
  * `buf_len / shmq_message_size(q)`) with one wait and one wake-up check. Message `i` is
  * copied to `buf + i * shmq_message_size(q)` and its metadata to `infos[i]`;

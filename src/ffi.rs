@@ -860,6 +860,45 @@ fn send_impl(
     })
 }
 
+/// The arrays of a gather or batch send, `count` elements each: `pointers` (named
+/// `pointers_name` in errors) and `lens`. Empty when `count` is 0, whatever the pointers.
+///
+/// # Safety
+/// When `count > 0`, each array is NULL or readable for `count` elements, and not written
+/// during the call.
+unsafe fn pointer_arrays<'a>(
+    function: &'static str,
+    pointers: *const *const std::ffi::c_void,
+    pointers_name: &'static str,
+    lens: *const usize,
+    count: usize,
+) -> FfiResult<(&'a [*const std::ffi::c_void], &'a [usize])> {
+    if count == 0 {
+        return Ok((&[], &[]));
+    }
+    if pointers.is_null() {
+        return Err(null(function, pointers_name));
+    }
+    if lens.is_null() {
+        return Err(null(function, "lens"));
+    }
+    if count > isize::MAX as usize / std::mem::size_of::<usize>() {
+        return Err(invalid(
+            function,
+            format_args!("count {count} exceeds the largest array"),
+        ));
+    }
+    // SAFETY: both non-NULL (checked) and readable for `count` elements (our contract);
+    // `count` elements fit in isize::MAX bytes (checked); the caller's slices only live for
+    // its call.
+    unsafe {
+        Ok((
+            std::slice::from_raw_parts(pointers, count),
+            std::slice::from_raw_parts(lens, count),
+        ))
+    }
+}
+
 /// Sends `len` bytes from `data` (NULL allowed when `len` is 0). The message id is its
 /// position in the queue and the timestamp is now (ns since the Unix epoch).
 ///
@@ -1244,31 +1283,8 @@ pub unsafe extern "C" fn shmq_send_batch(
                 return Err(null(F, "out_sent"));
             }
             let timeout = timeout_arg(F, timeout_ms)?;
-            let (msgs, lens): (&[*const std::ffi::c_void], &[usize]) = if count == 0 {
-                (&[], &[])
-            } else {
-                if msgs.is_null() {
-                    return Err(null(F, "msgs"));
-                }
-                if lens.is_null() {
-                    return Err(null(F, "lens"));
-                }
-                if count > isize::MAX as usize / std::mem::size_of::<usize>() {
-                    return Err(invalid(
-                        F,
-                        format_args!("count {count} exceeds the largest array"),
-                    ));
-                }
-                // SAFETY: both non-NULL (checked) and readable for `count` elements (C
-                // contract); `count` elements fit in isize::MAX bytes (checked); the slices
-                // only live for the call.
-                unsafe {
-                    (
-                        std::slice::from_raw_parts(msgs, count),
-                        std::slice::from_raw_parts(lens, count),
-                    )
-                }
-            };
+            // SAFETY: NULL or readable for `count` elements each (C contract).
+            let (msgs, lens) = unsafe { pointer_arrays(F, msgs, "msgs", lens, count) }?;
             // Every message checked before the first is sent: the batch fails whole.
             let size = queue.message_size();
             for (i, (&data, &len)) in msgs.iter().zip(lens).enumerate() {
@@ -1302,6 +1318,76 @@ pub unsafe extern "C" fn shmq_send_batch(
             // SAFETY: `out_sent` checked non-NULL; writable by the contract.
             unsafe { out_sent.write(sent) };
             Ok(())
+        }))
+    })
+}
+
+/// Sends one message given in `count` parts: `parts[i]` is `lens[i]` bytes (NULL allowed
+/// when `lens[i]` is 0), and the message is the parts joined, copied into the queue one after
+/// another (and checksummed as they are copied) without a buffer to assemble them in first,
+/// as `writev` gathers for a file. A header and a body kept apart travel as one message.
+/// The id is the message's position and the timestamp is now, as for `shmq_send`; `count`
+/// 0 sends an empty message.
+///
+/// `timeout_ms` as for `shmq_send`; `flags`: 0 or `SHMQ_WAIT_SLICE`. Fails before sending
+/// anything with `SHMQ_ERR_MESSAGE_TOO_LARGE` if the parts add up to more than the message
+/// size, `SHMQ_ERR_INVALID_ARGUMENT` for a NULL `parts[i]` of non-zero length, and as
+/// `shmq_send` otherwise.
+///
+/// # Safety
+/// `q` is NULL or a live handle; when `count > 0`, `parts` and `lens` are NULL or readable
+/// for `count` elements and each `parts[i]` is NULL or readable for `lens[i]` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_send_parts(
+    q: *mut shmq_queue,
+    parts: *const *const std::ffi::c_void,
+    lens: *const usize,
+    count: usize,
+    timeout_ms: c_int,
+    flags: u32,
+) -> shmq_status {
+    const F: &str = "shmq_send_parts";
+    boundary(F, SHMQ_ERR_INTERNAL, || {
+        done(with_wait_flags(F, flags, || {
+            // SAFETY: `q` is NULL or a live handle (C contract).
+            let queue = unsafe { handle(F, q) }?;
+            let timeout = timeout_arg(F, timeout_ms)?;
+            // SAFETY: NULL or readable for `count` elements each (C contract).
+            let (parts, lens) = unsafe { pointer_arrays(F, parts, "parts", lens, count) }?;
+            let size = queue.message_size();
+            let mut total = 0usize;
+            for (i, (&data, &len)) in parts.iter().zip(lens).enumerate() {
+                if data.is_null() && len != 0 {
+                    return Err(invalid(
+                        F,
+                        format_args!("parts[{i}] is NULL, its length {len}"),
+                    ));
+                }
+                total = total.saturating_add(len);
+                if total > size {
+                    // Refused before any part is looked at as a slice, so no length can
+                    // overflow one.
+                    set_last_error(format_args!(
+                        "{F}: queue '{}': the parts add up to more than the message size, \
+                         {size} (at part {i}); nothing was sent",
+                        queue.name()
+                    ));
+                    return Err(Fail(SHMQ_ERR_MESSAGE_TOO_LARGE));
+                }
+            }
+            let part = |i: usize| -> &[u8] {
+                if lens[i] == 0 {
+                    return &[];
+                }
+                // SAFETY: checked above: parts[i] is non-NULL for a non-zero length, and the
+                // lengths add up to at most the message size (<= 1 GiB); readable for
+                // lens[i] bytes (C contract); the slice only lives for the call.
+                unsafe { std::slice::from_raw_parts(parts[i].cast::<u8>(), lens[i]) }
+            };
+            queue
+                .send_gathered(None, crate::clock::realtime_ns(), (count, &part), timeout)
+                .map(drop)
+                .map_err(|e| fail(F, Some(queue.name()), e))
         }))
     })
 }

@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1146,6 +1147,148 @@ static void test_zerocopy_across_processes(void) {
     CHECK(waitpid(pid, &wstatus, 0) == pid);
     CHECK(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
     CHECK(shmq_len(q) == 0);
+    drop_queue(q, name);
+}
+
+/* ----- gather sends: shmq_send_parts ----------------------------------------------------- */
+
+#define PARTS_COUNT 60u
+#define PARTS_SIZE 5000u
+
+/* Message `seq` of the gather tests: its length, and where its parts are cut (`cuts[0..n]`,
+ * ascending, each at most the length): 0 to 7 parts (empty ones too), on and off 8-, 64- and
+ * 256-byte boundaries; message 59 fills the message size exactly. */
+static size_t parts_len(uint64_t seq) {
+    return seq == PARTS_COUNT - 1 ? PARTS_SIZE : (size_t)(seq * 977u % (PARTS_SIZE + 1u));
+}
+
+static size_t parts_cuts(uint64_t seq, size_t cuts[8]) {
+    size_t len = parts_len(seq), n = (size_t)(seq % 8u);
+    for (size_t i = 0; i < n; i++) {
+        size_t c = (size_t)((seq * 61u + i * 263u) % (len + 1u));
+        size_t j = i;
+        while (j > 0 && cuts[j - 1] > c) { /* insertion keeps them ascending */
+            cuts[j] = cuts[j - 1];
+            j--;
+        }
+        cuts[j] = c;
+    }
+    return n;
+}
+
+/* Sends message `seq` as its parts, cut out of `whole` (the message's bytes). */
+static int send_as_parts(shmq_queue *q, uint64_t seq, const uint8_t *whole, int timeout_ms) {
+    size_t cuts[8], n = parts_cuts(seq, cuts), len = parts_len(seq);
+    const void *parts[9];
+    size_t lens[9], from = 0;
+    size_t count = 0;
+    if (len == 0 && n == 0) return shmq_send_parts(q, NULL, NULL, 0, timeout_ms, 0);
+    for (size_t i = 0; i <= n; i++) {
+        size_t to = i < n ? cuts[i] : len;
+        lens[count] = to - from;
+        parts[count] = to == from ? NULL : whole + from; /* an empty part may be NULL */
+        count++;
+        from = to;
+    }
+    return shmq_send_parts(q, parts, lens, count, timeout_ms, 0);
+}
+
+static int parts_producer(const char *name) {
+    shmq_queue *q = NULL;
+    if (shmq_connect(name, &q) != SHMQ_OK) return 10;
+    static uint8_t whole[PARTS_SIZE];
+    for (uint64_t seq = 0; seq < PARTS_COUNT; seq++) {
+        for (size_t i = 0; i < parts_len(seq); i++) whole[i] = zc_byte(seq, i);
+        if (send_as_parts(q, seq, whole, 10000) != SHMQ_OK) return 11;
+    }
+    shmq_close(q);
+    return 0;
+}
+
+/* Another process sends every message in parts; each arrives joined, verified, in order. */
+static void send_parts_across_processes(uint32_t flags) {
+    char name[96];
+    shmq_queue *q = make_queue_with(name, sizeof name, 8, PARTS_SIZE, flags);
+    if (q == NULL) return;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) _exit(parts_producer(name));
+    static uint8_t buf[PARTS_SIZE];
+    int bad = 0;
+    for (uint64_t seq = 0; seq < PARTS_COUNT && bad == 0; seq++) {
+        shmq_message_info info;
+        int status = shmq_receive_message(q, buf, sizeof buf, &info, 10000);
+        for (size_t i = 0; status == SHMQ_OK && i < info.len && i < parts_len(seq); i++)
+            bad += buf[i] != zc_byte(seq, i);
+        if (status != SHMQ_OK || info.len != parts_len(seq) || info.id != seq || bad != 0) {
+            fprintf(stderr, "[%s] message %llu: status %d, len %zu, %d bad bytes\n",
+                    current_test, (unsigned long long)seq, status, (size_t)info.len, bad);
+            bad++;
+        }
+    }
+    if (bad != 0) kill(pid, SIGKILL); /* it may be blocked on a full queue */
+    CHECK(bad == 0);
+    int wstatus = 0;
+    CHECK(waitpid(pid, &wstatus, 0) == pid);
+    CHECK(bad != 0 || (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0));
+    shmq_queue_stats stats = {.struct_size = sizeof stats};
+    CHECK_STATUS(shmq_stats(q, &stats), SHMQ_OK);
+    CHECK(stats.messages_received == PARTS_COUNT && stats.checksum_failures == 0);
+    drop_queue(q, name);
+}
+
+static void test_send_parts_across_processes(void) { send_parts_across_processes(0); }
+
+static void test_send_parts_across_processes_spsc(void) {
+    send_parts_across_processes(SHMQ_CREATE_SINGLE_PRODUCER_SINGLE_CONSUMER);
+}
+
+static void test_send_parts_across_processes_no_checksum(void) {
+    send_parts_across_processes(SHMQ_CREATE_NO_CHECKSUM);
+}
+
+static void test_send_parts_arguments(void) {
+    char name[96];
+    shmq_queue *q = make_queue(name, sizeof name, 2, 16);
+    if (q == NULL) return;
+    uint8_t ten[10] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    uint8_t seven[7] = {2, 2, 2, 2, 2, 2, 2};
+    const void *parts[3] = {ten, NULL, seven};
+    size_t lens[3] = {10, 1, 7};
+    CHECK_STATUS(shmq_send_parts(NULL, parts, lens, 1, 0, 0), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(shmq_send_parts(q, NULL, lens, 1, 0, 0), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("parts");
+    CHECK_STATUS(shmq_send_parts(q, parts, NULL, 1, 0, 0), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("lens");
+    CHECK_STATUS(shmq_send_parts(q, parts, lens, 3, 0, 0), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_LAST_ERROR_HAS("parts[1]");
+    lens[1] = 0; /* a NULL part of length 0 is allowed; 17 bytes are one too many */
+    CHECK_STATUS(shmq_send_parts(q, parts, lens, 3, 0, 0), SHMQ_ERR_MESSAGE_TOO_LARGE);
+    CHECK_LAST_ERROR_HAS("nothing was sent");
+    /* Lengths whose sum wraps around are refused, not wrapped (no part is read). */
+    size_t huge[2] = {SIZE_MAX, 2};
+    CHECK_STATUS(shmq_send_parts(q, parts, huge, 2, 0, 0), SHMQ_ERR_MESSAGE_TOO_LARGE);
+    CHECK(shmq_len(q) == 0);
+    CHECK_STATUS(shmq_send_parts(q, parts, lens, 1, -7, 0), SHMQ_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(shmq_send_parts(q, parts, lens, 1, 0, 99), SHMQ_ERR_INVALID_ARGUMENT);
+
+    /* 10 + 0 + 6 bytes: exactly the message size; then an empty message, then full. */
+    lens[2] = 6;
+    CHECK_STATUS(shmq_send_parts(q, parts, lens, 3, 0, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_send_parts(q, NULL, NULL, 0, 0, 0), SHMQ_OK);
+    CHECK_STATUS(shmq_send_parts(q, parts, lens, 1, 0, 0), SHMQ_ERR_FULL);
+    CHECK_STATUS(shmq_send_parts(q, parts, lens, 1, 20, 0), SHMQ_ERR_TIMEOUT);
+    uint8_t buf[16];
+    shmq_message_info info;
+    CHECK_STATUS(shmq_receive_message(q, buf, sizeof buf, &info, 0), SHMQ_OK);
+    CHECK(info.len == 16 && info.id == 0 && memcmp(buf, ten, 10) == 0 &&
+          memcmp(buf + 10, seven, 6) == 0);
+    CHECK_STATUS(shmq_receive_message(q, buf, sizeof buf, &info, 0), SHMQ_OK);
+    CHECK(info.len == 0 && info.id == 1);
+    CHECK_STATUS(shmq_shutdown(q), SHMQ_OK);
+    CHECK_STATUS(shmq_send_parts(q, parts, lens, 1, 0, 0), SHMQ_ERR_CLOSED);
     drop_queue(q, name);
 }
 
@@ -2463,6 +2606,10 @@ static const struct test tests[] = {
     {"zerocopy_across_processes", test_zerocopy_across_processes},
     {"batch_round_trip", test_batch_round_trip},
     {"batch_arguments", test_batch_arguments},
+    {"send_parts_arguments", test_send_parts_arguments},
+    {"send_parts_across_processes", test_send_parts_across_processes},
+    {"send_parts_across_processes_spsc", test_send_parts_across_processes_spsc},
+    {"send_parts_across_processes_no_checksum", test_send_parts_across_processes_no_checksum},
     {"batch_across_processes", test_batch_across_processes},
     {"batch_across_processes_spsc", test_batch_across_processes_spsc},
     {"batch_in_place_round_trip", test_batch_in_place_round_trip},
