@@ -33,6 +33,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <initializer_list>
 #include <iterator>
 #include <stdexcept>
 #include <string>
@@ -299,6 +300,37 @@ public:
     bool send_message(uint64_t id, uint64_t timestamp_ns, const void *data, size_t len,
                       Wait wait = forever) {
         return sent(shmq_send_message(q_, id, timestamp_ns, data, len, wait.milliseconds()));
+    }
+
+    /// Gather send: one message made of `count` parts (`parts[i]`, `lens[i]` bytes), copied
+    /// into the queue one after another without assembling them first. False if there was
+    /// no room within `wait`; throws Error for the rest (as `send`).
+    bool send_parts(const void *const *parts, const size_t *lens, size_t count,
+                    Wait wait = forever) {
+        return sent(shmq_send_parts(q_, parts, lens, count, wait.milliseconds(), 0));
+    }
+    /// `send_parts` of byte strings: `q.send_parts({header, body})`.
+    bool send_parts(std::initializer_list<std::string_view> parts, Wait wait = forever) {
+        constexpr size_t on_stack = 16;  // no allocation for up to this many parts
+        const void *ptrs_small[on_stack];
+        size_t lens_small[on_stack];
+        std::vector<const void *> ptrs_big;
+        std::vector<size_t> lens_big;
+        const void **ptrs = ptrs_small;
+        size_t *lens = lens_small;
+        if (parts.size() > on_stack) {
+            ptrs_big.resize(parts.size());
+            lens_big.resize(parts.size());
+            ptrs = ptrs_big.data();
+            lens = lens_big.data();
+        }
+        size_t i = 0;
+        for (const std::string_view part : parts) {
+            ptrs[i] = part.data();
+            lens[i] = part.size();
+            i++;
+        }
+        return send_parts(ptrs, lens, parts.size(), wait);
     }
 
     /// Zero-copy send: `fill(uint8_t *slot, size_t capacity) -> size_t` writes the message

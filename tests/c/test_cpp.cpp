@@ -358,6 +358,49 @@ static void test_in_place() {
     CHECK(calls == 0);
 }
 
+static void test_send_parts() {
+    const std::string name = fresh_name();
+    Cleanup cleanup{name};
+    shmq::Queue q = shmq::Queue::create(name, 2, 64);
+    const std::string header = "head:", body(59, 'b');
+    CHECK(q.send_parts({header, "", body}));  // exactly 64 bytes
+    // 20 parts: more than the wrapper keeps on the stack.
+    std::vector<std::string> many;
+    for (int i = 0; i < 20; i++) many.push_back(std::string(1, static_cast<char>('a' + i)));
+    std::vector<const void *> ptrs;
+    std::vector<size_t> lens;
+    for (const std::string &m : many) {
+        ptrs.push_back(m.data());
+        lens.push_back(m.size());
+    }
+    CHECK(q.send_parts(ptrs.data(), lens.data(), ptrs.size()));
+    CHECK(!q.send_parts({"x"}, shmq::no_wait));  // full
+    std::vector<uint8_t> buf(q.message_size());
+    shmq::Received m = q.receive(buf.data(), buf.size());
+    CHECK(m && std::string(reinterpret_cast<char *>(buf.data()), m.len) == header + body);
+    m = q.receive(buf.data(), buf.size());
+    CHECK(m && std::string(reinterpret_cast<char *>(buf.data()), m.len) ==
+                   "abcdefghijklmnopqrst");
+    bool thrown = false;
+    try {
+        q.send_parts({header, body, "!"});  // 65 bytes
+    } catch (const shmq::Error &e) {
+        thrown = e.status() == SHMQ_ERR_MESSAGE_TOO_LARGE;
+    }
+    CHECK(thrown && q.size() == 0);
+    // Exactly the wrapper's stack capacity and one more, through the list form.
+    CHECK(q.send_parts({"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13",
+                        "14", "15", "16"}));
+    CHECK(q.send_parts({"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13",
+                        "14", "15", "16", "17"}));
+    m = q.receive(buf.data(), buf.size());
+    CHECK(m && std::string(reinterpret_cast<char *>(buf.data()), m.len) ==
+                   "12345678910111213141516");
+    m = q.receive(buf.data(), buf.size());
+    CHECK(m && std::string(reinterpret_cast<char *>(buf.data()), m.len) ==
+                   "1234567891011121314151617");
+}
+
 static void test_batches() {
     const std::string name = fresh_name();
     Cleanup cleanup{name};
@@ -594,6 +637,7 @@ static const Test tests[] = {
     {"shutdown_and_drain", test_shutdown_and_drain},
     {"move_and_ownership", test_move_and_ownership},
     {"in_place", test_in_place},
+    {"send_parts", test_send_parts},
     {"batches", test_batches},
     {"across_processes", test_across_processes},
     {"across_processes_spsc", test_across_processes_spsc},
