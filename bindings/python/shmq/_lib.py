@@ -171,6 +171,18 @@ def _declare(cdll: ctypes.CDLL) -> None:
             c_int,
             [QueuePtr, c_void_p, c_size_t, ctypes.POINTER(QueueInfo), c_int, c_uint32],
         ),
+        # Gather send (Queue.put_parts).
+        "shmq_send_parts": (
+            c_int,
+            [
+                QueuePtr,
+                ctypes.POINTER(c_void_p),
+                ctypes.POINTER(c_size_t),
+                c_size_t,
+                c_int,
+                c_uint32,
+            ],
+        ),
         # Batches (Queue.put_many / Queue.get_many).
         "shmq_send_batch": (
             c_int,

@@ -717,6 +717,34 @@ class Queue:
         """``put(data, block=False)``: raises :class:`Full` at once if there is no room."""
         self.put(data, block=False)
 
+    def put_parts(
+        self, parts: Sequence[BytesLike], block: bool = True, timeout: Optional[float] = None
+    ) -> None:
+        """Sends one message made of ``parts`` joined (bytes-like objects, in order), copied
+        into the queue one after another without joining them first (``shmq_send_parts``,
+        a gather send): ``q.put_parts([header, payload])`` sends what
+        ``q.put(header + payload)`` sends, without building the joined copy. An empty list
+        sends an empty message.
+
+        Waits and raises like :meth:`put`; :class:`MessageTooLarge` if the parts add up to
+        more than :attr:`message_size` (nothing is sent).
+        """
+        count = len(parts)
+        # The objects behind the pointers stay referenced here until the call is done.
+        if all(type(part) is bytes for part in parts):
+            # As in put_many: a c_char_p array points into each bytes object.
+            pointers: Any = (ctypes.c_char_p * count)(*parts)
+            lengths = (ctypes.c_size_t * count)(*map(len, parts))
+        else:
+            readable = [_readable(part) for part in parts]
+            pointers = (ctypes.c_void_p * count)(*(_address(obj) for obj, _ in readable))
+            lengths = (ctypes.c_size_t * count)(*(length for _, length in readable))
+        ptrs = ctypes.cast(pointers, ctypes.POINTER(ctypes.c_void_p))
+        lens = ctypes.cast(lengths, ctypes.POINTER(ctypes.c_size_t))
+        status = self._wait(lib.shmq_send_parts, (ptrs, lens, count), block, timeout)
+        if status != _OK:
+            self._raise_send(status, block, timeout)
+
     def put_message(
         self,
         id: int,
