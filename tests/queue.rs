@@ -503,11 +503,15 @@ const GATHERED: u64 = 40;
 
 /// Message `k` of the gather-send test, as its parts, at most `max` bytes in all: zero to
 /// nine parts of assorted lengths (empty ones too), cut so that part boundaries fall on and
-/// off 8-, 64- and 256-byte boundaries; the last message fills the message size exactly.
+/// off 8-, 64- and 256-byte boundaries; every fourth message is under 200 bytes, and the last
+/// fills the message size exactly.
 fn gathered_message(k: u64, max: usize) -> Vec<Vec<u8>> {
     let mut rng = common::Rng::new(k);
     let total = if k == GATHERED - 1 {
         max
+    } else if k % 4 == 1 {
+        // Small ones too, which the call joins before sending (up to 128 bytes).
+        (rng.next() % 200) as usize
     } else {
         (rng.next() % (max as u64 + 1)) as usize
     };

@@ -1157,9 +1157,12 @@ static void test_zerocopy_across_processes(void) {
 
 /* Message `seq` of the gather tests: its length, and where its parts are cut (`cuts[0..n]`,
  * ascending, each at most the length): 0 to 7 parts (empty ones too), on and off 8-, 64- and
- * 256-byte boundaries; message 59 fills the message size exactly. */
+ * 256-byte boundaries; every fourth message is under 200 bytes, and message 59 fills the
+ * message size exactly. */
 static size_t parts_len(uint64_t seq) {
-    return seq == PARTS_COUNT - 1 ? PARTS_SIZE : (size_t)(seq * 977u % (PARTS_SIZE + 1u));
+    if (seq == PARTS_COUNT - 1) return PARTS_SIZE;
+    return seq % 4u == 1u ? (size_t)(seq * 37u % 200u) /* small: joined before sending */
+                          : (size_t)(seq * 977u % (PARTS_SIZE + 1u));
 }
 
 static size_t parts_cuts(uint64_t seq, size_t cuts[8]) {
