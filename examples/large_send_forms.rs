@@ -3,17 +3,21 @@
 //! a 256-slot queue, every byte written and checked, and print the rate.
 //!
 //! ```sh
-//! # SEND(copy|inplace) RECEIVE(copy|inplace) CHECKSUMS(on|off) N [SIZE [FILL]]
+//! # SEND(copy|inplace|parts) RECEIVE(copy|inplace) CHECKSUMS(on|off) N [SIZE [FILL]]
 //! cargo run --release --example large_send_forms -- inplace copy on 1000000 4096 memset
 //! ```
 //!
-//! FILL is how an in-place send writes the message after its 8-byte number: `memset` (a
-//! `fill` of run-time length, as the bench does), `copy` (`copy_from_slice` of a prepared
-//! buffer) or `words` (whole 8-byte stores). A copying send fills its buffer with `memset`
-//! first. On the development VM a zero-copy send with checksums ran at 0.4–0.55× a copying
-//! send at 4 KiB with `memset` or `copy` fills, 0.7–0.8× with `words`: the checksum reads back
+//! FILL is how a send writes the message after its 8-byte number: `memset` (a `fill` of
+//! run-time length, as the bench does), `copy` (`copy_from_slice` of a prepared body) or, in
+//! place only, `words` (whole 8-byte stores). A copying send fills its buffer so, then sends
+//! it; `parts` sends the number and the prepared body as two parts (`send_parts`, a gather
+//! send: the prepared body as `copy` has it, without a buffer to assemble it in).
+//!
+//! On the development VM, at 4 KiB with checksums, a zero-copy send ran at 0.4–0.55× a
+//! copying send with `memset` or `copy` fills, 0.7–0.8× with `words`: the checksum reads back
 //! bytes just written to lines the consumer's core held (docs/PERFORMANCE.md, twenty-third
-//! session).
+//! session). A copying send of a buffer filled by `copy` waits the same way, and `parts`
+//! ran at 1.7× its rate (twenty-fourth session).
 
 use std::time::Instant;
 
@@ -74,10 +78,22 @@ fn produce(queue: &CrossProcessQueue, form: &str, fill: &str, n: u64, size: usiz
     let mut buf = vec![0u8; size];
     for i in 0..n {
         let value = i as u8;
+        let body = &bodies[i as usize % 256];
         if form == "copy" {
+            // The message assembled in a buffer, then sent.
             buf[..8].copy_from_slice(&i.to_le_bytes());
-            buf[8..].fill(value);
+            match fill {
+                "copy" => buf[8..].copy_from_slice(body),
+                _ => buf[8..].fill(value),
+            }
             queue.send_bytes_timeout(&buf, None).expect("send");
+            continue;
+        }
+        if form == "parts" {
+            // The number and the prepared body as two parts: no buffer to assemble.
+            queue
+                .send_parts_timeout(&[&i.to_le_bytes(), body], None)
+                .expect("send parts");
             continue;
         }
         queue
@@ -93,7 +109,7 @@ fn produce(queue: &CrossProcessQueue, form: &str, fill: &str, n: u64, size: usiz
                         let rest = (size - 8) % 8;
                         slot[size - rest..].fill(value);
                     }
-                    "copy" => slot[8..].copy_from_slice(&bodies[i as usize % 256]),
+                    "copy" => slot[8..].copy_from_slice(body),
                     _ => slot[8..].fill(value),
                 }
                 size
@@ -139,6 +155,7 @@ fn main() {
     assert_eq!(status, 0, "the consumer failed");
     let rate = n as f64 / start.elapsed().as_secs_f64() / 1e6;
     let checksums = if checksums { "on" } else { "off" };
+    let fill = if send == "parts" { "two parts" } else { &fill };
     println!(
         "{send:>7} send ({fill}) -> {receive:>7} receive, {size} B, checksums {checksums}: \
          {rate:.2} M msgs/s"

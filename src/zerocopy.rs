@@ -209,9 +209,10 @@ impl CrossProcessQueue {
     /// docs/PERFORMANCE.md). Whole aligned 8-byte stores avoid the wait. A copying send of a
     /// buffer filled just before waits the same. Large messages pay it per line: at 4 KiB
     /// between two processes, a zero-copy send with checksums whose `fill` used `memset` or
-    /// `memcpy` ran at 0.4–0.55× a copying send, 0.7–0.8× with 8-byte stores, while the zero-copy
-    /// receive was as fast as the copying one (`examples/large_send_forms.rs`): with
-    /// checksums on, send large messages with the copying calls.
+    /// `memcpy` ran at 0.4–0.55× a copying send, 0.7–0.8× with 8-byte stores, while the
+    /// zero-copy receive was as fast as the copying one (`examples/large_send_forms.rs`):
+    /// with checksums on, send large messages with the copying calls, and a message kept in
+    /// pieces with [`send_parts`](Self::send_parts), which reads each piece once.
     #[doc(alias = "reserve")]
     pub fn send_in_place<F>(&self, timeout: Option<Duration>, fill: F) -> Result<u64>
     where
