@@ -24,9 +24,14 @@ const SOON: Duration = Duration::from_secs(10);
 
 // ----- the child side --------------------------------------------------------------------
 
+/// Message `id`'s bytes: its id, then 192 bytes of text, longer than the 128 bytes a gather
+/// send joins before sending (so `send_parts` writes it part by part).
 fn payload(id: u64) -> Vec<u8> {
     let mut v = id.to_le_bytes().to_vec();
-    v.extend_from_slice(b"-crash-test-payload");
+    for _ in 0..8 {
+        v.extend_from_slice(b"-crash-test-payload-of-24");
+    }
+    v.truncate(200);
     v
 }
 
@@ -46,6 +51,16 @@ fn crash_child() {
         "send" => {
             let id: u64 = std::env::var("ID").expect("ID").parse().unwrap();
             match q.send_with(Some(id), 7, &payload(id), Some(timeout)) {
+                Ok(_) => println!("@@SENT {id}"),
+                Err(e) => println!("@@ERR {e}"),
+            }
+        }
+        "send_parts" => {
+            // The same message as "send", in three parts (a gather send).
+            let id: u64 = std::env::var("ID").expect("ID").parse().unwrap();
+            let bytes = payload(id);
+            let parts: [&[u8]; 3] = [&bytes[..8], &bytes[8..100], &bytes[100..]];
+            match q.send_parts_with(Some(id), 7, &parts, Some(timeout)) {
                 Ok(_) => println!("@@SENT {id}"),
                 Err(e) => println!("@@ERR {e}"),
             }
@@ -173,7 +188,7 @@ struct Scenario {
 impl Scenario {
     fn new(tag: &str, capacity: usize) -> Scenario {
         let q = TestQueue::new(tag);
-        let h = CrossProcessQueue::create(&q.name, capacity, 64).expect("create");
+        let h = CrossProcessQueue::create(&q.name, capacity, 256).expect("create");
         Scenario {
             q,
             h,
@@ -205,7 +220,7 @@ impl Scenario {
     /// Receives once from the parent; `None` when nothing came within `wait`. Returns the id
     /// the payload carries (a batch's messages have their positions as message ids).
     fn recv(&mut self, wait: Duration) -> Option<u64> {
-        let mut buf = [0u8; 64];
+        let mut buf = [0u8; 256];
         match self.h.recv_with(&mut buf, Some(wait)) {
             Ok(m) => {
                 let id = u64::from_le_bytes(buf[..8].try_into().unwrap());
@@ -221,7 +236,7 @@ impl Scenario {
     /// Receives by polling alone (`receive_into`, which never waits), until a message comes
     /// or `within` has passed; `None` then.
     fn poll(&mut self, within: Duration) -> Option<u64> {
-        let mut buf = [0u8; 64];
+        let mut buf = [0u8; 256];
         let start = Instant::now();
         loop {
             match self.h.receive_into(&mut buf) {
@@ -249,10 +264,15 @@ impl Scenario {
 
     /// A child that sends the next id and stops at `point`.
     fn child_send(&mut self, point: &str) -> (Proc, u64) {
+        self.child_send_as("send", point)
+    }
+
+    /// [`child_send`](Self::child_send) with the child's `role` ("send" or "send_parts").
+    fn child_send_as(&mut self, role: &str, point: &str) -> (Proc, u64) {
         let id = 1000 + self.next_id;
         self.next_id += 1;
         self.unacked.push(id);
-        let mut p = Proc::spawn(&self.q, "send", id, Some(point), 10_000);
+        let mut p = Proc::spawn(&self.q, role, id, Some(point), 10_000);
         p.wait_stopped();
         (p, id)
     }
@@ -315,7 +335,7 @@ impl Scenario {
 
     fn shutdown_and_check(mut self, abandoned: u64, redelivered: u64) {
         self.h.shutdown().unwrap();
-        let mut buf = [0u8; 64];
+        let mut buf = [0u8; 256];
         loop {
             match self.h.recv_with(&mut buf, Some(SOON)) {
                 Ok(m) => self.note(m.id, m.redelivered),
@@ -371,9 +391,13 @@ impl Scenario {
 // ----- a producer killed mid-send: its position is skipped, nothing promised is lost -------
 
 fn producer_killed(point: &str) {
+    producer_killed_as("send", point);
+}
+
+fn producer_killed_as(role: &str, point: &str) {
     let mut s = Scenario::new(point, 4);
     s.send();
-    let (child, id) = s.child_send(point);
+    let (child, id) = s.child_send_as(role, point);
     let out = child.kill_at(point);
     s.absorb(&out);
     assert!(
@@ -402,6 +426,13 @@ fn killed_at_push_tail_moved() {
 #[test]
 fn killed_at_push_written() {
     producer_killed("push_written");
+}
+
+#[test]
+fn killed_in_a_gather_send_at_each_point() {
+    for point in ["push_claimed", "push_tail_moved", "push_written"] {
+        producer_killed_as("send_parts", point);
+    }
 }
 
 /// A receiver that only polls, on a queue left empty long enough for its repair checks to
