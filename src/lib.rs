@@ -63,7 +63,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Gather sends ([`CrossProcessQueue::send_parts`]) of at most this many bytes are joined on
 /// the stack and sent as one message. Part by part, the checksum's state carried across
-/// parts costs about 130 instructions per message: between two processes, a two-part
+/// parts costs about 140 instructions per message: between two processes, a two-part
 /// 64-byte message went at about 0.65× the rate of one its caller joined (20.6–23.3 against
 /// 27.5–36.1 M msgs/s in four rounds), and at 0.94× once joined here; at 128 bytes the two
 /// ways ran alike, at 200 bytes part by part was ahead (`examples/large_send_forms.rs`,
