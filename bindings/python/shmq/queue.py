@@ -144,6 +144,23 @@ def _address(obj: Any) -> Optional[int]:
     return ctypes.addressof(obj)
 
 
+def _pointer_arrays(items: Sequence[BytesLike]) -> tuple[Any, Any]:
+    """ctypes arrays of the addresses and lengths of ``items``' bytes, for the C calls that
+    take several buffers (``shmq_send_batch``, ``shmq_send_parts``). The arrays keep what
+    they point into referenced: keep them over the call."""
+    count = len(items)
+    if all(type(item) is bytes for item in items):
+        # The common case, in C: a c_char_p array points into each bytes object and keeps it
+        # referenced (5x faster than the general path for 64-byte items).
+        return (ctypes.c_char_p * count)(*items), (ctypes.c_size_t * count)(*map(len, items))
+    readable = [_readable(item) for item in items]
+    pointers = (ctypes.c_void_p * count)(*(_address(obj) for obj, _ in readable))
+    # The general path's arrays hold addresses only: the exports stay referenced by the
+    # pointer array's `_keep` attribute until it is dropped.
+    pointers._keep = readable  # type: ignore[attr-defined]
+    return pointers, (ctypes.c_size_t * count)(*(length for _, length in readable))
+
+
 def _writable(buffer: BytesLike) -> tuple[Any, int, int]:
     """A ctypes object holding an export of ``buffer`` (which cannot be resized or freed
     while that object lives: keep it over the call), the address of the first byte, and
@@ -731,14 +748,7 @@ class Queue:
         """
         count = len(parts)
         # The objects behind the pointers stay referenced here until the call is done.
-        if all(type(part) is bytes for part in parts):
-            # As in put_many: a c_char_p array points into each bytes object.
-            pointers: Any = (ctypes.c_char_p * count)(*parts)
-            lengths = (ctypes.c_size_t * count)(*map(len, parts))
-        else:
-            readable = [_readable(part) for part in parts]
-            pointers = (ctypes.c_void_p * count)(*(_address(obj) for obj, _ in readable))
-            lengths = (ctypes.c_size_t * count)(*(length for _, length in readable))
+        pointers, lengths = _pointer_arrays(parts)
         ptrs = ctypes.cast(pointers, ctypes.POINTER(ctypes.c_void_p))
         lens = ctypes.cast(lengths, ctypes.POINTER(ctypes.c_size_t))
         status = self._wait(lib.shmq_send_parts, (ptrs, lens, count), block, timeout)
@@ -899,15 +909,7 @@ class Queue:
             return 0
         timeout = _check_timeout(timeout)
         # The objects behind the pointers stay referenced here until the calls are done.
-        if all(type(item) is bytes for item in items):
-            # The common case, in C: a c_char_p array points into each bytes object and
-            # keeps it referenced (5x faster than the general path for 64-byte items).
-            pointers: Any = (ctypes.c_char_p * count)(*items)
-            lengths = (ctypes.c_size_t * count)(*map(len, items))
-        else:
-            readable = [_readable(item) for item in items]
-            pointers = (ctypes.c_void_p * count)(*(_address(obj) for obj, _ in readable))
-            lengths = (ctypes.c_size_t * count)(*(length for _, length in readable))
+        pointers, lengths = _pointer_arrays(items)
         out = ctypes.c_size_t()
 
         def send(sent: int, time_left: Optional[float]) -> int:
