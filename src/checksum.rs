@@ -211,9 +211,14 @@ impl MessageCrc {
     /// the parts joined)`, `len` bytes in all: a gather send, one pass over each part as
     /// [`copy_to_shared`](Self::copy_to_shared) makes over one.
     ///
+    /// Writes at most `len` bytes whatever the parts say: each part is cut to the room left.
+    /// Parts that add up to less leave the rest of `dst` as it was, and the checksum (which
+    /// takes `len` as the message's length) then fails at the receiver: so a caller whose
+    /// parts changed after it summed them (a C caller's arrays rewritten by a racing thread)
+    /// writes nothing past the message.
+    ///
     /// # Safety
-    /// The parts' lengths add up to `len`, which fits in a `u32`; `dst` is valid for writing
-    /// `len` bytes and overlaps no part.
+    /// `len` fits in a `u32`; `dst` is valid for writing `len` bytes and overlaps no part.
     #[inline]
     pub unsafe fn copy_parts_to_shared(
         self,
@@ -268,8 +273,9 @@ unsafe fn portable_gather_to_shared(
     let mut at = 0;
     for i in 0..count {
         let part = part(i);
-        // SAFETY: the caller's contract: `at + part.len() <= len`, so `dst + at` is
-        // writable for the part's bytes, which `dst` does not overlap.
+        let part = &part[..part.len().min(len - at)];
+        // SAFETY: `at + part.len() <= len` (cut above), so `dst + at` is writable for the
+        // part's bytes (the caller's contract), which `dst` does not overlap.
         unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), dst.add(at), part.len()) };
         crc = crc32c::crc32c_append(crc, part);
         at += part.len();
@@ -622,13 +628,12 @@ mod x86 {
         let mut at = 0;
         for i in 0..count {
             let part = part(i);
-            // SAFETY: the CPU has the features; `at + part.len() <= len` (our contract), so
-            // `dst + at` is writable for the part, a private slice it does not overlap
-            // (no alignment needed: `src` is not shared).
-            crc = unsafe {
-                update::<true, false, true>(crc, part.as_ptr(), dst.add(at), 0, part.len())
-            };
-            at += part.len();
+            let n = part.len().min(len - at);
+            // SAFETY: the CPU has the features; `at + n <= len` (cut above), so `dst + at` is
+            // writable for `n` bytes (our contract), which the part holds, a private slice
+            // `dst` does not overlap (no alignment needed: `src` is not shared).
+            crc = unsafe { update::<true, false, true>(crc, part.as_ptr(), dst.add(at), 0, n) };
+            at += n;
         }
         !crc
     }
@@ -904,11 +909,11 @@ mod x86 {
             let mut at = 0;
             for i in 0..count {
                 let part = part(i);
-                // SAFETY: as in `super::gather_to_shared`.
-                crc = unsafe {
-                    update_wide::<true, false, true>(crc, part.as_ptr(), dst.add(at), part.len())
-                };
-                at += part.len();
+                let n = part.len().min(len - at);
+                // SAFETY: as in `super::gather_to_shared`: `at + n <= len`.
+                crc =
+                    unsafe { update_wide::<true, false, true>(crc, part.as_ptr(), dst.add(at), n) };
+                at += n;
             }
             !crc
         }
@@ -1165,6 +1170,35 @@ mod tests {
                         "{which} copy_to_shared wrote past length {n}"
                     );
                 }
+            }
+        }
+    }
+
+    /// Parts that add up to more than `len` are cut at it, by every implementation: `len`
+    /// bytes written, nothing after, and the checksum of those bytes.
+    #[test]
+    fn gather_copies_cut_parts_at_the_length() {
+        let data = sample_bytes();
+        const GUARD: u8 = 0x3C;
+        for len in [0, 5, 64, 300, 1000, 5000] {
+            let parts: [&[u8]; 3] = [
+                &data[..len / 3 + 1],
+                &data[len / 3 + 1..len + 40],
+                &data[..9],
+            ];
+            let expected = reference_crc(3, 4, len as u32, &data[..len]);
+            for (which, crc) in &implementations() {
+                let mut out = vec![GUARD; len + 64];
+                // SAFETY: `out` holds more than `len` bytes; `data` is a separate allocation.
+                let got = unsafe {
+                    crc.copy_parts_to_shared(3, 4, (3, &|i| parts[i]), len, out.as_mut_ptr())
+                };
+                assert_eq!(got, expected, "{which}, length {len}");
+                assert!(out[..len] == data[..len], "{which}, length {len}");
+                assert!(
+                    out[len..].iter().all(|&b| b == GUARD),
+                    "{which} wrote past {len}"
+                );
             }
         }
     }

@@ -1336,7 +1336,10 @@ pub unsafe extern "C" fn shmq_send_batch(
 ///
 /// # Safety
 /// `q` is NULL or a live handle; when `count > 0`, `parts` and `lens` are NULL or readable
-/// for `count` elements and each `parts[i]` is NULL or readable for `lens[i]` bytes.
+/// for `count` elements and each `parts[i]` is NULL or readable for `lens[i]` bytes; none of
+/// them changes during the call. (If `lens` does, the queue still writes no more than the
+/// length it summed first: a part that grew is cut there, and one that shrank leaves a
+/// message that fails its checksum at the receiver, on a queue with checksums.)
 #[no_mangle]
 pub unsafe extern "C" fn shmq_send_parts(
     q: *mut shmq_queue,

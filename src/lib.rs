@@ -1520,12 +1520,15 @@ impl CrossProcessQueue {
         if len <= JOIN_ON_STACK {
             // Small messages are joined first and sent as one: below this size the checksum
             // carried from part to part cost more than the copy (see `JOIN_ON_STACK`).
+            // Each part cut to the room left, as `Ring::write_parts` does (C arrays asked for
+            // twice).
             let mut joined = [0u8; JOIN_ON_STACK];
             let mut at = 0;
             for i in 0..count {
                 let part = part(i);
-                joined[at..at + part.len()].copy_from_slice(part);
-                at += part.len();
+                let n = part.len().min(len - at);
+                joined[at..at + n].copy_from_slice(&part[..n]);
+                at += n;
             }
             return self.send_with(id, timestamp, &joined[..len], timeout);
         }

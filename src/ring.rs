@@ -1106,6 +1106,12 @@ impl Ring {
     /// [`Ring::write`] of a message given in `count` parts, `part(i)` (a gather send),
     /// `len` bytes in all: the parts are copied one after another into the slot, and
     /// checksummed as they are copied.
+    ///
+    /// The parts are asked for again here, after the caller summed them to `len`; a C
+    /// caller's arrays could have changed in between (a race its contract forbids, but the
+    /// slot's neighbours must not pay for it). So each part is cut to the room left, and
+    /// nothing is written past `len`: parts that grew are cut, and parts that shrank leave
+    /// the message's end stale, which its checksum then reports.
     pub fn write_parts(
         &self,
         token: &PushToken,
@@ -1115,12 +1121,11 @@ impl Ring {
         len: usize,
     ) {
         assert!(len <= self.message_size, "caller checks the length");
-        debug_assert_eq!((0..count).map(|i| part(i).len()).sum::<usize>(), len);
         let payload = self.payload_at(token.index);
         let crc = match self.checksum {
-            // SAFETY: the slot is claimed by us, its payload area holds message_size >= len
-            // bytes, the parts add up to `len` (our caller computed it from them) and lie in
-            // private memory that cannot overlap the mapping.
+            // SAFETY: the slot is claimed by us and its payload area holds message_size >=
+            // len bytes; `copy_parts_to_shared` writes at most `len` (it cuts each part to
+            // the room left); the parts lie in private memory that cannot overlap the mapping.
             Some(crc) => unsafe {
                 crc.copy_parts_to_shared(id, timestamp_ns, (count, part), len, payload)
             },
@@ -1128,9 +1133,10 @@ impl Ring {
                 let mut at = 0;
                 for i in 0..count {
                     let part = part(i);
-                    // SAFETY: as above: `at + part.len() <= len`.
-                    unsafe { ptr::copy_nonoverlapping(part.as_ptr(), payload.add(at), part.len()) };
-                    at += part.len();
+                    let n = part.len().min(len - at);
+                    // SAFETY: as above: `at + n <= len`.
+                    unsafe { ptr::copy_nonoverlapping(part.as_ptr(), payload.add(at), n) };
+                    at += n;
                 }
                 0
             }

@@ -684,3 +684,64 @@ fn many_threads(runs: bool) {
         );
     }
 }
+
+/// A gather write whose parts changed after its caller summed them (a C caller's arrays
+/// rewritten by a racing thread) writes nothing past the message's length: parts that grew
+/// are cut (the message is their first `len` bytes, with a valid checksum), and parts that
+/// shrank leave a message whose checksum fails.
+#[test]
+fn gather_writes_stay_within_the_length_their_caller_summed() {
+    use shmq::layout::segment_size;
+    const SIZE: u32 = 64;
+    for flags in [FLAG_CHECKSUM, 0] {
+        let h = HeapRing::new(2, SIZE, flags);
+        let w = World::default();
+        let p = peer(&w, 1);
+        let block = segment_size(2, SIZE).unwrap();
+        let snapshot = || {
+            // SAFETY: the block is `block` bytes from `base`, ours while `h` lives; reading
+            // it as bytes while no other thread runs.
+            unsafe { std::slice::from_raw_parts(h.base(), block) }.to_vec()
+        };
+        let grown: Vec<u8> = (0..200u8).collect();
+        let before = snapshot();
+        let t = h.ring.claim_push(&p).unwrap();
+        let header =
+            slot_header_offset(0, SIZE).unwrap()..slot_header_offset(0, SIZE).unwrap() + 64;
+        let payload = payload_offset(0, SIZE).unwrap();
+        // Summed as 10 + 6 bytes; asked for again, the second part has grown to 200.
+        let parts: [&[u8]; 2] = [&grown[..10], &grown];
+        h.ring.write_parts(&t, 9, 0, (2, &|i| parts[i]), 16);
+        h.ring.publish(t);
+        let after = snapshot();
+        // From the first slot on (the header before it holds the positions that move).
+        let slots = payload.min(header.start);
+        for (at, (b, a)) in before.iter().zip(&after).enumerate().skip(slots) {
+            if b != a {
+                assert!(
+                    header.contains(&at) || (payload..payload + 16).contains(&at),
+                    "flags {flags}: byte {at} written, outside the message's 16 bytes"
+                );
+            }
+        }
+        let (id, data, _) = pop(&h.ring, &p).unwrap();
+        assert_eq!(
+            (id, &data[..10], &data[10..]),
+            (9, &grown[..10], &grown[..6])
+        );
+
+        // Summed as 16 bytes; asked for again, the part has shrunk to 4.
+        let t = h.ring.claim_push(&p).unwrap();
+        h.ring.write_parts(&t, 10, 0, (1, &|_| &grown[..4]), 16);
+        h.ring.publish(t);
+        let mut buf = [0u8; SIZE as usize];
+        let t = h.ring.claim_pop(&p, buf.len()).unwrap();
+        let read = h.ring.read(&t, &mut buf);
+        h.ring.release(t);
+        if flags == FLAG_CHECKSUM {
+            assert!(matches!(read, Err(ReadError::Checksum { .. })), "{read:?}");
+        } else {
+            assert_eq!(read.unwrap().len, 16);
+        }
+    }
+}
