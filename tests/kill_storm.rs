@@ -169,7 +169,8 @@ fn storm_child() {
                 // Every 16th turn sends three messages in one batch, copied or (another
                 // 16th) written in place; every 8th message is written in place. The in-place
                 // writes are slow: a kill then often lands while a slot is claimed and
-                // unpublished (or, in a batch, between two messages).
+                // unpublished (or, in a batch, between two messages). Every 8th message from
+                // the 3rd is a gather send.
                 // How many consecutive ids from `id` on were sent.
                 let sent = if n % 16 == 8 {
                     let batch = [id, id + 1, id + 2].map(payload);
@@ -187,6 +188,12 @@ fn storm_child() {
                         24
                     })
                     .map(|_| 1)
+                } else if n % 8 == 3 {
+                    // A gather send of the payload in three parts.
+                    let p = payload(id);
+                    let parts: [&[u8]; 3] = [&p[..8], &p[8..16], &p[16..]];
+                    q.send_parts_with(Some(id), 0, &parts, Some(Duration::from_secs(1)))
+                        .map(|_| 1)
                 } else {
                     q.send_with(Some(id), 0, &payload(id), Some(Duration::from_secs(1)))
                         .map(|_| 1)
