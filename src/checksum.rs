@@ -13,7 +13,9 @@
 //! three cycles and its throughput one per cycle), joined by shifting each stream's state
 //! across the blocks after it with one carry-less multiplication. The blocks have fixed
 //! sizes, so the shift constants are computed at compile time. The same rounds also copy:
-//! a copying send or receive checksums each word as it moves it (see [`MessageCrc`]).
+//! a copying send or receive checksums each word as it moves it (see [`MessageCrc`]), and a
+//! gather send each part, the state going on from one part to the next
+//! ([`MessageCrc::copy_parts_to_shared`]).
 //!
 //! On CPUs with AVX-512 and VPCLMULQDQ a wider path (`x86::wide`) folds the bulk of a
 //! message 256 bytes at a time with 512-bit carry-less multiplications, about twice as fast
@@ -69,8 +71,9 @@ pub struct MessageCrc {
 type CopyFn = unsafe fn(u64, u64, *const u8, *mut u8, usize) -> u32;
 
 /// A gather copy into shared memory that checksums: `(id, timestamp_ns, (count, part), len,
-/// dst) -> crc`, the parts `part(0)..part(count - 1)` adding up to `len` bytes, `dst` valid
-/// for writing them and overlapping none (see [`MessageCrc::copy_parts_to_shared`]). One
+/// dst) -> crc`, the parts `part(0)..part(count - 1)` copied one after another and cut at
+/// `len` bytes, `dst` valid for writing them and overlapping none (see
+/// [`MessageCrc::copy_parts_to_shared`]). One
 /// call per message, into code compiled for the CPU's features; the parts come through a
 /// `dyn` closure, so that the C API's arrays need no slice of slices.
 type GatherFn = unsafe fn(u64, u64, Parts<'_>, usize, *mut u8) -> u32;

@@ -1378,14 +1378,19 @@ pub unsafe extern "C" fn shmq_send_parts(
                     return Err(Fail(SHMQ_ERR_MESSAGE_TOO_LARGE));
                 }
             }
+            // The arrays are read again here. They were checked above, and the contract
+            // says they do not change, but a racing caller's must not make a NULL or an
+            // oversized slice: each part is read once more as it is and checked again (the
+            // copy cuts it to the length summed above).
             let part = |i: usize| -> &[u8] {
-                if lens[i] == 0 {
+                let (data, len) = (parts[i], lens[i].min(size));
+                if data.is_null() || len == 0 {
                     return &[];
                 }
-                // SAFETY: checked above: parts[i] is non-NULL for a non-zero length, and the
-                // lengths add up to at most the message size (<= 1 GiB); readable for
-                // lens[i] bytes (C contract); the slice only lives for the call.
-                unsafe { std::slice::from_raw_parts(parts[i].cast::<u8>(), lens[i]) }
+                // SAFETY: non-NULL (checked); readable for lens[i] >= len bytes (C contract);
+                // len <= the message size (<= 1 GiB), within isize::MAX; the slice only
+                // lives for the call.
+                unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) }
             };
             queue
                 .send_gathered(None, crate::clock::realtime_ns(), (count, &part), timeout)
