@@ -144,6 +144,15 @@ def _address(obj: Any) -> Optional[int]:
     return ctypes.addressof(obj)
 
 
+# Queue.put_parts joins parts of up to this many bytes in all before sending. Two parts,
+# 16 bytes and the rest, each message sent and received in one process (`get_into`), per
+# message: at 64 B, put of the joined bytes 3.1 us against 4.5-5.1 through the library's
+# gather (the arrays it needs); at 64 KiB 6.0-6.2 against 6.7-6.8; at 128 KiB 11.0-12.0
+# against 9.0-9.2; at 1 MiB 57-67 against 46-47 (docs/PERFORMANCE.md, twenty-fourth
+# session).
+_JOIN_PARTS = 64 * 1024
+
+
 def _pointer_arrays(items: Sequence[BytesLike]) -> tuple[Any, Any]:
     """ctypes arrays of the addresses and lengths of ``items``' bytes, for the C calls that
     take several buffers (``shmq_send_batch``, ``shmq_send_parts``). The arrays keep what
@@ -737,21 +746,31 @@ class Queue:
     def put_parts(
         self, parts: Sequence[BytesLike], block: bool = True, timeout: Optional[float] = None
     ) -> None:
-        """Sends one message made of ``parts`` joined (bytes-like objects, in order), copied
-        into the queue one after another without joining them first (``shmq_send_parts``,
-        a gather send): ``q.put_parts([header, payload])`` sends what
-        ``q.put(header + payload)`` sends, without building the joined copy. An empty list
-        sends an empty message.
+        """Sends one message made of ``parts`` joined (bytes-like objects, in order):
+        ``q.put_parts([header, payload])`` sends what ``q.put(header + payload)`` sends. An
+        empty list sends an empty message.
+
+        Parts of up to 64 KiB in all are joined here and sent as one (``put``): the copy
+        costs less than the arrays a call with several buffers needs. Larger ones go to the
+        library as they are (``shmq_send_parts``, a gather send), which copies each into
+        the queue without the joined copy: for a large payload (a NumPy array's buffer,
+        say) a copy saved.
 
         Waits and raises like :meth:`put`; :class:`MessageTooLarge` if the parts add up to
         more than :attr:`message_size` (nothing is sent).
         """
+        if all(type(part) is bytes for part in parts):
+            total = sum(map(len, parts))
+        else:
+            # A str raises TypeError here, as it does in put.
+            total = sum(memoryview(part).nbytes for part in parts)
+        if total <= _JOIN_PARTS:
+            self.put(b"".join(parts), block, timeout)
+            return
         count = len(parts)
         # The objects behind the pointers stay referenced here until the call is done.
         pointers, lengths = _pointer_arrays(parts)
-        ptrs = ctypes.cast(pointers, ctypes.POINTER(ctypes.c_void_p))
-        lens = ctypes.cast(lengths, ctypes.POINTER(ctypes.c_size_t))
-        status = self._wait(lib.shmq_send_parts, (ptrs, lens, count), block, timeout)
+        status = self._wait(lib.shmq_send_parts, (pointers, lengths, count), block, timeout)
         if status != _OK:
             self._raise_send(status, block, timeout)
 

@@ -12,16 +12,19 @@ import shmq
 from conftest import child_env
 
 
-def test_parts_of_every_kind_arrive_joined(qname: str) -> None:
-    with shmq.Queue.create(qname, capacity=8, message_size=64) as q:
-        q.put_parts([b"head:", bytearray(b"body"), memoryview(b"xtailx")[1:-1]])
+@pytest.mark.parametrize("pad", [0, 70_000], ids=["joined_here", "gathered_by_the_library"])
+def test_parts_of_every_kind_arrive_joined(qname: str, pad: int) -> None:
+    # Up to 64 KiB in all the parts are joined in Python; above, the library gathers them.
+    tail = bytes(range(256)) * (pad // 256) + bytes(pad % 256)
+    with shmq.Queue.create(qname, capacity=8, message_size=64 + pad) as q:
+        q.put_parts([b"head:", bytearray(b"body"), memoryview(b"xtailx")[1:-1], tail])
         q.put_parts([])  # an empty message
-        q.put_parts([b"", b"", b"a"])
-        q.put_parts((memoryview(bytearray(range(64))),))  # exactly the message size
-        assert q.get() == b"head:bodytail"
+        q.put_parts([b"", b"", b"a", memoryview(tail)])
+        q.put_parts((memoryview(bytearray(range(64))), bytearray(tail)))  # the message size
+        assert q.get() == b"head:bodytail" + tail
         assert q.get() == b""
-        assert q.get() == b"a"
-        assert q.get() == bytes(range(64))
+        assert q.get() == b"a" + tail
+        assert q.get() == bytes(range(64)) + tail
         assert q.stats().messages_sent == 4
 
 
@@ -29,6 +32,8 @@ def test_errors_send_nothing(qname: str) -> None:
     with shmq.Queue.create(qname, capacity=1, message_size=16) as q:
         with pytest.raises(shmq.MessageTooLarge):
             q.put_parts([b"x" * 10, b"", b"y" * 7])
+        with pytest.raises(shmq.MessageTooLarge):
+            q.put_parts([b"x" * 10, memoryview(bytes(70_000))])  # through the library
         with pytest.raises(TypeError):
             q.put_parts([b"ok", "text"])  # type: ignore[list-item]
         assert q.qsize() == 0
@@ -43,12 +48,26 @@ def test_errors_send_nothing(qname: str) -> None:
             q.put_parts([b"z"])
 
 
+def length(seq: int) -> int:
+    """Message ``seq``'s length: up to 4000 bytes, every fifth 65-165 KB (gathered by the
+    library rather than joined in Python)."""
+    return 65_000 + seq * 997 % 100_000 if seq % 5 == 4 else seq * 53 % 4001
+
+
+def message(seq: int) -> bytes:
+    return (bytes(range(256)) * (length(seq) // 256 + 2))[seq % 256 :][: length(seq)]
+
+
 SENDER = """
 import sys, shmq
 name, count = sys.argv[1], int(sys.argv[2])
+def length(seq):
+    return 65_000 + seq * 997 % 100_000 if seq % 5 == 4 else seq * 53 % 4001
+def message(seq):
+    return (bytes(range(256)) * (length(seq) // 256 + 2))[seq % 256 :][: length(seq)]
 q = shmq.Queue.connect(name)
 for seq in range(count):
-    whole = bytes((seq * 7 + i) & 0xFF for i in range(seq * 53 % 4001))
+    whole = message(seq)
     cuts = sorted({0, len(whole)} | {(seq * k * 131) % (len(whole) + 1) for k in range(seq % 6)})
     parts = [whole[a:b] for a, b in zip(cuts, cuts[1:])]
     if seq % 2:
@@ -62,16 +81,14 @@ q.close()
 def test_across_processes_every_byte(qname: str, spsc: bool) -> None:
     count = 300
     with shmq.Queue.create(
-        qname, capacity=8, message_size=4000, single_producer_single_consumer=spsc
+        qname, capacity=8, message_size=165_000, single_producer_single_consumer=spsc
     ) as q:
         child = subprocess.Popen(
             [sys.executable, "-c", SENDER, qname, str(count)], env=child_env()
         )
         try:
             for seq in range(count):
-                assert q.get(timeout=30) == bytes(
-                    (seq * 7 + i) & 0xFF for i in range(seq * 53 % 4001)
-                ), f"message {seq}"
+                assert q.get(timeout=30) == message(seq), f"message {seq}"
             assert child.wait(timeout=30) == 0
         finally:
             if child.poll() is None:
