@@ -176,17 +176,11 @@ def _declare(cdll: ctypes.CDLL) -> None:
         # cast to the pointer types cost more than the rest of the call.
         "shmq_send_parts": (c_int, [QueuePtr, c_void_p, c_void_p, c_size_t, c_int, c_uint32]),
         # Batches (Queue.put_many / Queue.get_many).
+        # The arrays as `void *`, as for shmq_send_parts: Queue.put_many passes the
+        # addresses of the elements it resumes from as integers, without a cast.
         "shmq_send_batch": (
             c_int,
-            [
-                QueuePtr,
-                ctypes.POINTER(c_void_p),
-                ctypes.POINTER(c_size_t),
-                c_size_t,
-                ctypes.POINTER(c_size_t),
-                c_int,
-                c_uint32,
-            ],
+            [QueuePtr, c_void_p, c_void_p, c_size_t, ctypes.POINTER(c_size_t), c_int, c_uint32],
         ),
         "shmq_receive_batch": (
             c_int,

@@ -931,18 +931,18 @@ class Queue:
         pointers, lengths = _pointer_arrays(items)
         out = ctypes.c_size_t()
 
+        # The addresses of both arrays' elements (the arrays stay referenced above).
+        ptrs, lens = ctypes.addressof(pointers), ctypes.addressof(lengths)
+        pointer_size, length_size = ctypes.sizeof(ctypes.c_void_p), ctypes.sizeof(ctypes.c_size_t)
+
         def send(sent: int, time_left: Optional[float]) -> int:
-            # Pointers to elements `sent..` of both arrays (which stay referenced above).
-            ptrs = ctypes.cast(
-                ctypes.addressof(pointers) + sent * ctypes.sizeof(ctypes.c_void_p),
-                ctypes.POINTER(ctypes.c_void_p),
-            )
-            lens = ctypes.cast(
-                ctypes.addressof(lengths) + sent * ctypes.sizeof(ctypes.c_size_t),
-                ctypes.POINTER(ctypes.c_size_t),
-            )
+            # Elements `sent..` of both arrays: addresses as integers, which the `void *`
+            # parameters take as they are (a ctypes.cast cost 0.8 us each).
             return self._wait(
-                lib.shmq_send_batch, (ptrs, lens, count - sent, ctypes.byref(out)), block, time_left
+                lib.shmq_send_batch,
+                (ptrs + sent * pointer_size, lens + sent * length_size, count - sent, ctypes.byref(out)),
+                block,
+                time_left,
             )
 
         return self._send_in_calls(count, block, timeout, send, out)
