@@ -76,6 +76,40 @@ inline const char *c_name(const std::string &name) {
     return name.c_str();
 }
 
+/// The pointers and lengths of byte strings, for the C calls that take arrays of them
+/// (`shmq_send_batch`, `shmq_send_parts`): up to 32 kept in place, more on the heap, so a
+/// call with a few buffers allocates nothing.
+class ByteArrays {
+public:
+    void push(std::string_view bytes) {
+        if (count_ == on_stack && heap_pointers_.empty()) {
+            heap_pointers_.assign(pointers_, pointers_ + on_stack);
+            heap_lengths_.assign(lengths_, lengths_ + on_stack);
+        }
+        if (count_ < on_stack) {
+            pointers_[count_] = bytes.data();
+            lengths_[count_] = bytes.size();
+        } else {
+            heap_pointers_.push_back(bytes.data());
+            heap_lengths_.push_back(bytes.size());
+        }
+        count_++;
+    }
+    const void *const *pointers() const {
+        return count_ <= on_stack ? pointers_ : heap_pointers_.data();
+    }
+    const size_t *lengths() const { return count_ <= on_stack ? lengths_ : heap_lengths_.data(); }
+    size_t size() const { return count_; }
+
+private:
+    static constexpr size_t on_stack = 32;
+    const void *pointers_[on_stack];
+    size_t lengths_[on_stack];
+    std::vector<const void *> heap_pointers_;
+    std::vector<size_t> heap_lengths_;
+    size_t count_ = 0;
+};
+
 }  // namespace detail
 
 /// How long a call may wait: `forever` (the default), `no_wait`, or a duration.
@@ -309,28 +343,12 @@ public:
                     Wait wait = forever) {
         return sent(shmq_send_parts(q_, parts, lens, count, wait.milliseconds(), 0));
     }
-    /// `send_parts` of byte strings: `q.send_parts({header, body})`.
+    /// `send_parts` of byte strings: `q.send_parts({header, body})` (up to 32 parts without
+    /// an allocation).
     bool send_parts(std::initializer_list<std::string_view> parts, Wait wait = forever) {
-        constexpr size_t on_stack = 16;  // no allocation for up to this many parts
-        const void *ptrs_small[on_stack];
-        size_t lens_small[on_stack];
-        std::vector<const void *> ptrs_big;
-        std::vector<size_t> lens_big;
-        const void **ptrs = ptrs_small;
-        size_t *lens = lens_small;
-        if (parts.size() > on_stack) {
-            ptrs_big.resize(parts.size());
-            lens_big.resize(parts.size());
-            ptrs = ptrs_big.data();
-            lens = lens_big.data();
-        }
-        size_t i = 0;
-        for (const std::string_view part : parts) {
-            ptrs[i] = part.data();
-            lens[i] = part.size();
-            i++;
-        }
-        return send_parts(ptrs, lens, parts.size(), wait);
+        detail::ByteArrays arrays;
+        for (const std::string_view part : parts) arrays.push(part);
+        return send_parts(arrays.pointers(), arrays.lengths(), arrays.size(), wait);
     }
 
     /// Zero-copy send: `fill(uint8_t *slot, size_t capacity) -> size_t` writes the message
@@ -367,14 +385,9 @@ public:
                           std::is_same_v<std::decay_t<Element>, const char *>,
                       "send_batch: the range must yield references to stored messages (or "
                       "string_views / C strings); store temporaries in a container first");
-        std::vector<const void *> ptrs;
-        std::vector<size_t> lens;
-        for (const auto &m : messages) {
-            const std::string_view bytes(m);
-            ptrs.push_back(bytes.data());
-            lens.push_back(bytes.size());
-        }
-        return send_batch(ptrs.data(), lens.data(), ptrs.size(), wait);
+        detail::ByteArrays arrays;  // up to 32 messages without an allocation
+        for (const auto &m : messages) arrays.push(std::string_view(m));
+        return send_batch(arrays.pointers(), arrays.lengths(), arrays.size(), wait);
     }
 
     /// Zero-copy batch send: for index 0, 1, ... up to `count - 1` while slots are free,

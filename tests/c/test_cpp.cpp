@@ -364,7 +364,7 @@ static void test_send_parts() {
     shmq::Queue q = shmq::Queue::create(name, 2, 64);
     const std::string header = "head:", body(59, 'b');
     CHECK(q.send_parts({header, "", body}));  // exactly 64 bytes
-    // 20 parts: more than the wrapper keeps on the stack.
+    // 20 parts through the pointer form.
     std::vector<std::string> many;
     for (int i = 0; i < 20; i++) many.push_back(std::string(1, static_cast<char>('a' + i)));
     std::vector<const void *> ptrs;
@@ -388,17 +388,20 @@ static void test_send_parts() {
         thrown = e.status() == SHMQ_ERR_MESSAGE_TOO_LARGE;
     }
     CHECK(thrown && q.size() == 0);
-    // Exactly the wrapper's stack capacity and one more, through the list form.
-    CHECK(q.send_parts({"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13",
-                        "14", "15", "16"}));
-    CHECK(q.send_parts({"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13",
-                        "14", "15", "16", "17"}));
+    // Exactly the 32 parts the wrapper keeps in place, and one more (its heap), through the
+    // list form.
+    CHECK(q.send_parts({"a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n",
+                        "o", "p", "q", "r", "s", "t", "u", "v", "w", "x", "y", "z", "A", "B",
+                        "C", "D", "E", "F"}));
+    CHECK(q.send_parts({"a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n",
+                        "o", "p", "q", "r", "s", "t", "u", "v", "w", "x", "y", "z", "A", "B",
+                        "C", "D", "E", "F", "G"}));
     m = q.receive(buf.data(), buf.size());
     CHECK(m && std::string(reinterpret_cast<char *>(buf.data()), m.len) ==
-                   "12345678910111213141516");
+                   "abcdefghijklmnopqrstuvwxyzABCDEF");
     m = q.receive(buf.data(), buf.size());
     CHECK(m && std::string(reinterpret_cast<char *>(buf.data()), m.len) ==
-                   "1234567891011121314151617");
+                   "abcdefghijklmnopqrstuvwxyzABCDEFG");
 }
 
 static void test_batches() {
@@ -467,6 +470,21 @@ static void test_batches() {
     // An exception from a batch read: the batch ends there (that message counts as
     // received) and the exception reaches us; the rest stays queued.
     CHECK(q.send_batch(std::vector<std::string>{"r0", "r1", "r2"}) == 3);
+    {
+        // A range longer than the 32 the wrapper keeps in place (in a queue with room for
+        // 40): every message sent, in order.
+        const std::string name40 = fresh_name();
+        Cleanup cleanup40{name40};
+        shmq::Queue big = shmq::Queue::create(name40, 40, 64);
+        std::vector<std::string> forty;
+        for (uint64_t i = 0; i < 40; i++) forty.push_back(pattern(i, pattern_len(i)));
+        CHECK(big.send_batch(forty) == 40);
+        std::vector<uint8_t> buf40(big.message_size());
+        for (uint64_t i = 0; i < 40; i++) {
+            shmq::Received r = big.receive(buf40.data(), buf40.size(), shmq::no_wait);
+            CHECK(r && std::string(reinterpret_cast<char *>(buf40.data()), r.len) == forty[i]);
+        }
+    }
     int reads = 0;
     bool thrown = false;
     try {
