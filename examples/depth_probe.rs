@@ -22,6 +22,10 @@ use std::time::{Duration, Instant};
 
 use shmq::CrossProcessQueue;
 
+#[path = "support/pin.rs"]
+mod pin;
+use pin::pin_to;
+
 const CAPACITY: usize = 256;
 const SIZE: usize = 64;
 /// Messages per call in the batch form.
@@ -33,16 +37,6 @@ struct Unlink(String);
 impl Drop for Unlink {
     fn drop(&mut self) {
         let _ = CrossProcessQueue::unlink(&self.0);
-    }
-}
-
-fn pin_to(core: usize) {
-    // SAFETY: a zeroed `cpu_set_t` is an empty set; `CPU_SET` and `sched_setaffinity` only
-    // read and write the set we own.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
 

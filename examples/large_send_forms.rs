@@ -23,17 +23,11 @@ use std::time::Instant;
 
 use shmq::CrossProcessQueue;
 
-const CAPACITY: usize = 256;
+#[path = "support/pin.rs"]
+mod pin;
+use pin::pin_to;
 
-fn pin_to(core: usize) {
-    // SAFETY: a zeroed `cpu_set_t` is an empty set; `CPU_SET` and `sched_setaffinity` only
-    // read and write the set we own.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
+const CAPACITY: usize = 256;
 
 /// Unlinks the queue when dropped, also when a run fails.
 struct Unlink(String);

@@ -31,6 +31,10 @@ use std::time::Instant;
 
 use shmq::ring::message_crc;
 
+#[path = "support/pin.rs"]
+mod pin;
+use pin::pin_to;
+
 const DEPTH: usize = 256;
 const SIZE: usize = 64;
 const PER_ROUND: u64 = 2_000_000;
@@ -49,16 +53,6 @@ struct Slot {
     /// `2 * pos` while free for position `pos`, `2 * pos + 1` once `pos` is published.
     seq: AtomicU64,
     crc: AtomicU64,
-}
-
-fn pin_to(core: usize) {
-    // SAFETY: a zeroed `cpu_set_t` is an empty set; `CPU_SET` and `sched_setaffinity` only
-    // read and write the set we own.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
 }
 
 /// The byte every message repeats after its position (as the bench's messages do).
