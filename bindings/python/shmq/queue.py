@@ -10,7 +10,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar, Union
 
 from . import _lib, _zerocopy
 from ._zerocopy import MessageInfo
@@ -744,7 +744,7 @@ class Queue:
         self.put(data, block=False)
 
     def put_parts(
-        self, parts: Sequence[BytesLike], block: bool = True, timeout: Optional[float] = None
+        self, parts: Iterable[BytesLike], block: bool = True, timeout: Optional[float] = None
     ) -> None:
         """Sends one message made of ``parts`` joined (bytes-like objects, in order):
         ``q.put_parts([header, payload])`` sends what ``q.put(header + payload)`` sends. An
@@ -759,6 +759,8 @@ class Queue:
         Waits and raises like :meth:`put`; :class:`MessageTooLarge` if the parts add up to
         more than :attr:`message_size` (nothing is sent).
         """
+        if not isinstance(parts, (list, tuple)):
+            parts = list(parts)  # an iterator would be used up by the checks below
         if all(type(part) is bytes for part in parts):
             total = sum(map(len, parts))
         else:

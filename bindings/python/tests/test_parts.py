@@ -28,6 +28,16 @@ def test_parts_of_every_kind_arrive_joined(qname: str, pad: int) -> None:
         assert q.stats().messages_sent == 4
 
 
+@pytest.mark.parametrize("pad", [0, 70_000], ids=["joined_here", "gathered_by_the_library"])
+def test_any_iterable_of_parts(qname: str, pad: int) -> None:
+    tail = bytes(pad)
+    with shmq.Queue.create(qname, capacity=4, message_size=64 + pad) as q:
+        q.put_parts(part for part in [b"gen", bytearray(b"erator"), tail])
+        q.put_parts(iter([b"it", memoryview(b"er"), tail]))
+        assert q.get() == b"generator" + tail
+        assert q.get() == b"iter" + tail
+
+
 def test_errors_send_nothing(qname: str) -> None:
     with shmq.Queue.create(qname, capacity=1, message_size=16) as q:
         with pytest.raises(shmq.MessageTooLarge):
