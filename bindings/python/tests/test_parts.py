@@ -105,3 +105,18 @@ def test_across_processes_every_byte(qname: str, spsc: bool) -> None:
                 child.kill()
                 child.wait()
         assert q.stats().checksum_failures == 0
+
+
+def test_the_arrays_hold_the_buffers_they_point_into() -> None:
+    # The ctypes call releases the GIL, so while the arrays of put_many / put_parts live,
+    # another thread must not be able to resize a buffer they point into (its export is
+    # held); once they are gone, it may.
+    from shmq.queue import _pointer_arrays
+
+    buffer = bytearray(b"abc")
+    arrays = _pointer_arrays([b"bytes", buffer, memoryview(b"read-only")])
+    with pytest.raises(BufferError):
+        buffer.extend(b"more")
+    del arrays
+    buffer.extend(b"more")
+    assert buffer == b"abcmore"
