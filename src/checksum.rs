@@ -73,9 +73,9 @@ type CopyFn = unsafe fn(u64, u64, *const u8, *mut u8, usize) -> u32;
 /// A gather copy into shared memory that checksums: `(id, timestamp_ns, (count, part), len,
 /// dst) -> crc`, the parts `part(0)..part(count - 1)` copied one after another and cut at
 /// `len` bytes, `dst` valid for writing them and overlapping none (see
-/// [`MessageCrc::copy_parts_to_shared`]). One
-/// call per message, into code compiled for the CPU's features; the parts come through a
-/// `dyn` closure, so that the C API's arrays need no slice of slices.
+/// [`MessageCrc::copy_parts_to_shared`]). One call per message, into code compiled for the
+/// CPU's features; the parts come through a `dyn` closure, so that the C API's arrays need
+/// no slice of slices.
 type GatherFn = unsafe fn(u64, u64, Parts<'_>, usize, *mut u8) -> u32;
 
 /// The parts of a gather copy: how many, and part `i`.
