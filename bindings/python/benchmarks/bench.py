@@ -361,6 +361,26 @@ def pin(core: int) -> None:
         os.sched_setaffinity(0, {CORES[core % len(CORES)]})
 
 
+def start_children(procs: list[Any]) -> None:
+    """Starts forked children with SIGTERM held back. Landing inside `Process.start()`, the
+    signal's `SystemExit` could leave a child the parent does not know of yet, waiting for a
+    start signal forever; held back, it lands once every child is known, inside the caller's
+    `try`, whose `finally` kills them."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        for proc in procs:
+            proc.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def enter_child(core: int) -> None:
+    """A forked child's first step: takes SIGTERM again (its mask is its parent's while
+    `start_children` held the signal back) and pins itself to `core`."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    pin(core)
+
+
 def send_range(transport: Transport, send: Callable, first: int, end: int) -> None:
     """Sends messages first..end-1 in order, one per call or in the transport's batches."""
     if transport.batch > 1:
@@ -373,7 +393,7 @@ def send_range(transport: Transport, send: Callable, first: int, end: int) -> No
 
 def child_main(transport: Transport, state: Any, size: int, workload: str, count: int,
                core: int, ready: Any, start: Any) -> None:
-    pin(core)
+    enter_child(core)
     send, recv = transport.endpoint(state, "b", size)
     ready.set()
     start.wait()
@@ -395,8 +415,8 @@ def run_once(transport: Transport, size: int, workload: str, count: int,
         target=child_main,
         args=(transport, state, size, workload, count, 0 if same_core else 1, ready, start),
     )
-    child.start()
     try:
+        start_children([child])
         pin(0)
         send, recv = transport.endpoint(state, "a", size)
         if not ready.wait(TIMEOUT):
@@ -431,7 +451,7 @@ def run_once(transport: Transport, size: int, workload: str, count: int,
 
 def producer_main(transport: Transport, state: Any, size: int, first: int, end: int, core: int,
                   ready: Any, start: Any) -> None:
-    pin(core)
+    enter_child(core)
     send, _ = transport.endpoint(state, "b", size)
     ready.release()
     start.wait()
@@ -440,7 +460,7 @@ def producer_main(transport: Transport, state: Any, size: int, first: int, end: 
 
 def consumer_main(transport: Transport, state: Any, size: int, core: int, ready: Any,
                   start: Any, results: Any) -> None:
-    pin(core)
+    enter_child(core)
     _, recv = transport.endpoint(state, "a", size)
     ready.release()
     start.wait()
@@ -471,9 +491,8 @@ def run_many_to_many(transport: Transport, size: int, count: int) -> float:
     procs += [ctx.Process(target=consumer_main,
                           args=(transport, state, size, c, ready, start, results))
               for c in range(2)]
-    for proc in procs:
-        proc.start()
     try:
+        start_children(procs)
         for _ in procs:
             if not ready.acquire(timeout=TIMEOUT):
                 raise SystemExit(f"{transport.name}: a child is not ready")

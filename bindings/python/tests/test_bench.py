@@ -79,8 +79,14 @@ def test_a_terminated_run_leaves_no_queue_behind(after: float) -> None:
             time.sleep(0.01)
         time.sleep(after)
         bench.send_signal(signal.SIGTERM)
-        assert bench.wait(timeout=60) == 128 + signal.SIGTERM
-        assert [n for n in os.listdir("/dev/shm") if n.startswith(prefix)] == []
+        try:
+            status = bench.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            status = "still running 60 s after SIGTERM"
+        # What the bench printed, for a failure's message (it went to a pipe).
+        said = bench.stderr.read() if bench.poll() is not None else ""
+        assert status == 128 + signal.SIGTERM, f"status {status}: {said}"
+        assert [n for n in os.listdir("/dev/shm") if n.startswith(prefix)] == [], said
     finally:
         if bench.poll() is None:
             bench.kill()
