@@ -651,8 +651,10 @@ const char *shmq_checksum_implementation(void);
  *
  * # Safety
  * `q` is NULL or a live handle; when `count > 0`, `msgs` and `lens` are NULL or readable
- * for `count` elements and each `msgs[i]` is NULL or readable for `lens[i]` bytes;
- * `out_sent` is NULL or writable.
+ * for `count` elements and each `msgs[i]` is NULL or readable for `lens[i]` bytes, none of
+ * them changing during the call; `out_sent` is NULL or writable. (If they do change, no
+ * message is sent longer than the message size, and a `msgs[i]` that became NULL is sent
+ * empty.)
  */
 enum shmq_status shmq_send_batch(struct shmq_queue *q,
                                  const void *const *msgs,

@@ -899,6 +899,28 @@ unsafe fn pointer_arrays<'a>(
     }
 }
 
+/// Element `i` of a caller's pointer and length arrays as a slice, read again after the
+/// caller's checks of them. The contract says the arrays do not change during the call, but a
+/// racing caller's must not make a NULL or an oversized slice: a NULL pointer reads as empty
+/// and the length is capped at `cap`.
+///
+/// # Safety
+/// `pointers[i]` is NULL or readable for `lens[i]` bytes, and `cap` is at most `isize::MAX`.
+unsafe fn reread<'a>(
+    pointers: &[*const std::ffi::c_void],
+    lens: &[usize],
+    i: usize,
+    cap: usize,
+) -> &'a [u8] {
+    let (data, len) = (pointers[i], lens[i].min(cap));
+    if data.is_null() || len == 0 {
+        return &[];
+    }
+    // SAFETY: non-NULL (checked); readable for lens[i] >= len bytes (our contract); len <=
+    // cap <= isize::MAX (our contract); the caller keeps the slice for its call only.
+    unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) }
+}
+
 /// Sends `len` bytes from `data` (NULL allowed when `len` is 0). The message id is its
 /// position in the queue and the timestamp is now (ns since the Unix epoch).
 ///
@@ -1262,8 +1284,10 @@ pub extern "C" fn shmq_checksum_implementation() -> *const c_char {
 ///
 /// # Safety
 /// `q` is NULL or a live handle; when `count > 0`, `msgs` and `lens` are NULL or readable
-/// for `count` elements and each `msgs[i]` is NULL or readable for `lens[i]` bytes;
-/// `out_sent` is NULL or writable.
+/// for `count` elements and each `msgs[i]` is NULL or readable for `lens[i]` bytes, none of
+/// them changing during the call; `out_sent` is NULL or writable. (If they do change, no
+/// message is sent longer than the message size, and a `msgs[i]` that became NULL is sent
+/// empty.)
 #[no_mangle]
 pub unsafe extern "C" fn shmq_send_batch(
     q: *mut shmq_queue,
@@ -1303,15 +1327,8 @@ pub unsafe extern "C" fn shmq_send_batch(
                     ));
                 }
             }
-            let message = |i: usize| -> &[u8] {
-                if lens[i] == 0 {
-                    return &[];
-                }
-                // SAFETY: checked above: msgs[i] is non-NULL for a non-zero length, which is
-                // at most the message size (<= 1 GiB); readable for lens[i] bytes (C
-                // contract); the slice only lives for the call.
-                unsafe { std::slice::from_raw_parts(msgs[i].cast::<u8>(), lens[i]) }
-            };
+            // SAFETY: each msgs[i] is readable for lens[i] bytes (C contract).
+            let message = |i: usize| unsafe { reread(msgs, lens, i, size) };
             let sent = queue
                 .send_batch_with(count, message, timeout)
                 .map_err(|e| fail(F, Some(queue.name()), e))?;
@@ -1378,20 +1395,9 @@ pub unsafe extern "C" fn shmq_send_parts(
                     return Err(Fail(SHMQ_ERR_MESSAGE_TOO_LARGE));
                 }
             }
-            // The arrays are read again here. They were checked above, and the contract
-            // says they do not change, but a racing caller's must not make a NULL or an
-            // oversized slice: each part is read once more as it is and checked again (the
-            // copy cuts it to the length summed above).
-            let part = |i: usize| -> &[u8] {
-                let (data, len) = (parts[i], lens[i].min(size));
-                if data.is_null() || len == 0 {
-                    return &[];
-                }
-                // SAFETY: non-NULL (checked); readable for lens[i] >= len bytes (C contract);
-                // len <= the message size (<= 1 GiB), within isize::MAX; the slice only
-                // lives for the call.
-                unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) }
-            };
+            // The copy cuts the parts to the length summed above.
+            // SAFETY: each parts[i] is readable for lens[i] bytes (C contract).
+            let part = |i: usize| unsafe { reread(parts, lens, i, size) };
             queue
                 .send_gathered(None, crate::clock::realtime_ns(), (count, &part), timeout)
                 .map(drop)
