@@ -5,7 +5,8 @@
 //! `cargo run --release --example checksum_speed`
 //!
 //! On x86-64 the implementations are the 512-bit carry-less folding (CPUs with AVX-512 and
-//! VPCLMULQDQ, built with Rust 1.89 or newer), the three `crc32` streams (SSE4.2), and the
+//! VPCLMULQDQ), the 256-bit one (CPUs with VPCLMULQDQ and AVX2; both built with Rust 1.89 or
+//! newer), the three `crc32` streams (SSE4.2), and the
 //! crate's (the portable fallback, which also computes the message's 20 header bytes); a
 //! queue uses the first this CPU has (`shmq::checksum_implementation()`). Each figure is
 //! the best of 15 timed batches (this VM's noise is one-sided: a batch can only be slowed

@@ -72,10 +72,11 @@ const JOIN_ON_STACK: usize = 128;
 
 /// Which implementation computes message checksums in this process, chosen once per queue
 /// handle for the CPU it runs on: a 512-bit carry-less folding on x86-64 CPUs with AVX-512
-/// and VPCLMULQDQ (when built with Rust 1.89 or newer), three `crc32` streams on other
-/// x86-64 CPUs with SSE4.2, the `crc32c` crate elsewhere. All compute the same CRC32C, so
-/// processes on different CPUs share queues; only the speed differs (twice as fast from 1 KiB
-/// on with the first than with the second, on the project's VM). `shmq bench` prints it; C
+/// and VPCLMULQDQ, a 256-bit one on those with VPCLMULQDQ and AVX2 only (both when built with
+/// Rust 1.89 or newer), three `crc32` streams on other x86-64 CPUs with SSE4.2, the `crc32c`
+/// crate elsewhere. All compute the same CRC32C, so processes on different CPUs share queues;
+/// only the speed differs (from 1 KiB on, the 512-bit fold ran twice as fast as the streams,
+/// and the 256-bit one up to 1.5× as fast, on the project's VMs). `shmq bench` prints it; C
 /// has `shmq_checksum_implementation()`, Python `shmq.checksum_implementation()`.
 pub fn checksum_implementation() -> &'static str {
     checksum::MessageCrc::for_this_cpu().name()
