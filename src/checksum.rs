@@ -673,6 +673,139 @@ mod x86 {
         !crc
     }
 
+    /// The entry points of a folding path (`wide`, `fold256`), written once for both: they
+    /// differ only in the CPU features they are compiled for (`$features`, which the
+    /// functions' callers in [`super::MessageCrc`] check) and in the `STEP` and `steps` of the
+    /// module they are expanded in. A macro, not a generic function: a `#[target_feature]`
+    /// function's features are fixed where it is written.
+    ///
+    /// - `update_folded`: [`update`] from offset 0, with the module's `STEP`-byte steps first
+    ///   when the message holds at least one (after the words that bring a shared `src` to a
+    ///   64-byte boundary; slots start on one, so there are none in a queue). `GATHER` as for
+    ///   [`update`].
+    /// - `message_crc`, `copy_message_crc`, `gather_to_shared`: [`message_crc`],
+    ///   [`copy_message_crc`] and [`gather_to_shared`] on `update_folded`.
+    #[cfg(any(shmq_wide_crc, shmq_fold256_crc))]
+    macro_rules! folded_entry_points {
+        ($features:literal) => {
+            /// `update` from offset 0 with this module's steps first (see
+            /// `folded_entry_points`).
+            ///
+            /// # Safety
+            /// The CPU supports this module's features; as `update` says for bytes
+            /// `0..len`.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn update_folded<const COPY: bool, const SHARED: bool, const GATHER: bool>(
+                mut crc: u32,
+                src: *const u8,
+                dst: *mut u8,
+                len: usize,
+            ) -> u32 {
+                let mut at = 0;
+                // Bytes up to the next 64-byte boundary (arithmetic, not `align_offset`,
+                // which may answer `usize::MAX`).
+                let lead = if SHARED {
+                    (64 - src as usize % 64) % 64
+                } else {
+                    0
+                };
+                if len >= STEP + lead {
+                    #[allow(unused_unsafe)]
+                    // SAFETY: the CPU has the features and the pointers are valid (our
+                    // contract); `src` is 8-byte aligned if `SHARED`, so `lead` is a
+                    // multiple of 8 (at most 56) and the words before it lie inside
+                    // `..len`; then `STEP` bytes remain from the 64-byte boundary.
+                    unsafe {
+                        while at < lead {
+                            crc = _mm_crc32_u64(u64::from(crc), word::<COPY, SHARED>(src, dst, at))
+                                as u32;
+                            at += 8;
+                        }
+                        (crc, at) = steps::<COPY, SHARED>(crc, (src, dst), at, len);
+                    }
+                }
+                // SAFETY: as above; `at <= len`, and a multiple of 8 from `src`.
+                unsafe { update::<COPY, SHARED, GATHER>(crc, src, dst, at, len) }
+            }
+
+            /// `super::message_crc` on this path.
+            ///
+            /// # Safety
+            /// The CPU supports this module's features.
+            #[target_feature(enable = $features)]
+            pub(in super::super) unsafe fn message_crc(
+                id: u64,
+                timestamp_ns: u64,
+                len: u32,
+                data: &[u8],
+            ) -> u32 {
+                // SAFETY: the CPU has the features (our contract); `data` is readable for
+                // its length and nothing is written (`COPY` is false).
+                !unsafe {
+                    update_folded::<false, false, false>(
+                        header(id, timestamp_ns, len),
+                        data.as_ptr(),
+                        ptr::null_mut(),
+                        data.len(),
+                    )
+                }
+            }
+
+            /// `super::copy_message_crc` on this path.
+            ///
+            /// # Safety
+            /// The CPU supports this module's features; the pointers as
+            /// `super::copy_message_crc` says.
+            #[target_feature(enable = $features)]
+            pub(in super::super) unsafe fn copy_message_crc<const FROM_SHARED: bool>(
+                id: u64,
+                timestamp_ns: u64,
+                src: *const u8,
+                dst: *mut u8,
+                len: usize,
+            ) -> u32 {
+                // SAFETY: the CPU has the features and the pointers are valid (our
+                // contract).
+                !unsafe {
+                    update_folded::<true, FROM_SHARED, false>(
+                        header(id, timestamp_ns, len as u32),
+                        src,
+                        dst,
+                        len,
+                    )
+                }
+            }
+
+            /// `super::gather_to_shared` on this path.
+            ///
+            /// # Safety
+            /// The CPU supports this module's features; as `copy_parts_to_shared` says.
+            #[target_feature(enable = $features)]
+            pub(in super::super) unsafe fn gather_to_shared(
+                id: u64,
+                timestamp_ns: u64,
+                (count, part): super::super::Parts<'_>,
+                len: usize,
+                dst: *mut u8,
+            ) -> u32 {
+                // SAFETY: the CPU has the features (our contract).
+                let mut crc = unsafe { header(id, timestamp_ns, len as u32) };
+                let mut at = 0;
+                for i in 0..count {
+                    let part = part(i);
+                    let n = part.len().min(len - at);
+                    // SAFETY: as in `super::gather_to_shared`: `at + n <= len`.
+                    crc = unsafe {
+                        update_folded::<true, false, true>(crc, part.as_ptr(), dst.add(at), n)
+                    };
+                    at += n;
+                }
+                !crc
+            }
+        };
+    }
+
     /// The wide path, for CPUs with AVX-512 and VPCLMULQDQ (AMD Zen 4 and later, Intel Ice
     /// Lake and later), when the compiler has the intrinsics (see `build.rs`): the bulk of
     /// a message is folded 256 bytes at a time with 512-bit carry-less multiplications,
@@ -695,7 +828,7 @@ mod x86 {
     /// added to the lane 256 bytes on. At the end, the accumulators fold into one and its
     /// four lanes into the last, whose 128 bits `crc32` reduces to a state, which also
     /// applies the `x^32` a CRC's definition asks for. The constants are `x^n mod P` for
-    /// the right `n` ([`fold_constants`]), computed at compile time, as [`shift`]'s are.
+    /// the right `n` (`fold_constants`), computed at compile time, as [`shift`]'s are.
     #[cfg(shmq_wide_crc)]
     // Built only by a compiler that has these intrinsics (`build.rs`), 1.89 or newer.
     #[clippy::msrv = "1.89"]
@@ -837,122 +970,7 @@ mod x86 {
             }
         }
 
-        /// [`update`] from offset 0, with the 256-byte steps first when the message holds
-        /// at least one (after the words that bring a shared `src` to a 64-byte boundary;
-        /// slots start on one, so there are none in a queue). `GATHER` as for [`update`].
-        ///
-        /// # Safety
-        /// The CPU supports SSE4.2, PCLMULQDQ, AVX-512F and VPCLMULQDQ; as [`update`] says
-        /// for bytes `0..len`.
-        #[inline]
-        #[target_feature(enable = "sse4.2,pclmulqdq,avx512f,vpclmulqdq")]
-        unsafe fn update_wide<const COPY: bool, const SHARED: bool, const GATHER: bool>(
-            mut crc: u32,
-            src: *const u8,
-            dst: *mut u8,
-            len: usize,
-        ) -> u32 {
-            let mut at = 0;
-            // Bytes up to the next 64-byte boundary (arithmetic, not `align_offset`, which
-            // may answer `usize::MAX`).
-            let lead = if SHARED {
-                (64 - src as usize % 64) % 64
-            } else {
-                0
-            };
-            if len >= STEP + lead {
-                #[allow(unused_unsafe)]
-                // SAFETY: the CPU has the features and the pointers are valid (our
-                // contract); `src` is 8-byte aligned if `SHARED`, so `lead` is a multiple
-                // of 8 (at most 56) and the words before it lie inside `..len`; then
-                // `STEP` bytes remain from the 64-byte boundary.
-                unsafe {
-                    while at < lead {
-                        crc = _mm_crc32_u64(u64::from(crc), word::<COPY, SHARED>(src, dst, at))
-                            as u32;
-                        at += 8;
-                    }
-                    (crc, at) = steps::<COPY, SHARED>(crc, (src, dst), at, len);
-                }
-            }
-            // SAFETY: as above; `at <= len`, and a multiple of 8 from `src`.
-            unsafe { update::<COPY, SHARED, GATHER>(crc, src, dst, at, len) }
-        }
-
-        /// [`super::message_crc`] on the wide path.
-        ///
-        /// # Safety
-        /// The CPU supports SSE4.2, PCLMULQDQ, AVX-512F and VPCLMULQDQ.
-        #[target_feature(enable = "sse4.2,pclmulqdq,avx512f,vpclmulqdq")]
-        pub(in super::super) unsafe fn message_crc(
-            id: u64,
-            timestamp_ns: u64,
-            len: u32,
-            data: &[u8],
-        ) -> u32 {
-            // SAFETY: the CPU has the features (our contract); `data` is readable for its
-            // length and nothing is written (`COPY` is false).
-            !unsafe {
-                update_wide::<false, false, false>(
-                    header(id, timestamp_ns, len),
-                    data.as_ptr(),
-                    ptr::null_mut(),
-                    data.len(),
-                )
-            }
-        }
-
-        /// [`super::copy_message_crc`] on the wide path.
-        ///
-        /// # Safety
-        /// The CPU supports SSE4.2, PCLMULQDQ, AVX-512F and VPCLMULQDQ; the pointers as
-        /// [`super::copy_message_crc`] says.
-        #[target_feature(enable = "sse4.2,pclmulqdq,avx512f,vpclmulqdq")]
-        pub(in super::super) unsafe fn copy_message_crc<const FROM_SHARED: bool>(
-            id: u64,
-            timestamp_ns: u64,
-            src: *const u8,
-            dst: *mut u8,
-            len: usize,
-        ) -> u32 {
-            // SAFETY: the CPU has the features and the pointers are valid (our contract).
-            !unsafe {
-                update_wide::<true, FROM_SHARED, false>(
-                    header(id, timestamp_ns, len as u32),
-                    src,
-                    dst,
-                    len,
-                )
-            }
-        }
-
-        /// [`super::gather_to_shared`] on the wide path.
-        ///
-        /// # Safety
-        /// The CPU supports SSE4.2, PCLMULQDQ, AVX-512F and VPCLMULQDQ; as
-        /// `copy_parts_to_shared` says.
-        #[target_feature(enable = "sse4.2,pclmulqdq,avx512f,vpclmulqdq")]
-        pub(in super::super) unsafe fn gather_to_shared(
-            id: u64,
-            timestamp_ns: u64,
-            (count, part): super::super::Parts<'_>,
-            len: usize,
-            dst: *mut u8,
-        ) -> u32 {
-            // SAFETY: the CPU has the features (our contract).
-            let mut crc = unsafe { header(id, timestamp_ns, len as u32) };
-            let mut at = 0;
-            for i in 0..count {
-                let part = part(i);
-                let n = part.len().min(len - at);
-                // SAFETY: as in `super::gather_to_shared`: `at + n <= len`.
-                crc =
-                    unsafe { update_wide::<true, false, true>(crc, part.as_ptr(), dst.add(at), n) };
-                at += n;
-            }
-            !crc
-        }
-
+        folded_entry_points!("sse4.2,pclmulqdq,avx512f,vpclmulqdq");
         #[cfg(test)]
         mod tests {
             use super::*;
@@ -1138,123 +1156,7 @@ mod x86 {
             }
         }
 
-        /// [`update`] from offset 0, with the 128-byte steps first when the message holds
-        /// at least one (after the words that bring a shared `src` to a 64-byte boundary;
-        /// slots start on one, so there are none in a queue). `GATHER` as for [`update`].
-        ///
-        /// # Safety
-        /// The CPU supports SSE4.2, PCLMULQDQ, AVX2 and VPCLMULQDQ; as [`update`] says for
-        /// bytes `0..len`.
-        #[inline]
-        #[target_feature(enable = "sse4.2,pclmulqdq,avx2,vpclmulqdq")]
-        unsafe fn update_folded<const COPY: bool, const SHARED: bool, const GATHER: bool>(
-            mut crc: u32,
-            src: *const u8,
-            dst: *mut u8,
-            len: usize,
-        ) -> u32 {
-            let mut at = 0;
-            // Bytes up to the next 64-byte boundary (arithmetic, not `align_offset`, which
-            // may answer `usize::MAX`).
-            let lead = if SHARED {
-                (64 - src as usize % 64) % 64
-            } else {
-                0
-            };
-            if len >= STEP + lead {
-                #[allow(unused_unsafe)]
-                // SAFETY: the CPU has the features and the pointers are valid (our
-                // contract); `src` is 8-byte aligned if `SHARED`, so `lead` is a multiple
-                // of 8 (at most 56) and the words before it lie inside `..len`; then
-                // `STEP` bytes remain from the 64-byte boundary.
-                unsafe {
-                    while at < lead {
-                        crc = _mm_crc32_u64(u64::from(crc), word::<COPY, SHARED>(src, dst, at))
-                            as u32;
-                        at += 8;
-                    }
-                    (crc, at) = steps::<COPY, SHARED>(crc, (src, dst), at, len);
-                }
-            }
-            // SAFETY: as above; `at <= len`, and a multiple of 8 from `src`.
-            unsafe { update::<COPY, SHARED, GATHER>(crc, src, dst, at, len) }
-        }
-
-        /// [`super::message_crc`] with the 256-bit fold.
-        ///
-        /// # Safety
-        /// The CPU supports SSE4.2, PCLMULQDQ, AVX2 and VPCLMULQDQ.
-        #[target_feature(enable = "sse4.2,pclmulqdq,avx2,vpclmulqdq")]
-        pub(in super::super) unsafe fn message_crc(
-            id: u64,
-            timestamp_ns: u64,
-            len: u32,
-            data: &[u8],
-        ) -> u32 {
-            // SAFETY: the CPU has the features (our contract); `data` is readable for its
-            // length and nothing is written (`COPY` is false).
-            !unsafe {
-                update_folded::<false, false, false>(
-                    header(id, timestamp_ns, len),
-                    data.as_ptr(),
-                    ptr::null_mut(),
-                    data.len(),
-                )
-            }
-        }
-
-        /// [`super::copy_message_crc`] with the 256-bit fold.
-        ///
-        /// # Safety
-        /// The CPU supports SSE4.2, PCLMULQDQ, AVX2 and VPCLMULQDQ; the pointers as
-        /// [`super::copy_message_crc`] says.
-        #[target_feature(enable = "sse4.2,pclmulqdq,avx2,vpclmulqdq")]
-        pub(in super::super) unsafe fn copy_message_crc<const FROM_SHARED: bool>(
-            id: u64,
-            timestamp_ns: u64,
-            src: *const u8,
-            dst: *mut u8,
-            len: usize,
-        ) -> u32 {
-            // SAFETY: the CPU has the features and the pointers are valid (our contract).
-            !unsafe {
-                update_folded::<true, FROM_SHARED, false>(
-                    header(id, timestamp_ns, len as u32),
-                    src,
-                    dst,
-                    len,
-                )
-            }
-        }
-
-        /// [`super::gather_to_shared`] with the 256-bit fold.
-        ///
-        /// # Safety
-        /// The CPU supports SSE4.2, PCLMULQDQ, AVX2 and VPCLMULQDQ; as
-        /// `copy_parts_to_shared` says.
-        #[target_feature(enable = "sse4.2,pclmulqdq,avx2,vpclmulqdq")]
-        pub(in super::super) unsafe fn gather_to_shared(
-            id: u64,
-            timestamp_ns: u64,
-            (count, part): super::super::Parts<'_>,
-            len: usize,
-            dst: *mut u8,
-        ) -> u32 {
-            // SAFETY: the CPU has the features (our contract).
-            let mut crc = unsafe { header(id, timestamp_ns, len as u32) };
-            let mut at = 0;
-            for i in 0..count {
-                let part = part(i);
-                let n = part.len().min(len - at);
-                // SAFETY: as in `super::gather_to_shared`: `at + n <= len`.
-                crc = unsafe {
-                    update_folded::<true, false, true>(crc, part.as_ptr(), dst.add(at), n)
-                };
-                at += n;
-            }
-            !crc
-        }
-
+        folded_entry_points!("sse4.2,pclmulqdq,avx2,vpclmulqdq");
         #[cfg(test)]
         mod tests {
             use super::*;
