@@ -971,6 +971,7 @@ mod x86 {
         }
 
         folded_entry_points!("sse4.2,pclmulqdq,avx512f,vpclmulqdq");
+
         #[cfg(test)]
         mod tests {
             use super::*;
@@ -1157,6 +1158,7 @@ mod x86 {
         }
 
         folded_entry_points!("sse4.2,pclmulqdq,avx2,vpclmulqdq");
+
         #[cfg(test)]
         mod tests {
             use super::*;
