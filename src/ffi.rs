@@ -1327,7 +1327,8 @@ pub unsafe extern "C" fn shmq_send_batch(
                     ));
                 }
             }
-            // SAFETY: each msgs[i] is readable for lens[i] bytes (C contract).
+            // SAFETY: each msgs[i] is readable for lens[i] bytes (C contract); `size`, the
+            // message size, is at most 1 GiB.
             let message = |i: usize| unsafe { reread(msgs, lens, i, size) };
             let sent = queue
                 .send_batch_with(count, message, timeout)
@@ -1396,7 +1397,8 @@ pub unsafe extern "C" fn shmq_send_parts(
                 }
             }
             // The copy cuts the parts to the length summed above.
-            // SAFETY: each parts[i] is readable for lens[i] bytes (C contract).
+            // SAFETY: each parts[i] is readable for lens[i] bytes (C contract); `size`, the
+            // message size, is at most 1 GiB.
             let part = |i: usize| unsafe { reread(parts, lens, i, size) };
             queue
                 .send_gathered(None, crate::clock::realtime_ns(), (count, &part), timeout)
