@@ -2,8 +2,9 @@
 // stable replay test (tests/fuzz_replay.rs), which `include!` this file. It uses only the
 // public API and the segment file in /dev/shm, as a hostile process would.
 //
-// Properties checked: no panic, no hang (every call has a zero timeout), and every message
-// that a receive returns fits the queue's message size.
+// Properties checked, for every send and receive form (copying, gather, batch, zero-copy):
+// no panic, no hang (every call has a zero timeout), and every message that a receive
+// returns, and every slot a zero-copy send is handed, fits the queue's message size.
 
 #[allow(dead_code)]
 mod harness {
@@ -40,17 +41,57 @@ mod harness {
 
     /// Exercises a connected handle a little: nothing may panic or wait.
     fn poke_handle(q: &CrossProcessQueue) {
-        let mut buf = vec![0u8; q.message_size().min(1 << 16)];
+        let size = q.message_size();
+        let zero = Some(Duration::ZERO);
+        let mut buf = vec![0u8; size.min(1 << 16)];
         for _ in 0..4 {
-            if let Ok(m) = q.recv_with(&mut buf, Some(Duration::ZERO)) {
-                assert!(m.len <= q.message_size(), "length beyond the slot");
+            if let Ok(m) = q.recv_with(&mut buf, zero) {
+                assert!(m.len <= size, "length beyond the slot");
             }
         }
-        let _ = q.send_with(Some(1), 0, b"fuzz", Some(Duration::ZERO));
-        let _ = q.recv_with(&mut buf, Some(Duration::ZERO));
+        let _ = q.send_with(Some(1), 0, b"fuzz", zero);
+        let _ = q.recv_with(&mut buf, zero);
+        poke_other_forms(q, size);
         let _ = q.stats();
         let _ = q.len();
         let _ = q.info();
+    }
+
+    /// The gather, batch and zero-copy forms on the same handle: each claims, writes and
+    /// reads slots through its own code.
+    fn poke_other_forms(q: &CrossProcessQueue, size: usize) {
+        let zero = Some(Duration::ZERO);
+        let fits = |len: usize| assert!(len <= size, "length beyond the slot");
+        // A gather of two parts: joined on the stack up to 128 bytes, part by part above.
+        let body = [0x5Au8; 300];
+        let n = size.min(body.len());
+        let _ = q.send_parts_timeout(&[&body[..n / 2], &body[n / 2..n]], zero);
+        let _ = q.send_batch(&[b"fu".as_slice(), b"zz"], zero);
+        let mut batch = vec![0u8; size.saturating_mul(4).min(1 << 18)];
+        let mut metas = Vec::new();
+        if q.recv_batch(&mut batch, &mut metas, zero).is_ok() {
+            metas.iter().for_each(|m| fits(m.len));
+        }
+        let _ = q.send_in_place(zero, |slot| {
+            fits(slot.len());
+            let n = slot.len().min(3);
+            slot[..n].copy_from_slice(&b"abc"[..n]);
+            n
+        });
+        let _ = q.recv_in_place(zero, |m, bytes| {
+            fits(bytes.len());
+            fits(m.len);
+        });
+        let _ = q.send_batch_in_place(3, zero, |i, slot| {
+            fits(slot.len());
+            let n = slot.len().min(1);
+            slot[..n].fill(i as u8);
+            n
+        });
+        let _ = q.recv_batch_in_place(4, zero, |m, bytes| {
+            fits(bytes.len());
+            fits(m.len);
+        });
     }
 
     /// Target `connect`: the input is the whole segment file. Inputs shorter than a header
