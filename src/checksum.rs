@@ -673,6 +673,27 @@ mod x86 {
         !crc
     }
 
+    /// The two multipliers that move a 16-byte lane `bits` bits forward in the folding paths
+    /// (`wide`, `fold256`): its low half (the earlier bytes) `bits + 64` bits, its high half
+    /// `bits`, each by a carry-less multiplication that gains 33 powers of `x` as in
+    /// [`shift`].
+    #[cfg(any(shmq_wide_crc, shmq_fold256_crc))]
+    const fn fold_constants(bits: u32) -> (u64, u64) {
+        (
+            x_pow_mod_p(bits + 64 - 33) as u64,
+            x_pow_mod_p(bits - 33) as u64,
+        )
+    }
+
+    #[cfg(any(shmq_wide_crc, shmq_fold256_crc))]
+    const FOLD_1024: (u64, u64) = fold_constants(1024);
+    #[cfg(any(shmq_wide_crc, shmq_fold256_crc))]
+    const FOLD_512: (u64, u64) = fold_constants(512);
+    #[cfg(any(shmq_wide_crc, shmq_fold256_crc))]
+    const FOLD_256: (u64, u64) = fold_constants(256);
+    #[cfg(any(shmq_wide_crc, shmq_fold256_crc))]
+    const FOLD_128: (u64, u64) = fold_constants(128);
+
     /// The entry points of a folding path (`wide`, `fold256`), written once for both: they
     /// differ only in the CPU features they are compiled for (`$features`, which the
     /// functions' callers in [`super::MessageCrc`] check) and in the `STEP` and `steps` of the
@@ -833,7 +854,9 @@ mod x86 {
     // Built only by a compiler that has these intrinsics (`build.rs`), 1.89 or newer.
     #[clippy::msrv = "1.89"]
     pub(super) mod wide {
-        use super::{header, take, update, word, x_pow_mod_p};
+        use super::{
+            fold_constants, header, take, update, word, FOLD_1024, FOLD_128, FOLD_256, FOLD_512,
+        };
         use std::arch::x86_64::{
             __m512i, _mm512_broadcast_i32x4, _mm512_castsi512_si128, _mm512_clmulepi64_epi128,
             _mm512_extracti32x4_epi32, _mm512_set_epi64, _mm512_ternarylogic_epi64,
@@ -845,22 +868,8 @@ mod x86 {
         /// Bytes folded per step: four 64-byte accumulators.
         const STEP: usize = 256;
 
-        /// The two multipliers that move a 16-byte lane `bits` bits forward: its low half
-        /// (the earlier bytes) `bits + 64` bits, its high half `bits`, each by a carry-less
-        /// multiplication that gains 33 powers of `x` as in [`super::shift`].
-        const fn fold_constants(bits: u32) -> (u64, u64) {
-            (
-                x_pow_mod_p(bits + 64 - 33) as u64,
-                x_pow_mod_p(bits - 33) as u64,
-            )
-        }
-
         const FOLD_2048: (u64, u64) = fold_constants(2048);
-        const FOLD_1024: (u64, u64) = fold_constants(1024);
-        const FOLD_512: (u64, u64) = fold_constants(512);
         const FOLD_384: (u64, u64) = fold_constants(384);
-        const FOLD_256: (u64, u64) = fold_constants(256);
-        const FOLD_128: (u64, u64) = fold_constants(128);
 
         /// `k`'s pair of multipliers in each of a register's four lanes.
         ///
@@ -976,8 +985,6 @@ mod x86 {
         mod tests {
             use super::*;
 
-            /// Folding a lane forward must equal feeding the zero bytes it moves across: a
-            /// lane holding `v` then `n` zero bytes has the state of `v` folded `n` bytes on.
             #[test]
             fn fold_constants_match_a_zero_feed() {
                 if !(std::arch::is_x86_feature_detected!("avx512f")
@@ -985,37 +992,26 @@ mod x86 {
                 {
                     return;
                 }
-                let feed = |bytes: &[u8]| {
-                    bytes.iter().fold(0u32, |crc, &b| {
-                        // SAFETY: x86-64 CPUs with AVX-512 have SSE4.2.
-                        unsafe { std::arch::x86_64::_mm_crc32_u8(crc, b) }
-                    })
-                };
-                for (bytes, k) in [
-                    (16usize, FOLD_128),
+                let cases = [
+                    (16, FOLD_128),
                     (32, FOLD_256),
                     (48, FOLD_384),
                     (64, FOLD_512),
                     (128, FOLD_1024),
                     (256, FOLD_2048),
-                ] {
-                    let lane: Vec<u8> = (0..16u8).map(|i| i.wrapping_mul(37) ^ 0xA5).collect();
-                    let mut message = lane.clone();
-                    message.resize(16 + bytes, 0);
+                ];
+                super::super::tests::check_fold_constants(&cases, |lane, k| {
                     // SAFETY: the features were checked above; the intrinsics take values.
-                    let folded = unsafe {
+                    unsafe {
                         let v =
                             _mm512_broadcast_i32x4(std::ptr::read_unaligned(lane.as_ptr().cast()));
                         let zero = _mm512_set_epi64(0, 0, 0, 0, 0, 0, 0, 0);
-                        let out = fold(v, in_every_lane(k), zero);
-                        let out = _mm512_castsi512_si128(out);
+                        let out = _mm512_castsi512_si128(fold(v, in_every_lane(k), zero));
                         let mut bytes = [0u8; 16];
                         std::ptr::write_unaligned(bytes.as_mut_ptr().cast(), out);
                         bytes
-                    };
-                    // The folded lane stands for the message's last 16 bytes.
-                    assert_eq!(feed(&folded), feed(&message), "{bytes} bytes");
-                }
+                    }
+                });
             }
         }
     }
@@ -1042,7 +1038,7 @@ mod x86 {
     // Built only by a compiler that has these intrinsics (`build.rs`), 1.89 or newer.
     #[clippy::msrv = "1.89"]
     pub(super) mod fold256 {
-        use super::{header, take, update, word, x_pow_mod_p};
+        use super::{header, take, update, word, FOLD_1024, FOLD_128, FOLD_256, FOLD_512};
         use std::arch::x86_64::{
             __m256i, _mm256_castsi256_si128, _mm256_clmulepi64_epi128, _mm256_extracti128_si256,
             _mm256_set_epi64x, _mm256_xor_si256, _mm_crc32_u64, _mm_cvtsi128_si64,
@@ -1052,19 +1048,6 @@ mod x86 {
 
         /// Bytes folded per step: four 32-byte accumulators.
         const STEP: usize = 128;
-
-        /// As `wide::fold_constants`: a 16-byte lane's two multipliers for `bits` bits on.
-        const fn fold_constants(bits: u32) -> (u64, u64) {
-            (
-                x_pow_mod_p(bits + 64 - 33) as u64,
-                x_pow_mod_p(bits - 33) as u64,
-            )
-        }
-
-        const FOLD_1024: (u64, u64) = fold_constants(1024);
-        const FOLD_512: (u64, u64) = fold_constants(512);
-        const FOLD_256: (u64, u64) = fold_constants(256);
-        const FOLD_128: (u64, u64) = fold_constants(128);
 
         /// `k`'s pair of multipliers in both of a register's lanes.
         ///
@@ -1163,7 +1146,6 @@ mod x86 {
         mod tests {
             use super::*;
 
-            /// As `wide`'s test: folding a lane `n` bytes on equals feeding `n` zero bytes.
             #[test]
             fn fold_constants_match_a_zero_feed() {
                 if !(std::arch::is_x86_feature_detected!("avx2")
@@ -1171,23 +1153,15 @@ mod x86 {
                 {
                     return;
                 }
-                let feed = |bytes: &[u8]| {
-                    bytes.iter().fold(0u32, |crc, &b| {
-                        // SAFETY: x86-64 CPUs with AVX2 have SSE4.2.
-                        unsafe { std::arch::x86_64::_mm_crc32_u8(crc, b) }
-                    })
-                };
-                for (bytes, k) in [
-                    (16usize, FOLD_128),
+                let cases = [
+                    (16, FOLD_128),
                     (32, FOLD_256),
                     (64, FOLD_512),
                     (128, FOLD_1024),
-                ] {
-                    let lane: Vec<u8> = (0..16u8).map(|i| i.wrapping_mul(37) ^ 0xA5).collect();
-                    let mut message = lane.clone();
-                    message.resize(16 + bytes, 0);
+                ];
+                super::super::tests::check_fold_constants(&cases, |lane, k| {
                     // SAFETY: the features were checked above; the intrinsics take values.
-                    let folded = unsafe {
+                    unsafe {
                         let v: std::arch::x86_64::__m128i =
                             std::ptr::read_unaligned(lane.as_ptr().cast());
                         let v = std::arch::x86_64::_mm256_broadcastsi128_si256(v);
@@ -1196,10 +1170,8 @@ mod x86 {
                         let mut bytes = [0u8; 16];
                         std::ptr::write_unaligned(bytes.as_mut_ptr().cast(), out);
                         bytes
-                    };
-                    // The folded lane stands for the message's last 16 bytes.
-                    assert_eq!(feed(&folded), feed(&message), "{bytes} bytes");
-                }
+                    }
+                });
             }
         }
     }
@@ -1207,6 +1179,32 @@ mod x86 {
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        /// For the folding paths' tests: folding a lane forward must equal feeding the zero
+        /// bytes it moves across. For each `(n, k)`, a lane holding `v` then `n` zero bytes
+        /// has the state of `fold_lane(v, k)`, the lane folded by the multipliers `k`.
+        ///
+        /// The caller has checked that the CPU has AVX2 or AVX-512 (for its fold).
+        #[cfg(any(shmq_wide_crc, shmq_fold256_crc))]
+        pub(super) fn check_fold_constants(
+            cases: &[(usize, (u64, u64))],
+            fold_lane: impl Fn([u8; 16], (u64, u64)) -> [u8; 16],
+        ) {
+            let feed = |bytes: &[u8]| {
+                bytes.iter().fold(0u32, |crc, &b| {
+                    // SAFETY: x86-64 CPUs with AVX2 or AVX-512 have SSE4.2 (our caller
+                    // checked one of them).
+                    unsafe { _mm_crc32_u8(crc, b) }
+                })
+            };
+            let lane: [u8; 16] = std::array::from_fn(|i| (i as u8).wrapping_mul(37) ^ 0xA5);
+            for &(bytes, k) in cases {
+                let mut message = lane.to_vec();
+                message.resize(16 + bytes, 0);
+                // The folded lane stands for the message's last 16 bytes.
+                assert_eq!(feed(&fold_lane(lane, k)), feed(&message), "{bytes} bytes");
+            }
+        }
 
         #[test]
         fn shift_constants_match_a_zero_feed() {
