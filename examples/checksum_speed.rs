@@ -6,9 +6,9 @@
 //!
 //! On x86-64 the implementations are the 512-bit carry-less folding (CPUs with AVX-512 and
 //! VPCLMULQDQ), the 256-bit one (CPUs with VPCLMULQDQ and AVX2; both built with Rust 1.89 or
-//! newer), the three `crc32` streams (SSE4.2), and the
-//! crate's (the portable fallback, which also computes the message's 20 header bytes); a
-//! queue uses the first this CPU has (`shmq::checksum_implementation()`). Each figure is
+//! newer), the three `crc32` streams (SSE4.2), and the crate's (the portable fallback,
+//! which also computes the message's 20 header bytes); a queue uses the first this CPU has
+//! (`shmq::checksum_implementation()`). Each figure is
 //! the best of 15 timed batches (this VM's noise is one-sided: a batch can only be slowed
 //! down). All compute the same CRC32C and are checked equal before timing; shmq's calls
 //! also cover the 20 header bytes, the crate's column starts from their state.

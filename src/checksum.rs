@@ -1025,8 +1025,8 @@ mod x86 {
     /// Without it those CPUs ran the three `crc32` streams, at 8 bytes a cycle at best,
     /// while each 256-bit carry-less multiplication folds 16 bytes. On the development VM of
     /// the twenty-fifth session (an AMD EPYC with VPCLMULQDQ and no AVX-512) it took
-    /// 0.7–0.9× the streams' time from 256 bytes to 4 KiB, and 0.95× at 16–64 KiB, where
-    /// both ran at 22–24 GB/s (`examples/checksum_speed.rs`, docs/PERFORMANCE.md).
+    /// 0.7–0.9× the streams' time from 256 bytes to 4 KiB, and 0.93–0.94× at 16–64 KiB,
+    /// where both ran at 22–24 GB/s (`examples/checksum_speed.rs`, docs/PERFORMANCE.md).
     ///
     /// # How
     /// As [`wide`]: four 32-byte accumulators take the first 128 bytes, the state in flight
