@@ -83,6 +83,44 @@ type GatherFn = unsafe fn(u64, u64, Parts<'_>, usize, *mut u8) -> u32;
 /// The parts of a gather copy: how many, and part `i`.
 pub type Parts<'a> = (usize, &'a dyn Fn(usize) -> &'a [u8]);
 
+/// The parts in order, each cut to the room that `len` leaves after those before it, so that
+/// they add up to at most `len` whatever `part(i)` answers: every gather copy writes through
+/// this, and so writes nothing past the length its caller summed, even if the parts changed
+/// since (a C caller's arrays rewritten by a racing thread).
+#[inline(always)]
+pub fn cut_parts((count, part): Parts<'_>, len: usize) -> CutParts<'_> {
+    CutParts {
+        part,
+        next: 0,
+        count,
+        left: len,
+    }
+}
+
+/// The iterator of [`cut_parts`].
+pub struct CutParts<'a> {
+    part: &'a dyn Fn(usize) -> &'a [u8],
+    next: usize,
+    count: usize,
+    left: usize,
+}
+
+impl<'a> Iterator for CutParts<'a> {
+    type Item = &'a [u8];
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.next == self.count {
+            return None;
+        }
+        let part = (self.part)(self.next);
+        self.next += 1;
+        let n = part.len().min(self.left);
+        self.left -= n;
+        Some(&part[..n])
+    }
+}
+
 impl MessageCrc {
     /// The fastest implementation this CPU runs.
     pub fn for_this_cpu() -> MessageCrc {
@@ -300,16 +338,14 @@ fn portable_message_crc(id: u64, timestamp_ns: u64, len: u32, data: &[u8]) -> u3
 unsafe fn portable_gather_to_shared(
     id: u64,
     timestamp_ns: u64,
-    (count, part): Parts<'_>,
+    parts: Parts<'_>,
     len: usize,
     dst: *mut u8,
 ) -> u32 {
     let mut crc = portable_message_crc(id, timestamp_ns, len as u32, &[]);
     let mut at = 0;
-    for i in 0..count {
-        let part = part(i);
-        let part = &part[..part.len().min(len - at)];
-        // SAFETY: `at + part.len() <= len` (cut above), so `dst + at` is writable for the
+    for part in cut_parts(parts, len) {
+        // SAFETY: `at + part.len() <= len` (`cut_parts`), so `dst + at` is writable for the
         // part's bytes (the caller's contract), which `dst` does not overlap.
         unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), dst.add(at), part.len()) };
         crc = crc32c::crc32c_append(crc, part);
@@ -654,19 +690,18 @@ mod x86 {
     pub(super) unsafe fn gather_to_shared(
         id: u64,
         timestamp_ns: u64,
-        (count, part): super::Parts<'_>,
+        parts: super::Parts<'_>,
         len: usize,
         dst: *mut u8,
     ) -> u32 {
         // SAFETY: the CPU has the features (our contract).
         let mut crc = unsafe { header(id, timestamp_ns, len as u32) };
         let mut at = 0;
-        for i in 0..count {
-            let part = part(i);
-            let n = part.len().min(len - at);
-            // SAFETY: the CPU has the features; `at + n <= len` (cut above), so `dst + at` is
-            // writable for `n` bytes (our contract), which the part holds, a private slice
-            // `dst` does not overlap (no alignment needed: `src` is not shared).
+        for part in super::cut_parts(parts, len) {
+            let n = part.len();
+            // SAFETY: the CPU has the features; `at + n <= len` (`cut_parts`), so `dst + at`
+            // is writable for the part's `n` bytes (our contract), a private slice `dst` does
+            // not overlap (no alignment needed: `src` is not shared).
             crc = unsafe { update::<true, false, true>(crc, part.as_ptr(), dst.add(at), 0, n) };
             at += n;
         }
@@ -806,16 +841,15 @@ mod x86 {
             pub(in super::super) unsafe fn gather_to_shared(
                 id: u64,
                 timestamp_ns: u64,
-                (count, part): super::super::Parts<'_>,
+                parts: super::super::Parts<'_>,
                 len: usize,
                 dst: *mut u8,
             ) -> u32 {
                 // SAFETY: the CPU has the features (our contract).
                 let mut crc = unsafe { header(id, timestamp_ns, len as u32) };
                 let mut at = 0;
-                for i in 0..count {
-                    let part = part(i);
-                    let n = part.len().min(len - at);
+                for part in super::super::cut_parts(parts, len) {
+                    let n = part.len();
                     // SAFETY: as in `super::gather_to_shared`: `at + n <= len`.
                     crc = unsafe {
                         update_folded::<true, false, true>(crc, part.as_ptr(), dst.add(at), n)

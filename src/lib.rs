@@ -1525,11 +1525,9 @@ impl CrossProcessQueue {
             // twice).
             let mut joined = [0u8; JOIN_ON_STACK];
             let mut at = 0;
-            for i in 0..count {
-                let part = part(i);
-                let n = part.len().min(len - at);
-                joined[at..at + n].copy_from_slice(&part[..n]);
-                at += n;
+            for part in ring::cut_parts((count, part), len) {
+                joined[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
             }
             return self.send_with(id, timestamp, &joined[..len], timeout);
         }

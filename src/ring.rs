@@ -74,7 +74,7 @@
 use std::ptr;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
-pub use crate::checksum::{message_crc, MessageCrc, Parts};
+pub use crate::checksum::{cut_parts, message_crc, MessageCrc, Parts};
 use crate::fastdiv::Divisor;
 use crate::layout::{
     self, Claim, Header, Role, SlotHeader, FLAG_CHECKSUM, FLAG_SPSC, HEADER_SIZE, LAYOUT_VERSION,
@@ -1131,12 +1131,10 @@ impl Ring {
             },
             None => {
                 let mut at = 0;
-                for i in 0..count {
-                    let part = part(i);
-                    let n = part.len().min(len - at);
-                    // SAFETY: as above: `at + n <= len`.
-                    unsafe { ptr::copy_nonoverlapping(part.as_ptr(), payload.add(at), n) };
-                    at += n;
+                for part in cut_parts((count, part), len) {
+                    // SAFETY: as above: `at + part.len() <= len` (`cut_parts`).
+                    unsafe { ptr::copy_nonoverlapping(part.as_ptr(), payload.add(at), part.len()) };
+                    at += part.len();
                 }
                 0
             }
