@@ -42,6 +42,10 @@ use std::time::{Duration, Instant};
 
 use shmq::{CrossProcessQueue, Error};
 
+#[path = "../examples/support/affinity.rs"]
+mod affinity;
+use affinity::{cpus_online, pin_to, unpin};
+
 // ----- counting allocator: proves "no allocation per message" --------------------------------
 
 struct Counting;
@@ -124,33 +128,6 @@ impl Config {
 }
 
 // ----- processes, cores, clocks -------------------------------------------------------------
-
-/// Cores online (not `available_parallelism`, which shrinks to 1 once we pin ourselves).
-fn ncpus() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    n.max(1) as usize
-}
-
-fn pin(core: usize) {
-    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it; sched_setaffinity reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core % ncpus(), &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-fn unpin() {
-    // SAFETY: as in `pin`.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for c in 0..ncpus() {
-            libc::CPU_SET(c, &mut set);
-        }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
 
 /// CLOCK_MONOTONIC in nanoseconds: comparable across processes.
 fn mono_ns() -> u64 {
@@ -246,7 +223,7 @@ fn spawn(core: usize, f: impl FnOnce()) -> libc::pid_t {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
-        pin(core);
+        pin_to(core);
         let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok();
         if !ok {
             ctl().failed.store(1, SeqCst);
@@ -1856,7 +1833,7 @@ fn round_trips(kind: Kind, size: usize, iters: u64, same_core: bool, cap: Durati
                 word.store(2 * i + 2, Release);
             }
         });
-        pin(0);
+        pin_to(0);
         start(1);
         let mut samples = Vec::with_capacity(iters as usize);
         let (t_start, k_start) = (mono_ns(), ticks());
@@ -1900,7 +1877,7 @@ fn round_trips(kind: Kind, size: usize, iters: u64, same_core: bool, cap: Durati
             }
         })
     };
-    pin(0);
+    pin_to(0);
     let mut tx = ping.tx(size);
     let mut rx = pong.rx(size);
     start(1);
@@ -2234,12 +2211,15 @@ fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.
     let cfg = Config::from_env();
     let started = Instant::now();
-    assert!(ncpus() >= 2 || cfg.quick, "this benchmark needs two cores");
+    assert!(
+        cpus_online() >= 2 || cfg.quick,
+        "this benchmark needs two cores"
+    );
     println!(
         "shmq compare ({} mode): depth {DEPTH}, median of {} runs, {} cores, every byte written and checked",
         if cfg.quick { "quick" } else { "full" },
         cfg.runs,
-        ncpus()
+        cpus_online()
     );
     let mut report = Report {
         values: BTreeMap::new(),

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use shmq::CrossProcessQueue;
 
-#[path = "support/pin.rs"]
-mod pin;
-use pin::pin_to;
+#[path = "support/affinity.rs"]
+mod affinity;
+use affinity::pin_to;
 
 const CAPACITY: usize = 256;
 const SIZE: usize = 64;

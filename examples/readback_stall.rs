@@ -31,9 +31,9 @@ use std::time::Instant;
 
 use shmq::ring::message_crc;
 
-#[path = "support/pin.rs"]
-mod pin;
-use pin::pin_to;
+#[path = "support/affinity.rs"]
+mod affinity;
+use affinity::pin_to;
 
 const DEPTH: usize = 256;
 const SIZE: usize = 64;

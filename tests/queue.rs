@@ -3,6 +3,8 @@
 //! Children are this test binary run again in a role (see `tests/common`): the ignored test
 //! `child` reads `SHMQ_TEST_ROLE` and acts; every other test is a parent.
 
+#[path = "../examples/support/affinity.rs"]
+mod affinity;
 mod common;
 
 use std::collections::HashMap;
@@ -114,29 +116,13 @@ fn child() {
 
 /// Restricts this process to one CPU.
 fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it, and
-    // sched_setaffinity reads `size_of::<cpu_set_t>()` bytes of it.
-    let ok = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-    };
-    assert!(ok, "pin to CPU {cpu}: {}", std::io::Error::last_os_error());
+    affinity::run_on([cpu]).unwrap_or_else(|e| panic!("pin to CPU {cpu}: {e}"));
 }
 
 /// The first CPU this process may run on.
 fn first_allowed_cpu() -> usize {
-    // SAFETY: as in `pin_to_cpu`; sched_getaffinity fills the set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        assert_eq!(
-            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
-            0
-        );
-        (0..libc::CPU_SETSIZE as usize)
-            .find(|&cpu| libc::CPU_ISSET(cpu, &set))
-            .expect("some CPU is allowed")
-    }
+    let cpus = affinity::allowed_cpus().expect("sched_getaffinity");
+    *cpus.first().expect("some CPU is allowed")
 }
 
 /// `producers` processes send `per_producer` messages each through a queue of depth 64 to
