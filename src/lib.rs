@@ -1935,6 +1935,12 @@ pub struct QueueInfo {
     /// The most recent connections (up to 64), live or not, excluding the caller's own
     /// liveness which is always reported alive.
     pub participants: Vec<ParticipantInfo>,
+    /// A process that cannot call `membarrier` (an old kernel, a seccomp filter, a sandbox
+    /// without it) has joined the queue: from then on every send and receive on it, in every
+    /// process, issues a real memory fence where it would otherwise issue none (see
+    /// "Asymmetric fences" in `src/wait.rs`). Correct, and slower. It stays so for the
+    /// queue's life.
+    pub real_fences: bool,
 }
 
 impl QueueInfo {
@@ -1995,6 +2001,8 @@ impl QueueInfo {
             sender,
             receiver,
             participants,
+            // Relaxed: informational, like the participant table (set once, never cleared).
+            real_fences: h.wake.fence_required.load(Relaxed) != 0,
         }
     }
 }

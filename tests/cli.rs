@@ -366,6 +366,10 @@ fn info_reports_configuration_counters_and_processes() {
     assert_eq!(v["message_size"], 64);
     assert_eq!(v["mode"], "0660");
     assert_eq!(v["checksum"], true);
+    // The library's own value (which depends on this machine's `membarrier`), in both forms;
+    // `tests/wake.rs` checks the value itself.
+    let real_fences = a.info().real_fences;
+    assert_eq!(v["real_fences"], real_fences);
     assert_eq!(v["layout_version"], shmq::layout::LAYOUT_VERSION);
     assert_ne!(
         v["creator_pid"],
@@ -411,6 +415,11 @@ fn info_reports_configuration_counters_and_processes() {
         "messages sent          8",
         "messages received      4",
         "health         ok",
+        if real_fences {
+            "fences         real"
+        } else {
+            "fences         light"
+        },
     ] {
         assert!(text.contains(needle), "{needle:?} in\n{text}");
     }

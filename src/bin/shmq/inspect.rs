@@ -145,6 +145,7 @@ fn info_json(info: &QueueInfo, stats: &Stats, live: Option<usize>) -> Value {
         "slot_stride": info.slot_stride,
         "segment_size": info.segment_size,
         "checksum": info.checksum,
+        "real_fences": info.real_fences,
         "single_producer_single_consumer": info.single_producer_single_consumer,
         "roles": info.single_producer_single_consumer.then(|| json!({
             "sender": info.sender.map(role_json),
@@ -224,6 +225,15 @@ fn info_text(info: &QueueInfo, s: &Stats, live: Option<usize>) -> String {
             "single producer, single consumer (one sending and one receiving handle at a time)"
         } else {
             "multiple producers, multiple consumers"
+        }
+    );
+    let _ = writeln!(
+        t,
+        "fences         {}",
+        if info.real_fences {
+            "real, in every send and receive: a process without membarrier joined"
+        } else {
+            "light (a sleeper pays a membarrier)"
         }
     );
     if info.single_producer_single_consumer {
