@@ -15,7 +15,7 @@ mod common;
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
-use common::{futex_word, Proc, TestQueue, NOT_EMPTY, ROLE_ENV};
+use common::{deny_membarrier, futex_word, membarrier_works, Proc, TestQueue, NOT_EMPTY, ROLE_ENV};
 use shmq::layout::{FENCED_BIT, WAITERS_BIT};
 use shmq::{crashpoint, CrossProcessQueue, Error};
 
@@ -31,6 +31,23 @@ fn wake_child() {
     let Ok(role) = std::env::var(ROLE_ENV) else {
         return;
     };
+    if role == "membarrier_probe" {
+        // Whether `deny_membarrier` works here: it must turn a working call into a failing one.
+        let answer = match (membarrier_works(), deny_membarrier()) {
+            (false, _) => "membarrier fails without a filter".to_string(),
+            (true, Err(e)) => {
+                eprintln!("deny_membarrier: {e}");
+                "the kernel refused the filter".to_string()
+            }
+            (true, Ok(())) if membarrier_works() => "membarrier works through the filter".into(),
+            (true, Ok(())) => "denied".to_string(),
+        };
+        println!("@@PROBE {answer}");
+        return;
+    }
+    if std::env::var_os("NO_MEMBARRIER").is_some() {
+        deny_membarrier().expect("deny membarrier");
+    }
     let name = std::env::var("Q").expect("Q");
     let q = CrossProcessQueue::connect(&name).expect("child connect");
     println!("@@READY");
@@ -424,13 +441,49 @@ fn sleepers_pay_a_heavy_fence_only_when_the_fence_mode_is_off() {
 /// in three of four).
 #[test]
 fn no_wake_up_is_lost_between_processes_that_always_sleep() {
-    ping_pong(false, 3);
-    ping_pong(true, 1);
+    ping_pong(false, 3, Denied::default(), 20_000);
+    ping_pong(true, 1, Denied::default(), 20_000);
 }
 
-/// The ping-pong of the test above, with `pongs` answering processes.
-fn ping_pong(spsc: bool, pongs: usize) {
-    const ROUNDS: u64 = 20_000;
+/// The same ping-pongs with processes that cannot call `membarrier` (a seccomp filter makes
+/// it fail, as a sandbox or an old kernel would): each flags both queues when it joins, and
+/// from then on every waker fences for real. First the pinger without it among answerers
+/// with it, then one answerer without it and a pinger with it, so that on each queue a
+/// process whose sleeps could not pay the `membarrier` is woken by one that could. Checks
+/// that the flag (`QueueInfo::real_fences`) was off before they joined and on after.
+#[test]
+fn no_wake_up_is_lost_when_a_process_cannot_use_membarrier() {
+    let probe = Proc::start("wake_child", "membarrier_probe", &[], None);
+    let answer = expect_line(&probe, "@@PROBE ");
+    match answer.trim_start_matches("@@PROBE ") {
+        "denied" => {}
+        why @ ("membarrier fails without a filter" | "the kernel refused the filter") => {
+            eprintln!("{why}: no process here can be kept from membarrier; nothing to test");
+            return;
+        }
+        other => panic!("the seccomp filter does not work: {other}"),
+    }
+    // 100 000 rounds: with wakers that ignored the flag (a compiler barrier alone, as if
+    // every process could call `membarrier`), runs of 100 000 hung in three of four, runs of
+    // 20 000 in none of three.
+    const ROUNDS: u64 = 100_000;
+    let denied = |ping, pongs| Denied { ping, pongs };
+    ping_pong(false, 3, denied(true, 0), ROUNDS);
+    ping_pong(false, 3, denied(false, 1), ROUNDS);
+    ping_pong(true, 1, denied(false, 1), ROUNDS);
+}
+
+/// Which processes of a ping-pong run without `membarrier`: the pinger, and how many of the
+/// answering processes.
+#[derive(Clone, Copy, Default)]
+struct Denied {
+    ping: bool,
+    pongs: usize,
+}
+
+/// The ping-pong of the tests above, `rounds` bursts long, with `pongs` answering processes,
+/// the processes `denied` names run without `membarrier`.
+fn ping_pong(spsc: bool, pongs: usize, denied: Denied, rounds: u64) {
     let (q, r) = (TestQueue::new("wake_ping"), TestQueue::new("wake_pong"));
     let create = |name: &str| {
         CrossProcessQueue::options()
@@ -439,8 +492,10 @@ fn ping_pong(spsc: bool, pongs: usize) {
             .unwrap()
     };
     let requests = create(&q.name);
-    let _replies = create(&r.name);
-    let env = |role_rounds: Option<u64>| {
+    let replies = create(&r.name);
+    // Off unless this process itself cannot call `membarrier`.
+    let light_fences = !requests.info().real_fences;
+    let env = |role_rounds: Option<u64>, no_membarrier: bool| {
         let mut env = vec![
             ("Q", q.name.clone()),
             ("R", r.name.clone()),
@@ -449,18 +504,31 @@ fn ping_pong(spsc: bool, pongs: usize) {
         if let Some(n) = role_rounds {
             env.push(("ROUNDS", n.to_string()));
         }
+        if no_membarrier {
+            env.push(("NO_MEMBARRIER", "1".to_string()));
+        }
         env
     };
     let mut pongs: Vec<Proc> = (0..pongs)
-        .map(|_| Proc::start("wake_child", "pong", &env(None), None))
+        .map(|i| Proc::start("wake_child", "pong", &env(None, i < denied.pongs), None))
         .collect();
-    let ping = Proc::start("wake_child", "ping", &env(Some(ROUNDS)), None);
+    let ping = Proc::start("wake_child", "ping", &env(Some(rounds), denied.ping), None);
     let line = ping
         .next_marked(SOON)
         .and_then(|_ready| ping.next_marked(Duration::from_secs(60)))
         .unwrap_or_else(|| panic!("the ping-pong stopped: a wake-up was lost"));
-    let sent: u64 = (0..ROUNDS).map(|r| 1 + r % 4).sum();
+    let sent: u64 = (0..rounds).map(|r| 1 + r % 4).sum();
     assert_eq!(line, format!("@@PINGED {sent}"));
+    if light_fences {
+        let flagged = denied.ping || denied.pongs > 0;
+        for (queue, which) in [(&requests, "requests"), (&replies, "replies")] {
+            assert_eq!(
+                queue.info().real_fences,
+                flagged,
+                "{which}: real fences exactly when a process without membarrier joined"
+            );
+        }
+    }
     requests.shutdown().unwrap();
     let mut answered = 0;
     for p in &mut pongs {

@@ -321,3 +321,61 @@ pub fn search_seeds(cases: u64) -> Vec<u64> {
         }
     }
 }
+
+/// Makes every later `membarrier` call of the calling thread (and of threads and processes
+/// it starts) fail with `ENOSYS`, as a sandbox's seccomp filter or an old kernel would: a
+/// queue handle connected afterwards cannot use the asymmetric fences. Irreversible; for
+/// child processes. An error if the kernel refuses the filter.
+///
+/// The filter compares the system call number alone, not the architecture: the test
+/// binary makes its system calls in its own architecture's convention.
+pub fn deny_membarrier() -> std::io::Result<()> {
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let mut filter = [
+        // A = seccomp_data.nr (offset 0)
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+        // if A == SYS_membarrier, go on to the next instruction, else skip one
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_membarrier as u32,
+        },
+        stmt(
+            libc::BPF_RET | libc::BPF_K,
+            libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+        ),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+    ];
+    let program = libc::sock_fprog {
+        len: filter.len() as libc::c_ushort,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: `PR_SET_NO_NEW_PRIVS` takes integers only; `PR_SET_SECCOMP` reads the program
+    // (a length and that many instructions, all in `filter`, alive across the call) and
+    // copies it into the kernel.
+    let ok = unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+            && libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &program as *const libc::sock_fprog,
+            ) == 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Whether `membarrier(MEMBARRIER_CMD_QUERY)` succeeds in the calling thread.
+pub fn membarrier_works() -> bool {
+    // SAFETY: the query command takes integers only and touches no memory of ours.
+    unsafe { libc::syscall(libc::SYS_membarrier, 0 as libc::c_long, 0, 0) >= 0 }
+}
