@@ -26,6 +26,11 @@
 //!
 //! * Every child's handle waits in one of three ways, by incarnation: the default spin, no
 //!   spin (each wait sleeps at once), or a 1 ms spin (repairs made between polls).
+//! * The children started in the storm's second half cannot call `membarrier` (a seccomp
+//!   filter, `common::deny_membarrier`, where the kernel allows one): the first of them
+//!   turns the queue to real fences (`QueueInfo::real_fences`), and the rest of the storm
+//!   runs its kills, repairs and role takeovers in that mode, among children started before
+//!   it that can.
 //!
 //! CI runs it for 12 s. By hand: `SHMQ_STORM_SECS=300 cargo test --release --test
 //! kill_storm -- --nocapture` (`SHMQ_STORM_SEED` replays a seed).
@@ -39,7 +44,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Rng, TestQueue, ROLE_ENV};
+use common::{deny_membarrier, Rng, TestQueue, ROLE_ENV};
 use shmq::{CrossProcessQueue, Error};
 
 const PRODUCERS: usize = 2;
@@ -147,6 +152,13 @@ fn storm_child() {
     let name = std::env::var("Q").unwrap();
     let log = PathBuf::from(std::env::var("LOG").unwrap());
     let incarnation: u64 = std::env::var("INCARNATION").unwrap().parse().unwrap();
+    if std::env::var_os("NO_MEMBARRIER").is_some() {
+        if let Err(e) = deny_membarrier() {
+            // The storm goes on with light fences (its losses and duplicates are the point);
+            // tests/wake.rs checks the real fences where the kernel allows the filter.
+            eprintln!("storm child {incarnation}: no seccomp filter here ({e})");
+        }
+    }
     let mut file = OpenOptions::new()
         .create(true)
         .append(true)
@@ -272,6 +284,8 @@ struct Storm {
     workers: Vec<Worker>,
     incarnation: u64,
     kills: BTreeMap<&'static str, u64>,
+    /// Children started from then on run without `membarrier`.
+    deny_membarrier_from: Instant,
 }
 
 impl Storm {
@@ -284,7 +298,11 @@ impl Storm {
         };
         let log = self.dir.join(format!("{kind}-{}.log", self.incarnation));
         let inbox = self.dir.join(format!("{}.inbox", self.incarnation));
-        let child = Command::new(std::env::current_exe().unwrap())
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        if Instant::now() >= self.deny_membarrier_from {
+            command.env("NO_MEMBARRIER", "1");
+        }
+        let child = command
             .args([
                 "--exact",
                 "storm_child",
@@ -380,6 +398,7 @@ fn storm(tag: &str, producers: usize, consumers: usize, spsc: bool) {
         workers: Vec::new(),
         incarnation: 0,
         kills: BTreeMap::new(),
+        deny_membarrier_from: Instant::now() + Duration::from_secs(secs) / 2,
     };
     for _ in 0..producers {
         let w = storm.spawn("producer");
@@ -480,7 +499,7 @@ fn storm(tag: &str, producers: usize, consumers: usize, spsc: bool) {
     println!(
         "{tag}: kills {:?}, acknowledged {}, received {} distinct ({} unacknowledged), \
          redelivered records {}, recorded by copying batches {}, only in a dead batch \
-         receiver's inbox {}, lost {}, stats {:?}",
+         receiver's inbox {}, lost {}, real fences {}, stats {:?}",
         storm.kills,
         acked.len(),
         received.len(),
@@ -489,6 +508,7 @@ fn storm(tag: &str, producers: usize, consumers: usize, spsc: bool) {
         batch_records,
         only_in_inboxes,
         lost.len(),
+        parent.info().real_fences,
         stats
     );
     assert!(
