@@ -377,5 +377,12 @@ pub fn deny_membarrier() -> std::io::Result<()> {
 /// Whether `membarrier(MEMBARRIER_CMD_QUERY)` succeeds in the calling thread.
 pub fn membarrier_works() -> bool {
     // SAFETY: the query command takes integers only and touches no memory of ours.
-    unsafe { libc::syscall(libc::SYS_membarrier, 0 as libc::c_long, 0, 0) >= 0 }
+    unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            0 as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        ) >= 0
+    }
 }
