@@ -448,9 +448,10 @@ fn no_wake_up_is_lost_between_processes_that_always_sleep() {
 /// The same ping-pongs with processes that cannot call `membarrier` (a seccomp filter makes
 /// it fail, as a sandbox or an old kernel would): each flags both queues when it joins, and
 /// from then on every waker fences for real. First the pinger without it among answerers
-/// with it, then one answerer without it and a pinger with it, so that on each queue a
-/// process whose sleeps could not pay the `membarrier` is woken by one that could. Checks
-/// that the flag (`QueueInfo::real_fences`) was off before they joined and on after.
+/// with it, then one answerer without it and a pinger with it (on the default queues, then
+/// on single-producer/single-consumer ones), so that on each queue a process whose sleeps
+/// could not pay the `membarrier` is woken by one that could. Checks that the flag
+/// (`QueueInfo::real_fences`) was off before they joined and on after.
 #[test]
 fn no_wake_up_is_lost_when_a_process_cannot_use_membarrier() {
     let probe = Proc::start("wake_child", "membarrier_probe", &[], None);

@@ -374,6 +374,22 @@ pub fn deny_membarrier() -> std::io::Result<()> {
     }
 }
 
+/// Whether the kernel lets a child process install [`deny_membarrier`]'s filter (a child
+/// running `true` installs it first).
+pub fn membarrier_can_be_denied() -> bool {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new("true");
+    // SAFETY: the closure runs in the forked child before `exec`, where only
+    // async-signal-safe calls are allowed: it makes two `prctl` calls and reads `errno`,
+    // with its filter on the stack; nothing allocates or takes a lock.
+    unsafe { command.pre_exec(deny_membarrier) };
+    command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
 /// Whether `membarrier(MEMBARRIER_CMD_QUERY)` succeeds in the calling thread.
 pub fn membarrier_works() -> bool {
     // SAFETY: the query command takes integers only and touches no memory of ours.
