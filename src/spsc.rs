@@ -231,7 +231,8 @@ impl Side {
         }
         // SeqCst, then a heavy fence: see the fast path.
         self.contenders.fetch_add(1, SeqCst);
-        wait::heavy_fence(fence_required);
+        // Failed or not, the fence orders our side; on failure peers fence from now on.
+        let _ = wait::heavy_fence(fence_required);
         // Acquire: the owner's operation (and its stores) happen-before ours.
         if !wait_while(wait, &self.in_callback, || self.busy.load(Acquire)) {
             // The owner is still inside its operation: back out. It may see our count and
@@ -754,7 +755,8 @@ impl Spsc {
         let h = ring.header();
         // Pairs with the sender's light fence between its `in_flight` store and its load of
         // `closed`, which we have seen set.
-        wait::heavy_fence(&h.wake.fence_required);
+        // Failed or not, the fence orders our side; on failure peers fence from now on.
+        let _ = wait::heavy_fence(&h.wake.fence_required);
         // Acquire: pairs with the sender's Release stores of `in_flight`, so a 0 written
         // after a publication shows us that publication.
         let in_flight = h.tail.in_flight.load(Acquire);

@@ -85,27 +85,47 @@ pub fn light_fence(fence_required: &AtomicU32) {
     fence(SeqCst);
 }
 
+/// Proof that the thread holding it has issued a heavy fence that reached every registered
+/// process: only [`heavy_fence`] makes one (outside this module nothing can). Setting the
+/// fence mode takes one ([`enter_fence_mode`]): the mode is only sound after that fence,
+/// and a value cannot be used before the call that makes it, as a statement can be moved
+/// before another (no test caught that reordering: the race it opens is too narrow).
+#[must_use]
+pub struct HeavyFenced(());
+
 /// The heavy side of an asymmetric fence: a real fence plus `membarrier` (see the module
 /// notes). If the system call fails, marks the queue `fence_required` so that peers fence,
-/// and returns false.
-pub fn heavy_fence(fence_required: &AtomicU32) -> bool {
+/// and returns `None`.
+pub fn heavy_fence(fence_required: &AtomicU32) -> Option<HeavyFenced> {
     crate::crashpoint::count_heavy_fence();
     #[cfg(not(loom))]
     {
         if crate::segment::heavy_fence() {
-            return true;
+            return Some(HeavyFenced(()));
         }
         // SeqCst: the flag must be visible before our re-check to any waker that then loads
         // it; the first waker that misses it costs at most one sleep slice.
         fence_required.store(1, SeqCst);
         fence(SeqCst);
-        false
+        None
     }
     #[cfg(loom)]
     {
         let _ = fence_required;
         fence(SeqCst);
-        true
+        Some(HeavyFenced(()))
+    }
+}
+
+/// Sets [`FENCED_BIT`] over `word` exactly as `announced` (see "Fence mode" in the module
+/// notes), after the heavy fence `_after` proves. Returns the value to sleep on: with the
+/// bit, or `announced` if the word moved on meanwhile (a waker bumped or cleared it).
+fn enter_fence_mode(word: &AtomicU32, announced: u32, _after: HeavyFenced) -> u32 {
+    // SeqCst: a rare path (once per stretch in which nobody slept), not worth a weaker
+    // argument; the word carries no data.
+    match word.compare_exchange(announced, announced | FENCED_BIT, SeqCst, Relaxed) {
+        Ok(_) => announced | FENCED_BIT,
+        Err(_) => announced,
     }
 }
 
@@ -134,14 +154,9 @@ pub fn prepare(word: &AtomicU32, fence_required: &AtomicU32) -> u32 {
         fence(SeqCst);
         return value;
     }
-    if !heavy_fence(fence_required) {
-        return value;
-    }
-    // SeqCst: a rare path (once per stretch in which nobody slept), not worth a weaker
-    // argument; the word carries no data.
-    match word.compare_exchange(value, value | FENCED_BIT, SeqCst, Relaxed) {
-        Ok(_) => value | FENCED_BIT,
-        Err(_) => value,
+    match heavy_fence(fence_required) {
+        Some(fenced) => enter_fence_mode(word, value, fenced),
+        None => value,
     }
 }
 
