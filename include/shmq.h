@@ -426,6 +426,17 @@ int shmq_is_shutdown(const struct shmq_queue *q);
 int shmq_is_single_producer_single_consumer(const struct shmq_queue *q);
 
 /**
+ * 1 if every send and receive on the queue issues a real memory fence, because a process
+ * that cannot call `membarrier` (an old kernel, a seccomp filter) joined it: correct, and
+ * slower (`shmq info` shows it as `fences real`). 0 if not, -1 if `q` is NULL. Once 1, it
+ * stays 1 for the queue's life.
+ *
+ * # Safety
+ * `q` is NULL or a live handle.
+ */
+int shmq_uses_real_fences(const struct shmq_queue *q);
+
+/**
  * Messages in the queue now (including ones being written or read); 0 if `q` is NULL.
  *
  * # Safety

@@ -280,6 +280,9 @@ public:
     bool is_single_producer_single_consumer() const {
         return flag(shmq_is_single_producer_single_consumer(q_));
     }
+    /// Whether every send and receive on the queue fences for real: a process that cannot
+    /// call membarrier joined it (shmq_uses_real_fences).
+    bool uses_real_fences() const { return flag(shmq_uses_real_fences(q_)); }
 
     /// How long blocking calls on this handle poll before they sleep (shmq_spin_limit).
     std::chrono::nanoseconds spin_limit() const {

@@ -658,6 +658,25 @@ pub unsafe extern "C" fn shmq_is_single_producer_single_consumer(q: *const shmq_
     })
 }
 
+/// 1 if every send and receive on the queue issues a real memory fence, because a process
+/// that cannot call `membarrier` (an old kernel, a seccomp filter) joined it: correct, and
+/// slower (`shmq info` shows it as `fences real`). 0 if not, -1 if `q` is NULL. Once 1, it
+/// stays 1 for the queue's life.
+///
+/// # Safety
+/// `q` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_uses_real_fences(q: *const shmq_queue) -> c_int {
+    const F: &str = "shmq_uses_real_fences";
+    boundary(F, -1, || {
+        // SAFETY: `q` is NULL or a live handle (C contract).
+        match unsafe { handle(F, q) } {
+            Ok(queue) => c_int::from(queue.real_fences()),
+            Err(_) => -1,
+        }
+    })
+}
+
 /// Messages in the queue now (including ones being written or read); 0 if `q` is NULL.
 ///
 /// # Safety

@@ -743,6 +743,14 @@ impl CrossProcessQueue {
         self.ring.is_spsc()
     }
 
+    /// Whether every send and receive on this queue issues a real memory fence, because a
+    /// process that cannot call `membarrier` (an old kernel, a seccomp filter) joined it:
+    /// correct, and slower (see [`QueueInfo::real_fences`]). Set for the queue's life.
+    pub fn real_fences(&self) -> bool {
+        // Relaxed: informational; the waits that rely on the flag read it themselves.
+        self.ring.header().wake.fence_required.load(Relaxed) != 0
+    }
+
     /// This handle's participant id (what `shmq info` lists).
     pub fn participant_id(&self) -> u32 {
         self.me

@@ -524,8 +524,8 @@ fn ping_pong(spsc: bool, pongs: usize, denied: Denied, rounds: u64) {
         let flagged = denied.ping || denied.pongs > 0;
         for (queue, which) in [(&requests, "requests"), (&replies, "replies")] {
             assert_eq!(
-                queue.info().real_fences,
-                flagged,
+                (queue.info().real_fences, queue.real_fences()),
+                (flagged, flagged),
                 "{which}: real fences exactly when a process without membarrier joined"
             );
         }

@@ -21,11 +21,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 
 #include "shmq.h"
 
@@ -2519,6 +2524,57 @@ static void test_reopen_in_a_child_after_unlink(void) {
     drop_queue(decoy, name);
 }
 
+/* In a child: a seccomp filter makes membarrier fail (as a sandbox or an old kernel would),
+ * then the child joins the queue and waits once on it, empty, without polling. Forked, it
+ * inherits the parent's membarrier registration (the kernel's and the library's), so joining
+ * sets nothing; its sleep's heavy fence fails, and that flags the queue. 0 once flagged, 2 if
+ * the kernel refused the filter. */
+static int child_without_membarrier(const char *name) {
+    struct sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 0), /* the system call's number */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_membarrier, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog program = {.len = sizeof filter / sizeof filter[0], .filter = filter};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) != 0)
+        return 2;
+    shmq_queue *q = NULL;
+    if (shmq_connect(name, &q) != SHMQ_OK) return 3;
+    char buf[32];
+    size_t len = 0;
+    if (shmq_set_spin_limit(q, 0) != SHMQ_OK ||
+        shmq_receive(q, buf, sizeof buf, &len, 1) != SHMQ_ERR_TIMEOUT)
+        return 5;
+    int flagged = shmq_uses_real_fences(q);
+    shmq_close(q);
+    return flagged == 1 ? 0 : 4;
+}
+
+/* shmq_uses_real_fences: off on a fresh queue (where this process can call membarrier), on
+ * for every handle once a process that cannot has joined, and -1 for NULL. */
+static void test_real_fences_flag(void) {
+    CHECK(shmq_uses_real_fences(NULL) == -1);
+    CHECK_LAST_ERROR_HAS("shmq_uses_real_fences: invalid argument: 'q' is NULL");
+    char name[96];
+    shmq_queue *q = make_queue(name, sizeof name, 4, 32);
+    if (q == NULL) return;
+    int before = shmq_uses_real_fences(q);
+    CHECK(before == 0 || before == 1);
+    int child = in_child(child_without_membarrier, name);
+    if (child == 2) {
+        printf("  (the kernel refused the seccomp filter: only NULL checked)\n");
+    } else {
+        CHECK(child == 0);
+        CHECK(shmq_uses_real_fences(q) == 1);
+        /* Messages still go through, on real fences. */
+        CHECK_STATUS(shmq_send(q, "m1", 2, 0), SHMQ_OK);
+        expect_message(q, "m1");
+    }
+    drop_queue(q, name);
+}
+
 /* A reader that forks: the child holds on inside the callback until the parent has gone on
  * with the queue, then returns into its copy of the call. */
 struct forking_reader {
@@ -2639,6 +2695,7 @@ static const struct test tests[] = {
     {"handle_across_fork", test_handle_across_fork},
     {"handle_across_fork_spsc", test_handle_across_fork_spsc},
     {"fork_inside_a_callback", test_fork_inside_a_callback},
+    {"real_fences_flag", test_real_fences_flag},
     {"reopen_in_a_child_after_unlink", test_reopen_in_a_child_after_unlink},
 };
 

@@ -113,6 +113,7 @@ static void test_create_connect_unlink() {
     shmq::Queue q = shmq::Queue::create(name, 8, 64);
     CHECK(q && q.capacity() == 8 && q.message_size() == 64 && q.size() == 0);
     CHECK(!q.is_shutdown() && !q.is_single_producer_single_consumer());
+    CHECK(q.uses_real_fences() == (shmq_uses_real_fences(q.handle()) == 1));
     CHECK_THROWS(shmq::Queue::create(name, 8, 64), SHMQ_ERR_ALREADY_EXISTS);
     shmq::Options open;
     open.if_exists = shmq::IfExists::open;
