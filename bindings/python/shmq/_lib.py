@@ -214,6 +214,7 @@ def _declare(cdll: ctypes.CDLL) -> None:
         "shmq_message_size": (c_uint32, [QueuePtr]),
         "shmq_is_shutdown": (c_int, [QueuePtr]),
         "shmq_is_single_producer_single_consumer": (c_int, [QueuePtr]),
+        "shmq_uses_real_fences": (c_int, [QueuePtr]),
         "shmq_stats": (c_int, [QueuePtr, ctypes.POINTER(StatsStruct)]),
         "shmq_set_spin_limit": (c_int, [QueuePtr, c_uint64]),
         "shmq_spin_limit": (c_int, [QueuePtr, ctypes.POINTER(c_uint64)]),

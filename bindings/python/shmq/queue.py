@@ -621,6 +621,13 @@ class Queue:
         """Whether anyone called :meth:`shutdown` on this queue."""
         return bool(self._call(lib.shmq_is_shutdown))
 
+    def uses_real_fences(self) -> bool:
+        """Whether every send and receive on this queue issues a real memory fence, because
+        a process that cannot call ``membarrier`` (an old kernel, a seccomp filter) has
+        joined it: correct, and slower (``shmq info`` shows it as ``fences real``). Once
+        true, it stays true for the queue's life."""
+        return self._call(lib.shmq_uses_real_fences) == 1
+
     def stats(self) -> Stats:
         """A snapshot of the queue's shared statistics."""
         raw = StatsStruct()
