@@ -499,6 +499,12 @@ const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_long = 1 << 2;
 /// 0 = not asked yet, 1 = registered, 2 = unavailable (old kernel, seccomp filter).
 static MEMBARRIER: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
+/// The fork generation ([`fork_generation`]) in which [`MEMBARRIER`] was last set. A forked
+/// child inherits the kernel's registration and this cache with it, but a seccomp filter
+/// installed after the fork (a pre-forking server sandboxing each worker) takes `membarrier`
+/// away: so a child asks again when it opens a handle.
+static MEMBARRIER_ASKED_IN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn membarrier(cmd: libc::c_long) -> libc::c_long {
     // SAFETY: membarrier takes two integer arguments besides the command and touches no
     // memory of ours.
@@ -517,9 +523,11 @@ fn membarrier(cmd: libc::c_long) -> libc::c_long {
 /// the caller must make its peers use real fences (`WakeLine::fence_required`).
 pub fn register_light_fences() -> bool {
     use std::sync::atomic::Ordering::Relaxed;
-    // Relaxed: the flag only caches the answer of an idempotent system call.
+    let generation = fork_generation();
+    // Relaxed: the flags only cache the answer of an idempotent system call. "Unavailable"
+    // is kept across forks: a child inherits its parent's seccomp filters and kernel.
     match MEMBARRIER.load(Relaxed) {
-        1 => return true,
+        1 if MEMBARRIER_ASKED_IN.load(Relaxed) == generation => return true,
         2 => return false,
         _ => {}
     }
@@ -528,6 +536,7 @@ pub fn register_light_fences() -> bool {
     let ok = supported >= 0
         && supported & wanted == wanted
         && membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
+    MEMBARRIER_ASKED_IN.store(generation, Relaxed);
     MEMBARRIER.store(if ok { 1 } else { 2 }, Relaxed);
     ok
 }

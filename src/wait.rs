@@ -34,9 +34,10 @@
 //! folly's `asymmetricHeavyBarrier`.
 //!
 //! It only holds if every waker's process registered (`segment::register_light_fences`, done
-//! at attach). A process that cannot (an old kernel, a seccomp filter) sets
-//! `WakeLine::fence_required` in the header when it joins, and from then on every process
-//! fences for real on that queue. Under loom both sides always use real fences.
+//! at attach, and asked again in a forked child, which a filter installed after the fork may
+//! have taken `membarrier` from). A process that cannot (an old kernel, a seccomp filter)
+//! sets `WakeLine::fence_required` in the header when it joins, and from then on every
+//! process fences for real on that queue. Under loom both sides always use real fences.
 //!
 //! # Fence mode
 //! A `membarrier` interrupts every core running a registered process, so one per sleep is
