@@ -522,12 +522,16 @@ fn membarrier(cmd: libc::c_long) -> libc::c_long {
 /// memory barrier with [`heavy_fence`]. Returns whether that works here; when it does not,
 /// the caller must make its peers use real fences (`WakeLine::fence_required`).
 pub fn register_light_fences() -> bool {
-    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
     let generation = fork_generation();
-    // Relaxed: the flags only cache the answer of an idempotent system call. "Unavailable"
+    // Acquire: pairs with the Release store below, so a thread that finds this generation
+    // also finds the answer stored with it, not the parent's (two threads of a new child
+    // opening their first handles at once).
+    let asked_here = MEMBARRIER_ASKED_IN.load(Acquire) == generation;
+    // Relaxed: the flag only caches the answer of an idempotent system call. "Unavailable"
     // is kept across forks: a child inherits its parent's seccomp filters and kernel.
     match MEMBARRIER.load(Relaxed) {
-        1 if MEMBARRIER_ASKED_IN.load(Relaxed) == generation => return true,
+        1 if asked_here => return true,
         2 => return false,
         _ => {}
     }
@@ -536,8 +540,8 @@ pub fn register_light_fences() -> bool {
     let ok = supported >= 0
         && supported & wanted == wanted
         && membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
-    MEMBARRIER_ASKED_IN.store(generation, Relaxed);
     MEMBARRIER.store(if ok { 1 } else { 2 }, Relaxed);
+    MEMBARRIER_ASKED_IN.store(generation, Release);
     ok
 }
 
