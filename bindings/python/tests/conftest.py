@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Iterator
@@ -46,6 +47,18 @@ def qname(request: pytest.FixtureRequest) -> Iterator[str]:
     name = unique_name(tag)
     yield name
     shmq.unlink(name, missing_ok=True)
+
+
+def run_python(code: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Runs ``code`` (dedented) in a child Python with ``args`` as ``sys.argv[1:]`` and the
+    environment of :func:`child_env` plus ``env``; output captured as text, 60 s at most."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        env=child_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def child_env(**extra: str) -> dict[str, str]:

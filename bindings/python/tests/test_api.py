@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import shmq
-from conftest import child_env
+from conftest import run_python
 
 
 def test_put_get_roundtrip_with_every_bytes_like(qname: str) -> None:
@@ -493,13 +493,7 @@ def test_many_threads_share_one_handle_and_each_message_arrives_once(qname: str)
 
 
 def _library_of_child(**env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "import shmq; print(shmq.library_path)"],
-        env=child_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_python("import shmq; print(shmq.library_path)", **env)
 
 
 def test_shmq_library_overrides_the_bundled_library(tmp_path: Path) -> None:

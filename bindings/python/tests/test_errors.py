@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import os
 import queue
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
 import shmq
-from conftest import child_env, interrupt_blocked_call
+from conftest import interrupt_blocked_call, run_python
 
 SEGMENT = "/dev/shm/shmq.{}"
 
@@ -133,20 +130,9 @@ def test_access_failed(qname: str) -> None:
         os.rmdir(path)
 
 
-def _run_python(code: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        **kwargs,  # type: ignore[arg-type]
-    )
-
-
 def test_creation_failed(qname: str) -> None:
     # A file-size limit makes sizing the new segment fail (EFBIG).
-    out = _run_python(
+    out = run_python(
         f"""
         import resource, signal, shmq
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -170,7 +156,7 @@ def test_permission_denied(qname: str) -> None:
             shmq.Queue.connect(qname)
         return
     # Root may open anything: ask an unprivileged child.
-    out = _run_python(
+    out = run_python(
         f"""
         import os, shmq  # imported (and the library loaded) while still privileged
         os.setgid(65534); os.setuid(65534)

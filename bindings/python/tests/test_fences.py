@@ -5,14 +5,12 @@ sandbox's profile or an old kernel would) turns the queue to real fences when it
 from __future__ import annotations
 
 import platform
-import subprocess
-import sys
 
 import pytest
 
 import shmq
 
-from conftest import child_env
+from conftest import run_python
 
 # The child installs a four-instruction filter (membarrier fails with ENOSYS, everything else
 # is allowed), then joins the queue and reports what its handle sees.
@@ -60,13 +58,7 @@ def test_a_process_without_membarrier_turns_the_queue_to_real_fences(qname: str)
     q = shmq.Queue.create(qname, 4, 32)
     try:
         before = q.uses_real_fences()  # False unless this process cannot call membarrier
-        child = subprocess.run(
-            [sys.executable, "-c", _CHILD, qname],
-            env=child_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        child = run_python(_CHILD, qname)
         if child.returncode == 2:
             pytest.skip(f"the kernel refused the seccomp filter ({child.stdout.strip()})")
         assert child.returncode == 0, child.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import shmq
-from conftest import PY_EXAMPLES, Procs, child_env
+from conftest import PY_EXAMPLES, Procs, run_python
 from test_crosslang import TASK_LINE
 
 # Sends ids FIRST .. FIRST+COUNT-1 as "spsc <id>" (one sender: they arrive in this order).
@@ -139,13 +139,7 @@ def test_python_sender_process_to_one_receiver_process_exactly_once_in_order(
 
 
 def _second_sender(qname: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-c", PY_SECOND_SENDER, qname],
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_python(PY_SECOND_SENDER, qname)
     assert out.returncode == 0, out.stderr
     return out.stdout
 
