@@ -509,7 +509,7 @@ fn storm(tag: &str, producers: usize, consumers: usize, spsc: bool) {
         batch_records,
         only_in_inboxes,
         lost.len(),
-        parent.info().real_fences,
+        parent.real_fences(),
         stats
     );
     assert!(
